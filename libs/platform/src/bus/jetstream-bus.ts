@@ -1,0 +1,165 @@
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
+import { headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import { type BusMessage, type Consumer, type ConsumerOptions, type EventBus, redeliveryDelayMs } from "./event-bus.js";
+
+export interface JetStreamBusOptions {
+  url: string;
+  stream: string;
+  subjects: string[];
+  logger: Logger;
+  /** Window in which a repeated msgId is dropped (default 10 minutes). */
+  duplicateWindowMs?: number;
+  name?: string;
+}
+
+const NANOS_PER_MS = 1_000_000;
+
+/**
+ * JetStream with a connection that is retried forever in the background:
+ * a service starts and serves while NATS is down; publishing then fails
+ * (callers keep an outbox) and consumers attach once NATS is back.
+ */
+export class JetStreamBus implements EventBus {
+  private nc: NatsConnection | undefined;
+  private js: JetStreamClient | undefined;
+  private readonly ready: Promise<void>;
+  private closed = false;
+  private readonly consumers = new Set<{ stop(): Promise<void> }>();
+
+  constructor(private readonly opts: JetStreamBusOptions) {
+    this.ready = this.connectLoop();
+    this.ready.catch(() => {});
+  }
+
+  get connected(): boolean {
+    return !!this.nc && !this.nc.isClosed() && this.nc.info !== undefined && this.isUp;
+  }
+  private isUp = false;
+
+  /** Resolves once connected and the stream exists. */
+  whenReady(): Promise<void> {
+    return this.ready;
+  }
+
+  private async connectLoop(): Promise<void> {
+    for (let attempt = 1; !this.closed; attempt++) {
+      try {
+        const nc = await connect({
+          servers: this.opts.url,
+          name: this.opts.name,
+          reconnect: true,
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 500,
+        });
+        this.nc = nc;
+        this.isUp = true;
+        void this.watchStatus(nc);
+        await this.ensureStream(nc);
+        this.js = jetstream(nc);
+        this.opts.logger.info({ url: this.opts.url, stream: this.opts.stream }, "connected to NATS JetStream");
+        return;
+      } catch (err) {
+        const delay = Math.min(5_000, 200 * attempt);
+        this.opts.logger.warn({ err, attempt, retry_in_ms: delay }, "NATS not reachable; retrying");
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+    throw new Error("bus closed");
+  }
+
+  private async watchStatus(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === "disconnect") this.isUp = false;
+      if (s.type === "reconnect") this.isUp = true;
+    }
+  }
+
+  private async ensureStream(nc: NatsConnection): Promise<void> {
+    const jsm = await jetstreamManager(nc);
+    const config = {
+      name: this.opts.stream,
+      subjects: this.opts.subjects,
+      duplicate_window: (this.opts.duplicateWindowMs ?? 10 * 60_000) * NANOS_PER_MS,
+    };
+    try {
+      await jsm.streams.info(this.opts.stream);
+      await jsm.streams.update(this.opts.stream, config);
+    } catch (err) {
+      if (!String(err).includes("not found")) throw err;
+      await jsm.streams.add(config);
+    }
+  }
+
+  async publish(subject: string, data: Uint8Array, opts: { msgId: string; headers?: Record<string, string> }) {
+    if (!this.js || !this.isUp) throw new Error("NATS is not connected");
+    const h = natsHeaders();
+    for (const [k, v] of Object.entries(opts.headers ?? {})) h.set(k, v);
+    await this.js.publish(subject, data, { msgID: opts.msgId, headers: h, timeout: 5_000 });
+  }
+
+  async consume(opts: ConsumerOptions): Promise<Consumer> {
+    let stopped = false;
+    let current: { close(): Promise<void | Error> } | undefined;
+    const run = async () => {
+      await this.ready;
+      while (!stopped && !this.closed) {
+        try {
+          const nc = this.nc as NatsConnection;
+          const jsm = await jetstreamManager(nc);
+          await jsm.consumers.add(this.opts.stream, {
+            durable_name: opts.durable,
+            ack_policy: AckPolicy.Explicit,
+            deliver_policy: DeliverPolicy.All,
+            filter_subjects: opts.filterSubjects,
+            max_deliver: opts.maxDeliver ?? -1,
+            ack_wait: (opts.ackWaitMs ?? 30_000) * NANOS_PER_MS,
+          });
+          const consumer = await jetstream(nc).consumers.get(this.opts.stream, opts.durable);
+          const messages = await consumer.consume({ max_messages: 64 });
+          current = messages;
+          for await (const m of messages) {
+            const msg: BusMessage = {
+              subject: m.subject,
+              data: m.data,
+              headers: Object.fromEntries([...(m.headers?.keys() ?? [])].map((k) => [k, m.headers?.get(k) ?? ""])),
+              deliveryCount: m.info.deliveryCount,
+            };
+            try {
+              await opts.handler(msg);
+              m.ack();
+            } catch (err) {
+              const delay = redeliveryDelayMs(msg.deliveryCount);
+              this.opts.logger.warn(
+                { err, subject: m.subject, durable: opts.durable, delivery: msg.deliveryCount, retry_in_ms: delay },
+                "event handler failed; redelivering",
+              );
+              m.nak(delay);
+            }
+          }
+        } catch (err) {
+          if (stopped || this.closed) return;
+          this.opts.logger.warn({ err, durable: opts.durable }, "consumer interrupted; re-attaching");
+          await new Promise((r) => setTimeout(r, 1_000));
+        }
+      }
+    };
+    const done = run();
+    const handle = {
+      stop: async () => {
+        stopped = true;
+        await current?.close();
+        await done.catch(() => {});
+      },
+    };
+    this.consumers.add(handle);
+    return handle;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.consumers].map((c) => c.stop()));
+    await this.nc?.drain().catch(() => {});
+  }
+}

@@ -1,0 +1,84 @@
+import type { Logger } from "pino";
+import {
+  type BusMessage,
+  type Consumer,
+  type ConsumerOptions,
+  type EventBus,
+  redeliveryDelayMs,
+  subjectMatches,
+} from "./event-bus.js";
+
+interface Stored {
+  seq: number;
+  subject: string;
+  data: Uint8Array;
+  headers: Record<string, string>;
+}
+
+/**
+ * An in-process stand-in for JetStream, for `npm start` on a machine with no
+ * NATS: durable within the process only. Never used in production.
+ */
+export class MemoryBus implements EventBus {
+  private readonly log: Stored[] = [];
+  private readonly seenIds = new Set<string>();
+  private readonly wakers = new Set<() => void>();
+  private closed = false;
+  readonly connected = true;
+
+  constructor(logger: Logger) {
+    logger.warn(
+      "NO NATS: using an in-process event bus. Events are lost on restart and never reach other processes. Set NATS_URL or install nats-server.",
+    );
+  }
+
+  async publish(subject: string, data: Uint8Array, opts: { msgId: string; headers?: Record<string, string> }) {
+    if (this.seenIds.has(opts.msgId)) return;
+    this.seenIds.add(opts.msgId);
+    this.log.push({ seq: this.log.length + 1, subject, data, headers: opts.headers ?? {} });
+    for (const wake of this.wakers) wake();
+  }
+
+  async consume(opts: ConsumerOptions): Promise<Consumer> {
+    let stopped = false;
+    let wake = () => {};
+    const waker = () => wake();
+    this.wakers.add(waker);
+    const run = async () => {
+      let next = 0;
+      while (!stopped && !this.closed) {
+        const item = this.log[next];
+        if (!item) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          continue;
+        }
+        next++;
+        if (!opts.filterSubjects.some((p) => subjectMatches(p, item.subject))) continue;
+        for (let delivery = 1; !stopped; delivery++) {
+          const msg: BusMessage = { ...item, deliveryCount: delivery };
+          try {
+            await opts.handler(msg);
+            break;
+          } catch {
+            if (opts.maxDeliver && delivery >= opts.maxDeliver) break;
+            await new Promise((r) => setTimeout(r, redeliveryDelayMs(delivery)));
+          }
+        }
+      }
+    };
+    const done = run();
+    return {
+      stop: async () => {
+        stopped = true;
+        this.wakers.delete(waker);
+        wake();
+        await done;
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const wake of this.wakers) wake();
+  }
+}

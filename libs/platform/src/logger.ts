@@ -1,0 +1,19 @@
+import { trace } from "@opentelemetry/api";
+import pino, { type Logger } from "pino";
+
+export type { Logger } from "pino";
+
+/** Structured JSON logs with the active trace and span ids on every line. */
+export function createLogger(service: string, level = "info"): Logger {
+  return pino({
+    name: service,
+    level,
+    base: { service },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+    mixin() {
+      const span = trace.getActiveSpan()?.spanContext();
+      return span ? { trace_id: span.traceId, span_id: span.spanId } : {};
+    },
+  });
+}
