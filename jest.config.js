@@ -8,7 +8,7 @@ const packages = [
   ["platform", "libs/platform"],
   ["lora-formats", "libs/lora-formats"],
   ["testkit", "libs/testkit"],
-  ["dev-stack", "libs/dev-stack"],
+  ["dev-stack", "tools/dev-stack"],
   ["lora-registry", "services/lora-registry"],
   ["blob-gateway", "services/blob-gateway"],
   ["machine-cache", "services/machine-cache"],

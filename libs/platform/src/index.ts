@@ -10,3 +10,4 @@ export * from "./rpc/server.js";
 export * from "./rpc/health.js";
 export * from "./rpc/clients.js";
 export * from "./bus/index.js";
+export * from "./clock.js";

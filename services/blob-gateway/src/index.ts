@@ -1,0 +1,3 @@
+export { loadConfig, type GatewayConfig } from "./config.js";
+export { startBlobGateway, type RunningGateway } from "./service.js";
+export { type AppContext } from "./context.js";

@@ -1,0 +1,10 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { BlobGatewayService } from "@emprops/contracts";
+import type { AppContext } from "../context.js";
+
+/** Every RPC of the gateway; an RPC not listed answers UNIMPLEMENTED. */
+export function routes(_ctx: AppContext) {
+  return (router: ConnectRouter) => {
+    router.service(BlobGatewayService, {});
+  };
+}

@@ -1,0 +1,59 @@
+import { BlobGatewayService, type EventNames } from "@emprops/contracts";
+import {
+  type Clock,
+  createEventBus,
+  createLogger,
+  createServiceClient,
+  createTokenVerifier,
+  type EventBus,
+  type Logger,
+  mintToken,
+  systemClock,
+  type TokenVerifier,
+} from "@emprops/platform";
+import type { Client } from "@connectrpc/connect";
+import { Kysely, PostgresDialect } from "kysely";
+import pg from "pg";
+import type { RegistryConfig } from "./config.js";
+import type { Database } from "./db/schema/index.js";
+
+/** Everything a route or job needs, wired in one place so tests can swap parts. */
+export interface AppContext {
+  cfg: RegistryConfig;
+  logger: Logger;
+  db: Kysely<Database>;
+  blobGateway: Client<typeof BlobGatewayService>;
+  bus: EventBus;
+  names: EventNames;
+  verifyToken: TokenVerifier;
+  clock: Clock;
+}
+
+export function createContext(cfg: RegistryConfig, overrides: Partial<AppContext> = {}): AppContext {
+  const logger = overrides.logger ?? createLogger("lora-registry", cfg.logLevel);
+  const db =
+    overrides.db ??
+    new Kysely<Database>({
+      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: cfg.databaseUrl, max: 20 }) }),
+    });
+  const serviceToken = cfg.serviceToken
+    ? cfg.serviceToken
+    : () => mintToken(cfg.auth.secret ?? "", { subject: "lora-registry", roles: ["service"], ttlSeconds: 300 });
+  const { bus, names } = createEventBus({
+    natsUrl: cfg.natsUrl,
+    namespace: cfg.natsNamespace,
+    logger,
+    name: "lora-registry",
+  });
+  return {
+    cfg,
+    logger,
+    db,
+    blobGateway: createServiceClient(BlobGatewayService, cfg.blobGatewayUrl, serviceToken),
+    bus,
+    names,
+    verifyToken: createTokenVerifier(cfg.auth),
+    clock: systemClock,
+    ...overrides,
+  };
+}

@@ -1,0 +1,3 @@
+export { loadConfig, type RegistryConfig } from "./config.js";
+export { startLoraRegistry, type RunningRegistry } from "./service.js";
+export { type AppContext } from "./context.js";

@@ -1,0 +1,15 @@
+import { runMain, startTelemetry } from "@emprops/platform";
+import { loadConfig } from "./config.js";
+import { startMachineCache } from "./service.js";
+
+runMain("machine-cache", async () => {
+  const stopTelemetry = startTelemetry("machine-cache");
+  const cache = await startMachineCache(loadConfig());
+  return {
+    logger: cache.ctx.logger,
+    stop: async () => {
+      await cache.stop();
+      await stopTelemetry();
+    },
+  };
+});
