@@ -1,0 +1,33 @@
+export { startPostgres, type StartedPostgres } from "./infra/postgres.js";
+export { startNatsServer, type StartedNatsServer } from "./infra/nats-server.js";
+export {
+  startAzurite,
+  azuriteConnectionString,
+  AZURITE_ACCOUNT_NAME,
+  AZURITE_ACCOUNT_KEY,
+  type StartedAzurite,
+} from "./infra/azurite.js";
+export { type ServiceOptions } from "./infra/service-options.js";
+export { provideTestDependencies, type TestDependencies, type TestEnvVars } from "./test-dependencies.js";
+export { testEnv, type TestEnv } from "./test-env.js";
+export {
+  createTestDatabase,
+  testNamespace,
+  createTestContainers,
+  type TestDatabase,
+  type TestNamespace,
+  type TestContainers,
+} from "./isolation.js";
+export {
+  findProtoRoot,
+  loadServiceDefinition,
+  createGrpcJsClient,
+  grpcUnary,
+  listServicesViaReflection,
+  DEFAULT_LOADER_OPTIONS,
+  DEFAULT_DEADLINE_MS,
+  type GrpcJsClientOptions,
+  type GrpcCallOptions,
+} from "./grpc-js-client.js";
+export { default as jestGlobalSetup } from "./jest-global-setup.js";
+export { default as jestGlobalTeardown } from "./jest-global-teardown.js";
