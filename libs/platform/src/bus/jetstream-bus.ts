@@ -112,7 +112,10 @@ export class JetStreamBus implements EventBus {
             durable_name: opts.durable,
             ack_policy: AckPolicy.Explicit,
             deliver_policy: DeliverPolicy.All,
-            filter_subjects: opts.filterSubjects,
+            // filter_subjects needs nats-server 2.10; one subject works on older servers too (2.9 here).
+            ...(opts.filterSubjects.length === 1
+              ? { filter_subject: opts.filterSubjects[0] }
+              : { filter_subjects: opts.filterSubjects }),
             max_deliver: opts.maxDeliver ?? -1,
             ack_wait: (opts.ackWaitMs ?? 30_000) * NANOS_PER_MS,
           });

@@ -83,7 +83,8 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
       socket.pause();
       socket.unshift(head);
       (isH2 ? h2 : h1).emit("connection", socket);
-      socket.resume();
+      // http2 reads the buffered preface itself on the next tick; a flowing socket would drop it.
+      if (!isH2) socket.resume();
     };
     socket.on("data", onData);
     socket.on("error", () => socket.destroy());
