@@ -1,0 +1,17 @@
+export type {
+  FileFormatName,
+  LoraMetadataExtract,
+  RejectReason,
+  VerificationResult,
+  VerifierOptions,
+} from "./types.js";
+export { LoraVerifier, type Rejection } from "./lora-verifier.js";
+export { verifyStream } from "./verify-stream.js";
+export { FormatError } from "./format-error.js";
+export { detectType, DETECT_TYPE_PREFIX_BYTES } from "./detect-type.js";
+export { parseSafetensorsHeader, type SafetensorsHeader, type SafetensorsTensorInfo } from "./safetensors-header.js";
+export { SAFETENSORS_DTYPES, type SafetensorsDtype } from "./safetensors-dtypes.js";
+export { SAFETENSORS_MAX_HEADER_BYTES } from "./safetensors-limits.js";
+export { PickleScanner, type PickleScannerOptions } from "./pickle-scanner.js";
+export { ALLOWED_PICKLE_GLOBALS } from "./pickle-allow-list.js";
+export { extractLoraMetadata, normalizeBaseModel } from "./lora-metadata.js";
