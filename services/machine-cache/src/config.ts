@@ -1,6 +1,30 @@
 import path from "node:path";
 import { authConfig, commonEnvShape, env, parseEnv, type AuthConfig } from "@emprops/platform";
+import { Cron } from "croner";
 import { z } from "zod";
+
+const MIB = 1024 * 1024;
+
+/** How LoRA files are fetched from Blob Storage. */
+export interface DownloadConfig {
+  /** LoRAs of one request downloaded at the same time. */
+  concurrency: number;
+  /** Files at least this large are fetched in ranged parts. */
+  parallelThresholdBytes: number;
+  /** Size of one ranged part. */
+  partSizeBytes: number;
+  /** Ranged parts of one file in flight at the same time. */
+  partsPerFile: number;
+  /** Attempts per file before DOWNLOAD_FAILED (a checksum mismatch counts as one). */
+  maxAttempts: number;
+  /** First and largest backoff between attempts (exponential, with jitter). */
+  retryMinMs: number;
+  retryMaxMs: number;
+  /** A response that sends nothing for this long is cut and retried. */
+  stallTimeoutMs: number;
+  /** Partial downloads older than this are removed at start-up instead of resumed. */
+  partialMaxAgeMs: number;
+}
 
 export interface MachineCacheConfig {
   host: string;
@@ -22,12 +46,38 @@ export interface MachineCacheConfig {
     loraEvictionEnabled?: boolean;
     minFreeSpaceGb?: number;
   };
+  /** Croner pattern of the age eviction (default daily at 03:00, local time). */
+  ageEvictionCron: string;
+  /** A cache hit older than this since its last registry check is checked again (0: every hit). */
+  revalidateAfterMs: number;
+  download: DownloadConfig;
+  /** MachineCacheStatsReported is published this often. */
+  statsIntervalMs: number;
+  /** Usage rows are sent to the registry this often. */
+  usageFlushIntervalMs: number;
+  /** Largest LoraUsageBatch. */
+  usageBatchSize: number;
+  /** Warming may evict at most this share of lora_cache_max_gb per 24 hours. */
+  warmMaxEvictPercent: number;
   auth: AuthConfig;
   natsUrl: string;
   natsNamespace: string;
 }
 
 const optionalNonNegative = z.coerce.number().min(0, "must be zero or more").optional();
+const int = (min: number, max: number, fallback: number) => z.coerce.number().int().min(min).max(max).default(fallback);
+
+const cronPattern = z.string().refine(
+  (v) => {
+    try {
+      new Cron(v, { paused: true }).stop();
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: "is not a cron pattern" },
+);
 
 const shape = {
   ...commonEnvShape,
@@ -45,6 +95,21 @@ const shape = {
   LORA_MAX_AGE_DAYS: optionalNonNegative,
   LORA_EVICTION_ENABLED: z.enum(["true", "false"], { message: "must be true or false" }).optional(),
   MIN_FREE_SPACE_GB: optionalNonNegative,
+  LORA_AGE_EVICTION_CRON: cronPattern.default("0 3 * * *"),
+  LORA_REVALIDATE_AFTER_SECONDS: int(0, 30 * 24 * 3600, 900),
+  LORA_DOWNLOAD_CONCURRENCY: int(1, 64, 4),
+  LORA_DOWNLOAD_PARALLEL_MIN_MB: int(1, 1 << 20, 64),
+  LORA_DOWNLOAD_PART_MB: int(1, 1024, 16),
+  LORA_DOWNLOAD_PARTS: int(1, 32, 4),
+  LORA_DOWNLOAD_MAX_ATTEMPTS: int(1, 50, 5),
+  LORA_DOWNLOAD_RETRY_MIN_MS: int(0, 600_000, 500),
+  LORA_DOWNLOAD_RETRY_MAX_MS: int(0, 3_600_000, 30_000),
+  LORA_DOWNLOAD_STALL_TIMEOUT_SECONDS: int(1, 3600, 30),
+  LORA_PARTIAL_MAX_AGE_HOURS: int(0, 24 * 365, 24),
+  CACHE_STATS_INTERVAL_SECONDS: int(1, 24 * 3600, 60),
+  USAGE_FLUSH_INTERVAL_SECONDS: int(1, 3600, 5),
+  USAGE_BATCH_SIZE: int(1, 10_000, 500),
+  LORA_WARM_MAX_EVICT_PERCENT: z.coerce.number().min(0).max(100).default(20),
 };
 
 /** The only place machine-cache reads the environment. */
@@ -66,6 +131,23 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
       loraEvictionEnabled: e.LORA_EVICTION_ENABLED === undefined ? undefined : e.LORA_EVICTION_ENABLED === "true",
       minFreeSpaceGb: e.MIN_FREE_SPACE_GB,
     },
+    ageEvictionCron: e.LORA_AGE_EVICTION_CRON,
+    revalidateAfterMs: e.LORA_REVALIDATE_AFTER_SECONDS * 1000,
+    download: {
+      concurrency: e.LORA_DOWNLOAD_CONCURRENCY,
+      parallelThresholdBytes: e.LORA_DOWNLOAD_PARALLEL_MIN_MB * MIB,
+      partSizeBytes: e.LORA_DOWNLOAD_PART_MB * MIB,
+      partsPerFile: e.LORA_DOWNLOAD_PARTS,
+      maxAttempts: e.LORA_DOWNLOAD_MAX_ATTEMPTS,
+      retryMinMs: e.LORA_DOWNLOAD_RETRY_MIN_MS,
+      retryMaxMs: Math.max(e.LORA_DOWNLOAD_RETRY_MIN_MS, e.LORA_DOWNLOAD_RETRY_MAX_MS),
+      stallTimeoutMs: e.LORA_DOWNLOAD_STALL_TIMEOUT_SECONDS * 1000,
+      partialMaxAgeMs: e.LORA_PARTIAL_MAX_AGE_HOURS * 3600 * 1000,
+    },
+    statsIntervalMs: e.CACHE_STATS_INTERVAL_SECONDS * 1000,
+    usageFlushIntervalMs: e.USAGE_FLUSH_INTERVAL_SECONDS * 1000,
+    usageBatchSize: e.USAGE_BATCH_SIZE,
+    warmMaxEvictPercent: e.LORA_WARM_MAX_EVICT_PERCENT,
     auth: authConfig(e),
     natsUrl: e.NATS_URL,
     natsNamespace: e.NATS_NAMESPACE,

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { Client } from "@connectrpc/connect";
 import { type EventNames, LoraResolverService } from "@emprops/contracts";
 import {
@@ -12,10 +13,17 @@ import {
   systemClock,
   type TokenVerifier,
 } from "@emprops/platform";
+import { Agent, type Dispatcher } from "undici";
+import { LoraCache } from "./cache/lora-cache.js";
+import { Warmer } from "./cache/warmer.js";
 import type { MachineCacheConfig } from "./config.js";
+import { type Db, openDatabase } from "./db/open-database.js";
+import { StatsPublisher } from "./reporting/stats-publisher.js";
+import { UsageReporter } from "./reporting/usage-reporter.js";
+import { createMetrics, type Metrics } from "./telemetry.js";
 
-/** Everything a route or job needs, wired in one place so tests can swap parts. */
-export interface AppContext {
+/** What tests and the composition root may replace. */
+export interface BaseContext {
   cfg: MachineCacheConfig;
   logger: Logger;
   resolver: Client<typeof LoraResolverService>;
@@ -23,27 +31,89 @@ export interface AppContext {
   names: EventNames;
   verifyToken: TokenVerifier;
   clock: Clock;
+  newId: () => string;
+  /** model_cache.db. */
+  db: Db;
+  /** HTTP client pool for Blob Storage downloads. */
+  dispatcher: Dispatcher;
+  metrics: Metrics;
 }
 
-export function createContext(cfg: MachineCacheConfig, overrides: Partial<AppContext> = {}): AppContext {
+/** Everything a route or job needs, wired in one place so tests can swap parts. */
+export interface AppContext extends BaseContext {
+  cache: LoraCache;
+  usage: UsageReporter;
+  stats: StatsPublisher;
+  warmer: Warmer;
+}
+
+export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseContext> = {}): AppContext {
   const logger = overrides.logger ?? createLogger("machine-cache", cfg.logLevel).child({ machine_id: cfg.machineId });
   const machineToken = cfg.machineToken
     ? cfg.machineToken
     : () => mintToken(cfg.auth.secret ?? "", { subject: cfg.machineId, roles: ["machine"], ttlSeconds: 300 });
-  const { bus, names } = createEventBus({
-    natsUrl: cfg.natsUrl,
-    namespace: cfg.natsNamespace,
-    logger,
-    name: `machine-cache-${cfg.machineId}`,
-  });
-  return {
+  const { bus, names } = overrides.bus
+    ? { bus: overrides.bus, names: overrides.names as EventNames }
+    : createEventBus({
+        natsUrl: cfg.natsUrl,
+        namespace: cfg.natsNamespace,
+        logger,
+        name: `machine-cache-${cfg.machineId}`,
+      });
+  const base: BaseContext = {
     cfg,
     logger,
-    resolver: createServiceClient(LoraResolverService, cfg.registryUrl, machineToken),
+    resolver: overrides.resolver ?? createServiceClient(LoraResolverService, cfg.registryUrl, machineToken),
     bus,
     names,
-    verifyToken: createTokenVerifier(cfg.auth),
-    clock: systemClock,
-    ...overrides,
+    verifyToken: overrides.verifyToken ?? createTokenVerifier(cfg.auth),
+    clock: overrides.clock ?? systemClock,
+    newId: overrides.newId ?? randomUUID,
+    db: overrides.db ?? openDatabase(cfg.modelCacheDbPath),
+    dispatcher:
+      overrides.dispatcher ??
+      new Agent({
+        connections: cfg.download.concurrency * cfg.download.partsPerFile + 2,
+        keepAliveTimeout: 10_000,
+      }),
+    metrics: overrides.metrics ?? createMetrics(),
+  };
+  const cache = new LoraCache({
+    db: base.db,
+    loraDir: cfg.loraDir,
+    machineId: cfg.machineId,
+    download: cfg.download,
+    revalidateAfterMs: cfg.revalidateAfterMs,
+    warmMaxEvictPercent: cfg.warmMaxEvictPercent,
+    resolver: base.resolver,
+    dispatcher: base.dispatcher,
+    clock: base.clock,
+    logger,
+    metrics: base.metrics,
+  });
+  return {
+    ...base,
+    cache,
+    usage: new UsageReporter({
+      db: base.db,
+      bus,
+      names,
+      machineId: cfg.machineId,
+      newId: base.newId,
+      logger,
+      batchSize: cfg.usageBatchSize,
+      intervalMs: cfg.usageFlushIntervalMs,
+    }),
+    stats: new StatsPublisher({
+      db: base.db,
+      bus,
+      names,
+      machineId: cfg.machineId,
+      loraDir: cfg.loraDir,
+      clock: base.clock,
+      logger,
+      intervalMs: cfg.statsIntervalMs,
+    }),
+    warmer: new Warmer({ cache, resolver: base.resolver, machineId: cfg.machineId, logger }),
   };
 }

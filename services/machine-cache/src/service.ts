@@ -1,6 +1,10 @@
-import { authInterceptor, startRpcServer, type RpcServer } from "@emprops/platform";
+import { authInterceptor, type Consumer, startRpcServer, type RpcServer } from "@emprops/platform";
 import type { MachineCacheConfig } from "./config.js";
-import { type AppContext, createContext } from "./context.js";
+import { type AppContext, type BaseContext, createContext } from "./context.js";
+import { seedSettings } from "./db/settings.js";
+import { startAgeEvictionJob } from "./jobs/age-eviction-job.js";
+import { startInvalidationConsumer } from "./jobs/invalidation-consumer.js";
+import { reconcile } from "./jobs/reconcile.js";
 import { routes } from "./routes/index.js";
 
 export interface RunningMachineCache {
@@ -10,23 +14,69 @@ export interface RunningMachineCache {
   stop(): Promise<void>;
 }
 
-/** Serves this node's cache; stop() drains calls and closes everything. */
+/**
+ * Serves this node's cache: seeds the settings, reconciles model_cache.db with
+ * the disk, then serves and starts the invalidation consumer, the age
+ * eviction schedule and the usage and statistics reporters. stop() drains
+ * calls, cancels downloads (their partial files stay for a resume) and
+ * closes everything.
+ */
 export async function startMachineCache(
   cfg: MachineCacheConfig,
-  overrides: Partial<AppContext> = {},
+  overrides: Partial<BaseContext> = {},
 ): Promise<RunningMachineCache> {
   const ctx = createContext(cfg, overrides);
-  const server = await startRpcServer({
-    name: "machine-cache",
-    host: cfg.host,
-    port: cfg.port,
-    logger: ctx.logger,
-    routes: routes(ctx),
-    interceptors: [authInterceptor(ctx.verifyToken, { "emprops.cache.v1.MachineCacheService": ["machine", "admin"] })],
-  });
-  const stop = async () => {
-    await server.close();
-    await ctx.bus.close();
-  };
-  return { ctx, server, url: server.url, stop };
+  let server: RpcServer | undefined;
+  let consumer: Consumer | undefined;
+  let ageJob: { stop(): void } | undefined;
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      await server?.close();
+      ageJob?.stop();
+      ctx.stats.stop();
+      await ctx.warmer.stop();
+      await ctx.cache.stop();
+      await consumer?.stop();
+      await ctx.usage.stop();
+      ctx.db.close();
+      await ctx.dispatcher.close();
+      await ctx.bus.close();
+    })());
+  try {
+    seedSettings(ctx.db, cfg.settingOverrides);
+    await reconcile({
+      db: ctx.db,
+      loraDir: cfg.loraDir,
+      clock: ctx.clock,
+      logger: ctx.logger,
+      partialMaxAgeMs: cfg.download.partialMaxAgeMs,
+    });
+    server = await startRpcServer({
+      name: "machine-cache",
+      host: cfg.host,
+      port: cfg.port,
+      logger: ctx.logger,
+      routes: routes(ctx),
+      interceptors: [
+        authInterceptor(ctx.verifyToken, { "emprops.cache.v1.MachineCacheService": ["machine", "admin"] }),
+      ],
+    });
+    consumer = await startInvalidationConsumer({
+      bus: ctx.bus,
+      names: ctx.names,
+      machineId: cfg.machineId,
+      db: ctx.db,
+      cache: ctx.cache,
+      clock: ctx.clock,
+      logger: ctx.logger,
+    });
+    ageJob = startAgeEvictionJob({ pattern: cfg.ageEvictionCron, space: ctx.cache.space, logger: ctx.logger });
+    ctx.usage.start();
+    ctx.stats.start();
+    return { ctx, server, url: server.url, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }

@@ -1,0 +1,65 @@
+import fs from "node:fs/promises";
+import { type Clock, type Logger, tracer } from "@emprops/platform";
+import { recordEvent } from "../db/cache-events.js";
+import { deleteLoraFile } from "../db/lora-files.js";
+import { deleteModel } from "../db/models.js";
+import type { Db } from "../db/open-database.js";
+import type { Metrics } from "../telemetry.js";
+import { PARTIAL_SUFFIX, relativeToLoraDir, SIDECAR_SUFFIX } from "./cache-layout.js";
+
+export type EvictionReason = "lru" | "age" | "invalidation" | "admin" | "reconcile";
+
+export interface Evicted {
+  /** Absolute path. */
+  path: string;
+  /** Relative to models/loras. */
+  relativePath: string;
+  sizeBytes: number;
+  reason: EvictionReason;
+}
+
+/**
+ * Removes cached files: the file (and any partial download of it), then its
+ * rows. Each eviction is logged with its reason and counted for the 24-hour
+ * statistics. Emptied user directories are left for start-up reconciliation,
+ * so a download starting in one never loses its directory.
+ */
+export class Evictor {
+  constructor(private readonly deps: { db: Db; loraDir: string; clock: Clock; logger: Logger; metrics: Metrics }) {}
+
+  async evict(
+    row: { path: string; size_bytes: number },
+    reason: EvictionReason,
+    detail: Record<string, unknown> = {},
+  ): Promise<Evicted> {
+    const { db, loraDir, clock, logger, metrics } = this.deps;
+    return tracer().startActiveSpan("machine-cache.evict", async (span) => {
+      try {
+        span.setAttributes({ "lora.path": row.path, "eviction.reason": reason });
+        await Promise.all(
+          [row.path, row.path + PARTIAL_SUFFIX, row.path + SIDECAR_SUFFIX].map((p) => fs.rm(p, { force: true })),
+        );
+        // `warm` marks room made for prefetching, which has its own budget.
+        const eventReason = detail.for_warm ? "lru-warm" : reason;
+        db.transaction(() => {
+          deleteModel(db, row.path);
+          deleteLoraFile(db, row.path);
+          recordEvent(db, {
+            kind: "eviction",
+            atMs: clock.now().getTime(),
+            bytes: row.size_bytes,
+            reason: eventReason,
+            path: row.path,
+          });
+        }).immediate();
+        const relativePath = relativeToLoraDir(loraDir, row.path) ?? row.path;
+        metrics.evictions.add(1, { reason });
+        metrics.evictedBytes.add(row.size_bytes, { reason });
+        logger.info({ path: relativePath, size_bytes: row.size_bytes, reason, ...detail }, "evicted LoRA");
+        return { path: row.path, relativePath, sizeBytes: row.size_bytes, reason };
+      } finally {
+        span.end();
+      }
+    });
+  }
+}

@@ -1,0 +1,184 @@
+import fs from "node:fs/promises";
+import { Code } from "@connectrpc/connect";
+import { ErrorReason } from "@emprops/contracts";
+import { type Clock, type Logger, rpcError } from "@emprops/platform";
+import pLimit from "p-limit";
+import { evictedBytesSince } from "../db/cache-events.js";
+import { evictableUserLoras, getModel, type ModelRow, userLoraBytes } from "../db/models.js";
+import type { Db } from "../db/open-database.js";
+import { readSettings } from "../db/settings.js";
+import { type Evicted, type Evictor } from "./evictor.js";
+import { byLeastRecentlyUsed, pickAged, pickLru } from "./eviction-policies.js";
+
+export interface Reservation {
+  release(): void;
+}
+
+export interface ReserveRequest {
+  /** Absolute path of the file to be written. */
+  path: string;
+  sizeBytes: number;
+  /** User LoRAs count against lora_cache_max_gb; every download against min_free_space_gb. */
+  userLora: boolean;
+  /** Warming: evict only within this budget, and mark such evictions. */
+  maxEvictBytes?: number;
+}
+
+const DAY_MS = 24 * 3600 * 1000;
+
+/**
+ * The cache's budget: user LoRAs on disk plus downloads in flight never
+ * exceed lora_cache_max_gb, and a download never leaves less than
+ * min_free_space_gb free. Making room evicts the least recently used user
+ * LoRAs that are neither protected, ignored, pinned by a batch in progress
+ * nor being downloaded, and only as many as needed. One decision at a time.
+ */
+export class SpaceManager {
+  private readonly lock = pLimit(1);
+  private reservedUserBytes = 0;
+  private reservedBytes = 0;
+
+  constructor(
+    private readonly deps: {
+      db: Db;
+      loraDir: string;
+      evictor: Evictor;
+      clock: Clock;
+      logger: Logger;
+      /** True for paths eviction must leave alone now (pinned or downloading). */
+      busy: (path: string) => boolean;
+      warmMaxEvictPercent: number;
+    },
+  ) {}
+
+  reserve(req: ReserveRequest): Promise<Reservation> {
+    return this.lock(async () => {
+      const settings = readSettings(this.deps.db);
+      const needUser = req.userLora ? req.sizeBytes : 0;
+      if (needUser > settings.loraCacheMaxBytes) {
+        throw noSpace(`the LoRA (${req.sizeBytes} bytes) is larger than the whole cache`, {
+          required_bytes: req.sizeBytes,
+          cache_max_bytes: settings.loraCacheMaxBytes,
+        });
+      }
+      const overBudget = req.userLora
+        ? userLoraBytes(this.deps.db) + this.reservedUserBytes + needUser - settings.loraCacheMaxBytes
+        : 0;
+      const free = (await diskFreeBytes(this.deps.loraDir)) - this.reservedBytes;
+      const diskShort = settings.minFreeBytes + req.sizeBytes - free;
+      const toFree = Math.max(0, overBudget, diskShort);
+      if (toFree > 0) {
+        if (!settings.evictionEnabled) {
+          throw noSpace("the cache is full and lora_eviction_enabled is false", {
+            required_bytes: toFree,
+          });
+        }
+        const victims = pickLru(this.candidates(), toFree);
+        if (!victims) {
+          throw noSpace("not enough cache space even after evicting every evictable LoRA", {
+            required_bytes: toFree,
+            cache_max_bytes: settings.loraCacheMaxBytes,
+            min_free_bytes: settings.minFreeBytes,
+          });
+        }
+        const victimBytes = victims.reduce((s, v) => s + v.size_bytes, 0);
+        if (req.maxEvictBytes !== undefined && victimBytes > req.maxEvictBytes) {
+          throw noSpace("warming may not evict that much", { required_bytes: victimBytes });
+        }
+        for (const v of victims) {
+          await this.deps.evictor.evict(v, "lru", {
+            for_path: req.path,
+            ...(req.maxEvictBytes !== undefined ? { for_warm: true } : {}),
+          });
+        }
+      }
+      this.reservedUserBytes += needUser;
+      this.reservedBytes += req.sizeBytes;
+      let released = false;
+      return {
+        release: () => {
+          if (released) return;
+          released = true;
+          this.reservedUserBytes -= needUser;
+          this.reservedBytes -= req.sizeBytes;
+        },
+      };
+    });
+  }
+
+  /** Bytes warming may still evict: its share of the cache per 24 hours, less what it evicted. */
+  warmEvictBudget(): number {
+    const settings = readSettings(this.deps.db);
+    const share = Math.floor((settings.loraCacheMaxBytes * this.deps.warmMaxEvictPercent) / 100);
+    const used = evictedBytesSince(this.deps.db, "lru-warm", this.deps.clock.now().getTime() - DAY_MS);
+    return Math.max(0, share - used);
+  }
+
+  /** Evicts LRU user LoRAs until `bytes` are freed (admin); fewer when not enough may be evicted. */
+  freeBytes(bytes: number, reason: "admin"): Promise<Evicted[]> {
+    return this.lock(async () => {
+      const evicted: Evicted[] = [];
+      let freed = 0;
+      for (const row of byLeastRecentlyUsed(this.candidates())) {
+        if (freed >= bytes) break;
+        evicted.push(await this.deps.evictor.evict(row, reason));
+        freed += row.size_bytes;
+      }
+      return evicted;
+    });
+  }
+
+  /** Evicts user LoRAs not used for lora_max_age_days. */
+  runAgePolicy(): Promise<Evicted[]> {
+    return this.lock(async () => {
+      const settings = readSettings(this.deps.db);
+      if (!settings.evictionEnabled) return [];
+      const now = this.deps.clock.now();
+      const evicted: Evicted[] = [];
+      for (const row of pickAged(this.candidates(), now, settings.loraMaxAgeDays)) {
+        evicted.push(
+          await this.deps.evictor.evict(row, "age", {
+            last_used: row.last_used,
+            max_age_days: settings.loraMaxAgeDays,
+          }),
+        );
+      }
+      return evicted;
+    });
+  }
+
+  /**
+   * Evicts the given files (admin; user or shared), except what eviction
+   * must leave alone: protected or ignored rows, files of a batch in
+   * progress or downloading.
+   */
+  evictSelected(rows: { path: string }[], reason: "admin"): Promise<Evicted[]> {
+    return this.lock(async () => {
+      const evicted: Evicted[] = [];
+      for (const path of new Set(rows.map((r) => r.path))) {
+        const row = getModel(this.deps.db, path);
+        if (!row || row.protected || row.is_ignore || this.deps.busy(path)) continue;
+        evicted.push(await this.deps.evictor.evict(row, reason));
+      }
+      return evicted;
+    });
+  }
+
+  /** Runs `fn` while no reservation decision is being made (eviction by other paths). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.lock(fn);
+  }
+
+  private candidates(): ModelRow[] {
+    return evictableUserLoras(this.deps.db).filter((row) => !this.deps.busy(row.path));
+  }
+}
+
+export async function diskFreeBytes(dir: string): Promise<number> {
+  const stats = await fs.statfs(dir);
+  return stats.bavail * stats.bsize;
+}
+
+function noSpace(message: string, metadata: Record<string, number>) {
+  return rpcError(Code.ResourceExhausted, ErrorReason.NO_SPACE, message, metadata);
+}

@@ -1,0 +1,77 @@
+import type { Db } from "./open-database.js";
+
+export type LoraSourceName = "user" | "shared";
+
+/** What a cached file is: the reference it answers, whose it is and its checksum. */
+export interface LoraFileRow {
+  /** Absolute path, the same key as models.path. */
+  path: string;
+  source: LoraSourceName;
+  /** flat_file id for user LoRAs, file name for shared ones. */
+  identifier: string;
+  /** Owner for user LoRAs, "" for shared ones. */
+  user_id: string;
+  file_name: string;
+  sha256: string;
+  size_bytes: number;
+  /** When the registry last confirmed the LoRA exists (epoch ms). */
+  validated_at_ms: number;
+}
+
+const COLUMNS = "path, source, identifier, user_id, file_name, sha256, size_bytes, validated_at_ms";
+
+export function findLoraFile(
+  db: Db,
+  key: { source: LoraSourceName; userId: string; identifier: string },
+): LoraFileRow | undefined {
+  return db
+    .prepare<[string, string, string], LoraFileRow>(
+      `SELECT ${COLUMNS} FROM lora_files WHERE source = ? AND user_id = ? AND identifier = ?`,
+    )
+    .get(key.source, key.userId, key.identifier);
+}
+
+export function findLoraFileByPath(db: Db, path: string): LoraFileRow | undefined {
+  return db.prepare<[string], LoraFileRow>(`SELECT ${COLUMNS} FROM lora_files WHERE path = ?`).get(path);
+}
+
+/** Every cached copy of a user LoRA id (of any owner, or of one). */
+export function findUserLoraFiles(db: Db, loraId: string, userId?: string): LoraFileRow[] {
+  return userId
+    ? db
+        .prepare<[string, string], LoraFileRow>(
+          `SELECT ${COLUMNS} FROM lora_files WHERE source = 'user' AND identifier = ? AND user_id = ?`,
+        )
+        .all(loraId, userId)
+    : db
+        .prepare<[string], LoraFileRow>(`SELECT ${COLUMNS} FROM lora_files WHERE source = 'user' AND identifier = ?`)
+        .all(loraId);
+}
+
+export function loraFilesOfUser(db: Db, userId: string): LoraFileRow[] {
+  return db
+    .prepare<[string], LoraFileRow>(`SELECT ${COLUMNS} FROM lora_files WHERE source = 'user' AND user_id = ?`)
+    .all(userId);
+}
+
+export function allLoraFiles(db: Db): LoraFileRow[] {
+  return db.prepare<[], LoraFileRow>(`SELECT ${COLUMNS} FROM lora_files`).all();
+}
+
+export function upsertLoraFile(db: Db, row: LoraFileRow): void {
+  db.prepare(
+    `INSERT INTO lora_files (${COLUMNS})
+     VALUES (@path, @source, @identifier, @user_id, @file_name, @sha256, @size_bytes, @validated_at_ms)
+     ON CONFLICT(path) DO UPDATE SET source = excluded.source, identifier = excluded.identifier,
+       user_id = excluded.user_id, file_name = excluded.file_name, sha256 = excluded.sha256,
+       size_bytes = excluded.size_bytes, validated_at_ms = excluded.validated_at_ms`,
+  ).run(row);
+}
+
+export function deleteLoraFile(db: Db, path: string): void {
+  db.prepare("DELETE FROM lora_files WHERE path = ?").run(path);
+}
+
+export function markValidated(db: Db, path: string, atMs: number): void {
+  db.prepare("UPDATE lora_files SET validated_at_ms = ? WHERE path = ?").run(atMs, path);
+}

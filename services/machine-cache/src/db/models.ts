@@ -1,0 +1,93 @@
+import type { Db } from "./open-database.js";
+
+/** A row of the node package's models table. */
+export interface ModelRow {
+  id: number;
+  /** Absolute path: the key the node package uses. */
+  path: string;
+  model_type: string;
+  filename: string;
+  size_bytes: number;
+  last_used: string;
+  use_count: number | null;
+  download_date: string;
+  protected: number | null;
+  is_ignore: number | null;
+}
+
+/** model_type of a user's own LoRA. */
+export const USER_LORA = "user_lora";
+/**
+ * model_type of a shared LoRA: what the node package's update_model_usage
+ * derives from a path under models/loras/.
+ */
+export const SHARED_LORA = "loras";
+
+const COLUMNS = "id, path, model_type, filename, size_bytes, last_used, use_count, download_date, protected, is_ignore";
+
+export function getModel(db: Db, path: string): ModelRow | undefined {
+  return db.prepare<[string], ModelRow>(`SELECT ${COLUMNS} FROM models WHERE path = ?`).get(path);
+}
+
+/**
+ * Registers a freshly downloaded file. An existing row for the path keeps its
+ * protected and is_ignore flags, as the node package's register_model does.
+ */
+export function registerModel(
+  db: Db,
+  row: { path: string; modelType: string; filename: string; sizeBytes: number; now: string; useCount: number },
+): void {
+  db.prepare(
+    `INSERT INTO models (path, model_type, filename, size_bytes, last_used, use_count, download_date, protected, is_ignore)
+     VALUES (@path, @modelType, @filename, @sizeBytes, @now, @useCount, @now, 0, 0)
+     ON CONFLICT(path) DO UPDATE SET model_type = excluded.model_type, filename = excluded.filename,
+       size_bytes = excluded.size_bytes, last_used = excluded.last_used, download_date = excluded.download_date,
+       use_count = IFNULL(models.use_count, 0) + excluded.use_count`,
+  ).run(row);
+}
+
+/** A use: last_used and use_count, as the node package's update_model_usage. */
+export function touchModel(db: Db, path: string, now: string): void {
+  db.prepare("UPDATE models SET last_used = ?, use_count = IFNULL(use_count, 0) + 1 WHERE path = ?").run(now, path);
+}
+
+export function deleteModel(db: Db, path: string): void {
+  db.prepare("DELETE FROM models WHERE path = ?").run(path);
+}
+
+/** User LoRAs that eviction may remove: neither protected nor ignored (NULL counts as 0, as in the node package). */
+export function evictableUserLoras(db: Db): ModelRow[] {
+  return db
+    .prepare<[string], ModelRow>(
+      `SELECT ${COLUMNS} FROM models
+       WHERE model_type = ? AND IFNULL(protected, 0) = 0 AND IFNULL(is_ignore, 0) = 0`,
+    )
+    .all(USER_LORA);
+}
+
+export function userLoraBytes(db: Db): number {
+  const row = db
+    .prepare<[string], { total: number | null }>("SELECT SUM(size_bytes) AS total FROM models WHERE model_type = ?")
+    .get(USER_LORA);
+  return row?.total ?? 0;
+}
+
+/** Rows whose path lies under dir (absolute, without trailing separator). */
+export function modelsUnder(db: Db, dir: string): ModelRow[] {
+  const prefix = dir.endsWith("/") ? dir : `${dir}/`;
+  return db
+    .prepare<[string], ModelRow>(`SELECT ${COLUMNS} FROM models WHERE substr(path, 1, length(?1)) = ?1`)
+    .all(prefix);
+}
+
+export function modelsPage(db: Db, opts: { afterId: number; modelType: string; limit: number }): ModelRow[] {
+  return opts.modelType
+    ? db
+        .prepare<[number, string, number], ModelRow>(
+          `SELECT ${COLUMNS} FROM models WHERE id > ? AND model_type = ? ORDER BY id LIMIT ?`,
+        )
+        .all(opts.afterId, opts.modelType, opts.limit)
+    : db
+        .prepare<[number, number], ModelRow>(`SELECT ${COLUMNS} FROM models WHERE id > ? ORDER BY id LIMIT ?`)
+        .all(opts.afterId, opts.limit);
+}

@@ -1,0 +1,110 @@
+import fs from "node:fs";
+import path from "node:path";
+import Database from "better-sqlite3";
+
+export type Db = Database.Database;
+
+/**
+ * The node package's tables exactly as the specification gives them. CREATE
+ * IF NOT EXISTS: a database the node package already made keeps its own
+ * (compatible) definitions.
+ */
+const COMPATIBLE_SCHEMA = `
+CREATE TABLE IF NOT EXISTS models (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  path TEXT NOT NULL UNIQUE,
+  model_type TEXT NOT NULL,
+  filename TEXT NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  last_used TEXT NOT NULL,
+  use_count INTEGER DEFAULT 0,
+  download_date TEXT NOT NULL,
+  protected INTEGER DEFAULT 0,
+  is_ignore INTEGER DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS settings (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+`;
+
+/** This service's own tables, beside the compatible ones; all prefixed lora_. */
+const MIGRATIONS: string[] = [
+  `
+  -- What a cached LoRA file is: the reference it answers, its owner and checksum.
+  CREATE TABLE lora_files (
+    path TEXT PRIMARY KEY,
+    source TEXT NOT NULL CHECK (source IN ('user', 'shared')),
+    identifier TEXT NOT NULL,
+    user_id TEXT NOT NULL DEFAULT '',
+    file_name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    validated_at_ms INTEGER NOT NULL,
+    UNIQUE (source, user_id, identifier)
+  );
+  -- Hits, misses, downloads and evictions, for the 24-hour statistics.
+  CREATE TABLE lora_cache_events (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('hit', 'miss', 'download', 'eviction')),
+    bytes INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL DEFAULT ''
+  );
+  CREATE INDEX lora_cache_events_at ON lora_cache_events (at_ms, kind);
+  -- Uses waiting to be published; batch_id is fixed before the first publish so a retry is de-duplicated.
+  CREATE TABLE lora_usage_outbox (
+    id INTEGER PRIMARY KEY,
+    lora_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    workflow_name TEXT NOT NULL,
+    used_at_ms INTEGER NOT NULL,
+    batch_id TEXT
+  );
+  CREATE INDEX lora_usage_outbox_batch ON lora_usage_outbox (batch_id);
+  -- LoRAs deleted in the registry: a download finishing after the deletion is discarded.
+  CREATE TABLE lora_tombstones (
+    user_id TEXT NOT NULL,
+    lora_id TEXT NOT NULL,
+    deleted_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, lora_id)
+  );
+  `,
+];
+
+/**
+ * Opens (or creates) model_cache.db: WAL so the node package's readers never
+ * wait for us, and a busy timeout so its short writes and ours queue instead
+ * of failing with SQLITE_BUSY.
+ */
+export function openDatabase(file: string): Db {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const db = new Database(file);
+  db.pragma("busy_timeout = 10000");
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = NORMAL");
+  db.exec(COMPATIBLE_SCHEMA);
+  addMissingColumns(db);
+  migrate(db);
+  return db;
+}
+
+/** Databases made by older node packages lack is_ignore. */
+function addMissingColumns(db: Db): void {
+  const columns = db.prepare<[], { name: string }>("PRAGMA table_info(models)").all();
+  if (!columns.some((c) => c.name === "is_ignore"))
+    db.exec("ALTER TABLE models ADD COLUMN is_ignore INTEGER DEFAULT 0");
+}
+
+function migrate(db: Db): void {
+  const current = db.pragma("user_version", { simple: true }) as number;
+  for (let version = current; version < MIGRATIONS.length; version++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[version] as string);
+      db.pragma(`user_version = ${version + 1}`);
+    }).immediate();
+  }
+}

@@ -1,0 +1,58 @@
+import type { Db } from "./open-database.js";
+
+export interface UsageRow {
+  id: number;
+  lora_id: string;
+  user_id: string;
+  job_id: string;
+  workflow_id: string;
+  workflow_name: string;
+  used_at_ms: number;
+  batch_id: string | null;
+}
+
+export type NewUsage = Omit<UsageRow, "id" | "batch_id">;
+
+export function addUsages(db: Db, usages: NewUsage[]): void {
+  const insert = db.prepare(
+    `INSERT INTO lora_usage_outbox (lora_id, user_id, job_id, workflow_id, workflow_name, used_at_ms)
+     VALUES (@lora_id, @user_id, @job_id, @workflow_id, @workflow_name, @used_at_ms)`,
+  );
+  db.transaction(() => {
+    for (const u of usages) insert.run(u);
+  })();
+}
+
+/** Gives up to `limit` unassigned rows a batch id; a failed publish later resends the same id. */
+export function assignBatch(db: Db, batchId: string, limit: number): number {
+  return db
+    .prepare(
+      `UPDATE lora_usage_outbox SET batch_id = ?
+       WHERE id IN (SELECT id FROM lora_usage_outbox WHERE batch_id IS NULL ORDER BY id LIMIT ?)`,
+    )
+    .run(batchId, limit).changes;
+}
+
+/** Batch ids waiting to be published, oldest first. */
+export function pendingBatchIds(db: Db): string[] {
+  return db
+    .prepare<[], { batch_id: string }>(
+      `SELECT batch_id FROM lora_usage_outbox WHERE batch_id IS NOT NULL GROUP BY batch_id ORDER BY MIN(id)`,
+    )
+    .all()
+    .map((r) => r.batch_id);
+}
+
+export function batchRows(db: Db, batchId: string): UsageRow[] {
+  return db.prepare<[string], UsageRow>("SELECT * FROM lora_usage_outbox WHERE batch_id = ? ORDER BY id").all(batchId);
+}
+
+export function deleteBatch(db: Db, batchId: string): void {
+  db.prepare("DELETE FROM lora_usage_outbox WHERE batch_id = ?").run(batchId);
+}
+
+export function unbatchedCount(db: Db): number {
+  return (
+    db.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM lora_usage_outbox WHERE batch_id IS NULL").get()?.n ?? 0
+  );
+}
