@@ -1,4 +1,4 @@
-import type { EventNames } from "@emprops/contracts";
+import { eventNames, type EventNames } from "@emprops/contracts";
 import {
   type Clock,
   createEventBus,
@@ -10,6 +10,8 @@ import {
   type TokenVerifier,
 } from "@emprops/platform";
 import type { GatewayConfig } from "./config.js";
+import { BlobStorage } from "./storage/blob-storage.js";
+import { createMetrics, type GatewayMetrics } from "./telemetry.js";
 
 /** Everything a route or job needs, wired in one place so tests can swap parts. */
 export interface AppContext {
@@ -19,23 +21,25 @@ export interface AppContext {
   names: EventNames;
   verifyToken: TokenVerifier;
   clock: Clock;
+  storage: BlobStorage;
+  metrics: GatewayMetrics;
 }
 
 export function createContext(cfg: GatewayConfig, overrides: Partial<AppContext> = {}): AppContext {
   const logger = overrides.logger ?? createLogger("blob-gateway", cfg.logLevel);
-  const { bus, names } = createEventBus({
-    natsUrl: cfg.natsUrl,
-    namespace: cfg.natsNamespace,
-    logger,
-    name: "blob-gateway",
-  });
+  const clock = overrides.clock ?? systemClock;
+  const { bus, names } = overrides.bus
+    ? { bus: overrides.bus, names: overrides.names ?? eventNames(cfg.natsNamespace) }
+    : createEventBus({ natsUrl: cfg.natsUrl, namespace: cfg.natsNamespace, logger, name: "blob-gateway" });
   return {
     cfg,
     logger,
     bus,
     names,
     verifyToken: createTokenVerifier(cfg.auth),
-    clock: systemClock,
+    clock,
+    storage: overrides.storage ?? BlobStorage.fromConfig(cfg, clock),
+    metrics: createMetrics(),
     ...overrides,
   };
 }

@@ -1,10 +1,23 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import { BlobGatewayService } from "@emprops/contracts";
 import type { AppContext } from "../context.js";
+import { createDownloadUrls } from "./create-download-urls.js";
+import { createUploadUrl } from "./create-upload-url.js";
+import { deleteBlob } from "./delete-blob.js";
+import { getUploadState } from "./get-upload-state.js";
+import { uploadBlob } from "./upload-blob.js";
+import { verifyBlob } from "./verify-blob.js";
 
 /** Every RPC of the gateway; an RPC not listed answers UNIMPLEMENTED. */
-export function routes(_ctx: AppContext) {
+export function routes(ctx: AppContext) {
   return (router: ConnectRouter) => {
-    router.service(BlobGatewayService, {});
+    router.service(BlobGatewayService, {
+      ...createUploadUrl(ctx),
+      ...getUploadState(ctx),
+      ...verifyBlob(ctx),
+      ...createDownloadUrls(ctx),
+      ...deleteBlob(ctx),
+      ...uploadBlob(ctx),
+    });
   };
 }

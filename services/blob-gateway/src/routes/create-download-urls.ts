@@ -1,0 +1,69 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { type BlobGatewayService, type DownloadTarget, ErrorReason } from "@emprops/contracts";
+import { invalidArgument } from "@emprops/platform";
+import type { AppContext } from "../context.js";
+import { type BlobRef, sharedBlob, userBlob } from "../storage/blob-paths.js";
+import { isNotFound, storageError } from "../storage/storage-errors.js";
+import { inSpan } from "../telemetry.js";
+import { ttlSeconds } from "./request-fields.js";
+
+const MAX_TARGETS = 64;
+
+/** Read-only URLs of minutes, in request order; every target is checked before any is signed. */
+export function createDownloadUrls(ctx: AppContext): Partial<ServiceImpl<typeof BlobGatewayService>> {
+  return {
+    async createDownloadUrls(req) {
+      if (req.targets.length > MAX_TARGETS) {
+        throw invalidArgument(ErrorReason.INVALID_REQUEST, `at most ${MAX_TARGETS} targets per call`, {
+          field: "targets",
+          max_targets: MAX_TARGETS,
+        });
+      }
+      const refs = req.targets.map((t, i) => targetRef(t, i));
+      const ttl = ttlSeconds(req.ttlSeconds, {
+        ttl: ctx.cfg.downloadUrlTtlSeconds,
+        max: ctx.cfg.downloadUrlMaxTtlSeconds,
+      });
+      return inSpan(
+        "blob.sign_download_urls",
+        { "blob.count": refs.length, "blob.ttl_seconds": ttl, "blob.include_properties": req.includeProperties },
+        async () => {
+          const urls = await Promise.all(
+            refs.map(async (ref) => {
+              const [signed, size] = await Promise.all([
+                ctx.storage.signedUrl(ref, "read", ttl),
+                req.includeProperties ? sizeOf(ctx, ref) : Promise.resolve(0),
+              ]);
+              return {
+                url: signed.url,
+                blobPath: ref.path,
+                expireTime: timestampFromDate(signed.expiresOn),
+                sizeBytes: BigInt(size),
+              };
+            }),
+          );
+          ctx.metrics.signedUrls.add(urls.length, { access: "read", signer: ctx.storage.signer.kind });
+          return { urls };
+        },
+      );
+    },
+  };
+}
+
+function targetRef(target: DownloadTarget, index: number): BlobRef {
+  const t = target.target;
+  if (t.case === "userLora") return userBlob(t.value, `targets[${index}].user_lora`);
+  if (t.case === "sharedLora") return sharedBlob(t.value, `targets[${index}].shared_lora.name`);
+  throw invalidArgument(ErrorReason.INVALID_REQUEST, `targets[${index}] names no blob`, { field: `targets[${index}]` });
+}
+
+/** Size of a blob, -1 when it does not exist. */
+async function sizeOf(ctx: AppContext, ref: BlobRef): Promise<number> {
+  try {
+    return (await ctx.storage.blob(ref).getProperties()).contentLength ?? 0;
+  } catch (err) {
+    if (isNotFound(err)) return -1;
+    throw storageError(err, ref.path);
+  }
+}

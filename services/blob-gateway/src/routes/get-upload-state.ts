@@ -1,0 +1,38 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { BlobGatewayService } from "@emprops/contracts";
+import type { AppContext } from "../context.js";
+import { userBlob } from "../storage/blob-paths.js";
+import { isNotFound, storageError } from "../storage/storage-errors.js";
+import { inSpan } from "../telemetry.js";
+
+/**
+ * What a resumable upload has left on the server: the staged (uncommitted)
+ * blocks, and whether a block list was committed. A blob nobody has written
+ * to yet is an empty state, not an error.
+ */
+export function getUploadState(ctx: AppContext): Partial<ServiceImpl<typeof BlobGatewayService>> {
+  return {
+    async getUploadState(req) {
+      const ref = userBlob(req.blob);
+      const blob = ctx.storage.blob(ref);
+      return inSpan("blob.upload_state", { "blob.path": ref.path }, async () => {
+        // A blob with only staged blocks does not exist yet for Get Properties,
+        // but Get Block List answers for it.
+        const [props, list] = await Promise.all([
+          blob.getProperties().catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err))),
+          blob.getBlockList("all").catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err))),
+        ]).catch((err: unknown) => {
+          throw storageError(err, ref.path);
+        });
+        return {
+          committed: props !== undefined,
+          committedSizeBytes: BigInt(props?.contentLength ?? 0),
+          uncommittedBlocks: (list?.uncommittedBlocks ?? []).map((b) => ({
+            blockId: b.name,
+            sizeBytes: BigInt(b.size),
+          })),
+        };
+      });
+    },
+  };
+}

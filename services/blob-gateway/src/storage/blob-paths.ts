@@ -1,0 +1,91 @@
+import { ErrorReason } from "@emprops/contracts";
+import { invalidArgument } from "@emprops/platform";
+
+/** File extensions a user LoRA may have. */
+export type LoraExtension = "safetensors" | "pt";
+
+/** A user LoRA blob whose ids have been checked. */
+export interface UserBlobRef {
+  kind: "user";
+  userId: string;
+  loraId: string;
+  extension: LoraExtension;
+  /** users/{user_id}/loras/{lora_id}.{ext} */
+  path: string;
+}
+
+/** A shared LoRA blob whose name has been checked. */
+export interface SharedBlobRef {
+  kind: "shared";
+  name: string;
+  /** models/loras/{name} */
+  path: string;
+}
+
+export type BlobRef = UserBlobRef | SharedBlobRef;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const DECIMAL_ID = /^[1-9][0-9]{0,18}$/;
+const INT64_MAX = 2n ** 63n - 1n;
+const MAX_SHARED_NAME = 255;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * The only way a user LoRA path is made: from a UUID, a positive decimal id
+ * and a known extension, so no input can leave users/{user_id}/loras/.
+ */
+export function userBlob(
+  input: { userId: string; loraId: string; extension: string } | undefined,
+  field = "blob",
+): UserBlobRef {
+  if (!input) throw invalidArgument(ErrorReason.INVALID_REQUEST, `${field} is required`, { field });
+  if (!UUID.test(input.userId)) {
+    throw invalidArgument(ErrorReason.INVALID_ID, "user_id must be a UUID", { field: `${field}.user_id` });
+  }
+  if (!DECIMAL_ID.test(input.loraId) || BigInt(input.loraId) > INT64_MAX) {
+    throw invalidArgument(ErrorReason.INVALID_ID, "lora_id must be a positive decimal integer", {
+      field: `${field}.lora_id`,
+    });
+  }
+  if (input.extension !== "safetensors" && input.extension !== "pt") {
+    throw invalidArgument(ErrorReason.INVALID_FILE_FORMAT, 'extension must be "safetensors" or "pt"', {
+      field: `${field}.extension`,
+    });
+  }
+  // Postgres prints UUIDs in lower case; one user must map to one prefix.
+  const userId = input.userId.toLowerCase();
+  return {
+    kind: "user",
+    userId,
+    loraId: input.loraId,
+    extension: input.extension,
+    path: `users/${userId}/loras/${input.loraId}.${input.extension}`,
+  };
+}
+
+/**
+ * A shared LoRA path, models/loras/{name}: a single file name, so it cannot
+ * reach another folder.
+ */
+export function sharedBlob(input: { name: string } | undefined, field = "name"): SharedBlobRef {
+  const name = input?.name ?? "";
+  const problem =
+    name.length === 0
+      ? "is empty"
+      : name.length > MAX_SHARED_NAME
+        ? `is longer than ${MAX_SHARED_NAME} characters`
+        : name.includes("/") || name.includes("\\")
+          ? "contains a path separator"
+          : name.includes("..")
+            ? 'contains ".."'
+            : CONTROL.test(name)
+              ? "contains a control character"
+              : name !== name.trim() || name.endsWith(".")
+                ? "starts or ends with a space, or ends with a dot"
+                : undefined;
+  if (problem) {
+    throw invalidArgument(ErrorReason.INVALID_NAME, `shared LoRA name ${problem}`, { field });
+  }
+  return { kind: "shared", name, path: `models/loras/${name}` };
+}

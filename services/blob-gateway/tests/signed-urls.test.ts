@@ -1,0 +1,342 @@
+import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { mintToken } from "@emprops/platform";
+import { ValidationStatus } from "@emprops/contracts";
+import { newBlob, pathOf } from "./support/ids.js";
+import { rpcFailure } from "./support/rpc-errors.js";
+import { loraTensors, safetensorsFile } from "./support/safetensors-file.js";
+import { type GatewayUnderTest, JWT_SECRET, startGatewayForTest } from "./support/start-gateway.js";
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+let t: GatewayUnderTest;
+
+beforeAll(async () => {
+  t = await startGatewayForTest("signed-urls", {
+    UPLOAD_BLOCK_SIZE_BYTES: String(MiB),
+    MAX_LORA_SIZE_BYTES: String(200 * GiB),
+    DOWNLOAD_URL_MAX_TTL_SECONDS: "1200",
+  });
+});
+
+afterAll(async () => {
+  await t?.stop();
+});
+
+/** Every blob in the user container, committed or only staged. */
+async function userContainerListing(): Promise<string[]> {
+  const names: string[] = [];
+  for await (const b of t.userContainer.listBlobsFlat({ includeUncommitedBlobs: true })) names.push(b.name);
+  return names.sort();
+}
+
+const blockId = (i: number) => Buffer.from(`block-${String(i).padStart(6, "0")}`).toString("base64");
+
+function putBlock(uploadUrl: string, id: string, body: Uint8Array, signal?: AbortSignal) {
+  return fetch(`${uploadUrl}&comp=block&blockid=${encodeURIComponent(id)}`, { method: "PUT", body, signal });
+}
+
+function putBlockList(uploadUrl: string, ids: string[]) {
+  const xml = `<?xml version="1.0" encoding="utf-8"?><BlockList>${ids.map((id) => `<Latest>${id}</Latest>`).join("")}</BlockList>`;
+  return fetch(`${uploadUrl}&comp=blocklist`, { method: "PUT", body: xml });
+}
+
+describe("browser-style upload with the signed URL", () => {
+  it("resumes from the uncommitted block list after an interruption, then verifies", async () => {
+    // About 3.2 MiB: four 1 MiB blocks at the recommended size.
+    const file = safetensorsFile(loraTensors(24, 32, 1024), { ss_network_dim: "32" });
+    const blob = newBlob();
+    const { uploadUrl, blockSizeBytes, blobPath, expireTime } = await t.client.createUploadUrl({
+      blob,
+      sizeBytes: BigInt(file.length),
+    });
+    expect(blobPath).toBe(pathOf(blob));
+    expect(Number(blockSizeBytes)).toBe(MiB);
+    expect(timestampDate(expireTime!).getTime()).toBeGreaterThan(Date.now() + 5 * 3600_000);
+
+    const size = Number(blockSizeBytes);
+    const blocks: Buffer[] = [];
+    for (let at = 0; at < file.length; at += size) blocks.push(file.subarray(at, at + size));
+    expect(blocks.length).toBe(4);
+
+    // The browser sends two blocks, then the tab dies while sending the third.
+    for (const i of [0, 1]) expect((await putBlock(uploadUrl, blockId(i), blocks[i]!)).status).toBe(201);
+    const abort = new AbortController();
+    const interrupted = putBlock(uploadUrl, blockId(2), blocks[2]!, abort.signal);
+    abort.abort();
+    await expect(interrupted).rejects.toThrow();
+
+    // The URL cannot read the block list; the gateway reports it.
+    const state = await t.client.getUploadState({ blob });
+    expect(state.committed).toBe(false);
+    const staged = new Map(state.uncommittedBlocks.map((b) => [b.blockId, Number(b.sizeBytes)]));
+    expect(staged.get(blockId(0))).toBe(size);
+    expect(staged.get(blockId(1))).toBe(size);
+    expect(staged.has(blockId(3))).toBe(false);
+
+    // Resume: send every block not staged with its full size, then commit the list.
+    for (let i = 0; i < blocks.length; i++) {
+      if (staged.get(blockId(i)) === blocks[i]!.length) continue;
+      expect((await putBlock(uploadUrl, blockId(i), blocks[i]!)).status).toBe(201);
+    }
+    expect(
+      (
+        await putBlockList(
+          uploadUrl,
+          blocks.map((_, i) => blockId(i)),
+        )
+      ).status,
+    ).toBe(201);
+
+    const after = await t.client.getUploadState({ blob });
+    expect(after.committed).toBe(true);
+    expect(Number(after.committedSizeBytes)).toBe(file.length);
+    expect(after.uncommittedBlocks).toEqual([]);
+
+    const { verification } = await t.client.verifyBlob({ blob, expectedSizeBytes: BigInt(file.length) });
+    expect(verification?.status).toBe(ValidationStatus.SAFE);
+    expect(verification?.sha256).toBe(createHash("sha256").update(file).digest("hex"));
+    expect(Number(verification?.sizeBytes)).toBe(file.length);
+  });
+
+  it("cannot write another path, cannot read, list or delete", async () => {
+    const blob = newBlob("pt");
+    const { uploadUrl } = await t.client.createUploadUrl({ blob, sizeBytes: 10n });
+    const url = new URL(uploadUrl);
+    const sas = url.search;
+
+    // Another blob of the same user, another user, the container itself.
+    const other = { ...blob, loraId: String(Number(blob.loraId) + 1) };
+    const otherUrl = `${t.userContainer.getBlockBlobClient(pathOf(other)).url}${sas}`;
+    expect((await putBlock(otherUrl, blockId(0), Buffer.from("x"))).status).toBe(403);
+    const otherBlobPut = await fetch(otherUrl, {
+      method: "PUT",
+      headers: { "x-ms-blob-type": "BlockBlob" },
+      body: "x",
+    });
+    expect(otherBlobPut.status).toBe(403);
+    const sharedUrl = `${t.sharedContainer.getBlockBlobClient("models/loras/evil.safetensors").url}${sas}`;
+    expect(
+      (await fetch(sharedUrl, { method: "PUT", headers: { "x-ms-blob-type": "BlockBlob" }, body: "x" })).status,
+    ).toBe(403);
+
+    // Its own blob: write works, read / delete do not.
+    expect((await putBlock(uploadUrl, blockId(0), Buffer.from("0123456789"))).status).toBe(201);
+    expect((await putBlockList(uploadUrl, [blockId(0)])).status).toBe(201);
+    expect((await fetch(uploadUrl)).status).toBe(403);
+    expect((await fetch(`${uploadUrl}&comp=blocklist&blocklisttype=all`)).status).toBe(403);
+    expect((await fetch(uploadUrl, { method: "DELETE" })).status).toBe(403);
+    const listUrl = `${t.userContainer.url}${sas}&restype=container&comp=list`;
+    expect((await fetch(listUrl)).status).toBe(403);
+
+    expect(await userContainerListing()).toEqual(expect.arrayContaining([pathOf(blob)]));
+    expect(await userContainerListing()).not.toContain(pathOf(other));
+  });
+
+  it("stops working after its expiry", async () => {
+    const blob = newBlob();
+    const { uploadUrl, expireTime } = await t.client.createUploadUrl({ blob, sizeBytes: 100n, ttlSeconds: 2 });
+    const expiresAt = timestampDate(expireTime!).getTime();
+    expect(expiresAt).toBeLessThanOrEqual(Date.now() + 2000);
+    expect((await putBlock(uploadUrl, blockId(0), Buffer.from("before"))).status).toBe(201);
+
+    await sleep(Math.max(0, expiresAt - Date.now()) + 1500);
+    expect((await putBlock(uploadUrl, blockId(1), Buffer.from("after"))).status).toBe(403);
+    expect((await putBlockList(uploadUrl, [blockId(0)])).status).toBe(403);
+    const state = await t.client.getUploadState({ blob });
+    expect(state.uncommittedBlocks.map((b) => b.blockId)).toEqual([blockId(0)]);
+  });
+
+  it("recommends bigger blocks for files that would need more than 50,000", async () => {
+    const small = await t.client.createUploadUrl({ blob: newBlob(), sizeBytes: BigInt(GiB) });
+    expect(Number(small.blockSizeBytes)).toBe(MiB);
+    const big = await t.client.createUploadUrl({ blob: newBlob(), sizeBytes: BigInt(100 * GiB) });
+    // 100 GiB / 50,000 = 2.05 MiB, rounded up to whole MiB.
+    expect(Number(big.blockSizeBytes)).toBe(3 * MiB);
+    expect((100 * GiB) / Number(big.blockSizeBytes)).toBeLessThanOrEqual(50_000);
+  });
+});
+
+describe("CreateUploadUrl and GetUploadState refuse bad input", () => {
+  const userId = "4f1e2d3c-0000-4000-8000-00000000abcd";
+  const cases: [string, () => Promise<unknown>, string, string][] = [
+    ["no blob", () => t.client.createUploadUrl({ sizeBytes: 10n }), "InvalidArgument", "INVALID_REQUEST"],
+    [
+      "user id not a UUID",
+      () => t.client.createUploadUrl({ blob: { userId: "../../etc", loraId: "1", extension: "pt" }, sizeBytes: 1n }),
+      "InvalidArgument",
+      "INVALID_ID",
+    ],
+    ...["0", "-1", "1.5", "12a", "../1", "1/2", " 1", "0x10", "99999999999999999999", ""].map(
+      (loraId) =>
+        [
+          `lora id ${JSON.stringify(loraId)}`,
+          () => t.client.createUploadUrl({ blob: { userId, loraId, extension: "safetensors" }, sizeBytes: 1n }),
+          "InvalidArgument",
+          "INVALID_ID",
+        ] as [string, () => Promise<unknown>, string, string],
+    ),
+    ...["exe", "SAFETENSORS", ".pt", "", "safetensors/../x", "ckpt"].map(
+      (extension) =>
+        [
+          `extension ${JSON.stringify(extension)}`,
+          () => t.client.createUploadUrl({ blob: { userId, loraId: "7", extension }, sizeBytes: 1n }),
+          "InvalidArgument",
+          "INVALID_FILE_FORMAT",
+        ] as [string, () => Promise<unknown>, string, string],
+    ),
+    ["size 0", () => t.client.createUploadUrl({ blob: newBlob(), sizeBytes: 0n }), "InvalidArgument", "INVALID_SIZE"],
+    ["size -5", () => t.client.createUploadUrl({ blob: newBlob(), sizeBytes: -5n }), "InvalidArgument", "INVALID_SIZE"],
+    [
+      "size above the limit",
+      () => t.client.createUploadUrl({ blob: newBlob(), sizeBytes: BigInt(200 * GiB + 1) }),
+      "InvalidArgument",
+      "FILE_TOO_LARGE",
+    ],
+    [
+      "negative ttl",
+      () => t.client.createUploadUrl({ blob: newBlob(), sizeBytes: 1n, ttlSeconds: -1 }),
+      "InvalidArgument",
+      "INVALID_REQUEST",
+    ],
+    [
+      "ttl above the maximum",
+      () => t.client.createUploadUrl({ blob: newBlob(), sizeBytes: 1n, ttlSeconds: 24 * 3600 + 1 }),
+      "InvalidArgument",
+      "INVALID_REQUEST",
+    ],
+    [
+      "upload state with a bad id",
+      () => t.client.getUploadState({ blob: { userId, loraId: "abc", extension: "pt" } }),
+      "InvalidArgument",
+      "INVALID_ID",
+    ],
+  ];
+
+  it.each(cases)("%s", async (_name, call, code, reason) => {
+    const before = await userContainerListing();
+    const failure = await rpcFailure(call());
+    expect({ code: failure.code, reason: failure.reason }).toEqual({ code, reason });
+    expect(failure.message.length).toBeGreaterThan(0);
+    expect(await userContainerListing()).toEqual(before);
+  });
+
+  it("reports an empty state for a blob nobody wrote to", async () => {
+    const state = await t.client.getUploadState({ blob: newBlob() });
+    expect(state.committed).toBe(false);
+    expect(Number(state.committedSizeBytes)).toBe(0);
+    expect(state.uncommittedBlocks).toEqual([]);
+  });
+
+  it("normalises the user id's case, so one user has one folder", async () => {
+    const blob = newBlob();
+    const res = await t.client.createUploadUrl({ blob: { ...blob, userId: blob.userId.toUpperCase() }, sizeBytes: 1n });
+    expect(res.blobPath).toBe(pathOf(blob));
+  });
+});
+
+describe("CreateDownloadUrls", () => {
+  it("signs read-only URLs for user and shared LoRAs, in request order, with sizes", async () => {
+    const blob = newBlob();
+    const userBytes = Buffer.from("user lora bytes");
+    await t.userContainer.getBlockBlobClient(pathOf(blob)).uploadData(userBytes);
+    const sharedName = "style one (v2) #1?.safetensors";
+    const sharedBytes = Buffer.from("shared lora bytes, longer");
+    await t.sharedContainer.getBlockBlobClient(`models/loras/${sharedName}`).uploadData(sharedBytes);
+    const missing = newBlob("pt");
+
+    const res = await t.client.createDownloadUrls({
+      targets: [
+        { target: { case: "sharedLora", value: { name: sharedName } } },
+        { target: { case: "userLora", value: blob } },
+        { target: { case: "userLora", value: missing } },
+      ],
+      includeProperties: true,
+    });
+    expect(res.urls.map((u) => u.blobPath)).toEqual([`models/loras/${sharedName}`, pathOf(blob), pathOf(missing)]);
+    expect(res.urls.map((u) => Number(u.sizeBytes))).toEqual([sharedBytes.length, userBytes.length, -1]);
+    for (const u of res.urls) {
+      const ttl = timestampDate(u.expireTime!).getTime() - Date.now();
+      expect(ttl).toBeGreaterThan(10 * 60_000);
+      expect(ttl).toBeLessThanOrEqual(15 * 60_000);
+    }
+
+    const [shared, user, absent] = res.urls;
+    expect(Buffer.from(await (await fetch(shared!.url)).arrayBuffer())).toEqual(sharedBytes);
+    expect(Buffer.from(await (await fetch(user!.url)).arrayBuffer())).toEqual(userBytes);
+    expect((await fetch(absent!.url)).status).toBe(404);
+
+    // Read-only: no overwrite, no delete, no other blob.
+    const overwrite = await fetch(user!.url, { method: "PUT", headers: { "x-ms-blob-type": "BlockBlob" }, body: "x" });
+    expect(overwrite.status).toBe(403);
+    expect((await fetch(user!.url, { method: "DELETE" })).status).toBe(403);
+    const sibling = `${t.userContainer.getBlockBlobClient(pathOf(missing)).url}${new URL(user!.url).search}`;
+    expect((await fetch(sibling)).status).toBe(403);
+    expect(Buffer.from(await (await fetch(user!.url)).arrayBuffer())).toEqual(userBytes);
+  });
+
+  it("honours a requested lifetime and answers an empty list with an empty list", async () => {
+    const res = await t.client.createDownloadUrls({
+      targets: [{ target: { case: "sharedLora", value: { name: "a.safetensors" } } }],
+      ttlSeconds: 60,
+    });
+    const ttl = timestampDate(res.urls[0]!.expireTime!).getTime() - Date.now();
+    expect(ttl).toBeLessThanOrEqual(60_000);
+    expect(ttl).toBeGreaterThan(50_000);
+    expect(Number(res.urls[0]!.sizeBytes)).toBe(0);
+    expect((await t.client.createDownloadUrls({ targets: [] })).urls).toEqual([]);
+  });
+
+  const shared = (name: string) => ({ target: { case: "sharedLora" as const, value: { name } } });
+  const badNames = [
+    "../secret.safetensors",
+    "a/b.safetensors",
+    "a\\b.safetensors",
+    "..",
+    "",
+    "x\u0000.pt",
+    "x\n.pt",
+    "x.",
+    " x.pt",
+    "a".repeat(256),
+  ];
+
+  it.each(badNames)("refuses the shared name %j with INVALID_NAME", async (name) => {
+    const failure = await rpcFailure(
+      t.client.createDownloadUrls({ targets: [shared("ok.safetensors"), shared(name)] }),
+    );
+    expect([failure.code, failure.reason]).toEqual(["InvalidArgument", "INVALID_NAME"]);
+    expect(failure.metadata.field).toBe("targets[1].shared_lora.name");
+  });
+
+  it("refuses bad targets, too many targets and a too long lifetime", async () => {
+    const tooMany = Array.from({ length: 65 }, () => shared("a.safetensors"));
+    expect((await rpcFailure(t.client.createDownloadUrls({ targets: tooMany }))).reason).toBe("INVALID_REQUEST");
+    expect((await rpcFailure(t.client.createDownloadUrls({ targets: [{}] }))).reason).toBe("INVALID_REQUEST");
+    const badUser = { target: { case: "userLora" as const, value: { userId: "x", loraId: "1", extension: "pt" } } };
+    const failure = await rpcFailure(t.client.createDownloadUrls({ targets: [badUser] }));
+    expect([failure.reason, failure.metadata.field]).toEqual(["INVALID_ID", "targets[0].user_lora.user_id"]);
+    const longTtl = await rpcFailure(t.client.createDownloadUrls({ targets: [shared("a.pt")], ttlSeconds: 1201 }));
+    expect([longTtl.code, longTtl.reason]).toEqual(["InvalidArgument", "INVALID_REQUEST"]);
+  });
+});
+
+describe("access", () => {
+  it("needs a token with the service or admin role", async () => {
+    const call = (token: string | undefined) => t.clientWith(token).createUploadUrl({ blob: newBlob(), sizeBytes: 1n });
+    const none = await rpcFailure(call(undefined));
+    expect([none.code, none.reason]).toEqual(["Unauthenticated", "TOKEN_MISSING"]);
+    const user = await rpcFailure(call(await mintToken(JWT_SECRET, { subject: newBlob().userId })));
+    expect([user.code, user.reason]).toEqual(["PermissionDenied", "ROLE_REQUIRED"]);
+    const machine = await rpcFailure(call(await mintToken(JWT_SECRET, { subject: "m1", roles: ["machine"] })));
+    expect([machine.code, machine.reason]).toEqual(["PermissionDenied", "ROLE_REQUIRED"]);
+    const forged = await rpcFailure(
+      call(await mintToken("another-secret-0123456789abcdef", { subject: "x", roles: ["service"] })),
+    );
+    expect([forged.code, forged.reason]).toEqual(["Unauthenticated", "TOKEN_INVALID"]);
+    const admin = await call(await mintToken(JWT_SECRET, { subject: "ops", roles: ["admin"] }));
+    expect(admin.uploadUrl).toContain("sig=");
+  });
+});
