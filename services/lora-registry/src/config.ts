@@ -1,26 +1,108 @@
 import { authConfig, commonEnvShape, env, parseEnv, type AuthConfig } from "@emprops/platform";
+import { Cron } from "croner";
 import { z } from "zod";
+
+const GIB = 1024 ** 3;
+
+/** Limits and defaults of the quota and of uploads. */
+export interface QuotaConfig {
+  /** Byte limit of a user without an admin override. */
+  defaultMaxBytes: number;
+  /** LoRA count limit of a user without an admin override. */
+  defaultMaxCount: number;
+  /** Largest single LoRA accepted. */
+  maxLoraBytes: number;
+  /** GetQuota warns at this share of the byte or count limit. */
+  warningPercent: number;
+}
+
+export interface UploadConfig {
+  /** An upload session not completed within this time is reaped. */
+  sessionTtlSeconds: number;
+  /** Lifetime of each signed upload URL (every Put Block is checked against it). */
+  urlTtlSeconds: number;
+  /** Croner pattern (with seconds) of the expired-session reaper. */
+  reaperCron: string;
+}
 
 export interface RegistryConfig {
   host: string;
   port: number;
   logLevel: string;
   databaseUrl: string;
+  /** Connections in the PostgreSQL pool. */
+  databasePoolSize: number;
   blobGatewayUrl: string;
   /** Token for calling the blob-gateway; minted from the JWT secret when empty. */
   serviceToken: string;
   auth: AuthConfig;
   natsUrl: string;
   natsNamespace: string;
+  quota: QuotaConfig;
+  upload: UploadConfig;
+  /** Lifetime of read URLs handed to machines (0: the gateway's default). */
+  downloadUrlTtlSeconds: number;
+  /** The outbox relay also polls at this interval (other replicas' rows, missed wake-ups). */
+  outboxPollMs: number;
+  /** Applied usage batch ids are kept this long to drop redeliveries. */
+  usageBatchRetentionDays: number;
 }
+
+const cronPattern = z.string().refine(
+  (v) => {
+    try {
+      new Cron(v, { paused: true }).stop();
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: "is not a cron pattern" },
+);
 
 const shape = {
   ...commonEnvShape,
   REGISTRY_HOST: env.host(),
   REGISTRY_PORT: env.port(50051),
   DATABASE_URL: env.url(["postgres", "postgresql"]),
+  DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(500).default(20),
   BLOB_GATEWAY_URL: env.url(["http", "https"]).default("http://127.0.0.1:50052"),
   REGISTRY_SERVICE_TOKEN: z.string().default(""),
+  DEFAULT_QUOTA_BYTES: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(Number.MAX_SAFE_INTEGER)
+    .default(10 * GIB),
+  DEFAULT_QUOTA_COUNT: z.coerce.number().int().min(0).max(2_147_483_647).default(100),
+  MAX_LORA_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .max(190 * 1024 ** 4, "must not exceed the largest block blob (190.7 TiB)")
+    .default(2 * GIB),
+  QUOTA_WARNING_PERCENT: z.coerce.number().gt(0).max(100).default(80),
+  UPLOAD_SESSION_TTL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .max(7 * 24 * 3600)
+    .default(6 * 3600),
+  UPLOAD_URL_TTL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .max(7 * 24 * 3600)
+    .default(4 * 3600),
+  UPLOAD_REAPER_CRON: cronPattern.default("*/30 * * * * *"),
+  DOWNLOAD_URL_TTL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(24 * 3600)
+    .default(0),
+  OUTBOX_POLL_MS: z.coerce.number().int().min(50).max(600_000).default(5_000),
+  USAGE_BATCH_RETENTION_DAYS: env.positiveInt(14),
 };
 
 /** The only place lora-registry reads the environment. */
@@ -31,10 +113,25 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): RegistryCon
     port: e.REGISTRY_PORT,
     logLevel: e.LOG_LEVEL,
     databaseUrl: e.DATABASE_URL,
+    databasePoolSize: e.DATABASE_POOL_SIZE,
     blobGatewayUrl: e.BLOB_GATEWAY_URL,
     serviceToken: e.REGISTRY_SERVICE_TOKEN,
     auth: authConfig(e),
     natsUrl: e.NATS_URL,
     natsNamespace: e.NATS_NAMESPACE,
+    quota: {
+      defaultMaxBytes: e.DEFAULT_QUOTA_BYTES,
+      defaultMaxCount: e.DEFAULT_QUOTA_COUNT,
+      maxLoraBytes: e.MAX_LORA_BYTES,
+      warningPercent: e.QUOTA_WARNING_PERCENT,
+    },
+    upload: {
+      sessionTtlSeconds: e.UPLOAD_SESSION_TTL_SECONDS,
+      urlTtlSeconds: e.UPLOAD_URL_TTL_SECONDS,
+      reaperCron: e.UPLOAD_REAPER_CRON,
+    },
+    downloadUrlTtlSeconds: e.DOWNLOAD_URL_TTL_SECONDS,
+    outboxPollMs: e.OUTBOX_POLL_MS,
+    usageBatchRetentionDays: e.USAGE_BATCH_RETENTION_DAYS,
   };
 }

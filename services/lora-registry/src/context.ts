@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { BlobGatewayService, type EventNames } from "@emprops/contracts";
 import {
   type Clock,
@@ -15,7 +16,10 @@ import type { Client } from "@connectrpc/connect";
 import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { RegistryConfig } from "./config.js";
+import { pgTypes } from "./db/pg-types.js";
 import type { Database } from "./db/schema/index.js";
+import { Signal } from "./jobs/signal.js";
+import { createMetrics, type RegistryMetrics } from "./telemetry.js";
 
 /** Everything a route or job needs, wired in one place so tests can swap parts. */
 export interface AppContext {
@@ -27,6 +31,11 @@ export interface AppContext {
   names: EventNames;
   verifyToken: TokenVerifier;
   clock: Clock;
+  /** New ids (upload sessions, events). */
+  newId: () => string;
+  metrics: RegistryMetrics;
+  /** Raised after outbox rows are committed, so the relay publishes them at once. */
+  outboxWritten: Signal;
 }
 
 export function createContext(cfg: RegistryConfig, overrides: Partial<AppContext> = {}): AppContext {
@@ -34,26 +43,29 @@ export function createContext(cfg: RegistryConfig, overrides: Partial<AppContext
   const db =
     overrides.db ??
     new Kysely<Database>({
-      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: cfg.databaseUrl, max: 20 }) }),
+      dialect: new PostgresDialect({
+        pool: new pg.Pool({ connectionString: cfg.databaseUrl, max: cfg.databasePoolSize, types: pgTypes }),
+      }),
     });
   const serviceToken = cfg.serviceToken
     ? cfg.serviceToken
     : () => mintToken(cfg.auth.secret ?? "", { subject: "lora-registry", roles: ["service"], ttlSeconds: 300 });
-  const { bus, names } = createEventBus({
-    natsUrl: cfg.natsUrl,
-    namespace: cfg.natsNamespace,
-    logger,
-    name: "lora-registry",
-  });
+  const bus =
+    overrides.bus && overrides.names
+      ? { bus: overrides.bus, names: overrides.names }
+      : createEventBus({ natsUrl: cfg.natsUrl, namespace: cfg.natsNamespace, logger, name: "lora-registry" });
   return {
     cfg,
     logger,
     db,
     blobGateway: createServiceClient(BlobGatewayService, cfg.blobGatewayUrl, serviceToken),
-    bus,
-    names,
+    bus: bus.bus,
+    names: bus.names,
     verifyToken: createTokenVerifier(cfg.auth),
     clock: systemClock,
+    newId: randomUUID,
+    metrics: createMetrics(),
+    outboxWritten: new Signal(),
     ...overrides,
   };
 }

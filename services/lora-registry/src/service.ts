@@ -1,7 +1,11 @@
-import { authInterceptor, startRpcServer, type RpcServer } from "@emprops/platform";
+import { authInterceptor, type Consumer, startRpcServer, type RpcServer } from "@emprops/platform";
 import type { RegistryConfig } from "./config.js";
 import { type AppContext, createContext } from "./context.js";
 import { migrateToLatest } from "./db/migrate.js";
+import { startCacheStatsConsumer } from "./jobs/cache-stats-consumer.js";
+import { startOutboxRelay } from "./jobs/outbox-relay.js";
+import { startUploadReaper } from "./jobs/upload-reaper.js";
+import { startUsageConsumer } from "./jobs/usage-consumer.js";
 import { routes } from "./routes/index.js";
 
 export interface RunningRegistry {
@@ -11,31 +15,52 @@ export interface RunningRegistry {
   stop(): Promise<void>;
 }
 
-/** Migrates the database, then serves; stop() drains calls and closes everything. */
+/**
+ * Migrates the database, starts the background work (outbox relay, upload
+ * reaper, usage and cache-stats consumers), then serves; stop() drains
+ * calls, stops the jobs and closes everything.
+ */
 export async function startLoraRegistry(
   cfg: RegistryConfig,
   overrides: Partial<AppContext> = {},
 ): Promise<RunningRegistry> {
   const ctx = createContext(cfg, overrides);
-  await migrateToLatest(ctx.db);
-  const server = await startRpcServer({
-    name: "lora-registry",
-    host: cfg.host,
-    port: cfg.port,
-    logger: ctx.logger,
-    routes: routes(ctx),
-    interceptors: [
-      authInterceptor(ctx.verifyToken, {
-        "emprops.lora.v1.LoraService": "any",
-        "emprops.lora.v1.LoraAdminService": ["admin"],
-        "emprops.lora.v1.LoraResolverService": ["machine"],
-      }),
-    ],
-  });
-  const stop = async () => {
-    await server.close();
-    await ctx.bus.close();
-    await ctx.db.destroy();
+  const jobs: { stop(): Promise<void> }[] = [];
+  const stopJobs = async () => {
+    for (const job of jobs.splice(0).reverse()) await job.stop();
   };
-  return { ctx, server, url: server.url, stop };
+  try {
+    await migrateToLatest(ctx.db);
+    jobs.push(startOutboxRelay(ctx), startUploadReaper(ctx));
+    const consumers: Consumer[] = await Promise.all([startUsageConsumer(ctx), startCacheStatsConsumer(ctx)]);
+    jobs.push(...consumers);
+    const server = await startRpcServer({
+      name: "lora-registry",
+      host: cfg.host,
+      port: cfg.port,
+      logger: ctx.logger,
+      routes: routes(ctx),
+      interceptors: [
+        authInterceptor(ctx.verifyToken, {
+          "emprops.lora.v1.LoraService": "any",
+          "emprops.lora.v1.LoraAdminService": ["admin"],
+          "emprops.lora.v1.LoraResolverService": ["machine"],
+        }),
+      ],
+    });
+    let stopping: Promise<void> | undefined;
+    const stop = () =>
+      (stopping ??= (async () => {
+        await server.close();
+        await stopJobs();
+        await ctx.bus.close();
+        await ctx.db.destroy();
+      })());
+    return { ctx, server, url: server.url, stop };
+  } catch (err) {
+    await stopJobs().catch(() => {});
+    await ctx.bus.close().catch(() => {});
+    await ctx.db.destroy().catch(() => {});
+    throw err;
+  }
 }

@@ -1,12 +1,49 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import { LoraAdminService, LoraResolverService, LoraService } from "@emprops/contracts";
 import type { AppContext } from "../context.js";
+import { abortLoraUpload } from "./abort-lora-upload.js";
+import { completeLoraUpload } from "./complete-lora-upload.js";
+import { createLoraUpload } from "./create-lora-upload.js";
+import { deleteLora } from "./delete-lora.js";
+import { deleteUserLoras } from "./delete-user-loras.js";
+import { getCacheStats } from "./get-cache-stats.js";
+import { getLora } from "./get-lora.js";
+import { getLoraUpload } from "./get-lora-upload.js";
+import { getQuota } from "./get-quota.js";
+import { getUserQuota } from "./get-user-quota.js";
+import { listAuditEvents } from "./list-audit-events.js";
+import { listLoras } from "./list-loras.js";
+import { listPopularLoras } from "./list-popular-loras.js";
+import { reconcileQuota } from "./reconcile-quota.js";
+import { resolveLoras } from "./resolve-loras.js";
+import { setUserQuota } from "./set-user-quota.js";
+import { updateLora } from "./update-lora.js";
 
-/** Every RPC of the registry; an RPC not listed answers UNIMPLEMENTED. */
-export function routes(_ctx: AppContext) {
+/** Every RPC of the registry. */
+export function routes(ctx: AppContext) {
   return (router: ConnectRouter) => {
-    router.service(LoraService, {});
-    router.service(LoraAdminService, {});
-    router.service(LoraResolverService, {});
+    router.service(LoraService, {
+      ...createLoraUpload(ctx),
+      ...getLoraUpload(ctx),
+      ...completeLoraUpload(ctx),
+      ...abortLoraUpload(ctx),
+      ...listLoras(ctx),
+      ...getLora(ctx),
+      ...updateLora(ctx),
+      ...deleteLora(ctx),
+      ...getQuota(ctx),
+    });
+    router.service(LoraAdminService, {
+      ...setUserQuota(ctx),
+      ...getUserQuota(ctx),
+      ...getCacheStats(ctx),
+      ...listAuditEvents(ctx),
+      ...deleteUserLoras(ctx),
+      ...reconcileQuota(ctx),
+    });
+    router.service(LoraResolverService, {
+      ...resolveLoras(ctx),
+      ...listPopularLoras(ctx),
+    });
   };
 }

@@ -1,4 +1,19 @@
 import type { Migration } from "kysely";
+import * as m001 from "./2026-11-25-001-flat-file.js";
+import * as m002 from "./2026-11-25-002-lora-indexes.js";
+import * as m003 from "./2026-11-25-003-lora-quota.js";
+import * as m004 from "./2026-11-25-004-lora-upload.js";
+import * as m005 from "./2026-11-25-005-lora-usage.js";
+import * as m006 from "./2026-11-25-006-audit-outbox.js";
+import * as m007 from "./2026-11-25-007-machine-cache-stats.js";
 
 /** Every migration, in order. Each file is frozen once merged. */
-export const migrations: Record<string, Migration> = {};
+export const migrations: Record<string, Migration> = {
+  "2026-11-25-001-flat-file": m001,
+  "2026-11-25-002-lora-indexes": m002,
+  "2026-11-25-003-lora-quota": m003,
+  "2026-11-25-004-lora-upload": m004,
+  "2026-11-25-005-lora-usage": m005,
+  "2026-11-25-006-audit-outbox": m006,
+  "2026-11-25-007-machine-cache-stats": m007,
+};

@@ -1,0 +1,21 @@
+import type { ColumnType } from "kysely";
+
+export type UploadSessionState = "pending" | "completed" | "aborted" | "expired" | "failed";
+
+/** An upload session: one pending flat_file row and its quota reservation. */
+export interface LoraUploadTable {
+  id: string;
+  user_id: string;
+  lora_id: string;
+  state: UploadSessionState;
+  declared_size_bytes: ColumnType<string, number, number>;
+  extension: string;
+  /** Lower-case hex sha256 the client declared, checked at completion. */
+  expected_sha256: string | null;
+  blob_path: string | null;
+  created_at: Date;
+  expires_at: Date;
+  finished_at: Date | null;
+  failure_reason: string | null;
+  failure_message: string | null;
+}

@@ -1,0 +1,47 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type EventNames, LoraDeletedSchema } from "@emprops/contracts";
+import type { Kysely } from "kysely";
+import type { Database } from "../db/schema/index.js";
+
+export interface DeletedLora {
+  loraId: string;
+  userId: string;
+  blobPath: string;
+  extension: string;
+}
+
+/**
+ * Writes one LoraDeleted event per LoRA into the outbox, in the caller's
+ * transaction; the relay publishes them with the event id as Nats-Msg-Id.
+ */
+export async function enqueueLoraDeleted(
+  db: Kysely<Database>,
+  names: EventNames,
+  newId: () => string,
+  at: Date,
+  reason: "user" | "admin" | "account_deletion",
+  loras: DeletedLora[],
+): Promise<string[]> {
+  if (loras.length === 0) return [];
+  const rows = loras.map((l) => {
+    const eventId = newId();
+    const event = create(LoraDeletedSchema, {
+      eventId,
+      loraId: l.loraId,
+      userId: l.userId,
+      blobPath: l.blobPath,
+      extension: l.extension,
+      deleteTime: timestampFromDate(at),
+      reason,
+    });
+    return {
+      event_id: eventId,
+      subject: names.loraDeleted(l.userId),
+      payload: toBinary(LoraDeletedSchema, event),
+      created_at: at,
+    };
+  });
+  await db.insertInto("lora_outbox").values(rows).execute();
+  return rows.map((r) => r.event_id);
+}

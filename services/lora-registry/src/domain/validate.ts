@@ -1,0 +1,210 @@
+import { ErrorReason, type UserLoraMetadata } from "@emprops/contracts";
+import { invalidArgument } from "@emprops/platform";
+import type { StoredUserMetadata } from "../db/schema/index.js";
+
+/** Extensions a LoRA may have, lower-case, without the dot. */
+export const LORA_EXTENSIONS = ["safetensors", "pt"] as const;
+export type LoraExtension = (typeof LORA_EXTENSIONS)[number];
+
+const MAX_BIGINT = 9223372036854775807n;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/;
+const MAX_NAME = 255;
+const MAX_TAGS = 20;
+const MAX_TAG = 64;
+const MAX_TRIGGER_WORDS = 50;
+const MAX_TRIGGER_WORD = 100;
+const MAX_DESCRIPTION = 2000;
+const MAX_BASE_MODEL = 64;
+
+/** A flat_file id: a positive decimal int64. */
+export function parseLoraId(value: string, field = "lora_id"): string {
+  if (!/^[1-9][0-9]{0,18}$/.test(value) || BigInt(value) > MAX_BIGINT) {
+    throw invalidArgument(
+      ErrorReason.INVALID_ID,
+      value === ""
+        ? `${field} is required`
+        : `${field} must be a positive decimal integer, got ${JSON.stringify(clip(value))}`,
+      { field },
+    );
+  }
+  return value;
+}
+
+/** A UUID, lower-cased. */
+export function parseUuid(value: string, field: string): string {
+  if (!UUID.test(value)) {
+    throw invalidArgument(
+      ErrorReason.INVALID_ID,
+      value === "" ? `${field} is required` : `${field} must be a UUID, got ${JSON.stringify(clip(value))}`,
+      { field },
+    );
+  }
+  return value.toLowerCase();
+}
+
+/** An optional UUID filter: "" means none. */
+export function parseOptionalUuid(value: string, field: string): string | undefined {
+  return value === "" ? undefined : parseUuid(value, field);
+}
+
+/** A LoRA file name: 1–255 characters, no path separators or control characters, .safetensors or .pt. */
+export function parseLoraName(value: string, field = "name"): { name: string; extension: LoraExtension } {
+  const name = value.trim();
+  if (name === "") throw invalidArgument(ErrorReason.INVALID_NAME, `${field} must not be empty`, { field });
+  if (name.length > MAX_NAME) {
+    throw invalidArgument(ErrorReason.INVALID_NAME, `${field} must be at most ${MAX_NAME} characters`, {
+      field,
+      max_length: MAX_NAME,
+    });
+  }
+  if (/[/\\]/.test(name) || CONTROL.test(name)) {
+    throw invalidArgument(ErrorReason.INVALID_NAME, `${field} must not contain path separators or control characters`, {
+      field,
+    });
+  }
+  const dot = name.lastIndexOf(".");
+  const extension = dot >= 0 ? name.slice(dot + 1).toLowerCase() : "";
+  if (!(LORA_EXTENSIONS as readonly string[]).includes(extension)) {
+    throw invalidArgument(ErrorReason.INVALID_FILE_FORMAT, "File must be .safetensors or .pt format", {
+      field,
+      detected_format: extension === "" ? "none" : `.${clip(extension, 32)}`,
+    });
+  }
+  if (dot === 0)
+    throw invalidArgument(ErrorReason.INVALID_NAME, `${field} needs a name before the extension`, { field });
+  return { name, extension: extension as LoraExtension };
+}
+
+/** A declared upload size: a positive integer no larger than the per-LoRA limit. */
+export function parseUploadSize(value: bigint, maxBytes: number): number {
+  if (value <= 0n) {
+    throw invalidArgument(ErrorReason.INVALID_SIZE, `size_bytes must be positive, got ${value}`, {
+      field: "size_bytes",
+    });
+  }
+  if (value > BigInt(maxBytes)) {
+    throw invalidArgument(
+      ErrorReason.FILE_TOO_LARGE,
+      `The file is ${value} bytes; a LoRA may be at most ${maxBytes} bytes`,
+      { field: "size_bytes", size_bytes: value, max_bytes: maxBytes },
+    );
+  }
+  return Number(value);
+}
+
+/** User tags: at most 20, each 1–64 printable characters; trimmed, de-duplicated, without "lora". */
+export function parseTags(values: readonly string[], field = "tags"): string[] {
+  if (values.length > MAX_TAGS) {
+    throw invalidArgument(ErrorReason.INVALID_TAGS, `at most ${MAX_TAGS} tags are allowed, got ${values.length}`, {
+      field,
+      max_tags: MAX_TAGS,
+    });
+  }
+  const out: string[] = [];
+  for (const raw of values) {
+    const tag = raw.trim();
+    if (tag === "" || tag.length > MAX_TAG || CONTROL.test(tag)) {
+      throw invalidArgument(
+        ErrorReason.INVALID_TAGS,
+        `each tag must be 1–${MAX_TAG} printable characters, got ${JSON.stringify(clip(raw))}`,
+        { field, max_length: MAX_TAG },
+      );
+    }
+    if (tag !== "lora" && !out.includes(tag)) out.push(tag);
+  }
+  return out;
+}
+
+/** Trigger words: at most 50, each 1–100 printable characters. */
+export function parseTriggerWords(values: readonly string[], field: string): string[] {
+  if (values.length > MAX_TRIGGER_WORDS) {
+    throw invalidArgument(ErrorReason.INVALID_REQUEST, `at most ${MAX_TRIGGER_WORDS} trigger words are allowed`, {
+      field,
+    });
+  }
+  return values.map((raw) => {
+    const word = raw.trim();
+    if (word === "" || word.length > MAX_TRIGGER_WORD || CONTROL.test(word)) {
+      throw invalidArgument(
+        ErrorReason.INVALID_REQUEST,
+        `each trigger word must be 1–${MAX_TRIGGER_WORD} printable characters`,
+        { field },
+      );
+    }
+    return word;
+  });
+}
+
+export function parseDescription(value: string, field: string): string {
+  if (value.length > MAX_DESCRIPTION) {
+    throw invalidArgument(ErrorReason.INVALID_REQUEST, `${field} must be at most ${MAX_DESCRIPTION} characters`, {
+      field,
+    });
+  }
+  return value.trim();
+}
+
+/** What the user states about a LoRA at upload. */
+export function parseUserMetadata(meta: UserLoraMetadata | undefined): StoredUserMetadata {
+  if (!meta) return {};
+  const baseModel = meta.baseModel.trim();
+  if (baseModel.length > MAX_BASE_MODEL || CONTROL.test(baseModel)) {
+    throw invalidArgument(
+      ErrorReason.INVALID_REQUEST,
+      `metadata.base_model must be at most ${MAX_BASE_MODEL} printable characters`,
+      { field: "metadata.base_model" },
+    );
+  }
+  const out: StoredUserMetadata = {};
+  if (baseModel) out.base_model = baseModel;
+  const words = parseTriggerWords(meta.triggerWords, "metadata.trigger_words");
+  if (words.length > 0) out.trigger_words = words;
+  const description = parseDescription(meta.description, "metadata.description");
+  if (description) out.description = description;
+  return out;
+}
+
+/** An optional lower-case hex sha256 (upper case accepted). */
+export function parseOptionalSha256(value: string, field = "sha256"): string | undefined {
+  if (value === "") return undefined;
+  if (!/^[0-9a-f]{64}$/i.test(value)) {
+    throw invalidArgument(ErrorReason.INVALID_REQUEST, `${field} must be 64 hexadecimal characters`, { field });
+  }
+  return value.toLowerCase();
+}
+
+/** Where an upload comes from, e.g. "emprops_studio"; "api" when empty. */
+export function parseUploadSource(value: string): string {
+  if (value === "") return "api";
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(value)) {
+    throw invalidArgument(ErrorReason.INVALID_REQUEST, "upload_source must be 1–64 letters, digits, '_', '.' or '-'", {
+      field: "upload_source",
+    });
+  }
+  return value;
+}
+
+/** AIP-158 page size: 0 means the default, above the maximum is clamped, negative is an error. */
+export function parsePageSize(value: number, fallback: number, max: number, field = "page_size"): number {
+  if (!Number.isInteger(value) || value < 0) {
+    throw invalidArgument(ErrorReason.INVALID_PAGE_SIZE, `${field} must not be negative, got ${value}`, { field });
+  }
+  if (value === 0) return fallback;
+  return Math.min(value, max);
+}
+
+/** A short free-text field (job id, machine id, reason): at most `max` printable characters. */
+export function parseShortText(value: string, field: string, max: number): string {
+  if (value.length > max || CONTROL.test(value)) {
+    throw invalidArgument(ErrorReason.INVALID_REQUEST, `${field} must be at most ${max} printable characters`, {
+      field,
+    });
+  }
+  return value;
+}
+
+function clip(value: string, max = 80): string {
+  return value.length > max ? `${value.slice(0, max)}…` : value;
+}

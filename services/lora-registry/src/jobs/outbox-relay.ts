@@ -1,0 +1,98 @@
+import pRetry, { AbortError } from "p-retry";
+import type { AppContext } from "../context.js";
+
+const BATCH = 100;
+
+/** Publishes up to one batch of unsent outbox rows; throws if one could not be published. */
+export async function relayBatch(ctx: AppContext): Promise<number> {
+  const outcome = await ctx.db.transaction().execute(async (trx) => {
+    // SKIP LOCKED: replicas relay side by side without publishing a row twice at once.
+    const rows = await trx
+      .selectFrom("lora_outbox")
+      .select(["id", "event_id", "subject", "payload"])
+      .where("sent_at", "is", null)
+      .orderBy("id")
+      .limit(BATCH)
+      .forUpdate()
+      .skipLocked()
+      .execute();
+    const sent: string[] = [];
+    let failure: { id: string; error: unknown } | undefined;
+    for (const row of rows) {
+      try {
+        await ctx.bus.publish(row.subject, row.payload, { msgId: row.event_id });
+        sent.push(row.id);
+      } catch (error) {
+        failure = { id: row.id, error };
+        break;
+      }
+    }
+    const now = ctx.clock.now();
+    if (sent.length > 0) {
+      await trx.updateTable("lora_outbox").set({ sent_at: now }).where("id", "in", sent).execute();
+    }
+    if (failure) {
+      await trx
+        .updateTable("lora_outbox")
+        .set((eb) => ({ attempts: eb("attempts", "+", 1), last_error: String(failure.error).slice(0, 500) }))
+        .where("id", "=", failure.id)
+        .execute();
+    }
+    return { sent: sent.length, failure, more: rows.length === BATCH };
+  });
+  if (outcome.sent > 0) ctx.metrics.outbox.add(outcome.sent, { outcome: "published" });
+  if (outcome.failure) {
+    ctx.metrics.outbox.add(1, { outcome: "failed" });
+    throw outcome.failure.error;
+  }
+  return outcome.more ? BATCH : outcome.sent;
+}
+
+/**
+ * Relays the outbox to JetStream: at once when a transaction wrote to it,
+ * and every OUTBOX_POLL_MS for rows other replicas wrote. While NATS is
+ * down it retries with backoff; a row is marked sent only after JetStream
+ * stored it, and a republished row carries the same Nats-Msg-Id, so the
+ * stream keeps each event once.
+ */
+export function startOutboxRelay(ctx: AppContext): { stop(): Promise<void> } {
+  const abort = new AbortController();
+  const run = async () => {
+    while (!abort.signal.aborted) {
+      const published = await pRetry(
+        async () => {
+          if (abort.signal.aborted) throw new AbortError("relay stopped");
+          // p-retry gives up on a TypeError; the relay must keep trying whatever failed.
+          return relayBatch(ctx).catch((err: unknown) => {
+            throw err instanceof TypeError ? new Error(err.message, { cause: err }) : err;
+          });
+        },
+        {
+          retries: Number.POSITIVE_INFINITY,
+          minTimeout: 200,
+          maxTimeout: 5_000,
+          randomize: true,
+          signal: abort.signal,
+          onFailedAttempt: ({ error, attemptNumber }) => {
+            if (!abort.signal.aborted) {
+              ctx.logger.warn({ err: error, attempt: attemptNumber }, "outbox relay could not publish; retrying");
+            }
+          },
+        },
+      ).catch((err: unknown) => {
+        if (abort.signal.aborted) return 0;
+        throw err;
+      });
+      if (abort.signal.aborted) return;
+      if (published < BATCH) await ctx.outboxWritten.wait(ctx.cfg.outboxPollMs);
+    }
+  };
+  const done = run().catch((err: unknown) => ctx.logger.error({ err }, "outbox relay stopped unexpectedly"));
+  return {
+    stop: async () => {
+      abort.abort();
+      ctx.outboxWritten.notify();
+      await done;
+    },
+  };
+}

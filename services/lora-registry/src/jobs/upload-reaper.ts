@@ -1,0 +1,66 @@
+import { Cron } from "croner";
+import { userLoraBlob, viaGateway } from "../domain/blob.js";
+import { endSession, type SessionRow } from "../domain/uploads.js";
+import type { AppContext } from "../context.js";
+import { withSpan } from "../telemetry.js";
+
+const BATCH = 100;
+
+/**
+ * Ends every pending session past its expiry: deletes what was uploaded,
+ * returns the reservation. A session whose blob cannot be deleted now
+ * (storage down) stays pending and is tried again on the next run.
+ * Also forgets applied usage batch ids older than their retention.
+ */
+export async function reapOnce(ctx: AppContext): Promise<number> {
+  return withSpan("reap_uploads", {}, async () => {
+    const now = ctx.clock.now();
+    let reaped = 0;
+    const expired = (await ctx.db
+      .selectFrom("lora_upload")
+      .selectAll()
+      .where("state", "=", "pending")
+      .where("expires_at", "<=", now)
+      .orderBy("expires_at")
+      .limit(BATCH)
+      .execute()) as SessionRow[];
+    for (const s of expired) {
+      try {
+        await viaGateway(ctx.logger, "DeleteBlob", () =>
+          ctx.blobGateway.deleteBlob({ blob: userLoraBlob(s.user_id, s.lora_id, s.extension) }),
+        );
+      } catch {
+        continue;
+      }
+      const ended = await endSession(ctx.db, s, "expired", now, {
+        actorId: "system",
+        actorRole: "system",
+        action: "lora.upload.expire",
+        details: { upload_id: s.id, expire_time: s.expires_at.toISOString() },
+      });
+      if (ended) {
+        reaped++;
+        ctx.metrics.uploads.add(1, { outcome: "expired" });
+      }
+    }
+    const cutoff = new Date(now.getTime() - ctx.cfg.usageBatchRetentionDays * 86_400_000);
+    await ctx.db.deleteFrom("lora_usage_batch").where("applied_at", "<", cutoff).execute();
+    if (reaped > 0) ctx.logger.info({ reaped }, "expired upload sessions reaped");
+    return reaped;
+  });
+}
+
+/** Runs reapOnce on UPLOAD_REAPER_CRON; a run never overlaps the previous one. */
+export function startUploadReaper(ctx: AppContext): { stop(): Promise<void> } {
+  let running: Promise<unknown> = Promise.resolve();
+  const job = new Cron(ctx.cfg.upload.reaperCron, { protect: true }, async () => {
+    running = reapOnce(ctx).catch((err: unknown) => ctx.logger.error({ err }, "upload reaper run failed"));
+    await running;
+  });
+  return {
+    stop: async () => {
+      job.stop();
+      await running;
+    },
+  };
+}
