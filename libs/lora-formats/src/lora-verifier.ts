@@ -104,7 +104,7 @@ export class LoraVerifier {
     this.size += chunk.length;
     const { maxSizeBytes, expectedSizeBytes } = this.options;
     if (this.size > maxSizeBytes && !this.tooLargeMessage) {
-      this.tooLargeMessage = `The file is larger than the ${bytesText(maxSizeBytes)} limit.`;
+      this.tooLargeMessage = `The file exceeds the size limit of ${bytesText(maxSizeBytes)}.`;
       this.parsing = false;
     }
     if (expectedSizeBytes !== undefined && this.size > expectedSizeBytes && !this.sizeMismatchMessage) {

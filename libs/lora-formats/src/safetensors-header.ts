@@ -35,7 +35,7 @@ const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 export function parseSafetensorsHeaderLayout(headerJson: Uint8Array): SafetensorsHeaderLayout {
   if (headerJson.length > SAFETENSORS_MAX_HEADER_BYTES) {
     throw new FormatError(
-      `The safetensors header is ${bytesText(headerJson.length)}; the limit is ${bytesText(SAFETENSORS_MAX_HEADER_BYTES)}.`,
+      `The safetensors header is ${bytesText(headerJson.length)}, above the limit of ${bytesText(SAFETENSORS_MAX_HEADER_BYTES)}.`,
     );
   }
   if (headerJson.length === 0 || headerJson[0] !== 0x7b) {
@@ -116,9 +116,11 @@ function readTensor(name: string, value: JsonValue): SafetensorsTensorInfo {
   if (shapeValue === undefined) throw new FormatError(`${label} has no "shape".`);
   if (offsetsValue === undefined) throw new FormatError(`${label} has no "data_offsets".`);
 
-  if (typeof dtypeValue !== "string" || !isSafetensorsDtype(dtypeValue)) {
-    const shown = typeof dtypeValue === "string" ? quote(dtypeValue) : describeJsonValue(dtypeValue);
-    throw new FormatError(`${label} has dtype ${shown}, which is not a safetensors dtype.`);
+  if (typeof dtypeValue !== "string") {
+    throw new FormatError(`${label} has ${describeJsonValue(dtypeValue)} as "dtype" instead of a dtype name.`);
+  }
+  if (!isSafetensorsDtype(dtypeValue)) {
+    throw new FormatError(`${label} has dtype ${quote(dtypeValue)}, which is not a safetensors dtype.`);
   }
   const dtype = dtypeValue;
   const shape = readIntegerArray(shapeValue, `${label} "shape"`);

@@ -70,8 +70,8 @@ export class SafetensorsStreamReader implements ContentReader {
     const length = view.getBigUint64(0, true);
     if (length > BigInt(SAFETENSORS_MAX_HEADER_BYTES)) {
       throw new FormatError(
-        `The safetensors header length is ${bytesText(length)}, above the ${bytesText(SAFETENSORS_MAX_HEADER_BYTES)} ` +
-          `limit; this is not a safetensors file.`,
+        `The safetensors header length is ${bytesText(length)}, above the limit of ` +
+          `${bytesText(SAFETENSORS_MAX_HEADER_BYTES)}; this is not a safetensors file.`,
       );
     }
     this.headerLength = Number(length);

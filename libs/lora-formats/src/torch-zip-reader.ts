@@ -126,7 +126,9 @@ export class TorchZipReader implements ContentReader {
     if (this.state !== "done") {
       const entry = this.current;
       if (this.state === "search" && entry) {
-        this.fail(`the file ends inside entry ${quote(entry.name)}, before its data descriptor (truncated)`);
+        this.fail(
+          `no data descriptor matching the bytes of entry ${quote(entry.name)} was found (corrupt or truncated)`,
+        );
       }
       if (this.state === "data" && entry) this.fail(`the file ends inside entry ${quote(entry.name)} (truncated)`);
       this.fail("the file ends before the end-of-central-directory record (truncated)");

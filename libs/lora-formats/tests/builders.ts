@@ -162,6 +162,7 @@ export class PickleWriter {
   }
   shortBinUnicode(text: string): this {
     const b = [...Buffer.from(text, "utf8")];
+    if (b.length > 255) throw new Error("SHORT_BINUNICODE holds at most 255 bytes");
     return this.raw(0x8c, b.length, ...b);
   }
   binUnicode(text: string): this {
