@@ -4,6 +4,7 @@ import net from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
 import { type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { health } from "@emprops/contracts";
 import type { Logger } from "pino";
 import { HealthState, registerHealth, ServingStatus } from "./health.js";
 import { registerReflection } from "./reflection.js";
@@ -43,22 +44,22 @@ const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0");
  */
 export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer> {
   let appServices: DescService[] = [];
-  let health: HealthState | undefined;
+  let healthState: HealthState | undefined;
   const handler = connectNodeAdapter({
     interceptors: [serverTracingInterceptor(), ...(opts.interceptors ?? [])],
     readMaxBytes: opts.readMaxBytes ?? 8 * 1024 * 1024,
     routes(router) {
       opts.routes(router);
       appServices = uniqueServices(router);
-      health = new HealthState(
+      healthState = new HealthState(
         appServices.map((s) => s.typeName),
         ServingStatus.NOT_SERVING,
       );
-      registerHealth(router, health);
-      registerReflection(router, appServices);
+      registerHealth(router, healthState);
+      registerReflection(router, [...appServices, health.Health]);
     },
   });
-  const state = health as HealthState | undefined;
+  const state = healthState as HealthState | undefined;
   if (!state) throw new Error("router was not built");
 
   const h1 = http.createServer(handler);
