@@ -1,4 +1,4 @@
-import { hexByte } from "./describe.js";
+import { bytesText, hexByte } from "./describe.js";
 import { FormatError } from "./format-error.js";
 import { isAllowedGlobal, isTensorRebuilder } from "./pickle-allow-list.js";
 import { HIGHEST_PICKLE_PROTOCOL, PICKLE_OPCODES, type PickleOpcode } from "./pickle-opcodes.js";
@@ -27,10 +27,12 @@ type StackItem = string | GlobalRef | typeof OTHER | typeof UNKNOWN;
 const MAX_TEXT_BYTES = 4096;
 const MAX_STACK = 1_000_000;
 const MAX_SPARSE_MEMO_KEYS = 100_000;
-const MAX_MEMO_VALUES = 1_000_000;
+const MAX_MEMO_VALUES = 200_000;
 const MAX_MEMO_CHARS = 16 * 1024 * 1024;
 const MAX_LISTED_GLOBALS = 256;
 const MAX_LISTED_UNSAFE = 64;
+/** A state-dict pickle is kilobytes; the cap bounds scan time (opcode-dense input walks at ~50 MiB/s). */
+export const DEFAULT_MAX_PICKLE_BYTES = 32 * 1024 * 1024;
 
 const PHASE_OPCODE = 0;
 const PHASE_FIXED = 1;
@@ -56,6 +58,8 @@ export interface PickleScannerOptions {
   label?: string;
   /** Added to positions in messages, for pickles that start inside a larger file. */
   baseOffset?: number;
+  /** Longest pickle accepted, in bytes; default {@link DEFAULT_MAX_PICKLE_BYTES}. */
+  maxBytes?: number;
 }
 
 /**
@@ -66,6 +70,7 @@ export interface PickleScannerOptions {
 export class PickleScanner {
   private readonly label: string;
   private readonly baseOffset: number;
+  private readonly maxBytes: number;
 
   private phase = PHASE_OPCODE;
   private op: PickleOpcode = { name: "", arg: "none" };
@@ -101,6 +106,7 @@ export class PickleScanner {
   constructor(options: PickleScannerOptions = {}) {
     this.label = options.label ?? "The pickle";
     this.baseOffset = options.baseOffset ?? 0;
+    this.maxBytes = options.maxBytes ?? DEFAULT_MAX_PICKLE_BYTES;
   }
 
   /** True once STOP has been read. */
@@ -144,7 +150,7 @@ export class PickleScanner {
   update(chunk: Uint8Array): number {
     if (this.broken) throw this.broken;
     let i = 0;
-    const n = chunk.length;
+    const n = Math.min(chunk.length, this.maxBytes - this.consumed);
     try {
       while (i < n && !this.stopped) {
         switch (this.phase) {
@@ -179,6 +185,11 @@ export class PickleScanner {
             if (this.payloadRemaining === 0) this.onPayload();
           }
         }
+      }
+      if (!this.stopped && n < chunk.length) {
+        throw new FormatError(
+          `${this.label} is larger than ${bytesText(this.maxBytes)}; a LoRA state dict pickle is far smaller.`,
+        );
       }
     } catch (error) {
       if (error instanceof FormatError) this.broken = error;

@@ -3,7 +3,7 @@ import { ByteQueue } from "./byte-queue.js";
 import { type ContentReader, mergeUnique } from "./content-reader.js";
 import { bytesText, quote } from "./describe.js";
 import { FormatError } from "./format-error.js";
-import { PickleScanner } from "./pickle-scanner.js";
+import { DEFAULT_MAX_PICKLE_BYTES, PickleScanner } from "./pickle-scanner.js";
 import { decodeLatin1, decodeUtf8 } from "./pickle-strings.js";
 import {
   CENTRAL_HEADER_SIZE,
@@ -46,8 +46,10 @@ const MAX_ENTRIES = 100_000;
 const MAX_TOTAL_NAME_BYTES = 16 * 1024 * 1024;
 const MAX_ZIP64_END_SIZE = ZIP64_END_MIN_SIZE + 64 * 1024;
 // A DEFLATED pickle is buffered and inflated in one go; a state-dict pickle is kilobytes, these are generous.
-const MAX_COMPRESSED_PICKLE_BYTES = 64 * 1024 * 1024;
-const MAX_INFLATED_PICKLE_BYTES = 256 * 1024 * 1024;
+const MAX_COMPRESSED_PICKLE_BYTES = DEFAULT_MAX_PICKLE_BYTES;
+const MAX_INFLATED_PICKLE_BYTES = DEFAULT_MAX_PICKLE_BYTES;
+/** Bounds the scan time of archives holding many pickles. */
+const MAX_TOTAL_PICKLE_BYTES = 2 * DEFAULT_MAX_PICKLE_BYTES;
 
 interface ZipEntry {
   name: string;
@@ -88,6 +90,7 @@ export class TorchZipReader implements ContentReader {
   private readonly unsafe: string[] = [];
   private readonly sources: string[] = [];
   private tensors = 0;
+  private pickleBytes = 0;
 
   get unsafeGlobals(): readonly string[] {
     const pending = this.current?.scanner?.unsafeGlobals ?? [];
@@ -308,7 +311,8 @@ export class TorchZipReader implements ContentReader {
         this.closeEntry(crc, compressed, uncompressed);
         return at + length;
       }
-      this.consumeData(buf.subarray(from, at + 1));
+      this.consumeData(buf.subarray(from, at), crcIfEnd);
+      this.consumeData(buf.subarray(at, at + 1));
       from = at + 1;
     }
   }
@@ -331,6 +335,10 @@ export class TorchZipReader implements ContentReader {
   }
 
   private feedScanner(scanner: PickleScanner, bytes: Uint8Array, name: string): void {
+    this.pickleBytes += bytes.length;
+    if (this.pickleBytes > MAX_TOTAL_PICKLE_BYTES) {
+      this.fail(`its pickles together exceed ${bytesText(MAX_TOTAL_PICKLE_BYTES)}`);
+    }
     const used = scanner.done ? 0 : scanner.update(bytes);
     if (used < bytes.length) {
       throw new FormatError(`The pickle ${quote(name)} continues after its STOP opcode; the archive is invalid.`);

@@ -241,6 +241,16 @@ describe("PickleScanner on malformed pickles", () => {
     expect(scanError(bytes)).toMatch(message);
   });
 
+  it("refuses pickles longer than its byte limit", () => {
+    const pickle = stateDictPickle(LORA_TENSORS);
+    const exact = new PickleScanner({ maxBytes: pickle.length });
+    expect(exact.update(pickle)).toBe(pickle.length);
+    const short = new PickleScanner({ maxBytes: pickle.length - 1, label: "The pickle x.pkl" });
+    expect(() => {
+      for (const chunk of chunked(pickle, 7)) short.update(chunk);
+    }).toThrow(`The pickle x.pkl is larger than ${(pickle.length - 1).toLocaleString("en-US")} bytes`);
+  });
+
   it("keeps failing after an error", () => {
     const scanner = new PickleScanner();
     expect(() => scanner.update(Uint8Array.of(0xff))).toThrow(FormatError);
