@@ -27,6 +27,7 @@ export function safeFileName(name: string, ext?: string): string {
   const extension = ext ?? own ?? ".safetensors";
   const stem = stemRaw
     .normalize("NFKD")
+    .replace(/[\u0300-\u036f]/g, "")
     .replace(/[^A-Za-z0-9._-]+/g, "_")
     .replace(/_{2,}/g, "_")
     .replace(/^[._-]+/, "")

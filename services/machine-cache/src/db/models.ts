@@ -76,8 +76,8 @@ export function userLoraBytes(db: Db): number {
 export function modelsUnder(db: Db, dir: string): ModelRow[] {
   const prefix = dir.endsWith("/") ? dir : `${dir}/`;
   return db
-    .prepare<[string], ModelRow>(`SELECT ${COLUMNS} FROM models WHERE substr(path, 1, length(?1)) = ?1`)
-    .all(prefix);
+    .prepare<[{ p: string }], ModelRow>(`SELECT ${COLUMNS} FROM models WHERE substr(path, 1, length(@p)) = @p`)
+    .all({ p: prefix });
 }
 
 export function modelsPage(db: Db, opts: { afterId: number; modelType: string; limit: number }): ModelRow[] {

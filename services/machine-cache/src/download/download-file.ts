@@ -225,7 +225,12 @@ export async function downloadFile(
     return { sha256: digest, bytesDownloaded, attempts, resumed };
   } catch (err) {
     if (!closed) await file.close().catch(() => {});
-    throw toDownloadError(err, attempts, req.signal);
+    const failure = toDownloadError(err, attempts, req.signal);
+    // Bytes that failed verification are worthless; any other failure keeps them for a resume.
+    if (failure.kind === "checksum" || failure.kind === "not_found") {
+      await Promise.all([fs.rm(partialPath, { force: true }), fs.rm(sidecarPath, { force: true })]);
+    }
+    throw failure;
   }
 }
 

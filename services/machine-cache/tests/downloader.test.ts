@@ -1,0 +1,203 @@
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { createLogger } from "@emprops/platform";
+import { createTestContainers, type TestContainers } from "@emprops/testkit";
+import { Agent } from "undici";
+import { PARTIAL_SUFFIX, SIDECAR_SUFFIX } from "../src/cache/cache-layout.js";
+import { DownloadError, downloadFile, type DownloadSettings } from "../src/download/download-file.js";
+import { loadPartialState } from "../src/download/partial-state.js";
+import { blobEndpoint, signedUrl, type TestBlob, uploadRandomBlob } from "./support/blobs.js";
+import { type FaultProxy, startFaultProxy } from "./support/fault-proxy.js";
+
+const KIB = 1024;
+const settings: DownloadSettings = {
+  parallelThresholdBytes: 512 * KIB,
+  partSizeBytes: 256 * KIB,
+  partsPerFile: 3,
+  maxAttempts: 3,
+  retryMinMs: 10,
+  retryMaxMs: 50,
+  stallTimeoutMs: 1_000,
+};
+const logger = createLogger("downloader-test", "silent");
+
+let containers: TestContainers;
+let proxy: FaultProxy;
+let dispatcher: Agent;
+let dir: string;
+let small: TestBlob;
+let large: TestBlob;
+
+beforeAll(async () => {
+  containers = await createTestContainers("downloader");
+  proxy = await startFaultProxy(blobEndpoint(containers.connectionString));
+  dispatcher = new Agent();
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), "mc-downloader-"));
+  [small, large] = await Promise.all([
+    uploadRandomBlob(containers.connectionString, containers.userContainer, "small.safetensors", 300 * KIB),
+    uploadRandomBlob(containers.connectionString, containers.userContainer, "large.safetensors", 2 * 1024 * KIB + 123),
+  ]);
+});
+
+afterAll(async () => {
+  await dispatcher?.close();
+  await proxy?.close();
+  await containers?.cleanup();
+  if (dir) await fs.rm(dir, { recursive: true, force: true });
+});
+
+beforeEach(() => {
+  proxy.requests.length = 0;
+  proxy.faults.length = 0;
+});
+
+let n = 0;
+const target = () => path.join(dir, `lora-${++n}.safetensors`);
+
+async function download(blob: TestBlob, finalPath: string, overrides: Partial<DownloadSettings> = {}) {
+  const url = proxy.via(await blob.sasUrl());
+  return downloadFile(
+    { finalPath, sizeBytes: blob.bytes.length, sha256: blob.sha256, url: async () => url },
+    { ...settings, ...overrides },
+    { dispatcher, logger },
+  );
+}
+
+async function expectOnlyFinalFile(finalPath: string, blob: TestBlob) {
+  expect((await fs.readFile(finalPath)).equals(blob.bytes)).toBe(true);
+  await expect(fs.stat(finalPath + PARTIAL_SUFFIX)).rejects.toMatchObject({ code: "ENOENT" });
+  await expect(fs.stat(finalPath + SIDECAR_SUFFIX)).rejects.toMatchObject({ code: "ENOENT" });
+}
+
+test("a small file arrives in one ranged stream with its sha256 checked", async () => {
+  const file = target();
+  const result = await download(small, file);
+  expect(result).toEqual({ sha256: small.sha256, bytesDownloaded: small.bytes.length, attempts: 1, resumed: false });
+  expect(proxy.requests.map((r) => r.range)).toEqual([`bytes=0-${small.bytes.length - 1}`]);
+  await expectOnlyFinalFile(file, small);
+});
+
+test("a large file arrives in ranged parts, each byte asked for once", async () => {
+  const file = target();
+  const result = await download(large, file);
+  expect(result.sha256).toBe(large.sha256);
+  expect(result.bytesDownloaded).toBe(large.bytes.length);
+  const parts = Math.ceil(large.bytes.length / settings.partSizeBytes);
+  expect(proxy.requests).toHaveLength(parts);
+  const starts = proxy.requests.map((r) => Number(/bytes=(\d+)-/.exec(r.range ?? "")?.[1])).sort((a, b) => a - b);
+  expect(starts).toEqual(Array.from({ length: parts }, (_, i) => i * settings.partSizeBytes));
+  await expectOnlyFinalFile(file, large);
+});
+
+test("a response cut mid-stream resumes from the bytes already written", async () => {
+  const file = target();
+  proxy.faults.push({ kind: "cut", afterBytes: 100 * KIB });
+  const result = await download(small, file);
+  expect(result.attempts).toBe(2);
+  expect(result.resumed).toBe(true);
+  // Nothing fetched twice: the second request starts where the cut left off.
+  expect(result.bytesDownloaded).toBe(small.bytes.length);
+  const resumedFrom = Number(/bytes=(\d+)-/.exec(proxy.requests[1]?.range ?? "")?.[1]);
+  expect(resumedFrom).toBeGreaterThan(0);
+  expect(resumedFrom).toBeLessThanOrEqual(100 * KIB);
+  await expectOnlyFinalFile(file, small);
+});
+
+test("a corrupted download is rejected and fetched again", async () => {
+  const file = target();
+  proxy.faults.push({ kind: "corrupt", atByte: 4321 });
+  const result = await download(small, file);
+  expect(result).toMatchObject({ sha256: small.sha256, attempts: 2 });
+  expect(result.bytesDownloaded).toBe(2 * small.bytes.length);
+  await expectOnlyFinalFile(file, small);
+});
+
+test("a download corrupted on every attempt fails with a checksum error and leaves nothing behind", async () => {
+  const file = target();
+  for (let i = 0; i < settings.maxAttempts; i++) proxy.faults.push({ kind: "corrupt", atByte: 10 });
+  const failure = await download(small, file).catch((err: unknown) => err);
+  expect(failure).toBeInstanceOf(DownloadError);
+  expect(failure).toMatchObject({ kind: "checksum", attempts: settings.maxAttempts });
+  expect(await fs.readdir(dir)).not.toEqual(expect.arrayContaining([path.basename(file) + PARTIAL_SUFFIX]));
+  await expect(fs.stat(file)).rejects.toMatchObject({ code: "ENOENT" });
+});
+
+test("an expired read URL is replaced by a fresh one", async () => {
+  const file = target();
+  const expired = proxy.via(await small.sasUrl(-60_000));
+  const fresh = proxy.via(await small.sasUrl());
+  const asked: boolean[] = [];
+  const result = await downloadFile(
+    {
+      finalPath: file,
+      sizeBytes: small.bytes.length,
+      sha256: small.sha256,
+      url: async (refresh) => {
+        asked.push(refresh);
+        return refresh ? fresh : expired;
+      },
+    },
+    settings,
+    { dispatcher, logger },
+  );
+  expect(asked).toEqual([false, true]);
+  expect(result.attempts).toBe(2);
+  await expectOnlyFinalFile(file, small);
+});
+
+test("a missing blob fails at once as not found", async () => {
+  const file = target();
+  const url = proxy.via(await signedUrl(containers.connectionString, containers.userContainer, "absent.safetensors"));
+  const failure = await downloadFile({ finalPath: file, sizeBytes: 10, sha256: "", url: async () => url }, settings, {
+    dispatcher,
+    logger,
+  }).catch((err: unknown) => err);
+  expect(failure).toMatchObject({ kind: "not_found", attempts: 1 });
+  expect(proxy.requests).toHaveLength(1);
+});
+
+test("a server error is retried with backoff", async () => {
+  const file = target();
+  proxy.faults.push({ kind: "status", status: 503 }, { kind: "status", status: 500 });
+  const result = await download(small, file);
+  expect(result.attempts).toBe(3);
+  await expectOnlyFinalFile(file, small);
+});
+
+test("a stalled response is cut after the stall timeout and resumed", async () => {
+  const file = target();
+  proxy.faults.push({ kind: "stall", afterBytes: 50 * KIB });
+  const result = await download(small, file, { stallTimeoutMs: 300 });
+  expect(result).toMatchObject({ attempts: 2, resumed: true, sha256: small.sha256 });
+  await expectOnlyFinalFile(file, small);
+});
+
+test("another process resumes a partial download from its sidecar", async () => {
+  const file = target();
+  proxy.faults.push({ kind: "cut", afterBytes: 100 * KIB });
+  const failure = await download(large, file, { maxAttempts: 1 }).catch((err: unknown) => err);
+  expect(failure).toMatchObject({ kind: "failed", attempts: 1 });
+  const parts = await loadPartialState(file + SIDECAR_SUFFIX, { sizeBytes: large.bytes.length, sha256: large.sha256 });
+  const kept = (parts ?? []).reduce((s, p) => s + p.done, 0);
+  expect(kept).toBeGreaterThan(0);
+
+  const result = await download(large, file);
+  expect(result).toMatchObject({ resumed: true, attempts: 1, sha256: large.sha256 });
+  expect(result.bytesDownloaded).toBe(large.bytes.length - kept);
+  await expectOnlyFinalFile(file, large);
+});
+
+test("a sidecar describing other content is ignored", async () => {
+  const file = target();
+  proxy.faults.push({ kind: "cut", afterBytes: 100 * KIB });
+  await download(large, file, { maxAttempts: 1 }).catch(() => undefined);
+  const url = proxy.via(await small.sasUrl());
+  const result = await downloadFile(
+    { finalPath: file, sizeBytes: small.bytes.length, sha256: small.sha256, url: async () => url },
+    settings,
+    { dispatcher, logger },
+  );
+  expect(result).toMatchObject({ resumed: false, bytesDownloaded: small.bytes.length });
+  await expectOnlyFinalFile(file, small);
+});

@@ -1,0 +1,448 @@
+import { randomUUID } from "node:crypto";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import {
+  LoraDeletedSchema,
+  LoraSource,
+  LoraUsageBatchSchema,
+  MachineCacheService,
+  MachineCacheStatsReportedSchema,
+} from "@emprops/contracts";
+import { bearerInterceptor, errorReason, ManualClock, mintToken, type Role } from "@emprops/platform";
+import { testNamespace, type TestNamespace } from "@emprops/testkit";
+import { PARTIAL_SUFFIX } from "../src/cache/cache-layout.js";
+import { loadConfig } from "../src/config.js";
+import { findLoraFileByPath } from "../src/db/lora-files.js";
+import { getModel } from "../src/db/models.js";
+import { type Db, openDatabase } from "../src/db/open-database.js";
+import { parsePythonIso } from "../src/db/python-time.js";
+import { type RunningMachineCache, startMachineCache } from "../src/service.js";
+import { eventually, publish, readStream } from "./support/nats.js";
+import { exists, type SeededLora, seedLora } from "./support/seed.js";
+
+const SECRET = "machine-cache-service-test-secret";
+const DAY = 24 * 3600 * 1000;
+const A = "5b2b3a1e-4c1d-4e7a-9c11-0a1b2c3d4e5f";
+const B = "9e8d7c6b-5a49-4382-a716-1f2e3d4c5b6a";
+const MACHINE = `svc-test-${randomUUID().slice(0, 8)}`;
+
+let ns: TestNamespace;
+let root: string;
+let loraDir: string;
+let dbFile: string;
+let db: Db;
+let cache: RunningMachineCache;
+let clock: ManualClock;
+let stale: SeededLora;
+let partialLeftBehind: string;
+const seeded: Record<string, SeededLora> = {};
+
+const client = async (roles: Role[], subject = "caller"): Promise<Client<typeof MachineCacheService>> => {
+  const token = await mintToken(SECRET, { subject, roles });
+  return createClient(
+    MachineCacheService,
+    createConnectTransport({ baseUrl: cache.url, httpVersion: "1.1", interceptors: [bearerInterceptor(token)] }),
+  );
+};
+
+const user = (id: string) => ({ source: LoraSource.USER, identifier: id });
+const shared = (name: string) => ({ source: LoraSource.SHARED, identifier: name });
+
+async function rpcFailure(p: Promise<unknown>): Promise<{ code: Code; reason: string }> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(ConnectError);
+  return { code: (err as ConnectError).code, reason: errorReason(err) };
+}
+
+beforeAll(async () => {
+  ns = testNamespace("machine-cache-svc");
+  root = await fs.mkdtemp(path.join(os.tmpdir(), "mc-svc-"));
+  loraDir = path.join(root, "models", "loras");
+  dbFile = path.join(root, "model_cache.db");
+  clock = new ManualClock(new Date());
+  db = openDatabase(dbFile);
+  const now = clock.now();
+  const seed = async (name: string, opts: Parameters<typeof seedLora>[2]) =>
+    (seeded[name] = await seedLora(db, loraDir, opts));
+  await seed("a1", {
+    relativePath: `users/${A}/1-first.safetensors`,
+    sizeBytes: 100,
+    lastUsed: new Date(now.getTime() - DAY),
+    sha256: "a1".repeat(32),
+  });
+  await seed("a2", {
+    relativePath: `users/${A}/2-second.safetensors`,
+    sizeBytes: 300,
+    lastUsed: new Date(now.getTime() - 2 * DAY),
+  });
+  await seed("a3", {
+    relativePath: `users/${A}/3-third.safetensors`,
+    sizeBytes: 50,
+    lastUsed: new Date(now.getTime() - 20 * DAY),
+  });
+  await seed("b7", {
+    relativePath: `users/${B}/7-bee.safetensors`,
+    sizeBytes: 70,
+    lastUsed: new Date(now.getTime() - 3 * DAY),
+  });
+  await seed("kept", {
+    relativePath: `users/${B}/8-kept.safetensors`,
+    sizeBytes: 80,
+    lastUsed: new Date(now.getTime() - 40 * DAY),
+    protected: true,
+  });
+  // Protected: no eviction policy touches it, but a deletion in the registry still removes it.
+  await seed("a4", {
+    relativePath: `users/${A}/4-deleted-later.safetensors`,
+    sizeBytes: 20,
+    lastUsed: new Date(now.getTime() - DAY),
+    protected: true,
+  });
+  await seed("style", { relativePath: "shared/style.safetensors", sizeBytes: 40, lastUsed: now });
+  stale = await seedLora(db, loraDir, {
+    relativePath: `users/${A}/9-stale.safetensors`,
+    sizeBytes: 10,
+    lastUsed: now,
+    validatedAtMs: now.getTime() - 2 * 3600 * 1000,
+  });
+  // Left by a crash: a row without its file and a partial download without a sidecar.
+  const ghost = await seedLora(db, loraDir, {
+    relativePath: `users/${A}/10-ghost.safetensors`,
+    sizeBytes: 5,
+    lastUsed: now,
+  });
+  await fs.rm(ghost.path);
+  partialLeftBehind = path.join(loraDir, "users", A, `11-half.safetensors${PARTIAL_SUFFIX}`);
+  await fs.writeFile(partialLeftBehind, Buffer.alloc(10));
+
+  cache = await startMachineCache(
+    loadConfig({
+      JWT_SECRET: SECRET,
+      LOG_LEVEL: "silent",
+      NATS_URL: ns.natsUrl,
+      NATS_NAMESPACE: ns.namespace,
+      MACHINE_CACHE_PORT: "0",
+      MACHINE_ID: MACHINE,
+      COMFYUI_LORA_DIR: loraDir,
+      MODEL_CACHE_DB: dbFile,
+      // Nothing listens here: every answer below comes from the disk and model_cache.db alone.
+      REGISTRY_URL: "http://127.0.0.1:1",
+      LORA_CACHE_MAX_GB: "1",
+      MIN_FREE_SPACE_GB: "0",
+      LORA_REVALIDATE_AFTER_SECONDS: "3600",
+      USAGE_FLUSH_INTERVAL_SECONDS: "1",
+      CACHE_STATS_INTERVAL_SECONDS: "1",
+    }),
+    { clock },
+  );
+});
+
+// Every test happens a second later than the one before, so last_used orders them.
+beforeEach(() => clock.advance(1000));
+
+afterAll(async () => {
+  await cache?.stop();
+  if (db?.open) db.close();
+  await ns?.cleanup();
+  if (root) await fs.rm(root, { recursive: true, force: true });
+});
+
+describe("start-up", () => {
+  test("a stale row and a partial download left by a crash are reconciled before serving", async () => {
+    expect(getModel(db, path.join(loraDir, "users", A, "10-ghost.safetensors"))).toBeUndefined();
+    expect(await exists(partialLeftBehind)).toBe(false);
+    expect(getModel(db, seeded.a1!.path)).toBeDefined();
+  });
+});
+
+describe("EnsureLoras from the cache", () => {
+  test("a plain JSON POST, as ComfyUI's node sends it, answers a hit from disk with no registry", async () => {
+    const token = await mintToken(SECRET, { subject: MACHINE, roles: ["machine"] });
+    const before = getModel(db, seeded.a1!.path);
+    const res = await fetch(`${cache.url}/emprops.cache.v1.MachineCacheService/EnsureLoras`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({
+        jobId: "job-1",
+        userId: A,
+        workflowId: "wf-1",
+        refs: [{ source: "LORA_SOURCE_USER", identifier: "1" }],
+        workflowJson: JSON.stringify({
+          nodes: [
+            {
+              id: 1,
+              type: "EmProps_Lora_Loader",
+              inputs: { lora_source: "shared", lora_identifier: "style.safetensors" },
+            },
+          ],
+        }),
+      }),
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { results: Record<string, unknown>[] };
+    expect(body.results).toEqual([
+      expect.objectContaining({
+        path: `users/${A}/1-first.safetensors`,
+        cacheHit: true,
+        sizeBytes: "100",
+        sha256: "a1".repeat(32),
+      }),
+      expect.objectContaining({ path: "shared/style.safetensors", cacheHit: true, sizeBytes: "40" }),
+    ]);
+    // ComfyUI finds the file at models/loras/<path>.
+    expect((await fs.stat(path.join(loraDir, body.results[0]!.path as string))).size).toBe(100);
+    const after = getModel(db, seeded.a1!.path);
+    expect(after?.use_count).toBe((before?.use_count ?? 0) + 1);
+    expect(parsePythonIso(after?.last_used)?.getTime()).toBe(clock.now().getTime());
+  });
+
+  test("a hit not checked for longer than the interval is still served while the registry is unreachable", async () => {
+    const machine = await client(["machine"]);
+    const { results } = await machine.ensureLoras({ jobId: "job-2", userId: A, refs: [user("9")] });
+    expect(results[0]).toMatchObject({ cacheHit: true, path: stale.relativePath });
+  });
+
+  test("a miss fails on its own with the reason while hits in the same request succeed", async () => {
+    const machine = await client(["machine"]);
+    const { results } = await machine.ensureLoras({ jobId: "job-3", userId: A, refs: [user("2"), user("404")] });
+    expect(results[0]).toMatchObject({ cacheHit: true, path: `users/${A}/2-second.safetensors` });
+    expect(results[1]?.path).toBe("");
+    expect(results[1]?.error).toMatchObject({ code: "unavailable", reason: 52 });
+  });
+
+  test("another user's LoRA id never returns that user's cached file", async () => {
+    const machine = await client(["machine"]);
+    const { results } = await machine.ensureLoras({ jobId: "job-4", userId: B, refs: [user("1")] });
+    expect(results[0]?.path).toBe("");
+    expect(results[0]?.cacheHit).toBe(false);
+    expect(results[0]?.error).toBeDefined();
+  });
+
+  test("usage of user LoRAs reaches NATS in batches whose message id is the batch id", async () => {
+    const messages = await readStream(ns.natsUrl, ns.names.stream, ns.names.loraUsage(MACHINE));
+    const batches = messages.map((m) => ({ msgId: m.msgId, batch: fromBinary(LoraUsageBatchSchema, m.data) }));
+    const usages = batches.flatMap((b) => b.batch.usages);
+    expect(batches.every((b) => b.msgId === b.batch.batchId && b.batch.machineId === MACHINE)).toBe(true);
+    expect(usages).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ loraId: "1", userId: A, jobId: "job-1", workflowId: "wf-1" }),
+        expect.objectContaining({ loraId: "9", userId: A, jobId: "job-2" }),
+      ]),
+    );
+    // Shared LoRAs have no flat_file id and failed references are no use.
+    expect(usages.some((u) => u.loraId === "404" || u.loraId === "")).toBe(false);
+  });
+});
+
+describe("bad input and access", () => {
+  const modelsSnapshot = () => db.prepare("SELECT * FROM models ORDER BY id").all();
+
+  test.each([
+    ["a user id that is not a UUID", { userId: "someone", refs: [user("1")] }, "INVALID_ID"],
+    [
+      "a reference without a source",
+      { userId: A, refs: [{ source: LoraSource.UNSPECIFIED, identifier: "1" }] },
+      "INVALID_REFERENCE",
+    ],
+    ["an empty identifier", { userId: A, refs: [user(" ")] }, "INVALID_REFERENCE"],
+    ["a user LoRA id that is not a number", { userId: A, refs: [user("12abc")] }, "INVALID_ID"],
+    ["a shared name with a path", { userId: A, refs: [shared("../../checkpoints/x.safetensors")] }, "INVALID_NAME"],
+    ["a shared name without a model extension", { userId: A, refs: [shared("readme.txt")] }, "INVALID_NAME"],
+    [
+      "65 references",
+      { userId: A, refs: Array.from({ length: 65 }, (_, i) => user(String(i + 1))) },
+      "INVALID_REQUEST",
+    ],
+    ["a workflow that is not JSON", { userId: A, workflowJson: "{nodes:" }, "INVALID_WORKFLOW"],
+    ["a job id of 300 characters", { userId: A, jobId: "j".repeat(300), refs: [user("1")] }, "INVALID_REQUEST"],
+  ])("%s is INVALID_ARGUMENT with its reason and changes nothing", async (_, req, reason) => {
+    const machine = await client(["machine"]);
+    const before = modelsSnapshot();
+    expect(await rpcFailure(machine.ensureLoras(req))).toEqual({ code: Code.InvalidArgument, reason });
+    expect(modelsSnapshot()).toEqual(before);
+  });
+
+  test("no token, a user token, and a machine token on an admin RPC are refused", async () => {
+    const anonymous = createClient(
+      MachineCacheService,
+      createConnectTransport({ baseUrl: cache.url, httpVersion: "1.1" }),
+    );
+    expect(await rpcFailure(anonymous.ensureLoras({ userId: A, refs: [user("1")] }))).toEqual({
+      code: Code.Unauthenticated,
+      reason: "TOKEN_MISSING",
+    });
+    const plainUser = await client([], A);
+    expect(await rpcFailure(plainUser.ensureLoras({ userId: A, refs: [user("1")] }))).toEqual({
+      code: Code.PermissionDenied,
+      reason: "ROLE_REQUIRED",
+    });
+    const machine = await client(["machine"]);
+    expect(await rpcFailure(machine.evictLoras({ userId: A }))).toEqual({
+      code: Code.PermissionDenied,
+      reason: "ROLE_REQUIRED",
+    });
+    expect(await exists(seeded.a1!.path)).toBe(true);
+  });
+});
+
+describe("operators", () => {
+  test("ListCachedModels pages through the models table by id, filtered by model_type", async () => {
+    const admin = await client(["admin"]);
+    const seen: string[] = [];
+    let pageToken = "";
+    do {
+      const page = await admin.listCachedModels({ pageSize: 2, pageToken, modelType: "user_lora" });
+      expect(page.models.length).toBeLessThanOrEqual(2);
+      seen.push(...page.models.map((m) => m.relativePath));
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    expect(seen).toEqual(expect.arrayContaining([`users/${A}/1-first.safetensors`, `users/${B}/8-kept.safetensors`]));
+    expect(seen).not.toContain("shared/style.safetensors");
+    const all = await admin.listCachedModels({});
+    const style = all.models.find((m) => m.relativePath === "shared/style.safetensors");
+    expect(style).toMatchObject({ modelType: "loras", path: seeded.style!.path, isIgnore: false });
+    const kept = all.models.find((m) => m.relativePath === `users/${B}/8-kept.safetensors`);
+    expect(kept?.protected).toBe(true);
+  });
+
+  test("ListCachedModels refuses a negative page size and a token not issued for the query", async () => {
+    const admin = await client(["admin"]);
+    expect(await rpcFailure(admin.listCachedModels({ pageSize: -1 }))).toEqual({
+      code: Code.InvalidArgument,
+      reason: "INVALID_PAGE_SIZE",
+    });
+    expect(await rpcFailure(admin.listCachedModels({ pageToken: "garbage" }))).toEqual({
+      code: Code.InvalidArgument,
+      reason: "INVALID_PAGE_TOKEN",
+    });
+    const { nextPageToken } = await admin.listCachedModels({ pageSize: 1, modelType: "user_lora" });
+    expect(await rpcFailure(admin.listCachedModels({ pageToken: nextPageToken, modelType: "loras" }))).toEqual({
+      code: Code.InvalidArgument,
+      reason: "INVALID_PAGE_TOKEN",
+    });
+  });
+
+  test("GetCacheStats reports the specification's fields and the same numbers go out on NATS", async () => {
+    const machine = await client(["machine"]);
+    const { stats } = await machine.getCacheStats({});
+    expect(stats).toMatchObject({
+      machineId: MACHINE,
+      maxLoraCacheGb: 1,
+      userLoraCount: 7,
+      sharedLoraCount: 1,
+      evictionsLast24h: 0,
+    });
+    expect(Number(stats?.userLoraBytes)).toBe(100 + 300 + 50 + 70 + 80 + 10 + 20);
+    expect(Number(stats?.sharedLoraBytes)).toBe(40);
+    expect(stats?.utilizationPercent).toBeCloseTo((630 / 1024 ** 3) * 100, 12);
+    expect(Number(stats?.hits24h)).toBeGreaterThanOrEqual(4);
+    expect(stats?.cacheHitRate24h).toBeCloseTo(
+      Number(stats?.hits24h) / (Number(stats?.hits24h) + Number(stats?.misses24h)),
+    );
+    expect(stats?.oldestLoraAgeDays).toBeGreaterThanOrEqual(40);
+    const published = await readStream(ns.natsUrl, ns.names.stream, ns.names.cacheStats(MACHINE));
+    const last = fromBinary(MachineCacheStatsReportedSchema, published[published.length - 1]!.data);
+    expect(last.stats?.machineId).toBe(MACHINE);
+    expect(last.stats?.userLoraCount).toBeGreaterThan(0);
+  });
+
+  test("WarmLoras counts what is cached and refuses requests that name nothing or no user", async () => {
+    const machine = await client(["machine"]);
+    expect(await machine.warmLoras({ userId: A, refs: [user("1"), user("2")] })).toMatchObject({
+      queued: 0,
+      alreadyCached: 2,
+    });
+    expect(await rpcFailure(machine.warmLoras({ userId: A }))).toEqual({
+      code: Code.InvalidArgument,
+      reason: "INVALID_REQUEST",
+    });
+    expect(await rpcFailure(machine.warmLoras({ refs: [user("1")] }))).toEqual({
+      code: Code.InvalidArgument,
+      reason: "INVALID_ID",
+    });
+    expect(await rpcFailure(machine.warmLoras({ includePopular: true, popularLimit: -1 }))).toEqual({
+      code: Code.InvalidArgument,
+      reason: "INVALID_PAGE_SIZE",
+    });
+    expect(await rpcFailure(machine.warmLoras({ includePopular: true }))).toEqual({
+      code: Code.Unavailable,
+      reason: "DEPENDENCY_UNAVAILABLE",
+    });
+  });
+
+  test("EvictLoras validates first, then runs the age policy on the injected clock", async () => {
+    const admin = await client(["admin"]);
+    expect(await rpcFailure(admin.evictLoras({}))).toEqual({ code: Code.InvalidArgument, reason: "INVALID_REQUEST" });
+    expect(await rpcFailure(admin.evictLoras({ freeBytes: -1n }))).toEqual({
+      code: Code.InvalidArgument,
+      reason: "INVALID_SIZE",
+    });
+    expect(await rpcFailure(admin.evictLoras({ userId: "nope" }))).toEqual({
+      code: Code.InvalidArgument,
+      reason: "INVALID_ID",
+    });
+    // a3 was last used 20 days ago, kept 40 days ago but is protected; nothing else is older than 7 days.
+    const aged = await admin.evictLoras({ runAgePolicy: true });
+    expect(aged.evicted.map((e) => [e.path, e.reason])).toEqual([[`users/${A}/3-third.safetensors`, "age"]]);
+    expect(await exists(seeded.a3!.path)).toBe(false);
+    expect(await exists(seeded.kept!.path)).toBe(true);
+  });
+
+  test("EvictLoras removes named LoRAs, all of a user's, or LRU bytes, and reports each with its reason", async () => {
+    const admin = await client(["admin"]);
+    const byRef = await admin.evictLoras({ refs: [user("7")] });
+    expect(byRef.evicted.map((e) => [e.path, e.reason])).toEqual([[`users/${B}/7-bee.safetensors`, "admin"]]);
+    expect(byRef.freedBytes).toBe(70n);
+    const byUser = await admin.evictLoras({ userId: B });
+    // B's only remaining LoRA is protected.
+    expect(byUser.evicted).toEqual([]);
+    const byBytes = await admin.evictLoras({ freeBytes: 1n });
+    // The least recently used evictable user LoRA goes first: 1 was used before 9 and 2.
+    expect(byBytes.evicted.map((e) => e.path)).toEqual([`users/${A}/1-first.safetensors`]);
+    const { stats } = await admin.getCacheStats({});
+    expect(stats?.evictionsLast24h).toBe(3);
+  });
+
+  test("lora_eviction_enabled = false in model_cache.db turns eviction off at once", async () => {
+    const admin = await client(["admin"]);
+    db.prepare("UPDATE settings SET value = 'false' WHERE key = 'lora_eviction_enabled'").run();
+    try {
+      expect(await rpcFailure(admin.evictLoras({ runAgePolicy: true }))).toEqual({
+        code: Code.FailedPrecondition,
+        reason: "EVICTION_DISABLED",
+      });
+    } finally {
+      db.prepare("UPDATE settings SET value = 'true' WHERE key = 'lora_eviction_enabled'").run();
+    }
+  });
+});
+
+describe("invalidation", () => {
+  test("a LoraDeleted event removes the cached copy, protected or not, through the machine's durable consumer", async () => {
+    expect(await exists(seeded.a4!.path)).toBe(true);
+    const event = create(LoraDeletedSchema, {
+      eventId: randomUUID(),
+      loraId: "4",
+      userId: A,
+      blobPath: `users/${A}/loras/4.safetensors`,
+      extension: "safetensors",
+      deleteTime: timestampFromDate(new Date()),
+      reason: "user",
+    });
+    await publish(ns.natsUrl, ns.names.loraDeleted(A), toBinary(LoraDeletedSchema, event), event.eventId);
+    expect(await eventually(async () => !(await exists(seeded.a4!.path)) && !getModel(db, seeded.a4!.path))).toBe(true);
+    expect(findLoraFileByPath(db, seeded.a4!.path)).toBeUndefined();
+    const machine = await client(["machine"]);
+    const { results } = await machine.ensureLoras({ jobId: "job-5", userId: A, refs: [user("4")] });
+    expect(results[0]?.cacheHit).toBe(false);
+    expect(results[0]?.path).toBe("");
+  });
+});

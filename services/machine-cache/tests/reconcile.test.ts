@@ -1,0 +1,115 @@
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { createLogger, ManualClock } from "@emprops/platform";
+import { PARTIAL_SUFFIX, SIDECAR_SUFFIX } from "../src/cache/cache-layout.js";
+import { findLoraFileByPath } from "../src/db/lora-files.js";
+import { getModel, registerModel } from "../src/db/models.js";
+import { openDatabase } from "../src/db/open-database.js";
+import { toPythonIso } from "../src/db/python-time.js";
+import { savePartialState } from "../src/download/partial-state.js";
+import { reconcile } from "../src/jobs/reconcile.js";
+import { exists, seedLora } from "./support/seed.js";
+
+const U = "0b7f2f9e-9a55-4b0e-8b8e-2f6d1c0a9e21";
+const HOUR = 3600 * 1000;
+
+let root: string;
+beforeAll(async () => {
+  root = await fs.mkdtemp(path.join(os.tmpdir(), "mc-reconcile-"));
+});
+afterAll(async () => {
+  await fs.rm(root, { recursive: true, force: true });
+});
+
+test("after a crash the database and the disk are made to agree", async () => {
+  const loraDir = path.join(root, "models", "loras");
+  const db = openDatabase(path.join(root, "model_cache.db"));
+  const clock = new ManualClock(new Date());
+  const now = clock.now();
+  const userDir = path.join(loraDir, "users", U);
+
+  const intact = await seedLora(db, loraDir, {
+    relativePath: `users/${U}/1-ok.safetensors`,
+    sizeBytes: 64,
+    lastUsed: now,
+  });
+  // A row whose file is gone (deleted by hand, or the crash came between unlink and delete).
+  const staleRow = await seedLora(db, loraDir, {
+    relativePath: `users/${U}/2-gone.safetensors`,
+    sizeBytes: 64,
+    lastUsed: now,
+  });
+  await fs.rm(staleRow.path);
+  // The node package's own row for a LoRA that no longer exists.
+  const foreign = path.join(loraDir, "old.safetensors");
+  registerModel(db, {
+    path: foreign,
+    modelType: "loras",
+    filename: "old.safetensors",
+    sizeBytes: 1,
+    now: toPythonIso(now),
+    useCount: 1,
+  });
+  // A file the crash left truncated.
+  const truncated = await seedLora(db, loraDir, {
+    relativePath: `users/${U}/3-cut.safetensors`,
+    sizeBytes: 64,
+    lastUsed: now,
+  });
+  await fs.truncate(truncated.path, 10);
+  // A finished file whose rows were never written.
+  const orphan = path.join(userDir, "4-orphan.safetensors");
+  await fs.writeFile(orphan, "x");
+  // A partial download with its sidecar: kept for a resume.
+  const resumable = path.join(userDir, "5-partial.safetensors");
+  await fs.writeFile(resumable + PARTIAL_SUFFIX, Buffer.alloc(100));
+  await savePartialState(resumable + SIDECAR_SUFFIX, {
+    version: 1,
+    sizeBytes: 100,
+    sha256: "ab".repeat(32),
+    parts: [{ start: 0, end: 100, done: 40 }],
+  });
+  // A partial download without a sidecar, and an old one: removed.
+  const noSidecar = path.join(userDir, "6-partial.safetensors");
+  await fs.writeFile(noSidecar + PARTIAL_SUFFIX, Buffer.alloc(100));
+  const stale = path.join(loraDir, "shared", "old.safetensors");
+  await fs.mkdir(path.dirname(stale), { recursive: true });
+  await fs.writeFile(stale + PARTIAL_SUFFIX, Buffer.alloc(10));
+  await savePartialState(stale + SIDECAR_SUFFIX, {
+    version: 1,
+    sizeBytes: 10,
+    sha256: "",
+    parts: [{ start: 0, end: 10, done: 5 }],
+  });
+  const old = new Date(now.getTime() - 48 * HOUR);
+  await fs.utimes(stale + PARTIAL_SUFFIX, old, old);
+  // A user directory with nothing left in it.
+  const emptyUser = path.join(loraDir, "users", "1d0c2b7a-0000-4000-8000-000000000000");
+  await fs.mkdir(emptyUser, { recursive: true });
+
+  const report = await reconcile({
+    db,
+    loraDir,
+    clock,
+    logger: createLogger("t", "silent"),
+    partialMaxAgeMs: 24 * HOUR,
+  });
+
+  expect(await exists(intact.path)).toBe(true);
+  expect(getModel(db, intact.path)).toBeDefined();
+  expect(getModel(db, staleRow.path)).toBeUndefined();
+  expect(findLoraFileByPath(db, staleRow.path)).toBeUndefined();
+  expect(getModel(db, foreign)).toBeUndefined();
+  expect(await exists(truncated.path)).toBe(false);
+  expect(getModel(db, truncated.path)).toBeUndefined();
+  expect(await exists(orphan)).toBe(false);
+  expect(await exists(resumable + PARTIAL_SUFFIX)).toBe(true);
+  expect(await exists(resumable + SIDECAR_SUFFIX)).toBe(true);
+  expect(await exists(noSidecar + PARTIAL_SUFFIX)).toBe(false);
+  expect(await exists(stale + PARTIAL_SUFFIX)).toBe(false);
+  expect(await exists(stale + SIDECAR_SUFFIX)).toBe(false);
+  expect(await exists(emptyUser)).toBe(false);
+  expect(report).toEqual({ droppedRows: 3, removedFiles: 2, keptPartials: 1, removedPartials: 2 });
+  db.close();
+});
