@@ -65,6 +65,20 @@ describe("raw pickle .pt files", () => {
     expect(result.message).toMatch(/loading it would run code/);
   });
 
+  it.each(
+    maliciousPickles()
+      .filter((m) => m.bytes[0] !== 0x80)
+      .map((m) => [m.label, m] as const),
+  )("rejects %s as a raw .pt, since a protocol 0 pickle is no torch checkpoint", (_label, { bytes }) => {
+    expect(verify(bytes)).toMatchObject({ ok: false, reason: "INVALID_FILE_FORMAT", detectedType: "text" });
+  });
+
+  it("reports an exploit found before the size limit was passed as UNSAFE_PICKLE", () => {
+    const exploit = maliciousPickles()[0]?.bytes ?? new Uint8Array();
+    const result = verify(exploit, 1, { maxSizeBytes: exploit.length - 3 });
+    expect(result).toMatchObject({ reason: "UNSAFE_PICKLE", unsafeGlobals: ["os.system"] });
+  });
+
   it("scans every pickle torch's legacy loader would run, whatever byte it starts with", () => {
     const protocol0Exploit = new PickleWriter()
       .global("os", "system")
