@@ -36,8 +36,14 @@ export function uploadBlob(ctx: AppContext): Partial<ServiceImpl<typeof BlobGate
 
       return inSpan("blob.upload", { "blob.path": ref.path, "blob.size_bytes": size }, async (span) => {
         const blob = ctx.storage.blob(ref);
-        const exists = await blob.exists().catch((err: unknown) => Promise.reject(storageError(err, ref.path)));
-        if (exists) throw alreadyExists(ref);
+        // Asked now, awaited before the first block is written: a taken path fails within the first block,
+        // and a file rejected before that costs no storage call at all.
+        const existing = blob.exists();
+        existing.catch(() => undefined); // its failure is reported where it is awaited
+        const ensureNew = async () => {
+          const exists = await existing.catch((err: unknown) => Promise.reject(storageError(err, ref.path)));
+          if (exists) throw alreadyExists(ref);
+        };
 
         const verifier = new LoraVerifier({
           expectedExtension: ref.extension,
@@ -48,6 +54,7 @@ export function uploadBlob(ctx: AppContext): Partial<ServiceImpl<typeof BlobGate
         const stager = new BlockStager(blob, {
           blockSize: ctx.cfg.blockSizeBytes,
           inFlight: ctx.cfg.uploadBlocksInFlight,
+          beforeFirstBlock: ensureNew,
         });
         try {
           const received = await receive(messages, size, async (chunk) => {

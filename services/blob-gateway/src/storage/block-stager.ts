@@ -6,6 +6,8 @@ export interface BlockStagerOptions {
   blockSize: number;
   /** Put Block calls in flight at once. */
   inFlight: number;
+  /** Runs once before the first block is written; throwing stops the upload. */
+  beforeFirstBlock?: () => Promise<void>;
 }
 
 /**
@@ -65,6 +67,7 @@ export class BlockStager {
   }
 
   private async stage(block: Buffer): Promise<void> {
+    if (this.ids.length === 0) await this.opts.beforeFirstBlock?.();
     while (this.inFlight.size >= this.opts.inFlight) await Promise.race(this.inFlight);
     this.throwIfFailed();
     const id = Buffer.from(`${this.prefix}-${String(this.ids.length).padStart(6, "0")}`).toString("base64");

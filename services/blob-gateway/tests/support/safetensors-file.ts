@@ -41,8 +41,8 @@ export function safetensorsHeader(
 }
 
 /** 8-byte little-endian length, the header text padded with spaces to 8 bytes, then the data. */
-export function safetensorsPrefix(headerText: string, declaredLength?: number): Buffer {
-  const text = Buffer.from(headerText, "utf8");
+export function safetensorsPrefix(headerText: string | Buffer, declaredLength?: number): Buffer {
+  const text = typeof headerText === "string" ? Buffer.from(headerText, "utf8") : headerText;
   const padded = Buffer.concat([text, Buffer.alloc((8 - (text.length % 8)) % 8, " ")]);
   const length = Buffer.alloc(8);
   length.writeBigUInt64LE(BigInt(declaredLength ?? padded.length));

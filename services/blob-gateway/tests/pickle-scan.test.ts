@@ -1,0 +1,189 @@
+import { ErrorReason, FileFormat, ValidationStatus } from "@emprops/contracts";
+import { newBlob, pathOf } from "./support/ids.js";
+import { callPickle, PickleBuilder, stateDictPickle } from "./support/pickle-builder.js";
+import { type GatewayUnderTest, startGatewayForTest } from "./support/start-gateway.js";
+import { torchArchive } from "./support/zip-archive.js";
+
+let t: GatewayUnderTest;
+
+beforeAll(async () => {
+  t = await startGatewayForTest("pickle-scan");
+});
+
+afterAll(async () => {
+  await t?.stop();
+});
+
+async function verifyPt(content: Buffer) {
+  const blob = newBlob("pt");
+  await t.userContainer.getBlockBlobClient(pathOf(blob)).uploadData(content);
+  const { verification } = await t.client.verifyBlob({ blob });
+  return verification!;
+}
+
+const p = () => new PickleBuilder();
+
+/** Each payload is what an attacker writes by hand; the names are what the scan must report. */
+const MALICIOUS: [string, Buffer, string[]][] = [
+  ["os.system", callPickle("os", "system", "id"), ["os.system"]],
+  ["posix.system", callPickle("posix", "system", "id"), ["posix.system"]],
+  ["nt.system", callPickle("nt", "system", "calc.exe"), ["nt.system"]],
+  [
+    "subprocess.Popen with an argument list",
+    p()
+      .proto(2)
+      .global("subprocess", "Popen")
+      .emptyList()
+      .mark()
+      .unicode("sh")
+      .unicode("-c")
+      .unicode("id")
+      .appends()
+      .tuple1()
+      .reduce()
+      .stop()
+      .bytes(),
+    ["subprocess.Popen"],
+  ],
+  ["builtins.eval", callPickle("builtins", "eval", "__import__('os').system('id')", 3), ["builtins.eval"]],
+  ["__builtin__.eval (protocol 2 spelling)", callPickle("__builtin__", "eval", "1+1"), ["__builtin__.eval"]],
+  ["builtins.exec", callPickle("builtins", "exec", "import os; os.system('id')", 3), ["builtins.exec"]],
+  [
+    "getattr(__import__('os'), 'system')('id')",
+    p()
+      .proto(2)
+      .global("builtins", "getattr")
+      .global("builtins", "__import__")
+      .unicode("os")
+      .tuple1()
+      .reduce()
+      .unicode("system")
+      .tuple2()
+      .reduce()
+      .unicode("id")
+      .tuple1()
+      .reduce()
+      .stop()
+      .bytes(),
+    ["builtins.getattr", "builtins.__import__"],
+  ],
+  ["__import__ alone", callPickle("builtins", "__import__", "os", 3), ["builtins.__import__"]],
+  [
+    "STACK_GLOBAL (protocol 4)",
+    p()
+      .proto(4)
+      .shortUnicode("os")
+      .shortUnicode("system")
+      .stackGlobal()
+      .shortUnicode("id")
+      .tuple1()
+      .reduce()
+      .stop()
+      .bytes(),
+    ["os.system"],
+  ],
+  [
+    "STACK_GLOBAL with names fetched from the memo",
+    p()
+      .proto(4)
+      .shortUnicode("posix")
+      .memoize()
+      .pop()
+      .shortUnicode("system")
+      .binput(7)
+      .pop()
+      .binget(0)
+      .binget(7)
+      .stackGlobal()
+      .shortUnicode("id")
+      .tuple1()
+      .reduce()
+      .stop()
+      .bytes(),
+    ["posix.system"],
+  ],
+  ["INST", p().proto(2).mark().shortString("id").inst("os", "system").stop().bytes(), ["os.system"]],
+  [
+    "NEWOBJ of a forbidden class",
+    p().proto(2).global("subprocess", "Popen").unicode("id").tuple1().newobj().stop().bytes(),
+    ["subprocess.Popen"],
+  ],
+  ["runpy._run_code", callPickle("runpy", "_run_code", "import os"), ["runpy._run_code"]],
+  ["importlib.import_module", callPickle("importlib", "import_module", "os"), ["importlib.import_module"]],
+  ["socket.create_connection", callPickle("socket", "create_connection", "evil:1"), ["socket.create_connection"]],
+  ["webbrowser.open", callPickle("webbrowser", "open", "http://evil.example"), ["webbrowser.open"]],
+  ["pickle.loads (a pickle in a pickle)", callPickle("pickle", "loads", "x"), ["pickle.loads"]],
+  ["builtins.compile", callPickle("builtins", "compile", "x", 3), ["builtins.compile"]],
+  ["builtins.open", callPickle("builtins", "open", "/etc/passwd", 3), ["builtins.open"]],
+  ["torch.load", callPickle("torch", "load", "other.pt"), ["torch.load"]],
+  [
+    "a dotted name behind an allowed module",
+    callPickle("torch._utils", "_rebuild_tensor_v2.__globals__", "x", 4),
+    ["torch._utils._rebuild_tensor_v2.__globals__"],
+  ],
+  [
+    "a payload hidden inside an otherwise normal state dict",
+    (() => {
+      const benign = stateDictPickle([{ name: "lora_up.weight", storage: "0", shape: [4, 8] }]);
+      // Replace STOP with one more dict entry whose value runs a command; the dict is still returned.
+      const tail = p().unicode("extra").global("os", "system").unicode("id").tuple1().reduce().setitem().stop();
+      return Buffer.concat([benign.subarray(0, -1), tail.bytes()]);
+    })(),
+    ["os.system"],
+  ],
+];
+
+describe("pickle scan of .pt files", () => {
+  describe.each([
+    ["a raw pickle", (pkl: Buffer) => pkl, FileFormat.PICKLE],
+    ["a torch zip archive", (pkl: Buffer) => torchArchive(pkl), FileFormat.TORCH_ZIP],
+  ])("inside %s", (_where, wrap, format) => {
+    it.each(MALICIOUS)("rejects %s as UNSAFE_PICKLE", async (_name, payload, globals) => {
+      const v = await verifyPt(wrap(payload));
+      expect(v).toMatchObject({ status: ValidationStatus.REJECTED, reason: ErrorReason.UNSAFE_PICKLE, format });
+      expect(v.unsafeGlobals).toEqual(expect.arrayContaining(globals));
+      expect(v.message).toContain(globals[0]);
+    });
+  });
+
+  const tensors = [
+    { name: "lora_unet_down.lora_down.weight", storage: "0", shape: [4, 64] as [number, number] },
+    { name: "lora_unet_down.lora_up.weight", storage: "1", shape: [64, 4] as [number, number] },
+  ];
+
+  it("accepts a torch-style state dict as a raw pickle", async () => {
+    const v = await verifyPt(stateDictPickle(tensors));
+    expect(v).toMatchObject({
+      status: ValidationStatus.SAFE,
+      format: FileFormat.PICKLE,
+      detectedType: "pickle",
+      tensorCount: 2,
+      unsafeGlobals: [],
+    });
+  });
+
+  it("accepts a torch zip archive with its storages", async () => {
+    const storages = { "0": Buffer.alloc(4 * 64 * 4, 1), "1": Buffer.alloc(64 * 4 * 4, 2) };
+    const v = await verifyPt(torchArchive(stateDictPickle(tensors), storages, "lora_model"));
+    expect(v).toMatchObject({
+      status: ValidationStatus.SAFE,
+      format: FileFormat.TORCH_ZIP,
+      detectedType: "zip",
+      tensorCount: 2,
+      unsafeGlobals: [],
+    });
+  });
+
+  it("rejects a zip that is not a torch archive, and a truncated pickle, as INVALID_FILE_FORMAT", async () => {
+    const truncated = stateDictPickle(tensors).subarray(0, 40);
+    expect(await verifyPt(truncated)).toMatchObject({
+      status: ValidationStatus.REJECTED,
+      reason: ErrorReason.INVALID_FILE_FORMAT,
+    });
+    const textOnly = torchArchive(Buffer.from("not a pickle at all"));
+    expect(await verifyPt(textOnly)).toMatchObject({
+      status: ValidationStatus.REJECTED,
+      reason: ErrorReason.INVALID_FILE_FORMAT,
+    });
+  });
+});
