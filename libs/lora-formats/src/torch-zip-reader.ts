@@ -62,7 +62,6 @@ interface ZipEntry {
 }
 
 interface OpenEntry extends ZipEntry {
-  usesDescriptor: boolean;
   descriptorLength: number;
   remaining: number;
   dataLength: number;
@@ -235,7 +234,6 @@ export class TorchZipReader implements ContentReader {
       crc: u32(buf, pos + 14),
       compressedSize,
       uncompressedSize,
-      usesDescriptor,
       // Sizes in the descriptor are 8 bytes wide exactly when the entry has a ZIP64 extra field.
       descriptorLength: zip64 ? 24 : 16,
       remaining: compressedSize,
