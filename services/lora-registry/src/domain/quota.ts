@@ -45,10 +45,11 @@ function toLedger(row: LedgerRow, cfg: QuotaConfig): Ledger {
 
 /**
  * Creates the user's ledger if missing, starting from what the rows say (a
- * user may have LoRAs from before the ledger existed). A no-op when it exists.
+ * user may have LoRAs from before the ledger existed). A no-op when it
+ * exists; true when it was created.
  */
-export async function ensureLedger(db: Kysely<Database>, userId: string, now: Date): Promise<void> {
-  await sql`
+export async function ensureLedger(db: Kysely<Database>, userId: string, now: Date): Promise<boolean> {
+  const res = await sql`
     INSERT INTO lora_quota (user_id, used_bytes, used_count, reserved_bytes, reserved_count, updated_at)
     SELECT ${userId}::uuid, used.bytes, used.count, pending.bytes, pending.count, ${now}::timestamptz
     FROM (SELECT coalesce(sum(lora_size_bytes(gen_out_data)), 0) AS bytes, count(*) AS count
@@ -58,6 +59,7 @@ export async function ensureLedger(db: Kysely<Database>, userId: string, now: Da
           FROM lora_upload WHERE user_id = ${userId} AND state = 'pending') AS pending
     WHERE NOT EXISTS (SELECT 1 FROM lora_quota WHERE user_id = ${userId})
     ON CONFLICT (user_id) DO NOTHING`.execute(db);
+  return (res.numAffectedRows ?? 0n) > 0n;
 }
 
 /**

@@ -21,8 +21,6 @@ export function deleteLora(ctx: AppContext): Partial<ServiceImpl<typeof LoraServ
       const now = ctx.clock.now();
       const deleted = await withSpan("delete_lora", { "lora.id": loraId }, () =>
         ctx.db.transaction().execute(async (trx) => {
-          // The ledger must exist before the row is hidden, or it would start without it.
-          await ensureLedger(trx, userId, now);
           const res = await sql<{ id: string; user_id: string; name: string; gen_out_data: LoraGenOutData | null }>`
             UPDATE flat_file
             SET hidden = true,
@@ -32,7 +30,8 @@ export function deleteLora(ctx: AppContext): Partial<ServiceImpl<typeof LoraServ
           const row = res.rows[0];
           if (!row) return undefined;
           const size = sizeOf(row.gen_out_data);
-          await releaseUsage(trx, userId, size, 1, now);
+          // A ledger created now starts from the rows, which no longer count this one.
+          if (!(await ensureLedger(trx, userId, now))) await releaseUsage(trx, userId, size, 1, now);
           const { blobPath, extension } = blobPathOf(row);
           const [eventId] = await enqueueLoraDeleted(trx, ctx.names, ctx.newId, now, "user", [
             { loraId, userId, blobPath, extension },

@@ -1,0 +1,39 @@
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { headers } from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
+
+export interface StreamMessage {
+  seq: number;
+  subject: string;
+  msgId: string;
+  data: Uint8Array;
+}
+
+/** Every message a stream holds (optionally only subjects starting with a prefix), in order. */
+export async function readStream(natsUrl: string, stream: string, subjectPrefix = ""): Promise<StreamMessage[]> {
+  const nc = await connect({ servers: natsUrl });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const info = await jsm.streams.info(stream);
+    const out: StreamMessage[] = [];
+    for (let seq = info.state.first_seq; seq > 0 && seq <= info.state.last_seq; seq++) {
+      const m = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
+      if (!m || !m.subject.startsWith(subjectPrefix)) continue;
+      out.push({ seq, subject: m.subject, msgId: m.header?.get("Nats-Msg-Id") ?? "", data: m.data });
+    }
+    return out;
+  } finally {
+    await nc.close();
+  }
+}
+
+/** Publishes to JetStream as a machine does (the stream must exist: the registry creates it). */
+export async function publish(natsUrl: string, subject: string, data: Uint8Array, msgId: string): Promise<void> {
+  const nc = await connect({ servers: natsUrl });
+  try {
+    const h = headers();
+    await jetstream(nc).publish(subject, data, { msgID: msgId, headers: h });
+  } finally {
+    await nc.close();
+  }
+}
