@@ -32,11 +32,11 @@ export async function startMachineCache(
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      await server?.close();
+      // Downloads in flight are cancelled rather than waited for (their partial files stay for a
+      // resume), so the calls waiting on them answer and the server drains at once.
+      await Promise.all([server?.close(), ctx.cache.stop(), ctx.warmer.stop()]);
       ageJob?.stop();
       ctx.stats.stop();
-      await ctx.warmer.stop();
-      await ctx.cache.stop();
       await consumer?.stop();
       await ctx.usage.stop();
       ctx.db.close();

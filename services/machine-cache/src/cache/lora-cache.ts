@@ -295,15 +295,8 @@ export class LoraCache {
         refs: groups.map((g) => referenceOf(g.key)),
       });
     } catch (err) {
-      logger.warn({ err }, "registry unreachable; cannot resolve uncached LoRAs");
-      const item = toItemError(
-        rpcError(
-          Code.Unavailable,
-          ErrorReason.DEPENDENCY_UNAVAILABLE,
-          `the LoRA registry is not reachable: ${ConnectError.from(err).rawMessage}`,
-        ),
-      );
-      for (const g of groups) this.fail(g, item, results, elapsed);
+      logger.warn({ err }, "the registry did not resolve uncached LoRAs");
+      for (const g of groups) this.fail(g, registryFailure(err), results, elapsed);
       return;
     }
     const limit = pLimit(this.deps.download.concurrency);
@@ -589,6 +582,22 @@ export class LoraCache {
   private relative(absolute: string): string {
     return relativeToLoraDir(this.deps.loraDir, absolute) ?? absolute;
   }
+}
+
+/** Codes that mean the registry could not be reached or failed, rather than refused the request. */
+const UNREACHABLE = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Canceled, Code.Unknown, Code.Internal]);
+
+/** A whole ResolveLoras call failed: unreachable becomes DEPENDENCY_UNAVAILABLE, a refusal keeps its reason. */
+function registryFailure(err: unknown): ItemError {
+  const ce = ConnectError.from(err);
+  if (!UNREACHABLE.has(ce.code)) return toItemError(ce);
+  return toItemError(
+    rpcError(
+      Code.Unavailable,
+      ErrorReason.DEPENDENCY_UNAVAILABLE,
+      `the LoRA registry is not reachable: ${ce.rawMessage}`,
+    ),
+  );
 }
 
 function notFound(key: LoraKey): ConnectError {

@@ -12,7 +12,7 @@ export function ensureLoras(ctx: AppContext): Partial<ServiceImpl<typeof Machine
   return {
     async ensureLoras(req) {
       const userId = parseUserId(req.userId);
-      checkLength("job_id", req.jobId, 256);
+      checkLength("job_id", req.jobId, 128);
       checkLength("workflow_id", req.workflowId, 256);
       checkLength("workflow_name", req.workflowName, 512);
       const fromWorkflow = req.workflowJson ? workflowReferences(req.workflowJson) : [];

@@ -14,8 +14,11 @@ export type Fault =
 
 export interface SeenRequest {
   method: string;
+  /** Path and query, as sent. */
   path: string;
   range: string | undefined;
+  /** Status sent back (0 until the response starts). */
+  status: number;
 }
 
 export interface FaultProxy {
@@ -23,8 +26,10 @@ export interface FaultProxy {
   origin: string;
   /** Every GET forwarded to a blob, in arrival order. */
   requests: SeenRequest[];
-  /** Faults applied to the next GET responses, one each, in order. */
+  /** Faults applied to the next matching GET responses, one each, in order. */
   faults: Fault[];
+  /** Which GETs faults apply to (default: every GET). */
+  faultWhen: (url: string) => boolean;
   /** The same URL through the proxy. */
   via(url: string): string;
   close(): Promise<void>;
@@ -37,13 +42,17 @@ export interface FaultProxy {
  */
 export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const target = new URL(upstream);
+  const proxy = { faultWhen: () => true } as unknown as FaultProxy;
   const requests: SeenRequest[] = [];
   const faults: Fault[] = [];
   const stalled = new Set<http.ServerResponse>();
   const server = http.createServer((req, res) => {
-    const fault = req.method === "GET" ? faults.shift() : undefined;
-    if (req.method === "GET") requests.push({ method: "GET", path: req.url ?? "", range: req.headers.range });
+    const url = req.url ?? "";
+    const fault = req.method === "GET" && proxy.faultWhen(url) ? faults.shift() : undefined;
+    const seen: SeenRequest = { method: req.method ?? "", path: url, range: req.headers.range, status: 0 };
+    if (req.method === "GET") requests.push(seen);
     if (fault?.kind === "status") {
+      seen.status = fault.status;
       res.writeHead(fault.status, { "content-type": "application/xml" });
       res.end(`<Error><Code>Injected</Code></Error>`);
       return;
@@ -57,6 +66,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         headers: { ...req.headers, host: target.host },
       },
       (up) => {
+        seen.status = up.statusCode ?? 502;
         res.writeHead(up.statusCode ?? 502, up.headers);
         let sent = 0;
         up.on("data", (chunk: Buffer) => {
@@ -93,11 +103,11 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
   const origin = `http://127.0.0.1:${port}`;
-  return {
+  Object.assign(proxy, {
     origin,
     requests,
     faults,
-    via: (url) => {
+    via: (url: string) => {
       const u = new URL(url);
       return `${origin}${u.pathname}${u.search}`;
     },
@@ -106,5 +116,6 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
-  };
+  });
+  return proxy;
 }

@@ -1,0 +1,122 @@
+import { createHash, randomBytes } from "node:crypto";
+import { BlobServiceClient, BlockBlobClient } from "@azure/storage-blob";
+import { type Client, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { LoraAdminService, LoraService, MachineCacheService } from "@emprops/contracts";
+import { bearerInterceptor, mintToken, type Role } from "@emprops/platform";
+import type { FaultProxy } from "../../../services/machine-cache/tests/support/fault-proxy.js";
+
+/**
+ * A valid safetensors file of about `dataBytes` random bytes (one U8 tensor,
+ * kohya-style metadata): what a user uploads and a machine downloads.
+ */
+export function safetensorsBytes(dataBytes: number): Buffer {
+  const header = JSON.stringify({
+    __metadata__: { ss_network_dim: "8", ss_base_model_version: "sdxl_base_v1-0" },
+    "lora_unet_down.lora_down.weight": { dtype: "U8", shape: [dataBytes], data_offsets: [0, dataBytes] },
+  });
+  const text = Buffer.from(header + " ".repeat((8 - (Buffer.byteLength(header) % 8)) % 8));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(text.length));
+  return Buffer.concat([length, text, randomBytes(dataBytes)]);
+}
+
+export const sha256 = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
+
+export interface UploadedLora {
+  id: string;
+  userId: string;
+  name: string;
+  bytes: Buffer;
+  sha256: string;
+}
+
+/** Uploads through the registry's public flow: CreateLoraUpload, Put Block + Put Block List, CompleteLoraUpload. */
+export async function uploadUserLora(
+  registryUrl: string,
+  secret: string,
+  userId: string,
+  name: string,
+  bytes: Buffer,
+): Promise<UploadedLora> {
+  const lora = userClient(registryUrl, secret, userId);
+  const created = await lora.createLoraUpload({ name, sizeBytes: BigInt(bytes.length) });
+  const blob = new BlockBlobClient(created.uploadUrl);
+  const blockSize = Number(created.blockSizeBytes) || 4 * 1024 * 1024;
+  const ids: string[] = [];
+  for (let offset = 0; offset < bytes.length; offset += blockSize) {
+    const id = Buffer.from(String(ids.length).padStart(6, "0")).toString("base64");
+    const chunk = bytes.subarray(offset, offset + blockSize);
+    await blob.stageBlock(id, chunk, chunk.length);
+    ids.push(id);
+  }
+  await blob.commitBlockList(ids);
+  const done = await lora.completeLoraUpload({ uploadId: created.upload?.uploadId ?? "" });
+  const id = done.lora?.id ?? "";
+  if (!id || done.lora?.sha256 !== sha256(bytes)) throw new Error(`upload of ${name} did not complete as expected`);
+  return { id, userId, name, bytes, sha256: sha256(bytes) };
+}
+
+/** Puts a shared LoRA where the platform keeps them: models/loras/{name} in the shared container. */
+export async function putSharedLora(connectionString: string, container: string, name: string, bytes: Buffer) {
+  await BlobServiceClient.fromConnectionString(connectionString)
+    .getContainerClient(container)
+    .getBlockBlobClient(`models/loras/${name}`)
+    .uploadData(bytes);
+}
+
+export function userClient(registryUrl: string, secret: string, userId: string): Client<typeof LoraService> {
+  return createClient(
+    LoraService,
+    createGrpcTransport({
+      baseUrl: registryUrl,
+      interceptors: [bearerInterceptor(() => mintToken(secret, { subject: userId, roles: [] }))],
+    }),
+  );
+}
+
+export function adminClient(registryUrl: string, secret: string): Client<typeof LoraAdminService> {
+  return createClient(
+    LoraAdminService,
+    createGrpcTransport({
+      baseUrl: registryUrl,
+      interceptors: [bearerInterceptor(() => mintToken(secret, { subject: "admin", roles: ["admin"] }))],
+    }),
+  );
+}
+
+/** The machine cache as ComfyUI's node calls it: Connect JSON over HTTP/1.1. */
+export function machineClient(
+  url: string,
+  secret: string,
+  roles: Role[] = ["machine"],
+): Client<typeof MachineCacheService> {
+  return createClient(
+    MachineCacheService,
+    createConnectTransport({
+      baseUrl: url,
+      httpVersion: "1.1",
+      useBinaryFormat: false,
+      interceptors: [bearerInterceptor(() => mintToken(secret, { subject: "comfyui-node", roles }))],
+    }),
+  );
+}
+
+/** Successful reads of a blob with a signed URL (the machine's downloads), as the proxy saw them. */
+export function signedReads(proxy: FaultProxy, blobPath: string) {
+  return proxy.requests.filter(
+    (r) => r.path.split("?")[0]?.endsWith(blobPath) && r.path.includes("sig=") && r.status >= 200 && r.status < 300,
+  );
+}
+
+/** The path of a user LoRA's blob in its container. */
+export const userBlobPath = (l: UploadedLora) => `/users/${l.userId}/loras/${l.id}.safetensors`;
+
+export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
