@@ -1,0 +1,472 @@
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  BlobGatewayService,
+  FileFormat,
+  LoraAdminService,
+  LoraResolverService,
+  LoraService,
+  LoraSource,
+  LoraState,
+  UploadState,
+} from "@emprops/contracts";
+import {
+  bearerInterceptor,
+  createServiceClient,
+  errorMetadata,
+  errorReason,
+  ManualClock,
+  mintToken,
+  type Role,
+} from "@emprops/platform";
+import { loadConfig as registryConfig, type RunningRegistry, startLoraRegistry } from "@emprops/lora-registry";
+import {
+  createTestContainers,
+  createTestDatabase,
+  testEnv,
+  testNamespace,
+  type TestContainers,
+  type TestDatabase,
+  type TestNamespace,
+} from "@emprops/testkit";
+import { startStack, type RunningStack } from "../src/index.js";
+
+const SECRET = "upload-e2e-test-secret-0123456789";
+
+let db: TestDatabase;
+let ns: TestNamespace;
+let containers: TestContainers;
+let machineDir: string;
+let stack: RunningStack;
+let gateway: Client<typeof BlobGatewayService>;
+
+beforeAll(async () => {
+  [db, containers] = await Promise.all([createTestDatabase("upload-e2e"), createTestContainers("upload-e2e")]);
+  ns = testNamespace("upload-e2e");
+  machineDir = mkdtempSync(path.join(os.tmpdir(), "upload-e2e-"));
+  stack = await startStack({
+    databaseUrl: db.url,
+    natsUrl: testEnv().natsUrl,
+    natsNamespace: ns.namespace,
+    azureConnectionString: containers.connectionString,
+    userContainer: containers.userContainer,
+    sharedContainer: containers.sharedContainer,
+    jwtSecret: SECRET,
+    machineDir,
+    logLevel: "silent",
+    env: { registry: { OUTBOX_POLL_MS: "500" } },
+  });
+  gateway = createServiceClient(
+    BlobGatewayService,
+    stack.gateway.url,
+    await mintToken(SECRET, { subject: "e2e", roles: ["service"] }),
+  );
+});
+
+afterAll(async () => {
+  await stack?.stop();
+  await Promise.all([db?.cleanup(), ns?.cleanup(), containers?.cleanup()]);
+  if (machineDir) rmSync(machineDir, { recursive: true, force: true });
+});
+
+function clients(baseUrl: string, subject: string, roles: Role[] = []) {
+  const transport = createGrpcTransport({
+    baseUrl,
+    interceptors: [bearerInterceptor(() => mintToken(SECRET, { subject, roles }))],
+  });
+  return {
+    lora: createClient(LoraService, transport),
+    admin: createClient(LoraAdminService, transport),
+    resolver: createClient(LoraResolverService, transport),
+  };
+}
+const as = (subject: string, roles: Role[] = []) => clients(stack.registry.url, subject, roles);
+
+async function failure(call: Promise<unknown>) {
+  try {
+    await call;
+  } catch (err) {
+    const ce = ConnectError.from(err);
+    return { code: Code[ce.code], reason: errorReason(err), message: ce.rawMessage, metadata: errorMetadata(err) };
+  }
+  throw new Error("the call succeeded but was expected to fail");
+}
+
+async function eventually<T>(check: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+/** A valid kohya-style safetensors LoRA of about `dataBytes` bytes. */
+function safetensors(dataBytes: number, metadata: Record<string, string> = {}): Buffer {
+  const header = JSON.stringify({
+    __metadata__: { ss_network_dim: "16", ss_network_alpha: "8", ss_base_model_version: "sdxl_base_v1-0", ...metadata },
+    "lora_unet_down.lora_down.weight": { dtype: "U8", shape: [dataBytes], data_offsets: [0, dataBytes] },
+  });
+  const text = Buffer.from(header + " ".repeat((8 - (Buffer.byteLength(header) % 8)) % 8));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(text.length));
+  return Buffer.concat([length, text, randomBytes(dataBytes)]);
+}
+
+/** A raw pickle that calls os.system("id") when loaded. */
+function evilPickle(): Buffer {
+  const arg = Buffer.from("id");
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(arg.length);
+  return Buffer.concat([
+    Buffer.from([0x80, 0x02, 0x63]),
+    Buffer.from("os\nsystem\n"),
+    Buffer.from([0x58]),
+    len,
+    arg,
+    Buffer.from([0x85, 0x52, 0x2e]),
+  ]);
+}
+
+const blockId = (i: number) => Buffer.from(`block-${String(i).padStart(6, "0")}`).toString("base64");
+
+/** Put Block, as a browser does with the signed URL. */
+async function putBlock(url: string, i: number, body: Buffer) {
+  const res = await fetch(`${url}&comp=block&blockid=${encodeURIComponent(blockId(i))}`, { method: "PUT", body });
+  if (res.status !== 201) throw new Error(`Put Block answered ${res.status}: ${await res.text()}`);
+}
+
+async function putBlockList(url: string, count: number) {
+  const ids = Array.from({ length: count }, (_, i) => `<Latest>${blockId(i)}</Latest>`).join("");
+  const res = await fetch(`${url}&comp=blocklist`, {
+    method: "PUT",
+    body: `<?xml version="1.0" encoding="utf-8"?><BlockList>${ids}</BlockList>`,
+  });
+  if (res.status !== 201) throw new Error(`Put Block List answered ${res.status}: ${await res.text()}`);
+}
+
+/** Uploads the whole file in blocks of `blockSize` and commits it. */
+async function uploadAll(url: string, file: Buffer, blockSize = 64 * 1024) {
+  let n = 0;
+  for (let at = 0; at < file.length; at += blockSize) await putBlock(url, n++, file.subarray(at, at + blockSize));
+  await putBlockList(url, n);
+}
+
+const blobOf = (userId: string, loraId: string, extension = "safetensors") => ({ userId, loraId, extension });
+
+describe("upload through the registry and the gateway", () => {
+  it("reserves, hands out a URL, resumes, verifies, publishes, resolves and deletes", async () => {
+    const user = randomUUID();
+    const me = as(user);
+    const file = safetensors(300 * 1024, { ss_num_epochs: "10" });
+    const created = await me.lora.createLoraUpload({
+      name: "My_Anime_Style.safetensors",
+      sizeBytes: BigInt(file.length),
+      tags: ["style", "anime"],
+      metadata: { triggerWords: ["anime style"], description: "vibrant" },
+      sha256: sha256(file),
+      uploadSource: "emprops_studio",
+    });
+    const uploadId = created.upload!.uploadId;
+    const loraId = created.lora!.id;
+    expect(created.upload).toMatchObject({
+      state: UploadState.PENDING,
+      loraId,
+      declaredSizeBytes: BigInt(file.length),
+    });
+    expect(created.lora).toMatchObject({ state: LoraState.PENDING, tags: ["lora", "style", "anime"] });
+    expect(created.lora!.url).toContain(`users/${user}/loras/${loraId}.safetensors`);
+    expect(created.uploadUrl).toContain("sig=");
+    expect(Number(created.blockSizeBytes)).toBeGreaterThan(0);
+    expect(created.quota).toMatchObject({ reservedBytes: BigInt(file.length), reservedCount: 1, usedCount: 0 });
+    expect(timestampDate(created.uploadUrlExpireTime!).getTime()).toBeGreaterThan(Date.now() + 3600_000);
+    // Pending LoRAs are not listed, but they count against the quota.
+    expect((await me.lora.listLoras({})).totalSize).toBe(0);
+    expect((await me.lora.getQuota({})).loras).toEqual([
+      expect.objectContaining({ id: loraId, pending: true, sizeBytes: BigInt(file.length) }),
+    ]);
+
+    // Two of five blocks, then the browser tab dies; the session tells what was staged.
+    const block = 64 * 1024;
+    await putBlock(created.uploadUrl, 0, file.subarray(0, block));
+    await putBlock(created.uploadUrl, 1, file.subarray(block, 2 * block));
+    const resumed = await me.lora.getLoraUpload({ uploadId });
+    expect(resumed.upload?.state).toBe(UploadState.PENDING);
+    expect(resumed.committed).toBe(false);
+    expect(resumed.stagedBlocks.map((b) => [b.blockId, b.sizeBytes]).sort()).toEqual([
+      [blockId(0), BigInt(block)],
+      [blockId(1), BigInt(block)],
+    ]);
+    expect(resumed.uploadUrl).toContain("sig=");
+    expect(await failure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
+      code: "FailedPrecondition",
+      reason: "UPLOAD_INCOMPLETE",
+    });
+    // The rest with the fresh URL.
+    let n = 2;
+    for (let at = 2 * block; at < file.length; at += block) {
+      await putBlock(resumed.uploadUrl, n++, file.subarray(at, at + block));
+    }
+    await putBlockList(resumed.uploadUrl, n);
+
+    const done = await me.lora.completeLoraUpload({ uploadId });
+    expect(done.lora).toMatchObject({
+      id: loraId,
+      name: "My_Anime_Style.safetensors",
+      sizeBytes: BigInt(file.length),
+      sha256: sha256(file),
+      state: LoraState.READY,
+      format: FileFormat.SAFETENSORS,
+      uploadSource: "emprops_studio",
+      validationStatus: "safe",
+    });
+    expect(done.lora?.metadata).toMatchObject({
+      rank: 16,
+      alpha: 8,
+      trainingEpochs: 10,
+      triggerWords: ["anime style"],
+      description: "vibrant",
+    });
+    expect(done.lora?.metadata?.raw).toMatchObject({ ss_network_dim: "16" });
+    expect(done.quota).toMatchObject({
+      usedBytes: BigInt(file.length),
+      usedCount: 1,
+      reservedBytes: 0n,
+      reservedCount: 0,
+    });
+    expect((await me.lora.getLoraUpload({ uploadId })).upload?.state).toBe(UploadState.COMPLETED);
+    expect(await failure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
+      code: "FailedPrecondition",
+      reason: "UPLOAD_STATE_CONFLICT",
+    });
+    const listed = await me.lora.listLoras({ search: "anime" });
+    expect(listed.loras.map((l) => l.id)).toEqual([loraId]);
+
+    // A machine resolves it for this user's job and downloads exactly these bytes.
+    const machine = as("gpu-1", ["machine"]);
+    const resolved = await machine.resolver.resolveLoras({
+      userId: user,
+      jobId: "job-42",
+      machineId: "gpu-1",
+      refs: [
+        { source: LoraSource.USER, identifier: loraId },
+        { source: LoraSource.SHARED, identifier: "no-such-shared.safetensors" },
+      ],
+    });
+    const [mine, shared] = resolved.results.map((r) => r.outcome);
+    expect(mine?.case).toBe("lora");
+    if (mine?.case !== "lora") return;
+    expect(mine.value).toMatchObject({ loraId, userId: user, sha256: sha256(file), sizeBytes: BigInt(file.length) });
+    const downloaded = Buffer.from(await (await fetch(mine.value.downloadUrl)).arrayBuffer());
+    expect(sha256(downloaded)).toBe(sha256(file));
+    expect(shared?.case).toBe("error");
+    if (shared?.case === "error") expect(shared.value.code).toBe("not_found");
+
+    // Delete: the gateway's consumer of the deletion event removes the blob.
+    await me.lora.deleteLora({ loraId });
+    await eventually(async () =>
+      (await gateway.getUploadState({ blob: blobOf(user, loraId) })).committed ? undefined : true,
+    );
+    expect((await me.lora.getQuota({})).quota).toMatchObject({ usedBytes: 0n, usedCount: 0 });
+    const actions = (await as("root", ["admin"]).admin.listAuditEvents({ userId: user })).events.map((e) => e.action);
+    expect(actions).toEqual([
+      "lora.delete",
+      "lora.resolve",
+      "lora.resolve",
+      "lora.upload.complete",
+      "lora.upload.create",
+    ]);
+  });
+
+  it.each([
+    [
+      "a pickle calling os.system",
+      "evil.pt",
+      () => evilPickle(),
+      undefined,
+      "UNSAFE_PICKLE",
+      { unsafe_globals: "os.system" },
+    ],
+    [
+      "a PNG named .safetensors",
+      "image.safetensors",
+      () => Buffer.concat([Buffer.from("\x89PNG\r\n\x1a\n", "latin1"), randomBytes(2000)]),
+      undefined,
+      "INVALID_FILE_FORMAT",
+      { detected_format: "png" },
+    ],
+    [
+      "a file whose sha256 differs from the declared one",
+      "sum.safetensors",
+      () => safetensors(1000),
+      "f".repeat(64),
+      "CHECKSUM_MISMATCH",
+      {},
+    ],
+  ])(
+    "rejects %s: blob deleted, reservation returned, session FAILED",
+    async (_name, name, make, declaredSha, reason, metadata) => {
+      const user = randomUUID();
+      const me = as(user);
+      const file = make();
+      const created = await me.lora.createLoraUpload({
+        name,
+        sizeBytes: BigInt(file.length),
+        sha256: declaredSha ?? "",
+      });
+      await uploadAll(created.uploadUrl, file);
+      const rejected = await failure(me.lora.completeLoraUpload({ uploadId: created.upload!.uploadId }));
+      expect(rejected).toMatchObject({ code: "InvalidArgument", reason });
+      expect(rejected.metadata).toMatchObject(metadata);
+      const ext = name.endsWith(".pt") ? "pt" : "safetensors";
+      expect((await gateway.getUploadState({ blob: blobOf(user, created.lora!.id, ext) })).committed).toBe(false);
+      const { quota, loras } = await me.lora.getQuota({});
+      expect(quota).toMatchObject({ reservedBytes: 0n, reservedCount: 0, usedCount: 0 });
+      expect(loras).toEqual([]);
+      const session = await me.lora.getLoraUpload({ uploadId: created.upload!.uploadId });
+      expect(session.upload).toMatchObject({ state: UploadState.FAILED, failureReason: reason });
+      expect(session.uploadUrl).toBe("");
+      expect((await me.lora.listLoras({})).totalSize).toBe(0);
+    },
+  );
+
+  it("rejects a file larger than declared without verifying it", async () => {
+    const user = randomUUID();
+    const me = as(user);
+    const file = safetensors(5000);
+    const created = await me.lora.createLoraUpload({ name: "big.safetensors", sizeBytes: BigInt(file.length - 1) });
+    await uploadAll(created.uploadUrl, file);
+    const rejected = await failure(me.lora.completeLoraUpload({ uploadId: created.upload!.uploadId }));
+    expect(rejected).toMatchObject({ code: "InvalidArgument", reason: "CHECKSUM_MISMATCH" });
+    expect(rejected.metadata).toMatchObject({
+      size_bytes: String(file.length),
+      declared_size_bytes: String(file.length - 1),
+    });
+    expect((await me.lora.getQuota({})).quota).toMatchObject({ reservedBytes: 0n, usedBytes: 0n });
+  });
+
+  it("aborts: blob deleted, reservation returned; aborting twice is harmless", async () => {
+    const user = randomUUID();
+    const me = as(user);
+    const file = safetensors(2000);
+    const created = await me.lora.createLoraUpload({ name: "a.safetensors", sizeBytes: BigInt(file.length) });
+    await uploadAll(created.uploadUrl, file);
+    const uploadId = created.upload!.uploadId;
+    await me.lora.abortLoraUpload({ uploadId });
+    await me.lora.abortLoraUpload({ uploadId });
+    expect((await gateway.getUploadState({ blob: blobOf(user, created.lora!.id) })).committed).toBe(false);
+    expect((await me.lora.getQuota({})).quota).toMatchObject({ reservedBytes: 0n, reservedCount: 0 });
+    expect((await me.lora.getLoraUpload({ uploadId })).upload?.state).toBe(UploadState.ABORTED);
+    expect(await failure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({ reason: "UPLOAD_STATE_CONFLICT" });
+  });
+});
+
+describe("50 concurrent CreateLoraUpload calls at the quota edge", () => {
+  it("never overshoot the byte limit by a single byte, and exactly the calls that fit succeed", async () => {
+    const user = randomUUID();
+    const admin = as("root", ["admin"]).admin;
+    await admin.setUserQuota({ userId: user, maxBytes: 100_000n, maxCount: 1000 });
+    // Sizes vary so that the outcome depends on the order the reservations win.
+    const sizes = Array.from({ length: 50 }, (_, i) => 3_000 + ((i * 7919) % 50) * 97);
+    const me = as(user);
+    const results = await Promise.allSettled(
+      sizes.map((size, i) => me.lora.createLoraUpload({ name: `c${i}.safetensors`, sizeBytes: BigInt(size) })),
+    );
+    const accepted = sizes.filter((_, i) => results[i]!.status === "fulfilled");
+    const refused = sizes.filter((_, i) => results[i]!.status === "rejected");
+    for (const r of results) {
+      if (r.status === "rejected") expect(errorReason(r.reason)).toBe("QUOTA_EXCEEDED");
+    }
+    const reserved = accepted.reduce((a, b) => a + b, 0);
+    const { quota } = await me.lora.getQuota({});
+    expect(Number(quota!.reservedBytes)).toBe(reserved);
+    expect(quota!.reservedCount).toBe(accepted.length);
+    expect(reserved).toBeLessThanOrEqual(100_000);
+    expect(refused.length).toBeGreaterThan(0);
+    // Reservations only grew, so each refused call would still not fit now: none was refused that fitted.
+    for (const size of refused) expect(reserved + size).toBeGreaterThan(100_000);
+    expect((await admin.reconcileQuota({ userId: user })).drifts).toEqual([]);
+  });
+
+  it("never overshoot the count limit, and exactly the calls that fit succeed", async () => {
+    const user = randomUUID();
+    const admin = as("root", ["admin"]).admin;
+    await admin.setUserQuota({ userId: user, maxCount: 7 });
+    const me = as(user);
+    const results = await Promise.allSettled(
+      Array.from({ length: 50 }, (_, i) => me.lora.createLoraUpload({ name: `n${i}.pt`, sizeBytes: 100n })),
+    );
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(7);
+    for (const r of results)
+      if (r.status === "rejected") expect(errorMetadata(r.reason)).toMatchObject({ limit: "count" });
+    expect((await me.lora.getQuota({})).quota).toMatchObject({ reservedCount: 7, reservedBytes: 700n });
+    expect((await admin.reconcileQuota({ userId: user })).drifts).toEqual([]);
+  });
+});
+
+describe("expired upload sessions", () => {
+  let clockDb: TestDatabase;
+  let registry: RunningRegistry;
+  const clock = new ManualClock(new Date());
+
+  beforeAll(async () => {
+    clockDb = await createTestDatabase("upload-expiry");
+    registry = await startLoraRegistry(
+      registryConfig({
+        REGISTRY_PORT: "0",
+        DATABASE_URL: clockDb.url,
+        JWT_SECRET: SECRET,
+        LOG_LEVEL: "silent",
+        NATS_URL: "memory",
+        BLOB_GATEWAY_URL: stack.gateway.url,
+        UPLOAD_SESSION_TTL_SECONDS: "3600",
+        UPLOAD_REAPER_CRON: "* * * * * *",
+      }),
+      { clock },
+    );
+  });
+
+  afterAll(async () => {
+    await registry?.stop();
+    await clockDb?.cleanup();
+  });
+
+  it("are reaped: blob deleted, reservation returned, state EXPIRED", async () => {
+    const user = randomUUID();
+    const me = clients(registry.url, user);
+    const file = safetensors(3000);
+    const created = await me.lora.createLoraUpload({ name: "late.safetensors", sizeBytes: BigInt(file.length) });
+    expect(timestampDate(created.upload!.expireTime!).getTime()).toBe(clock.now().getTime() + 3600_000);
+    await uploadAll(created.uploadUrl, file);
+    const blob = blobOf(user, created.lora!.id);
+    expect((await gateway.getUploadState({ blob })).committed).toBe(true);
+
+    clock.advance(3600_000 + 1000);
+    const uploadId = created.upload!.uploadId;
+    // Past its expiry the session is expired at once, reaper or not.
+    expect((await me.lora.getLoraUpload({ uploadId })).upload?.state).toBe(UploadState.EXPIRED);
+    expect(await failure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
+      code: "FailedPrecondition",
+      reason: "UPLOAD_EXPIRED",
+    });
+    await eventually(async () => {
+      const q = (await me.lora.getQuota({})).quota!;
+      return q.reservedCount === 0 ? true : undefined;
+    });
+    expect((await gateway.getUploadState({ blob })).committed).toBe(false);
+    expect((await me.lora.getQuota({})).quota).toMatchObject({ reservedBytes: 0n, usedBytes: 0n });
+    const audit = await clients(registry.url, "root", ["admin"]).admin.listAuditEvents({
+      action: "lora.upload.expire",
+    });
+    expect(audit.events).toHaveLength(1);
+    expect(audit.events[0]).toMatchObject({ actorRole: "system", userId: user, loraId: created.lora!.id });
+  });
+});
