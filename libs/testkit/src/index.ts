@@ -1,5 +1,5 @@
 export { startPostgres, type StartedPostgres } from "./infra/postgres.js";
-export { startNatsServer, type StartedNatsServer } from "./infra/nats-server.js";
+export { startNatsServer, type NatsServerOptions, type StartedNatsServer } from "./infra/nats-server.js";
 export {
   startAzurite,
   azuriteConnectionString,

@@ -1,6 +1,6 @@
 import path from "node:path";
 import { prepareDataDir } from "./data-dir.js";
-import { nativeRequire } from "./native-require.js";
+import { nativeResolve } from "./native-require.js";
 import { DEFAULT_START_TIMEOUT_MS, type ServiceOptions } from "./service-options.js";
 import { spawnService } from "./spawn-service.js";
 
@@ -33,7 +33,7 @@ export function azuriteConnectionString(blobEndpoint: string): string {
  * memory unless `persistent`, when it keeps its files in `dataDir`.
  */
 export async function startAzurite(options: ServiceOptions = {}): Promise<StartedAzurite> {
-  const main = path.join(path.dirname(nativeRequire.resolve("azurite/package.json")), "dist/src/blob/main.js");
+  const main = path.join(path.dirname(nativeResolve("azurite/package.json")), "dist/src/blob/main.js");
   const dir = options.persistent ? await prepareDataDir("azurite", options) : undefined;
   const server = await spawnService({
     name: "azurite",

@@ -12,17 +12,22 @@ export interface StartedNatsServer {
   stop(): Promise<void>;
 }
 
+export interface NatsServerOptions extends ServiceOptions {
+  /** The nats-server executable. Default: `nats-server` from PATH. */
+  binary?: string;
+}
+
 const NOT_FOUND_HINT =
   "nats-server must be on PATH to start NATS for tests and the dev stack: install it " +
   "(Debian/Ubuntu: `apt-get install -y nats-server`) or set NATS_URL to a JetStream-enabled server";
 
 /** Starts a JetStream-enabled `nats-server` from PATH on 127.0.0.1. */
-export async function startNatsServer(options: ServiceOptions = {}): Promise<StartedNatsServer> {
+export async function startNatsServer(options: NatsServerOptions = {}): Promise<StartedNatsServer> {
   const dir = await prepareDataDir("nats", options);
   try {
     const server = await spawnService({
       name: "nats-server",
-      command: "nats-server",
+      command: options.binary ?? "nats-server",
       // -p -1: the server picks a free port and logs it.
       args: ["-js", "-a", "127.0.0.1", "-p", String(options.port ?? -1), "-sd", dir.path],
       ready: (output) => {

@@ -1,33 +1,52 @@
 import { spawn } from "node:child_process";
 import { type Socket } from "node:net";
 
-// Blocks on its stdin, a pipe only this process writes to. A line means "the
-// owner stopped the child itself": exit quietly. End of file means the owner
-// died (exit, signal or SIGKILL alike): stop the child, escalate to SIGKILL
-// after 10 s, then remove its scratch directory.
+// Reads commands from its stdin, a pipe only the owner writes to: `watch PID`
+// names the process to stop, `release` means the owner cleaned up itself.
+// End of file means the owner died (exit, signal or SIGKILL alike): signal
+// the process, wait for it (a zombie counts as gone: it has exited), escalate
+// to SIGKILL after 10 s, then remove the scratch directory.
 const WATCHDOG = `
-if read -r _; then exit 0; fi
-kill -s "$2" "$1" 2>/dev/null
-n=0
-while kill -0 "$1" 2>/dev/null && [ "$n" -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
-kill -s KILL "$1" 2>/dev/null
-[ -z "$3" ] || rm -rf -- "$3"
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [ -r "/proc/$1/stat" ] || return 0
+  read -r s < "/proc/$1/stat" || return 1
+  s=\${s##*) }
+  [ "\${s%% *}" != Z ]
+}
+pid=
+while read -r command argument; do
+  case "$command" in
+    watch) pid=$argument ;;
+    release) exit 0 ;;
+  esac
+done
+if [ -n "$pid" ]; then
+  kill -s "$1" "$pid" 2>/dev/null
+  n=0
+  while alive "$pid" && [ "$n" -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+  kill -s KILL "$pid" 2>/dev/null
+fi
+[ -z "$2" ] || rm -rf -- "$2"
 `;
 
 export interface OrphanGuard {
-  /** The owner has stopped the child: dismiss the watchdog and wait for it to go. */
+  /** The process to stop if the owner dies. */
+  watch(pid: number): void;
+  /** The owner has cleaned up itself: dismiss the watchdog and wait for it to go. */
   release(): Promise<void>;
 }
 
 /**
- * Makes sure `pid` does not outlive this process, however this process ends.
- * Exit hooks cannot do that: they do not run on SIGKILL (or when jest
- * force-kills a worker), and in a jest sandbox `process.on` never fires. A
- * detached watchdog shell notices the owner's death as end of file on a pipe.
+ * Makes sure a child process and its scratch directory do not outlive this
+ * process, however it ends. Exit hooks cannot do that: they do not run on
+ * SIGKILL (or when jest force-kills a worker), and in a jest sandbox
+ * `process.on` never fires. A detached watchdog shell notices the owner's
+ * death as end of file on a pipe. Create it before the scratch directory is
+ * filled, and watch() the process as soon as its pid is known.
  */
-export function guardAgainstOrphan(pid: number, signal: NodeJS.Signals, removeDir = ""): OrphanGuard {
-  const name = signal.replace(/^SIG/, "");
-  const watchdog = spawn("/bin/sh", ["-c", WATCHDOG, "orphan-guard", String(pid), name, removeDir], {
+export function guardAgainstOrphan(signal: NodeJS.Signals, removeDir = ""): OrphanGuard {
+  const watchdog = spawn("/bin/sh", ["-c", WATCHDOG, "orphan-guard", signal.replace(/^SIG/, ""), removeDir], {
     detached: true,
     stdio: ["pipe", "ignore", "ignore"],
   });
@@ -43,11 +62,21 @@ export function guardAgainstOrphan(pid: number, signal: NodeJS.Signals, removeDi
 
   let released: Promise<void> | undefined;
   return {
+    watch(pid) {
+      if (!released) stdin.write(`watch ${pid}\n`);
+    },
     release() {
       released ??= (async () => {
+        // Whoever awaits this must not see the process exit underneath it
+        // (an empty event loop would skip the rest of their clean-up).
+        watchdog.ref();
+        stdin.ref();
         stdin.end("release\n");
-        const timeout = new Promise<void>((resolve) => setTimeout(resolve, 2_000).unref());
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, 2_000)));
         await Promise.race([exited, timeout]);
+        clearTimeout(timer);
+        watchdog.unref();
       })();
       return released;
     },

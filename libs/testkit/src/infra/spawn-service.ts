@@ -37,14 +37,15 @@ export async function spawnService<T>(options: SpawnServiceOptions<T>): Promise<
   const { name, timeoutMs } = options;
   const stopSignal = options.stopSignal ?? "SIGTERM";
   const tail = new OutputTail();
+  const guard = guardAgainstOrphan(stopSignal, options.scratchDir);
   const child = spawn(options.command, options.args, { stdio: ["ignore", "pipe", "pipe"] });
-  const guard = child.pid === undefined ? undefined : guardAgainstOrphan(child.pid, stopSignal, options.scratchDir);
+  if (child.pid !== undefined) guard.watch(child.pid);
   // Once the pid is gone it may be reused: the watchdog must not kill it later.
-  child.once("exit", () => void guard?.release());
+  child.once("exit", () => void guard.release());
 
   const stop = async () => {
     await stopChild(child, stopSignal);
-    await guard?.release();
+    await guard.release();
   };
 
   let value: T;
@@ -86,7 +87,7 @@ export async function spawnService<T>(options: SpawnServiceOptions<T>): Promise<
     });
   } catch (error) {
     await stopChild(child, "SIGKILL");
-    await guard?.release();
+    await guard.release();
     throw error;
   }
 
