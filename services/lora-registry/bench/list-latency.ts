@@ -1,0 +1,169 @@
+/**
+ * ListLoras and name-search latency for one user's LoRAs with flat_file at
+ * 10,000 rows, then at 1,000,000 rows (mostly other users' LoRAs and files
+ * that are not LoRAs), in one run, through the real RPC.
+ *
+ *   npm run bench -w services/lora-registry            (DATABASE_URL: a server where it may CREATE DATABASE)
+ *
+ * The scratch database is dropped at the end.
+ */
+import { randomUUID } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { ListLorasRequestSchema, LoraService, LoraSortField, SortOrder } from "@emprops/contracts";
+import { bearerInterceptor, mintToken } from "@emprops/platform";
+import { loadConfig, startLoraRegistry } from "@emprops/lora-registry";
+import pg from "pg";
+
+const ADMIN_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const SECRET = "bench-secret-0123456789abcdef";
+const USER_LORAS = 1_000;
+const SMALL = 10_000;
+const LARGE = 1_000_000;
+const RUNS = Number(process.env.BENCH_RUNS ?? 200);
+const WORDS = ["anime", "portrait", "landscape", "pixel", "ink", "neon", "retro", "clay", "sketch", "noir"];
+
+async function seed(db: pg.Client, from: number, to: number, target: string): Promise<void> {
+  // Row i: the target user's LoRA for i < USER_LORAS; else one of 20,000 other users;
+  // 40 % of the others' rows are not LoRAs, 2 % of the LoRAs are hidden (deleted).
+  await db.query(
+    `INSERT INTO flat_file (user_id, name, created_at, hidden, tags, mime_type, url, gen_out_data)
+     SELECT CASE WHEN i < $3 THEN $4::uuid
+                 ELSE md5('user' || (i % 20000))::uuid END,
+            (ARRAY['anime','portrait','landscape','pixel','ink','neon','retro','clay','sketch','noir'])[1 + i % 10]
+              || '_' || substr(md5(i::text), 1, 10)
+              || CASE WHEN i >= $3 AND i % 5 < 2 THEN '.png' ELSE '.safetensors' END,
+            timestamp '2026-01-01' + make_interval(secs => i),
+            (i >= $3 AND i % 50 = 7),
+            CASE WHEN i >= $3 AND i % 5 < 2 THEN ARRAY['image'] ELSE ARRAY['lora', 'style'] END,
+            'application/octet-stream',
+            'https://example.invalid/' || i,
+            jsonb_build_object('size_bytes', 1000000 + (i::bigint * 7919) % 500000000,
+                               'file_hash', 'sha256:' || md5(i::text) || md5(i::text),
+                               'validation_status', 'safe', 'format', 'safetensors', 'upload_source', 'api',
+                               'lora_metadata', jsonb_build_object('base_model', 'SDXL'))
+     FROM generate_series($1::int, $2::int - 1) AS i`,
+    [from, to, USER_LORAS, target],
+  );
+  await db.query("ANALYZE flat_file");
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+async function measure(call: () => Promise<unknown>): Promise<{ p50: number; p95: number }> {
+  for (let i = 0; i < 20; i++) await call();
+  const times: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const start = performance.now();
+    await call();
+    times.push(performance.now() - start);
+  }
+  times.sort((a, b) => a - b);
+  return { p50: percentile(times, 50), p95: percentile(times, 95) };
+}
+
+async function main(): Promise<void> {
+  const admin = new pg.Client({ connectionString: ADMIN_URL });
+  await admin.connect();
+  const name = `lora_bench_${Date.now()}`;
+  await admin.query(`CREATE DATABASE ${name}`);
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  const registry = await startLoraRegistry(
+    loadConfig({
+      DATABASE_URL: url.toString(),
+      REGISTRY_PORT: "0",
+      JWT_SECRET: SECRET,
+      LOG_LEVEL: "warn",
+      NATS_URL: "memory",
+      BLOB_GATEWAY_URL: "http://127.0.0.1:9",
+    }),
+  );
+  const db = new pg.Client({ connectionString: url.toString() });
+  await db.connect();
+  try {
+    const target = randomUUID();
+    const lora = createClient(
+      LoraService,
+      createGrpcTransport({
+        baseUrl: registry.url,
+        interceptors: [bearerInterceptor(await mintToken(SECRET, { subject: target, ttlSeconds: 7200 }))],
+      }),
+    );
+    // One of the target's names, to search for a single row.
+    const rare = (await db.query<{ s: string }>("SELECT substr(md5('500'), 1, 10) AS s")).rows[0]!.s;
+    const scenarios: [string, () => Promise<MessageInitShape<typeof ListLorasRequestSchema>>][] = [
+      ["list, newest first, page 1 (50)", async () => ({})],
+      [
+        "list, newest first, page 11 (token)",
+        async () => {
+          let pageToken = "";
+          for (let i = 0; i < 10; i++) pageToken = (await lora.listLoras({ pageToken })).nextPageToken;
+          return { pageToken };
+        },
+      ],
+      ["list, by name A→Z, page 1", async () => ({ sort: LoraSortField.NAME, order: SortOrder.ASC })],
+      ["list, largest first, page 1", async () => ({ sort: LoraSortField.SIZE, order: SortOrder.DESC })],
+      ["search 'anime' (10 % of the user's)", async () => ({ search: "anime" })],
+      [
+        "search 'ANIME', by name, page 2",
+        async () => {
+          const first = await lora.listLoras({ search: "ANIME", sort: LoraSortField.NAME, pageSize: 20 });
+          return { search: "ANIME", sort: LoraSortField.NAME, pageSize: 20, pageToken: first.nextPageToken };
+        },
+      ],
+      [`search '${rare}' (one row)`, async () => ({ search: rare })],
+      ["search with no match", async () => ({ search: "zzzz-nothing" })],
+    ];
+    const results = new Map<string, string[]>();
+    for (const [size, from] of [
+      [SMALL, 0],
+      [LARGE, SMALL],
+    ] as const) {
+      const started = performance.now();
+      await seed(db, from, size, target);
+      const rows = (await db.query<{ n: string }>("SELECT count(*) AS n FROM flat_file")).rows[0]!.n;
+      process.stderr.write(
+        `flat_file: ${rows} rows (seeded in ${((performance.now() - started) / 1000).toFixed(1)} s)\n`,
+      );
+      const check = await lora.listLoras({});
+      if (check.totalSize !== USER_LORAS) throw new Error(`expected ${USER_LORAS} LoRAs, got ${check.totalSize}`);
+      for (const [label, request] of scenarios) {
+        const req = await request();
+        const { p50, p95 } = await measure(() => lora.listLoras(req));
+        const cells = results.get(label) ?? [];
+        cells.push(`${p50.toFixed(2)} / ${p95.toFixed(2)}`);
+        results.set(label, cells);
+      }
+    }
+    const width = Math.max(...[...results.keys()].map((k) => k.length));
+    const out = [
+      `ListLoras through gRPC on ${registry.url}, one user with ${USER_LORAS} LoRAs, ${RUNS} calls each; p50 / p95 in ms`,
+      `${"".padEnd(width)}  ${"10,000 rows".padEnd(16)}  1,000,000 rows`,
+      ...[...results].map(([k, [a, b]]) => `${k.padEnd(width)}  ${(a ?? "").padEnd(16)}  ${b ?? ""}`),
+    ];
+    process.stdout.write(`${out.join("\n")}\n`);
+    // Show the plan the name search gets at 1,000,000 rows.
+    const plan = await db.query(
+      `EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM flat_file f
+       WHERE f.user_id = $1 AND 'lora' = ANY (f.tags) AND f.hidden IS NOT TRUE AND lower(f.name) LIKE '%anime%'
+       ORDER BY coalesce(f.created_at, 'epoch'::timestamp) DESC, f.id DESC LIMIT 51`,
+      [target],
+    );
+    process.stdout.write(`\n${plan.rows.map((r: Record<string, string>) => r["QUERY PLAN"]).join("\n")}\n`);
+  } finally {
+    await db.end();
+    await registry.stop();
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.end();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
