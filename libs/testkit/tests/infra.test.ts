@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -52,7 +52,12 @@ describe("starting dependencies explicitly", () => {
 
   beforeAll(async () => {
     watchdogsBefore = watchdogsOf(process.pid);
-    [pg, nats, azurite] = await Promise.all([startPostgres(), startNatsServer(), startAzurite()]);
+    // allSettled: if one fails, afterAll still stops the others.
+    const [p, n, a] = await Promise.allSettled([startPostgres(), startNatsServer(), startAzurite()]);
+    if (p.status === "fulfilled") pg = p.value;
+    if (n.status === "fulfilled") nats = n.value;
+    if (a.status === "fulfilled") azurite = a.value;
+    for (const result of [p, n, a]) if (result.status === "rejected") throw result.reason;
     postgresChildren = childrenOf(pg.pid);
   });
   afterAll(async () => {
@@ -217,26 +222,50 @@ describe("failures to start", () => {
   });
 });
 
-describe("when the owner is SIGKILLed", () => {
-  it("its servers are stopped and throw-away data removed by the watchdogs", async () => {
-    const owner = spawn(process.execPath, [path.join(__dirname, "fixtures/start-and-wait.cjs")], {
-      stdio: ["ignore", "pipe", "pipe"],
+interface FixturePids {
+  postgres: number;
+  postgresDir: string;
+  nats: number;
+  azurite: number;
+}
+
+/** Runs fixtures/start-and-wait.cjs in plain Node and reads the pids it prints. */
+async function runOwner(...args: string[]): Promise<{ owner: ChildProcess; started: FixturePids; pids: number[] }> {
+  const owner = spawn(process.execPath, [path.join(__dirname, "fixtures/start-and-wait.cjs"), ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  owner.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const line = await new Promise<string>((resolve, reject) => {
+    let stdout = "";
+    owner.stdout?.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString();
+      if (stdout.includes("\n")) resolve(stdout.trim());
     });
-    let stderr = "";
-    owner.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    const line = await new Promise<string>((resolve, reject) => {
-      let stdout = "";
-      owner.stdout.on("data", (chunk: Buffer) => {
-        stdout += chunk.toString();
-        if (stdout.includes("\n")) resolve(stdout.trim());
-      });
-      owner.once("exit", (code) => reject(new Error(`fixture exited (${code}): ${stderr}`)));
-    });
-    const started = JSON.parse(line) as { postgres: number; postgresDir: string; nats: number; azurite: number };
-    const pids = [started.postgres, ...childrenOf(started.postgres), started.nats, started.azurite];
+    owner.once("exit", (code) => reject(new Error(`fixture exited (${code}) before starting: ${stderr}`)));
+  });
+  const started = JSON.parse(line) as FixturePids;
+  return { owner, started, pids: [started.postgres, ...childrenOf(started.postgres), started.nats, started.azurite] };
+}
+
+describe("when the owner goes away without stop()", () => {
+  it("SIGKILL: its servers are stopped and throw-away data removed by the watchdogs", async () => {
+    const { owner, started, pids } = await runOwner();
     expect(pids.every(isAlive)).toBe(true);
 
     owner.kill("SIGKILL");
+
+    expect(await eventually(() => pids.every((pid) => !isAlive(pid)))).toBe(true);
+    expect(await eventually(() => !existsSync(path.dirname(started.postgresDir)))).toBe(true);
+  });
+
+  it("running out of work: unstopped servers do not keep it alive, and die with it", async () => {
+    const { owner, started, pids } = await runOwner("--exit");
+    const code = await new Promise<number | null>((resolve) => {
+      if (owner.exitCode !== null) resolve(owner.exitCode);
+      else owner.once("exit", resolve);
+    });
+    expect(code).toBe(0);
 
     expect(await eventually(() => pids.every((pid) => !isAlive(pid)))).toBe(true);
     expect(await eventually(() => !existsSync(path.dirname(started.postgresDir)))).toBe(true);

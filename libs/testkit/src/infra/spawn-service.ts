@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { once } from "./once.js";
 import { guardAgainstOrphan } from "./orphan-guard.js";
 import { OutputTail } from "./output-tail.js";
-import { stopChild } from "./stop-child.js";
+import { stopChild, unrefChild } from "./stop-child.js";
 
 export interface SpawnServiceOptions<T> {
   /** Name used in messages. */
@@ -40,6 +40,10 @@ export async function spawnService<T>(options: SpawnServiceOptions<T>): Promise<
   const guard = guardAgainstOrphan(stopSignal, options.scratchDir);
   const child = spawn(options.command, options.args, { stdio: ["ignore", "pipe", "pipe"] });
   if (child.pid !== undefined) guard.watch(child.pid);
+  // A server nobody stopped must not keep its owner (a jest run) alive for
+  // ever; when the owner exits, the guard stops it. Startup and stop() wait
+  // on timers of their own, which do keep the owner alive meanwhile.
+  unrefChild(child);
   // Once the pid is gone it may be reused: the watchdog must not kill it later.
   child.once("exit", () => void guard.release());
 

@@ -1,4 +1,5 @@
 import { type ChildProcess } from "node:child_process";
+import { type Socket } from "node:net";
 
 export function hasExited(child: ChildProcess): boolean {
   return child.exitCode !== null || child.signalCode !== null;
@@ -23,4 +24,10 @@ export async function stopChild(child: ChildProcess, signal: NodeJS.Signals, gra
     child.kill("SIGKILL");
     await exited;
   }
+}
+
+/** Lets the owner's event loop end while `child` still runs (its pipes included). */
+export function unrefChild(child: ChildProcess): void {
+  child.unref();
+  for (const stream of [child.stdout, child.stderr]) (stream as Socket | null)?.unref();
 }
