@@ -12,7 +12,7 @@ import { performance } from "node:perf_hooks";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { ListLorasRequestSchema, LoraService, LoraSortField, SortOrder } from "@emprops/contracts";
+import { type ListLorasRequestSchema, LoraService, LoraSortField, SortOrder } from "@emprops/contracts";
 import { bearerInterceptor, mintToken } from "@emprops/platform";
 import { loadConfig, startLoraRegistry } from "@emprops/lora-registry";
 import pg from "pg";
@@ -23,7 +23,6 @@ const USER_LORAS = 1_000;
 const SMALL = 10_000;
 const LARGE = 1_000_000;
 const RUNS = Number(process.env.BENCH_RUNS ?? 200);
-const WORDS = ["anime", "portrait", "landscape", "pixel", "ink", "neon", "retro", "clay", "sketch", "noir"];
 
 async function seed(db: pg.Client, from: number, to: number, target: string): Promise<void> {
   // Row i: the target user's LoRA for i < USER_LORAS; else one of 20,000 other users;
