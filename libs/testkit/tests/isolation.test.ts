@@ -141,6 +141,21 @@ describe("testNamespace", () => {
     }
   });
 
+  it("also deletes other streams a test made under the namespace's subjects", async () => {
+    const ns = testNamespace("extra");
+    const nc = await connect({ servers: ns.natsUrl });
+    try {
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: `${ns.namespace}_EXTRA`, subjects: [`${ns.namespace}.extra.>`] });
+      await ns.cleanup();
+      await expect(jsm.streams.info(`${ns.namespace}_EXTRA`)).rejects.toMatchObject({
+        code: JetStreamApiCodes.StreamNotFound,
+      });
+    } finally {
+      await nc.close();
+    }
+  });
+
   it("leaves other namespaces' streams alone", async () => {
     const mine = testNamespace("mine");
     const theirs = testNamespace("theirs");

@@ -30,7 +30,8 @@ export function azuriteConnectionString(blobEndpoint: string): string {
 
 /**
  * Spawns Azurite's blob service (it has no supported in-process API). In
- * memory unless `persistent`, when it keeps its files in `dataDir`.
+ * memory unless `persistent`, when it keeps its files in `dataDir`
+ * (`--location`); a non-persistent `dataDir` is not used.
  */
 export async function startAzurite(options: ServiceOptions = {}): Promise<StartedAzurite> {
   const main = path.join(path.dirname(nativeResolve("azurite/package.json")), "dist/src/blob/main.js");
