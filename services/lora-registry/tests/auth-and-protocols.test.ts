@@ -80,6 +80,23 @@ describe("protocols", () => {
     const error = (await bad.json()) as { code: string; details: { type: string; debug?: { reason: string } }[] };
     expect(error.code).toBe("invalid_argument");
     expect(error.details[0]?.type).toBe("google.rpc.ErrorInfo");
+
+    // A field mask in JSON is one string of camelCase paths, as the README shows.
+    const id = body.loras.length > 0 ? (await t.as(user).lora.listLoras({})).loras[0]!.id : "";
+    const updated = await fetch(`${t.url}/emprops.lora.v1.LoraService/UpdateLora`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({
+        loraId: id,
+        name: "style_v2.safetensors",
+        triggerWords: ["cel shading"],
+        updateMask: "name,triggerWords",
+      }),
+    });
+    expect(updated.status).toBe(200);
+    const lora = ((await updated.json()) as { lora: { name: string; metadata: { triggerWords: string[] } } }).lora;
+    expect(lora.name).toBe("style_v2.safetensors");
+    expect(lora.metadata.triggerWords).toEqual(["cel shading"]);
   });
 
   it("answers a plain grpc-js client, health checks and reflection", async () => {

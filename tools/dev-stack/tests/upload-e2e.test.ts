@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { BlobServiceClient } from "@azure/storage-blob";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
@@ -251,6 +252,11 @@ describe("upload through the registry and the gateway", () => {
     expect(listed.loras.map((l) => l.id)).toEqual([loraId]);
 
     // A machine resolves it for this user's job and downloads exactly these bytes.
+    const sharedFile = safetensors(4000);
+    await BlobServiceClient.fromConnectionString(containers.connectionString)
+      .getContainerClient(containers.sharedContainer)
+      .getBlockBlobClient("models/loras/popular_style.safetensors")
+      .uploadData(sharedFile);
     const machine = as("gpu-1", ["machine"]);
     const resolved = await machine.resolver.resolveLoras({
       userId: user,
@@ -259,9 +265,10 @@ describe("upload through the registry and the gateway", () => {
       refs: [
         { source: LoraSource.USER, identifier: loraId },
         { source: LoraSource.SHARED, identifier: "no-such-shared.safetensors" },
+        { source: LoraSource.SHARED, identifier: "popular_style.safetensors" },
       ],
     });
-    const [mine, shared] = resolved.results.map((r) => r.outcome);
+    const [mine, shared, popular] = resolved.results.map((r) => r.outcome);
     expect(mine?.case).toBe("lora");
     if (mine?.case !== "lora") return;
     expect(mine.value).toMatchObject({ loraId, userId: user, sha256: sha256(file), sizeBytes: BigInt(file.length) });
@@ -269,6 +276,13 @@ describe("upload through the registry and the gateway", () => {
     expect(sha256(downloaded)).toBe(sha256(file));
     expect(shared?.case).toBe("error");
     if (shared?.case === "error") expect(shared.value.code).toBe("not_found");
+    // A shared LoRA resolves by name from the shared container, sized by the gateway.
+    expect(popular?.case).toBe("lora");
+    if (popular?.case !== "lora") return;
+    expect(popular.value).toMatchObject({ loraId: "", userId: "", fileName: "popular_style.safetensors" });
+    expect(popular.value.sizeBytes).toBe(BigInt(sharedFile.length));
+    const sharedBytes = Buffer.from(await (await fetch(popular.value.downloadUrl)).arrayBuffer());
+    expect(sha256(sharedBytes)).toBe(sha256(sharedFile));
 
     // Delete: the gateway's consumer of the deletion event removes the blob.
     await me.lora.deleteLora({ loraId });
@@ -279,6 +293,7 @@ describe("upload through the registry and the gateway", () => {
     const actions = (await as("root", ["admin"]).admin.listAuditEvents({ userId: user })).events.map((e) => e.action);
     expect(actions).toEqual([
       "lora.delete",
+      "lora.resolve",
       "lora.resolve",
       "lora.resolve",
       "lora.upload.complete",
