@@ -9,6 +9,7 @@ const packages = [
   ["lora-formats", "libs/lora-formats"],
   ["testkit", "libs/testkit"],
   ["dev-stack", "tools/dev-stack"],
+  ["ci-checks", "tools/ci-checks"],
   ["lora-registry", "services/lora-registry"],
   ["blob-gateway", "services/blob-gateway"],
   ["machine-cache", "services/machine-cache"],

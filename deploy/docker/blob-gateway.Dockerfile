@@ -30,7 +30,7 @@ COPY libs/contracts/package.json libs/contracts/
 COPY libs/platform/package.json libs/platform/
 COPY libs/lora-formats/package.json libs/lora-formats/
 COPY services/blob-gateway/package.json services/blob-gateway/
-RUN npm ci --omit=dev --workspace services/blob-gateway --no-audit --no-fund && npm cache clean --force
+RUN npm ci --omit=dev --workspace services/blob-gateway --no-audit --no-fund
 
 # Development image for Tilt: sources, dev dependencies and tsc, restarted by node --watch
 # when live update recompiles dist/.

@@ -34,7 +34,7 @@ COPY package.json package-lock.json ./
 COPY libs/contracts/package.json libs/contracts/
 COPY libs/platform/package.json libs/platform/
 COPY services/machine-cache/package.json services/machine-cache/
-RUN npm ci --omit=dev --workspace services/machine-cache --no-audit --no-fund && npm cache clean --force
+RUN npm ci --omit=dev --workspace services/machine-cache --no-audit --no-fund
 
 # Development image for Tilt: sources, dev dependencies and tsc, restarted by node --watch
 # when live update recompiles dist/.
