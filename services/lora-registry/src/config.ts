@@ -46,6 +46,8 @@ export interface RegistryConfig {
   outboxPollMs: number;
   /** Applied usage batch ids are kept this long to drop redeliveries. */
   usageBatchRetentionDays: number;
+  /** Browser origins (Connect-Web, e.g. the Studio) allowed by CORS; empty: none. */
+  corsAllowedOrigins: string[];
 }
 
 const cronPattern = z.string().refine(
@@ -103,6 +105,7 @@ const shape = {
     .default(0),
   OUTBOX_POLL_MS: z.coerce.number().int().min(50).max(600_000).default(5_000),
   USAGE_BATCH_RETENTION_DAYS: env.positiveInt(14),
+  CORS_ALLOWED_ORIGINS: env.origins(),
 };
 
 /** The only place lora-registry reads the environment. */
@@ -133,5 +136,6 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): RegistryCon
     downloadUrlTtlSeconds: e.DOWNLOAD_URL_TTL_SECONDS,
     outboxPollMs: e.OUTBOX_POLL_MS,
     usageBatchRetentionDays: e.USAGE_BATCH_RETENTION_DAYS,
+    corsAllowedOrigins: e.CORS_ALLOWED_ORIGINS,
   };
 }

@@ -40,6 +40,7 @@ export async function startLoraRegistry(
       port: cfg.port,
       logger: ctx.logger,
       routes: routes(ctx),
+      cors: { allowedOrigins: cfg.corsAllowedOrigins },
       interceptors: [
         authInterceptor(ctx.verifyToken, {
           "emprops.lora.v1.LoraService": "any",

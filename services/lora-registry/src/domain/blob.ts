@@ -5,6 +5,10 @@ import { rpcError } from "@emprops/platform";
 import type { Logger } from "pino";
 import type { LoraGenOutData } from "../db/schema/index.js";
 
+/** Deadline of a gateway call; verification streams the whole blob and gets longer. */
+export const GATEWAY_TIMEOUT_MS = 15_000;
+export const VERIFY_TIMEOUT_MS = 15 * 60_000;
+
 export function userLoraBlob(userId: string, loraId: string, extension: string): UserLoraBlob {
   return create(UserLoraBlobSchema, { userId, loraId, extension });
 }

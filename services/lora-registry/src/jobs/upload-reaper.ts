@@ -1,5 +1,5 @@
 import { Cron } from "croner";
-import { userLoraBlob, viaGateway } from "../domain/blob.js";
+import { GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "../domain/blob.js";
 import { endSession, type SessionRow } from "../domain/uploads.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
@@ -27,7 +27,10 @@ export async function reapOnce(ctx: AppContext): Promise<number> {
     for (const s of expired) {
       try {
         await viaGateway(ctx.logger, "DeleteBlob", () =>
-          ctx.blobGateway.deleteBlob({ blob: userLoraBlob(s.user_id, s.lora_id, s.extension) }),
+          ctx.blobGateway.deleteBlob(
+            { blob: userLoraBlob(s.user_id, s.lora_id, s.extension) },
+            { timeoutMs: GATEWAY_TIMEOUT_MS },
+          ),
         );
       } catch {
         continue;

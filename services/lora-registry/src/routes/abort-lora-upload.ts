@@ -1,7 +1,7 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { LoraService } from "@emprops/contracts";
 import { userOf } from "../domain/caller.js";
-import { userLoraBlob, viaGateway } from "../domain/blob.js";
+import { GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "../domain/blob.js";
 import { endSession, findSession, notPending } from "../domain/uploads.js";
 import { parseUuid } from "../domain/validate.js";
 import type { AppContext } from "../context.js";
@@ -16,7 +16,10 @@ export function abortLoraUpload(ctx: AppContext): Partial<ServiceImpl<typeof Lor
       if (session.state !== "pending") throw notPending(session, ctx.clock.now());
       // Blob first: if storage is down nothing changes and the caller can retry.
       await viaGateway(ctx.logger, "DeleteBlob", () =>
-        ctx.blobGateway.deleteBlob({ blob: userLoraBlob(userId, session.lora_id, session.extension) }),
+        ctx.blobGateway.deleteBlob(
+          { blob: userLoraBlob(userId, session.lora_id, session.extension) },
+          { timeoutMs: GATEWAY_TIMEOUT_MS },
+        ),
       );
       const ended = await endSession(ctx.db, session, "aborted", ctx.clock.now(), {
         actorId: userId,

@@ -10,7 +10,7 @@ import {
 } from "@emprops/contracts";
 import { failedPrecondition, invalidArgument } from "@emprops/platform";
 import { userOf } from "../domain/caller.js";
-import { userLoraBlob, viaGateway } from "../domain/blob.js";
+import { GATEWAY_TIMEOUT_MS, VERIFY_TIMEOUT_MS, userLoraBlob, viaGateway } from "../domain/blob.js";
 import { writeAudit } from "../domain/audit.js";
 import { formatName, fromMetadataMessage, mergeMetadata, toLora } from "../domain/lora-message.js";
 import { quotaSummary, readLedger, settleReservation } from "../domain/quota.js";
@@ -37,7 +37,9 @@ export function completeLoraUpload(ctx: AppContext): Partial<ServiceImpl<typeof 
 
       const declared = Number(session.declared_size_bytes);
       const blob = userLoraBlob(userId, session.lora_id, session.extension);
-      const state = await viaGateway(ctx.logger, "GetUploadState", () => ctx.blobGateway.getUploadState({ blob }));
+      const state = await viaGateway(ctx.logger, "GetUploadState", () =>
+        ctx.blobGateway.getUploadState({ blob }, { timeoutMs: GATEWAY_TIMEOUT_MS }),
+      );
       if (!state.committed) {
         throw failedPrecondition(
           ErrorReason.UPLOAD_INCOMPLETE,
@@ -54,11 +56,14 @@ export function completeLoraUpload(ctx: AppContext): Partial<ServiceImpl<typeof 
       } else {
         verification = await withSpan("verify_blob", { "lora.id": session.lora_id, "lora.size_bytes": declared }, () =>
           viaGateway(ctx.logger, "VerifyBlob", () =>
-            ctx.blobGateway.verifyBlob({
-              blob,
-              maxSizeBytes: BigInt(ctx.cfg.quota.maxLoraBytes),
-              expectedSha256: session.expected_sha256 ?? "",
-            }),
+            ctx.blobGateway.verifyBlob(
+              {
+                blob,
+                maxSizeBytes: BigInt(ctx.cfg.quota.maxLoraBytes),
+                expectedSha256: session.expected_sha256 ?? "",
+              },
+              { timeoutMs: VERIFY_TIMEOUT_MS },
+            ),
           ),
         ).then((r) => r.verification);
         if (!verification) throw new Error("VerifyBlob answered without a verification");
@@ -97,7 +102,10 @@ function tooLarge(actual: number, declared: number): Rejection {
 /** Deletes the blob, ends the session FAILED with the reason, returns the reservation, then throws. */
 async function reject(ctx: AppContext, s: SessionRow, r: Rejection): Promise<never> {
   await viaGateway(ctx.logger, "DeleteBlob", () =>
-    ctx.blobGateway.deleteBlob({ blob: userLoraBlob(s.user_id, s.lora_id, s.extension) }),
+    ctx.blobGateway.deleteBlob(
+      { blob: userLoraBlob(s.user_id, s.lora_id, s.extension) },
+      { timeoutMs: GATEWAY_TIMEOUT_MS },
+    ),
   );
   const name = reasonName(r.reason);
   const ended = await endSession(

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { CreateLoraUploadResponseSchema, type LoraService } from "@emprops/contracts";
 import { userOf } from "../domain/caller.js";
-import { userLoraBlob, viaGateway } from "../domain/blob.js";
+import { GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "../domain/blob.js";
 import { writeAudit } from "../domain/audit.js";
 import { mergeMetadata, toLora } from "../domain/lora-message.js";
 import { ensureLedger, quotaExceeded, quotaSummary, readLedger, reserveQuota } from "../domain/quota.js";
@@ -106,11 +106,14 @@ export function createLoraUpload(ctx: AppContext): Partial<ServiceImpl<typeof Lo
       let signed;
       try {
         signed = await viaGateway(ctx.logger, "CreateUploadUrl", () =>
-          ctx.blobGateway.createUploadUrl({
-            blob,
-            sizeBytes: BigInt(size),
-            ttlSeconds: uploadUrlTtl(ctx, expiresAt),
-          }),
+          ctx.blobGateway.createUploadUrl(
+            {
+              blob,
+              sizeBytes: BigInt(size),
+              ttlSeconds: uploadUrlTtl(ctx, expiresAt),
+            },
+            { timeoutMs: GATEWAY_TIMEOUT_MS },
+          ),
         );
       } catch (err) {
         // No URL, no upload: give the reservation back at once.

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { GetLoraUploadResponseSchema, type LoraService } from "@emprops/contracts";
 import { userOf } from "../domain/caller.js";
-import { userLoraBlob, viaGateway } from "../domain/blob.js";
+import { GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "../domain/blob.js";
 import { effectiveState, findSession, toUploadSession } from "../domain/uploads.js";
 import { parseUuid } from "../domain/validate.js";
 import type { AppContext } from "../context.js";
@@ -28,13 +28,18 @@ export function getLoraUpload(ctx: AppContext): Partial<ServiceImpl<typeof LoraS
       const blob = userLoraBlob(userId, session.lora_id, session.extension);
       const [state, signed] = await withSpan("resume_upload", { "lora.upload_id": uploadId }, () =>
         Promise.all([
-          viaGateway(ctx.logger, "GetUploadState", () => ctx.blobGateway.getUploadState({ blob })),
+          viaGateway(ctx.logger, "GetUploadState", () =>
+            ctx.blobGateway.getUploadState({ blob }, { timeoutMs: GATEWAY_TIMEOUT_MS }),
+          ),
           viaGateway(ctx.logger, "CreateUploadUrl", () =>
-            ctx.blobGateway.createUploadUrl({
-              blob,
-              sizeBytes: BigInt(session.declared_size_bytes),
-              ttlSeconds: uploadUrlTtl(ctx, session.expires_at),
-            }),
+            ctx.blobGateway.createUploadUrl(
+              {
+                blob,
+                sizeBytes: BigInt(session.declared_size_bytes),
+                ttlSeconds: uploadUrlTtl(ctx, session.expires_at),
+              },
+              { timeoutMs: GATEWAY_TIMEOUT_MS },
+            ),
           ),
         ]),
       );

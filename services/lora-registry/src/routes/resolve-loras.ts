@@ -18,7 +18,7 @@ import { invalidArgument, rpcError, toItemError } from "@emprops/platform";
 import { sql } from "kysely";
 import { actorOf } from "../domain/caller.js";
 import { type AuditEntry, writeAudit } from "../domain/audit.js";
-import { blobPathOf, userLoraBlob, viaGateway } from "../domain/blob.js";
+import { GATEWAY_TIMEOUT_MS, blobPathOf, userLoraBlob, viaGateway } from "../domain/blob.js";
 import { sha256Of, sizeOf, toFileFormat } from "../domain/lora-message.js";
 import { loraNotFound } from "../domain/lora-query.js";
 import { parseLoraId, parseShortText, parseUuid } from "../domain/validate.js";
@@ -118,11 +118,14 @@ export function resolveLoras(ctx: AppContext): Partial<ServiceImpl<typeof LoraRe
         if (targets.length > 0) {
           try {
             signed = await viaGateway(ctx.logger, "CreateDownloadUrls", () =>
-              ctx.blobGateway.createDownloadUrls({
-                targets: targets.map((t) => t.target),
-                ttlSeconds: ctx.cfg.downloadUrlTtlSeconds,
-                includeProperties: plans.some((p) => p.kind === "shared"),
-              }),
+              ctx.blobGateway.createDownloadUrls(
+                {
+                  targets: targets.map((t) => t.target),
+                  ttlSeconds: ctx.cfg.downloadUrlTtlSeconds,
+                  includeProperties: plans.some((p) => p.kind === "shared"),
+                },
+                { timeoutMs: GATEWAY_TIMEOUT_MS },
+              ),
             );
           } catch (err) {
             unavailable = err;
