@@ -10,3 +10,4 @@ export * from "./strategic-merge.js";
 export * from "./tiltfile-check.js";
 export * from "./workload-check.js";
 export * from "./workspace.js";
+export * from "./api-reference.js";
