@@ -30,8 +30,6 @@ export interface GatewayConfig {
   blockSizeBytes: number;
   /** Largest LoRA accepted by VerifyBlob and UploadBlob. */
   maxLoraSizeBytes: number;
-  /** Ranged reads in flight while verifying (1 = one sequential download). */
-  verifyReadParallelism: number;
   /** Put Block calls in flight per UploadBlob stream. */
   uploadBlocksInFlight: number;
   auth: AuthConfig;
@@ -79,7 +77,6 @@ const shape = {
     .max(4000 * MiB, "must be at most 4000 MiB (the Put Block limit)")
     .default(8 * MiB),
   MAX_LORA_SIZE_BYTES: env.positiveInt(2 * 1024 * MiB),
-  VERIFY_READ_PARALLELISM: z.coerce.number().int().min(1).max(16).default(1),
   UPLOAD_BLOCKS_IN_FLIGHT: z.coerce.number().int().min(1).max(16).default(4),
 };
 
@@ -124,7 +121,6 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): GatewayConf
     downloadUrlMaxTtlSeconds: e.DOWNLOAD_URL_MAX_TTL_SECONDS,
     blockSizeBytes: e.UPLOAD_BLOCK_SIZE_BYTES,
     maxLoraSizeBytes: e.MAX_LORA_SIZE_BYTES,
-    verifyReadParallelism: e.VERIFY_READ_PARALLELISM,
     uploadBlocksInFlight: e.UPLOAD_BLOCKS_IN_FLIGHT,
     auth: authConfig(e),
     natsUrl: e.NATS_URL,

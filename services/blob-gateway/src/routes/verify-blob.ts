@@ -10,9 +10,6 @@ import { toBlobVerification } from "../verification/blob-verification.js";
 import { recordVerification, StorageReadError, tooLarge, verifyChunks } from "../verification/verify-chunks.js";
 import { optionalBytes, optionalSha256 } from "./request-fields.js";
 
-/** Ranged reads, when VERIFY_READ_PARALLELISM > 1, are this large. */
-const RANGE_BYTES = 8 * 1024 * 1024;
-
 /**
  * One streaming pass over the committed blob: format, strict safetensors
  * header or pickle scan, sha256, size, metadata. A rejected file is a normal
@@ -30,10 +27,7 @@ export function verifyBlob(ctx: AppContext): Partial<ServiceImpl<typeof BlobGate
 
       return inSpan("blob.verify", { "blob.path": ref.path }, async (span) => {
         const blob = ctx.storage.blob(ref);
-        const opened = await openBlob(blob, {
-          parallelism: ctx.cfg.verifyReadParallelism,
-          rangeBytes: RANGE_BYTES,
-        }).catch((err: unknown) => Promise.reject(storageError(err, ref.path)));
+        const opened = await openBlob(blob).catch((err: unknown) => Promise.reject(storageError(err, ref.path)));
         span.setAttribute("blob.size_bytes", opened.size);
         let result: VerificationResult;
         if (opened.size > maxSizeBytes) {
