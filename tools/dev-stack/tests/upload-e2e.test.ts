@@ -384,6 +384,19 @@ describe("upload through the registry and the gateway", () => {
   });
 });
 
+describe("the quota warning", () => {
+  it("comes with CreateLoraUpload's answer once the reservation passes 80 %", async () => {
+    const user = randomUUID();
+    await as("root", ["admin"]).admin.setUserQuota({ userId: user, maxBytes: 10_000n });
+    const me = as(user);
+    const first = await me.lora.createLoraUpload({ name: "a.safetensors", sizeBytes: 7_000n });
+    expect(first.quota).toMatchObject({ utilizationPercent: 70, warning: false, availableBytes: 3_000n });
+    const second = await me.lora.createLoraUpload({ name: "b.safetensors", sizeBytes: 1_500n });
+    expect(second.quota).toMatchObject({ utilizationPercent: 85, warning: true, warningThresholdPercent: 80 });
+    expect((await me.lora.getQuota({})).quota).toMatchObject({ warning: true, reservedBytes: 8_500n });
+  });
+});
+
 describe("50 concurrent CreateLoraUpload calls at the quota edge", () => {
   it("never overshoot the byte limit by a single byte, and exactly the calls that fit succeed", async () => {
     const user = randomUUID();

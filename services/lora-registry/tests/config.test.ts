@@ -1,0 +1,49 @@
+import { ConfigError } from "@emprops/platform";
+import { loadConfig } from "../src/config.js";
+
+const base = { DATABASE_URL: "postgres://postgres@127.0.0.1:5432/x", JWT_SECRET: "a-secret-of-sixteen+" };
+
+describe("configuration", () => {
+  it("has the documented defaults", () => {
+    const cfg = loadConfig(base);
+    expect(cfg.quota).toEqual({
+      defaultMaxBytes: 10 * 1024 ** 3,
+      defaultMaxCount: 100,
+      maxLoraBytes: 2 * 1024 ** 3,
+      warningPercent: 80,
+    });
+    expect(cfg.upload).toEqual({ sessionTtlSeconds: 6 * 3600, urlTtlSeconds: 4 * 3600, reaperCron: "*/30 * * * * *" });
+    expect(cfg.port).toBe(50051);
+  });
+
+  it("names every bad variable at once", () => {
+    let error: unknown;
+    try {
+      loadConfig({
+        ...base,
+        DEFAULT_QUOTA_BYTES: "-1",
+        DEFAULT_QUOTA_COUNT: "lots",
+        QUOTA_WARNING_PERCENT: "120",
+        UPLOAD_SESSION_TTL_SECONDS: "5",
+        UPLOAD_REAPER_CRON: "every minute",
+        MAX_LORA_BYTES: "0",
+      });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const named = (error as ConfigError).problems.map((p) => p.split(":")[0]).sort();
+    expect(named).toEqual([
+      "DEFAULT_QUOTA_BYTES",
+      "DEFAULT_QUOTA_COUNT",
+      "MAX_LORA_BYTES",
+      "QUOTA_WARNING_PERCENT",
+      "UPLOAD_REAPER_CRON",
+      "UPLOAD_SESSION_TTL_SECONDS",
+    ]);
+  });
+
+  it("needs a database", () => {
+    expect(() => loadConfig({ JWT_SECRET: base.JWT_SECRET })).toThrow(/DATABASE_URL/);
+  });
+});
