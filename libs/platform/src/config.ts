@@ -62,4 +62,28 @@ export const env = {
       .string()
       .regex(/^[A-Za-z0-9_-]*$/, "must contain only letters, digits, _ and -")
       .default(""),
+  /** Comma-separated browser origins for CORS, or "*"; empty means none. */
+  origins: () =>
+    z
+      .string()
+      .default("")
+      .transform((v) =>
+        v
+          .split(",")
+          .map((o) => o.trim())
+          .filter((o) => o !== ""),
+      )
+      .refine((list) => list.every(isOrigin), {
+        message: "must be comma-separated origins such as https://studio.example.com (no path), or *",
+      }),
 };
+
+function isOrigin(value: string): boolean {
+  if (value === "*") return true;
+  try {
+    const u = new URL(value);
+    return (u.protocol === "http:" || u.protocol === "https:") && u.origin === value;
+  } catch {
+    return false;
+  }
+}

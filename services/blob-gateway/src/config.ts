@@ -32,6 +32,8 @@ export interface GatewayConfig {
   maxLoraSizeBytes: number;
   /** Put Block calls in flight per UploadBlob stream. */
   uploadBlocksInFlight: number;
+  /** Browser origins allowed to Put Block to signed URLs (the account's Blob CORS rule); empty: rules untouched. */
+  storageCorsAllowedOrigins: string[];
   auth: AuthConfig;
   natsUrl: string;
   natsNamespace: string;
@@ -78,6 +80,7 @@ const shape = {
     .default(8 * MiB),
   MAX_LORA_SIZE_BYTES: env.positiveInt(2 * 1024 * MiB),
   UPLOAD_BLOCKS_IN_FLIGHT: z.coerce.number().int().min(1).max(16).default(4),
+  STORAGE_CORS_ALLOWED_ORIGINS: env.origins(),
 };
 
 type Env = z.infer<z.ZodObject<typeof shape>>;
@@ -122,6 +125,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): GatewayConf
     blockSizeBytes: e.UPLOAD_BLOCK_SIZE_BYTES,
     maxLoraSizeBytes: e.MAX_LORA_SIZE_BYTES,
     uploadBlocksInFlight: e.UPLOAD_BLOCKS_IN_FLIGHT,
+    storageCorsAllowedOrigins: e.STORAGE_CORS_ALLOWED_ORIGINS,
     auth: authConfig(e),
     natsUrl: e.NATS_URL,
     natsNamespace: e.NATS_NAMESPACE,

@@ -23,6 +23,7 @@ export async function startBlobGateway(
   const ctx = createContext(cfg, overrides);
   try {
     await ctx.storage.ensureContainers();
+    if (cfg.storageCorsAllowedOrigins.length > 0) await ctx.storage.allowBrowserUploads(cfg.storageCorsAllowedOrigins);
   } catch (err) {
     await ctx.bus.close();
     throw new Error(`blob storage at ${cfg.storage.accountUrl} is not usable: ${(err as Error).message}`, {

@@ -2,7 +2,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
-import { type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { type ConnectRouter, cors as connectCors, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { health } from "@emprops/contracts";
 import type { Logger } from "pino";
@@ -24,6 +24,15 @@ export interface RpcServerOptions {
   readMaxBytes?: number;
   /** Seconds to wait for in-flight calls at shutdown before cutting them. */
   shutdownGraceSeconds?: number;
+  /** Browsers (Connect-Web) of these origins may call; unset or empty: no CORS headers at all. */
+  cors?: CorsOptions;
+}
+
+export interface CorsOptions {
+  /** Exact origins such as "https://studio.emprops.ai"; "*" allows any origin. */
+  allowedOrigins: string[];
+  /** How long a browser may cache a preflight answer (default 2 hours). */
+  maxAgeSeconds?: number;
 }
 
 export interface RpcServer {
@@ -62,8 +71,9 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   const state = healthState as HealthState | undefined;
   if (!state) throw new Error("router was not built");
 
-  const h1 = http.createServer(handler);
-  const h2 = http2.createServer({}, handler);
+  const served = opts.cors && opts.cors.allowedOrigins.length > 0 ? withCors(handler, opts.cors) : handler;
+  const h1 = http.createServer(served);
+  const h2 = http2.createServer({}, served);
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
@@ -133,4 +143,44 @@ function uniqueServices(router: ConnectRouter): DescService[] {
   const byName = new Map<string, DescService>();
   for (const h of router.handlers) byName.set(h.service.typeName, h.service);
   return [...byName.values()];
+}
+
+type NodeHandler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
+
+/**
+ * CORS for Connect-Web, with the Connect CORS constants plus the bearer
+ * token header: preflights of allowed origins are answered here, other
+ * requests get the allow/expose headers and go on to the RPC handler.
+ */
+function withCors(next: NodeHandler, opts: CorsOptions): NodeHandler {
+  const any = opts.allowedOrigins.includes("*");
+  const origins = new Set(opts.allowedOrigins);
+  const allowHeaders = [...connectCors.allowedHeaders, "Authorization"].join(", ");
+  const allowMethods = connectCors.allowedMethods.join(", ");
+  const exposeHeaders = connectCors.exposedHeaders.join(", ");
+  const maxAge = String(opts.maxAgeSeconds ?? 7200);
+  return (req, res) => {
+    const origin = req.headers.origin;
+    const allowed = typeof origin === "string" && (any || origins.has(origin));
+    res.setHeader("Vary", "Origin");
+    if (allowed) {
+      res.setHeader("Access-Control-Allow-Origin", origin);
+      res.setHeader("Access-Control-Expose-Headers", exposeHeaders);
+    }
+    if (req.method === "OPTIONS" && typeof req.headers["access-control-request-method"] === "string") {
+      if (allowed) {
+        res.setHeader("Access-Control-Allow-Methods", allowMethods);
+        res.setHeader("Access-Control-Allow-Headers", allowHeaders);
+        res.setHeader("Access-Control-Max-Age", maxAge);
+      }
+      // A refused origin gets no allow headers: the browser then blocks the call.
+      res.writeHead(allowed ? 204 : 403);
+      res.end();
+      return;
+    }
+    next(req, res);
+  };
 }

@@ -59,6 +59,25 @@ export class BlobStorage {
     await Promise.all([this.userContainer.createIfNotExists(), this.sharedContainer.createIfNotExists()]);
   }
 
+  /**
+   * Lets browsers of these origins Put Block / Put Block List to signed URLs
+   * and read the x-ms-* response headers: the account's Blob CORS rules are
+   * replaced by one rule for them.
+   */
+  async allowBrowserUploads(origins: string[]): Promise<void> {
+    await this.service.setProperties({
+      cors: [
+        {
+          allowedOrigins: origins.join(","),
+          allowedMethods: "PUT",
+          allowedHeaders: "content-type,x-ms-*",
+          exposedHeaders: "x-ms-*",
+          maxAgeInSeconds: 3600,
+        },
+      ],
+    });
+  }
+
   containerOf(ref: BlobRef): ContainerClient {
     return ref.kind === "user" ? this.userContainer : this.sharedContainer;
   }
