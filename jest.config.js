@@ -13,6 +13,7 @@ const packages = [
   ["lora-registry", "services/lora-registry"],
   ["blob-gateway", "services/blob-gateway"],
   ["machine-cache", "services/machine-cache"],
+  ["lora-cli", "tools/lora-cli"],
 ];
 
 const moduleNameMapper = {

@@ -6,6 +6,7 @@ import pg from "pg";
 import { createLogger, mintToken } from "@emprops/platform";
 import { startAzurite, startNatsServer, startPostgres } from "@emprops/testkit";
 import { startStack } from "./stack.js";
+import { defaultStudioDir, startStudioServer } from "./studio-server.js";
 
 const DEV_USER_ID = "00000000-0000-4000-8000-000000000001";
 const DATABASE_NAME = "lora";
@@ -59,6 +60,9 @@ async function main(): Promise<void> {
       })(),
     ]);
 
+    // The Studio page's origins: the registry and Blob Storage allow them (CORS) unless told otherwise.
+    const studioPort = Number(process.env.STUDIO_PORT ?? 5173);
+    const studioOrigins = `http://127.0.0.1:${studioPort},http://localhost:${studioPort}`;
     const stack = await startStack({
       databaseUrl,
       azureConnectionString,
@@ -67,9 +71,22 @@ async function main(): Promise<void> {
       machineDir: path.join(dataDir, "machine"),
       ports: { registry: 50051, gateway: 50052, machineCache: 50053 },
       logLevel: process.env.LOG_LEVEL ?? "info",
-      env: { registry: process.env, gateway: process.env, machineCache: process.env },
+      env: {
+        registry: { CORS_ALLOWED_ORIGINS: studioOrigins, ...process.env },
+        gateway: { STORAGE_CORS_ALLOWED_ORIGINS: studioOrigins, ...process.env },
+        machineCache: process.env,
+      },
     });
     owned.push(stack);
+    const studio = await startStudioServer({
+      dir: defaultStudioDir(),
+      port: studioPort,
+      config: { registryUrl: stack.registry.url },
+    }).catch((err: unknown) => {
+      log.warn({ err }, "the Studio page is not served");
+      return undefined;
+    });
+    if (studio) owned.push(studio);
 
     const day = 24 * 3600;
     const tokens = {
@@ -82,12 +99,14 @@ async function main(): Promise<void> {
       `  lora-registry   ${stack.registry.url}   (LoraService, LoraAdminService, LoraResolverService)`,
       `  blob-gateway    ${stack.gateway.url}   (BlobGatewayService)`,
       `  machine-cache   ${stack.machineCache.url}   (MachineCacheService; LoRAs in ${path.join(dataDir, "machine", "models", "loras")})`,
+      `  Studio page     ${studio ? `${studio.url}   (LoRA library; the sign-in link is below)` : "not built: run npm run build"}`,
       `  PostgreSQL      ${redactUrl(databaseUrl)}`,
       `  NATS            ${natsUrl}`,
       `  data            ${dataDir}`,
       "",
       `  dev user ${DEV_USER_ID} token:`,
       `    ${tokens.user}`,
+      ...(studio ? [`  Studio sign-in: ${studio.url}#token=${tokens.user}`] : []),
       `  admin token:    ${tokens.admin}`,
       `  machine token:  ${tokens.machine}`,
       "",

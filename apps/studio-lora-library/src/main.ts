@@ -1,0 +1,129 @@
+import "./styles.css";
+import { createLoraClient } from "./api.js";
+import { loadConfig, type PageConfig } from "./config.js";
+import { el, mount } from "./dom.js";
+import { type ShownError, showError } from "./errors.js";
+import { clearSession, restoreSession, type Session, saveSession, sessionOf } from "./session.js";
+import { openDetails } from "./views/details-dialog.js";
+import { library } from "./views/library.js";
+import { renderQuota } from "./views/quota-bar.js";
+import { errorBox } from "./views/toasts.js";
+import { uploadPanel } from "./views/upload-panel.js";
+
+const PAGE_SIZE = 12;
+const root = document.getElementById("app")!;
+
+function signIn(config: PageConfig, problem?: ShownError): void {
+  const input = el("textarea", { rows: 4, placeholder: "eyJhbGciOi…", "aria-label": "Token" });
+  const message = el("p", { class: "form-error", role: "alert" });
+  mount(
+    root,
+    el(
+      "main",
+      { class: "sign-in" },
+      el("h1", {}, "LoRA Library"),
+      problem ? errorBox(problem) : null,
+      el(
+        "p",
+        {},
+        "Sign in with a token. In development, ",
+        el("code", {}, "npm start"),
+        " prints a sign-in link for this page with a user token in it, and ",
+        el("code", {}, "npm run mint-token -- --sub <user uuid>"),
+        " mints more.",
+      ),
+      el(
+        "form",
+        {
+          onsubmit: (e: Event) => {
+            e.preventDefault();
+            const session = sessionOf(input.value);
+            if (!session) {
+              message.textContent = "That is not a token: paste the whole JWT (three parts separated by dots).";
+              return;
+            }
+            saveSession(session);
+            start(config, session);
+          },
+        },
+        input,
+        message,
+        el("button", { class: "primary", type: "submit" }, "Sign in"),
+      ),
+    ),
+  );
+}
+
+function start(config: PageConfig, session: Session): void {
+  let current: Session | undefined = session;
+  const client = createLoraClient(config.registryUrl, () => current?.token);
+  const signOut = (problem?: ShownError) => {
+    current = undefined;
+    clearSession();
+    signIn(config, problem);
+  };
+  const onError = (e: ShownError) => {
+    if (e.signInAgain) signOut(e);
+  };
+  const quota = el("section", { class: "quota", "aria-label": "Quota", "data-testid": "quota" });
+  const refreshQuota = async () => {
+    try {
+      const res = await client.getQuota({});
+      if (res.quota) renderQuota(quota, res.quota);
+    } catch (err) {
+      const shown = showError(err);
+      mount(quota, errorBox(shown));
+      onError(shown);
+    }
+  };
+  const lib = library({
+    client,
+    pageSize: PAGE_SIZE,
+    onError,
+    onOpen: (lora) =>
+      void openDetails(client, lora.id, () => {
+        void lib.refresh();
+        void refreshQuota();
+      }),
+  });
+  const uploads = uploadPanel({
+    client,
+    userId: session.userId,
+    onUploaded: () => {
+      void lib.refresh();
+      void refreshQuota();
+    },
+  });
+  mount(
+    root,
+    el(
+      "header",
+      { class: "top" },
+      el("h1", {}, "LoRA Library"),
+      el(
+        "div",
+        { class: "who" },
+        el("span", { title: session.userId }, `Signed in as ${session.userId.slice(0, 8)}…`),
+        el("button", { class: "secondary", onclick: () => signOut() }, "Sign out"),
+      ),
+    ),
+    el("main", {}, quota, uploads, lib.element),
+  );
+  void refreshQuota();
+  void lib.refresh();
+}
+
+async function boot(): Promise<void> {
+  let config: PageConfig;
+  try {
+    config = await loadConfig();
+  } catch (err) {
+    mount(root, errorBox(showError(err)));
+    return;
+  }
+  const session = restoreSession();
+  if (session && (!session.expiresAt || session.expiresAt > new Date())) start(config, session);
+  else signIn(config);
+}
+
+void boot();
