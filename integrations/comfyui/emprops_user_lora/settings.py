@@ -1,0 +1,47 @@
+"""The node's settings, read from the environment at each call."""
+
+import os
+from dataclasses import dataclass
+
+FAIL = "fail"
+CONTINUE = "continue"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the node cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # The local machine-cache (Connect JSON over HTTP).
+    machine_cache_url: str
+    # A token with the "machine" role, the one the machine-cache itself uses.
+    machine_token: str
+    # What a LoRA that cannot be had does to the job: "fail" (default) or "continue" with a warning.
+    on_error: str
+    # Seconds to wait for EnsureLoras (it downloads on a cache miss).
+    timeout_seconds: float
+
+
+def load_settings(env=None):
+    env = os.environ if env is None else env
+    on_error = env.get("EMPROPS_LORA_ON_ERROR", FAIL).strip().lower() or FAIL
+    if on_error not in (FAIL, CONTINUE):
+        raise SettingsError(
+            f'EMPROPS_LORA_ON_ERROR must be "{FAIL}" or "{CONTINUE}", got {on_error!r}'
+        )
+    raw_timeout = env.get("EMPROPS_LORA_TIMEOUT_SECONDS", "600")
+    try:
+        timeout = float(raw_timeout)
+    except ValueError:
+        timeout = -1.0
+    if timeout <= 0:
+        raise SettingsError(
+            f"EMPROPS_LORA_TIMEOUT_SECONDS must be a positive number, got {raw_timeout!r}"
+        )
+    return Settings(
+        machine_cache_url=env.get("MACHINE_CACHE_URL", "http://127.0.0.1:50053").rstrip("/"),
+        machine_token=env.get("MACHINE_TOKEN", ""),
+        on_error=on_error,
+        timeout_seconds=timeout,
+    )

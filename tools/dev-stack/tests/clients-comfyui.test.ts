@@ -1,0 +1,75 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { BlobServiceClient } from "@azure/storage-blob";
+import { createRegistryClients, uploadLora } from "@emprops/lora-cli";
+import { type ClientsStack, kohyaMetadata, startClientsStack, writeLoraFile } from "./support/clients-stack.js";
+
+const ROOT = path.resolve(__dirname, "..", "..", "..");
+const SHARED_LORA = "shared_style.safetensors";
+
+/**
+ * The ComfyUI node's own tests (python3 -m unittest, integrations/comfyui)
+ * against this stack's machine-cache: a user LoRA uploaded here, another
+ * user's LoRA, and a shared LoRA in the shared container.
+ */
+describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", () => {
+  let t: ClientsStack;
+  let dir: string;
+  const env: Record<string, string> = {};
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "comfyui-"));
+    t = await startClientsStack("clients-comfyui");
+    const otherUser = "7d4c3b2a-1908-4f6e-8d5c-4b3a29180f7e";
+    const upload = async (token: string, name: string) => {
+      const file = path.join(dir, name);
+      writeLoraFile(file, 256 * 1024, kohyaMetadata(name));
+      const { lora } = await uploadLora({ client: createRegistryClients(t.stack.registry.url, token).lora, file });
+      return lora.id;
+    };
+    const [mine, theirs] = await Promise.all([
+      upload(t.userToken, "my_style.safetensors"),
+      upload(await t.tokenFor(otherUser), "their_style.safetensors"),
+    ]);
+    const sharedFile = path.join(dir, SHARED_LORA);
+    writeLoraFile(sharedFile, 128 * 1024, kohyaMetadata("shared_style"));
+    await BlobServiceClient.fromConnectionString(t.containers.connectionString)
+      .getContainerClient(t.containers.sharedContainer)
+      .getBlockBlobClient(`models/loras/${SHARED_LORA}`)
+      .uploadFile(sharedFile);
+    Object.assign(env, {
+      MACHINE_CACHE_URL: t.stack.machineCache.url,
+      MACHINE_TOKEN: t.machineToken,
+      COMFYUI_LORA_DIR: t.loraDir,
+      EMPROPS_TEST_USER_ID: t.userId,
+      EMPROPS_TEST_USER_LORA_ID: mine,
+      EMPROPS_TEST_OTHER_USER_LORA_ID: theirs,
+      EMPROPS_TEST_SHARED_LORA: SHARED_LORA,
+    });
+  });
+
+  afterAll(async () => {
+    await t?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("python3 -m unittest passes every test of the node, none skipped", async () => {
+    const run = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
+      const child = spawn("python3", ["-m", "unittest", "discover", "-v", "-s", "tests", "-t", "."], {
+        cwd: path.join(ROOT, "integrations", "comfyui"),
+        env: { PATH: process.env.PATH, PYTHONDONTWRITEBYTECODE: "1", ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let output = "";
+      child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+      child.on("error", reject);
+      child.on("close", (code) => resolve({ code, output }));
+    });
+    expect({ code: run.code, output: run.output }).toEqual({ code: 0, output: expect.stringMatching(/\nOK\n$/) });
+    expect(run.output).toMatch(/\nRan 11 tests in /);
+    expect(run.output).not.toMatch(/skipped/);
+  });
+});
