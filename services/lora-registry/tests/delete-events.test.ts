@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
-import { LoraDeletedSchema } from "@emprops/contracts";
+import { LoraDeletedSchema, UploadState } from "@emprops/contracts";
 import { startNatsServer, type StartedNatsServer } from "@emprops/testkit";
 import { sql } from "kysely";
 import { eventually, type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
@@ -123,5 +123,21 @@ describe("deletion events", () => {
     const audit = await t.as("root", ["admin"]).admin.listAuditEvents({ userId: owner, action: "lora.delete" });
     expect(audit.events).toHaveLength(4);
     expect(audit.events.every((e) => e.actorId === "root" && e.actorRole === "admin")).toBe(true);
+  });
+
+  it("an upload ended while storage is down still gets its blob deleted, through a deletion event", async () => {
+    const owner = randomUUID();
+    await t.as("root", ["admin"]).admin.setUserQuota({ userId: owner, maxCount: 5 });
+    const { uploadId, loraId } = await seedPendingUpload(t.db, owner, { sizeBytes: 777 });
+    expect((await t.as(owner).lora.getQuota({})).quota).toMatchObject({ reservedBytes: 777n, reservedCount: 1 });
+    // This registry has no gateway: the direct deletion fails, the abort does not.
+    await t.as(owner).lora.abortLoraUpload({ uploadId });
+    expect((await t.as(owner).lora.getQuota({})).quota).toMatchObject({ reservedBytes: 0n, reservedCount: 0 });
+    expect((await t.as(owner).lora.getLoraUpload({ uploadId })).upload?.state).toBe(UploadState.ABORTED);
+    await eventually(async () => ((await unsent()) === 0 ? true : undefined));
+    const messages = await readStream(nats.url, t.namespace.names.stream, t.namespace.names.loraDeleted(owner));
+    expect(messages.map((m) => fromBinary(LoraDeletedSchema, m.data))).toEqual([
+      expect.objectContaining({ loraId, userId: owner, reason: "upload_aborted", extension: "safetensors" }),
+    ]);
   });
 });

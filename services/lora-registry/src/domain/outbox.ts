@@ -20,7 +20,7 @@ export async function enqueueLoraDeleted(
   names: EventNames,
   newId: () => string,
   at: Date,
-  reason: "user" | "admin" | "account_deletion",
+  reason: "user" | "admin" | "account_deletion" | "upload_aborted" | "upload_expired" | "upload_rejected",
   loras: DeletedLora[],
 ): Promise<string[]> {
   if (loras.length === 0) return [];

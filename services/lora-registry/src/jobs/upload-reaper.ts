@@ -1,5 +1,4 @@
 import { Cron } from "croner";
-import { GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "../domain/blob.js";
 import { endSession, type SessionRow } from "../domain/uploads.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
@@ -7,10 +6,10 @@ import { withSpan } from "../telemetry.js";
 const BATCH = 100;
 
 /**
- * Ends every pending session past its expiry: deletes what was uploaded,
- * returns the reservation. A session whose blob cannot be deleted now
- * (storage down) stays pending and is tried again on the next run.
- * Also forgets applied usage batch ids older than their retention.
+ * Ends every pending session past its expiry: returns the reservation and
+ * deletes what was uploaded (directly, and through a deletion event should
+ * storage not answer). Also forgets applied usage batch ids older than
+ * their retention.
  */
 export async function reapOnce(ctx: AppContext): Promise<number> {
   return withSpan("reap_uploads", {}, async () => {
@@ -25,21 +24,15 @@ export async function reapOnce(ctx: AppContext): Promise<number> {
       .limit(BATCH)
       .execute()) as SessionRow[];
     for (const s of expired) {
-      try {
-        await viaGateway(ctx.logger, "DeleteBlob", () =>
-          ctx.blobGateway.deleteBlob(
-            { blob: userLoraBlob(s.user_id, s.lora_id, s.extension) },
-            { timeoutMs: GATEWAY_TIMEOUT_MS },
-          ),
-        );
-      } catch {
-        continue;
-      }
-      const ended = await endSession(ctx.db, s, "expired", now, {
-        actorId: "system",
-        actorRole: "system",
-        action: "lora.upload.expire",
-        details: { upload_id: s.id, expire_time: s.expires_at.toISOString() },
+      const ended = await endSession(ctx, s, {
+        state: "expired",
+        blobMayExist: true,
+        audit: {
+          actorId: "system",
+          actorRole: "system",
+          action: "lora.upload.expire",
+          details: { upload_id: s.id, expire_time: s.expires_at.toISOString() },
+        },
       });
       if (ended) {
         reaped++;

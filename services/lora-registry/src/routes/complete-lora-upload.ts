@@ -99,28 +99,20 @@ function tooLarge(actual: number, declared: number): Rejection {
   };
 }
 
-/** Deletes the blob, ends the session FAILED with the reason, returns the reservation, then throws. */
+/** Ends the session FAILED with the reason (blob deleted, reservation returned), then throws. */
 async function reject(ctx: AppContext, s: SessionRow, r: Rejection): Promise<never> {
-  await viaGateway(ctx.logger, "DeleteBlob", () =>
-    ctx.blobGateway.deleteBlob(
-      { blob: userLoraBlob(s.user_id, s.lora_id, s.extension) },
-      { timeoutMs: GATEWAY_TIMEOUT_MS },
-    ),
-  );
   const name = reasonName(r.reason);
-  const ended = await endSession(
-    ctx.db,
-    s,
-    "failed",
-    ctx.clock.now(),
-    {
+  const ended = await endSession(ctx, s, {
+    state: "failed",
+    blobMayExist: true,
+    audit: {
       actorId: s.user_id,
       actorRole: "user",
       action: "lora.upload.reject",
       details: { upload_id: s.id, reason: name, message: r.message, ...r.metadata },
     },
-    { reason: name, message: r.message },
-  );
+    failure: { reason: name, message: r.message },
+  });
   if (!ended) throw notPending(await findSession(ctx.db, s.user_id, s.id), ctx.clock.now());
   ctx.metrics.uploads.add(1, { outcome: "rejected", reason: name });
   ctx.logger.info({ user_id: s.user_id, lora_id: s.lora_id, upload_id: s.id, reason: name }, "upload rejected");

@@ -117,14 +117,17 @@ export function createLoraUpload(ctx: AppContext): Partial<ServiceImpl<typeof Lo
         );
       } catch (err) {
         // No URL, no upload: give the reservation back at once.
-        await endSession(
-          ctx.db,
-          session,
-          "failed",
-          ctx.clock.now(),
-          { actorId: "system", actorRole: "system", action: "lora.upload.fail", details: { upload_id: uploadId } },
-          { reason: "DEPENDENCY_UNAVAILABLE", message: "no upload URL could be signed" },
-        );
+        await endSession(ctx, session, {
+          state: "failed",
+          blobMayExist: false,
+          audit: {
+            actorId: "system",
+            actorRole: "system",
+            action: "lora.upload.fail",
+            details: { upload_id: uploadId },
+          },
+          failure: { reason: "DEPENDENCY_UNAVAILABLE", message: "no upload URL could be signed" },
+        });
         throw err;
       }
 
