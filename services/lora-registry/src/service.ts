@@ -1,6 +1,7 @@
 import { authInterceptor, type Consumer, startRpcServer, type RpcServer } from "@emprops/platform";
 import type { RegistryConfig } from "./config.js";
 import { type AppContext, createContext } from "./context.js";
+import { observeRegistry } from "./telemetry.js";
 import { migrateToLatest } from "./db/migrate.js";
 import { startCacheStatsConsumer } from "./jobs/cache-stats-consumer.js";
 import { startOutboxRelay } from "./jobs/outbox-relay.js";
@@ -25,6 +26,7 @@ export async function startLoraRegistry(
   overrides: Partial<AppContext> = {},
 ): Promise<RunningRegistry> {
   const ctx = createContext(cfg, overrides);
+  observeRegistry(ctx.db, cfg.quota, ctx.clock);
   const jobs: { stop(): Promise<void> }[] = [];
   const stopJobs = async () => {
     for (const job of jobs.splice(0).reverse()) await job.stop();

@@ -1,5 +1,8 @@
 import { type Attributes, type Counter, type Span, SpanStatusCode } from "@opentelemetry/api";
-import { meter, tracer } from "@emprops/platform";
+import { type Clock, meter, tracer } from "@emprops/platform";
+import { type Kysely, sql } from "kysely";
+import type { QuotaConfig } from "./config.js";
+import type { Database } from "./db/schema/index.js";
 
 /** The registry's counters; created after telemetry starts, so they bind to the real meter. */
 export interface RegistryMetrics {
@@ -39,4 +42,49 @@ export async function withSpan<T>(name: string, attributes: Attributes, fn: (spa
       span.end();
     }
   });
+}
+
+/**
+ * Gauges read from the database at each collection: the outbox backlog
+ * (events not yet on NATS) and the age of its oldest event, and users by how
+ * much of their byte quota is in use (used + reserved).
+ */
+export function observeRegistry(db: Kysely<Database>, quota: QuotaConfig, clock: Clock): void {
+  const m = meter();
+  const backlog = m.createObservableGauge("lora_registry.outbox.backlog", {
+    description: "Outbox events not yet published to NATS",
+  });
+  const oldest = m.createObservableGauge("lora_registry.outbox.oldest_age", {
+    description: "Age of the oldest unpublished outbox event (0 when none)",
+    unit: "s",
+  });
+  const users = m.createObservableGauge("lora_registry.quota.users", {
+    description: "Users by share of their byte quota in use: under_half, half_to_warning, warning, full",
+  });
+  m.addBatchObservableCallback(
+    async (r) => {
+      const outbox = await db
+        .selectFrom("lora_outbox")
+        .select((eb) => [eb.fn.countAll<string>().as("n"), eb.fn.min("created_at").as("oldest")])
+        .where("sent_at", "is", null)
+        .executeTakeFirstOrThrow();
+      r.observe(backlog, Number(outbox.n));
+      const since = outbox.oldest ? clock.now().getTime() - new Date(outbox.oldest).getTime() : 0;
+      r.observe(oldest, Math.max(0, since) / 1000);
+      const warning = quota.warningPercent / 100;
+      const { rows } = await sql<{ under_half: string; half_to_warning: string; warning: string; full: string }>`
+        SELECT count(*) FILTER (WHERE u < 0.5) AS under_half,
+               count(*) FILTER (WHERE u >= 0.5 AND u < ${warning}) AS half_to_warning,
+               count(*) FILTER (WHERE u >= ${warning} AND u < 1) AS warning,
+               count(*) FILTER (WHERE u >= 1) AS full
+        FROM (SELECT (used_bytes + reserved_bytes)::float8
+                     / NULLIF(coalesce(max_bytes, ${quota.defaultMaxBytes}), 0) AS u
+              FROM lora_quota) q`.execute(db);
+      const row = rows[0];
+      for (const band of ["under_half", "half_to_warning", "warning", "full"] as const) {
+        r.observe(users, Number(row?.[band] ?? 0), { utilization_band: band });
+      }
+    },
+    [backlog, oldest, users],
+  );
 }

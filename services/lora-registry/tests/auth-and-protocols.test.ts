@@ -8,7 +8,7 @@ let t: RegistryUnderTest;
 const user = randomUUID();
 
 beforeAll(async () => {
-  t = await startRegistryForTest("auth");
+  t = await startRegistryForTest("auth", { env: { CORS_ALLOWED_ORIGINS: "https://studio.example.com" } });
   await seedLoras(t.db, [{ userId: user, name: "style.safetensors", sizeBytes: 4096 }]);
 });
 
@@ -131,5 +131,24 @@ describe("protocols", () => {
         "emprops.lora.v1.LoraResolverService",
       ]),
     );
+  });
+
+  it("lets the Studio page's origin call from a browser, and no other", async () => {
+    const preflight = (origin: string) =>
+      fetch(`${t.url}/emprops.lora.v1.LoraService/ListLoras`, {
+        method: "OPTIONS",
+        headers: {
+          origin,
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "authorization,content-type,connect-protocol-version",
+        },
+      });
+    const allowed = await preflight("https://studio.example.com");
+    expect(allowed.status).toBe(204);
+    expect(allowed.headers.get("access-control-allow-origin")).toBe("https://studio.example.com");
+    expect(allowed.headers.get("access-control-allow-headers")?.toLowerCase()).toContain("authorization");
+    const other = await preflight("https://evil.example.com");
+    expect(other.status).toBe(403);
+    expect(other.headers.get("access-control-allow-origin")).toBeNull();
   });
 });

@@ -1,6 +1,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type EventNames, LoraDeletedSchema } from "@emprops/contracts";
+import { captureTraceContext } from "@emprops/platform";
 import type { Kysely } from "kysely";
 import type { Database } from "../db/schema/index.js";
 
@@ -24,6 +25,7 @@ export async function enqueueLoraDeleted(
   loras: DeletedLora[],
 ): Promise<string[]> {
   if (loras.length === 0) return [];
+  const traceContext = captureTraceContext() ?? null;
   const rows = loras.map((l) => {
     const eventId = newId();
     const event = create(LoraDeletedSchema, {
@@ -40,6 +42,7 @@ export async function enqueueLoraDeleted(
       subject: names.loraDeleted(l.userId),
       payload: toBinary(LoraDeletedSchema, event),
       created_at: at,
+      trace_context: traceContext,
     };
   });
   await db.insertInto("lora_outbox").values(rows).execute();

@@ -1,5 +1,7 @@
 import pRetry, { AbortError } from "p-retry";
+import { withTraceContext } from "@emprops/platform";
 import type { AppContext } from "../context.js";
+import { withSpan } from "../telemetry.js";
 
 const BATCH = 100;
 
@@ -9,7 +11,7 @@ export async function relayBatch(ctx: AppContext): Promise<number> {
     // SKIP LOCKED: replicas relay side by side without publishing a row twice at once.
     const rows = await trx
       .selectFrom("lora_outbox")
-      .select(["id", "event_id", "subject", "payload"])
+      .select(["id", "event_id", "subject", "payload", "trace_context", "created_at"])
       .where("sent_at", "is", null)
       .orderBy("id")
       .limit(BATCH)
@@ -20,7 +22,7 @@ export async function relayBatch(ctx: AppContext): Promise<number> {
     let failure: { id: string; error: unknown } | undefined;
     for (const row of rows) {
       try {
-        await ctx.bus.publish(row.subject, row.payload, { msgId: row.event_id });
+        await relayRow(ctx, row);
         sent.push(row.id);
       } catch (error) {
         failure = { id: row.id, error };
@@ -46,6 +48,29 @@ export async function relayBatch(ctx: AppContext): Promise<number> {
     throw outcome.failure.error;
   }
   return outcome.more ? BATCH : outcome.sent;
+}
+
+/** Publishes one row in the trace of the request that wrote it, with the time it waited. */
+function relayRow(
+  ctx: AppContext,
+  row: {
+    event_id: string;
+    subject: string;
+    payload: Uint8Array;
+    trace_context: Record<string, string> | null;
+    created_at: Date;
+  },
+): Promise<void> {
+  return withTraceContext(row.trace_context, () =>
+    withSpan(
+      "outbox.relay",
+      {
+        "messaging.message.id": row.event_id,
+        "outbox.wait_ms": Math.max(0, ctx.clock.now().getTime() - row.created_at.getTime()),
+      },
+      () => ctx.bus.publish(row.subject, row.payload, { msgId: row.event_id }),
+    ),
+  );
 }
 
 /**

@@ -11,4 +11,6 @@ export interface LoraOutboxTable {
   sent_at: Date | null;
   attempts: ColumnType<number, number | undefined, number>;
   last_error: string | null;
+  /** W3C trace context of the writing request (traceparent, tracestate). */
+  trace_context: ColumnType<Record<string, string> | null, Record<string, string> | null | undefined, never>;
 }
