@@ -20,7 +20,8 @@ import type { MachineCacheConfig } from "./config.js";
 import { type Db, openDatabase } from "./db/open-database.js";
 import { StatsPublisher } from "./reporting/stats-publisher.js";
 import { UsageReporter } from "./reporting/usage-reporter.js";
-import { createMetrics, type Metrics } from "./telemetry.js";
+import { cacheStats } from "./reporting/cache-stats.js";
+import { createMetrics, type Metrics, observeCacheStats } from "./telemetry.js";
 
 /** What tests and the composition root may replace. */
 export interface BaseContext {
@@ -78,6 +79,9 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
       }),
     metrics: overrides.metrics ?? createMetrics(),
   };
+  observeCacheStats(() =>
+    cacheStats({ db: base.db, loraDir: cfg.loraDir, machineId: cfg.machineId, clock: base.clock }),
+  );
   const cache = new LoraCache({
     db: base.db,
     loraDir: cfg.loraDir,

@@ -1,4 +1,15 @@
+import type { MachineCacheStats } from "@emprops/contracts";
 import { meter } from "@emprops/platform";
+
+const MIB = 1024 * 1024;
+
+/** Size classes of LoRAs for download-duration histograms: compare like with like. */
+export function sizeBucket(bytes: number): string {
+  if (bytes < 64 * MIB) return "<64MiB";
+  if (bytes < 256 * MIB) return "64-256MiB";
+  if (bytes < 1024 * MIB) return "256MiB-1GiB";
+  return ">=1GiB";
+}
 
 /** The service's counters, made once the telemetry SDK is started (instruments made earlier stay no-ops). */
 export function createMetrics() {
@@ -11,7 +22,11 @@ export function createMetrics() {
       description: "LoRA downloads by outcome: ok, not_found, checksum, failed, no_space, aborted",
     }),
     downloadedBytes: m.createCounter("machine_cache.downloaded_bytes", { unit: "By" }),
-    downloadDuration: m.createHistogram("machine_cache.download_duration", { unit: "ms" }),
+    downloadDuration: m.createHistogram("machine_cache.download_duration", {
+      description: "Duration of LoRA downloads, by source and size bucket",
+      unit: "ms",
+      advice: { explicitBucketBoundaries: [100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000] },
+    }),
     evictions: m.createCounter("machine_cache.evictions", {
       description: "Evicted LoRAs by reason: lru, age, invalidation, admin, reconcile",
     }),
@@ -23,3 +38,34 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * Gauges read from the cache's own statistics at each collection: the hit
+ * ratio over 24 hours, the share of lora_cache_max_gb used, cached bytes and
+ * LoRAs by source, and free disk space.
+ */
+export function observeCacheStats(read: () => Promise<MachineCacheStats>): void {
+  const m = meter();
+  const hitRatio = m.createObservableGauge("machine_cache.hit_ratio", {
+    description: "Cache hits / (hits + misses) over the last 24 hours",
+  });
+  const utilization = m.createObservableGauge("machine_cache.utilization", {
+    description: "User LoRA bytes / lora_cache_max_gb",
+  });
+  const cachedBytes = m.createObservableGauge("machine_cache.cached_bytes", { unit: "By" });
+  const cachedLoras = m.createObservableGauge("machine_cache.cached_loras");
+  const diskFree = m.createObservableGauge("machine_cache.disk_free_bytes", { unit: "By" });
+  m.addBatchObservableCallback(
+    async (r) => {
+      const s = await read();
+      r.observe(hitRatio, s.cacheHitRate24h);
+      r.observe(utilization, s.utilizationPercent / 100);
+      r.observe(cachedBytes, Number(s.userLoraBytes), { "lora.source": "user" });
+      r.observe(cachedBytes, Number(s.sharedLoraBytes), { "lora.source": "shared" });
+      r.observe(cachedLoras, s.userLoraCount, { "lora.source": "user" });
+      r.observe(cachedLoras, s.sharedLoraCount, { "lora.source": "shared" });
+      r.observe(diskFree, Number(s.diskFreeBytes));
+    },
+    [hitRatio, utilization, cachedBytes, cachedLoras, diskFree],
+  );
+}

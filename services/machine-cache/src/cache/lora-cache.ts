@@ -12,7 +12,16 @@ import {
   type ResolvedLora,
   reasonName,
 } from "@emprops/contracts";
-import { type Clock, fromItemError, type Logger, rpcError, toItemError, tracer } from "@emprops/platform";
+import {
+  type Clock,
+  fromItemError,
+  type Logger,
+  recordSpanError,
+  RepeatedFailures,
+  rpcError,
+  toItemError,
+  tracer,
+} from "@emprops/platform";
 import pLimit from "p-limit";
 import { AbortError } from "p-retry";
 import type { Dispatcher } from "undici";
@@ -26,7 +35,7 @@ import { isTombstoned } from "../db/tombstones.js";
 import { addUsages, type NewUsage } from "../db/usage-outbox.js";
 import { DownloadError, downloadFile } from "../download/download-file.js";
 import { SingleFlight } from "../download/singleflight.js";
-import type { Metrics } from "../telemetry.js";
+import { type Metrics, sizeBucket } from "../telemetry.js";
 import { absoluteInLoraDir, relativeToLoraDir, sharedLoraRelPath, userLoraRelPath } from "./cache-layout.js";
 import { Evictor } from "./evictor.js";
 import { extensionOf, type LoraKey, keyString, referenceOf } from "./lora-key.js";
@@ -90,10 +99,13 @@ export class LoraCache {
   readonly evictor: Evictor;
   readonly space: SpaceManager;
   private readonly stopping = new AbortController();
+  /** Consecutive download failures per LoRA: a warning and a gauge for alerts. */
+  private readonly failures: RepeatedFailures;
   private activeBatches = 0;
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly deps: LoraCacheDeps) {
+    this.failures = new RepeatedFailures({ name: "machine_cache.download", what: "download", logger: deps.logger });
     this.evictor = new Evictor(deps);
     this.space = new SpaceManager({
       db: deps.db,
@@ -417,7 +429,14 @@ export class LoraCache {
     return tracer().startActiveSpan("machine-cache.download", async (span) => {
       const started = performance.now();
       const sizeBytes = Number(lora.sizeBytes);
-      span.setAttributes({ "lora.path": target, "lora.size_bytes": sizeBytes, "lora.warm": !!ctx.forWarm });
+      const labels = { "lora.source": key.source, "lora.size_bucket": sizeBucket(sizeBytes) };
+      span.setAttributes({
+        "lora.path": target,
+        "lora.size_bytes": sizeBytes,
+        "lora.warm": !!ctx.forWarm,
+        "lora.source": key.source,
+        "lora.identifier": key.identifier,
+      });
       try {
         const ready = await this.presentCopy(key, lora, target);
         if (ready) return ready;
@@ -472,9 +491,17 @@ export class LoraCache {
             throw notFound(key);
           }
           const ms = performance.now() - started;
-          metrics.downloads.add(1, { outcome: "ok" });
-          metrics.downloadedBytes.add(result.bytesDownloaded);
-          metrics.downloadDuration.record(ms);
+          metrics.downloads.add(1, { outcome: "ok", ...labels });
+          metrics.downloadedBytes.add(result.bytesDownloaded, { "lora.source": key.source });
+          metrics.downloadDuration.record(ms, labels);
+          this.failures.succeeded(keyString(key));
+          span.setAttributes({
+            "lora.outcome": "ok",
+            "lora.bytes_downloaded": result.bytesDownloaded,
+            "lora.attempts": result.attempts,
+            "lora.resumed": result.resumed,
+            "lora.duration_ms": Math.round(ms),
+          });
           logger.info(
             {
               path: this.relative(target),
@@ -500,7 +527,18 @@ export class LoraCache {
           reservation.release();
         }
       } catch (err) {
-        metrics.downloads.add(1, { outcome: err instanceof DownloadError ? err.kind : reasonOf(err) });
+        const outcome = err instanceof DownloadError ? err.kind : reasonOf(err);
+        metrics.downloads.add(1, { outcome, ...labels });
+        span.setAttributes({
+          "lora.outcome": outcome,
+          "lora.duration_ms": Math.round(performance.now() - started),
+          ...(err instanceof DownloadError ? { "lora.attempts": err.attempts } : {}),
+        });
+        // A file that cannot be fetched (not a missing LoRA, a full disk or a shutdown) is what operators chase.
+        if (err instanceof DownloadError && err.kind !== "aborted" && err.kind !== "not_found") {
+          this.failures.failed(keyString(key), { ...labels, reason: err.kind }, err);
+          recordSpanError(span, err);
+        }
         throw err;
       } finally {
         span.end();

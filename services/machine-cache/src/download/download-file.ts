@@ -69,6 +69,8 @@ class ChecksumError extends Error {}
 const WRITE_BATCH = 1024 * 1024;
 /** The sidecar is rewritten at most this often while parts are in flight. */
 const SIDECAR_INTERVAL_MS = 1_000;
+/** Written bytes flushed to disk in the background, so the final fsync has little left to wait for. */
+const SYNC_EVERY = 64 * 1024 * 1024;
 
 /**
  * Downloads one blob to `finalPath`: ranged parts in parallel (one stream for
@@ -97,6 +99,17 @@ export async function downloadFile(
   let resumed = false;
   let refreshUrl = false;
   let lastSidecar = 0;
+  let unsynced = 0;
+  let syncing: Promise<void> | undefined;
+  let syncFailure: unknown;
+  const syncInBackground = () => {
+    if (syncing || unsynced < SYNC_EVERY) return;
+    unsynced = 0;
+    syncing = file
+      .datasync()
+      .catch((err: unknown) => void (syncFailure ??= err))
+      .finally(() => (syncing = undefined));
+  };
   if (!parts) {
     await file.truncate(req.sizeBytes);
     parts = planParts(req.sizeBytes, settings.partSizeBytes, settings.parallelThresholdBytes);
@@ -145,6 +158,8 @@ export async function downloadFile(
       position += length;
       part.done += length;
       bytesDownloaded += length;
+      unsynced += length;
+      syncInBackground();
       hasher.advance(contiguousBytes(plan));
       const now = Date.now();
       if (now - lastSidecar >= SIDECAR_INTERVAL_MS) {
@@ -216,6 +231,8 @@ export async function downloadFile(
         );
       },
     });
+    await syncing;
+    if (syncFailure) throw syncFailure;
     await file.sync();
     await file.close();
     closed = true;
@@ -224,6 +241,7 @@ export async function downloadFile(
     await fs.rm(sidecarPath, { force: true });
     return { sha256: digest, bytesDownloaded, attempts, resumed };
   } catch (err) {
+    await syncing;
     if (!closed) await file.close().catch(() => {});
     const failure = toDownloadError(err, attempts, req.signal);
     // Bytes that failed verification are worthless; any other failure keeps them for a resume.

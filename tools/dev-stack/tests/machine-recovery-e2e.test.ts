@@ -1,0 +1,223 @@
+import { randomUUID } from "node:crypto";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { LoraSource } from "@emprops/contracts";
+import { loadConfig as machineConfig, type RunningMachineCache, startMachineCache } from "@emprops/machine-cache";
+import {
+  azuriteConnectionString,
+  createTestContainers,
+  createTestDatabase,
+  startNatsServer,
+  type StartedNatsServer,
+  testNamespace,
+  type TestContainers,
+  type TestDatabase,
+  type TestNamespace,
+} from "@emprops/testkit";
+import Database from "better-sqlite3";
+import { type FaultProxy, startFaultProxy } from "../../../services/machine-cache/tests/support/fault-proxy.js";
+import { type RunningStack, startStack } from "../src/index.js";
+import {
+  eventually,
+  machineClient,
+  safetensorsBytes,
+  sha256,
+  signedReads,
+  type UploadedLora,
+  uploadUserLora,
+  userBlobPath,
+  userClient,
+} from "./machine-support.js";
+
+/*
+ * Deletion through NATS (also while NATS is down), a crash in the middle of a
+ * download, and a read URL that expires mid-download: the real registry,
+ * gateway and Azurite, and a nats-server of this file's own that it can stop
+ * and start again on the same port and store.
+ */
+
+const SECRET = "machine-recovery-e2e-secret-012345";
+const KIB = 1024;
+const A = randomUUID();
+
+let db: TestDatabase;
+let ns: TestNamespace;
+let containers: TestContainers;
+let nats: StartedNatsServer;
+let natsPort: number;
+let natsDir: string;
+let proxy: FaultProxy;
+let machineDir: string;
+let loraDir: string;
+let stack: RunningStack;
+
+const user = (l: UploadedLora) => ({ source: LoraSource.USER, identifier: l.id });
+const upload = (name: string, size: number) =>
+  uploadUserLora(stack.registry.url, SECRET, A, name, safetensorsBytes(size));
+const onlyReadsOf = (l: UploadedLora) => (url: string) =>
+  url.includes("sig=") && url.split("?")[0]!.endsWith(userBlobPath(l));
+const fileOf = (dir: string, l: UploadedLora) => path.join(dir, "users", A, `${l.id}-${l.name}`);
+const exists = (p: string) =>
+  fs.stat(p).then(
+    () => true,
+    () => false,
+  );
+
+beforeAll(async () => {
+  natsDir = await fs.mkdtemp(path.join(os.tmpdir(), "machine-recovery-nats-"));
+  nats = await startNatsServer({ dataDir: natsDir, persistent: true });
+  natsPort = Number(new URL(nats.url).port);
+  [db, containers] = await Promise.all([
+    createTestDatabase("machine-recovery"),
+    createTestContainers("machine-recovery"),
+  ]);
+  ns = testNamespace("machine-recovery");
+  const endpoint = new URL(/BlobEndpoint=([^;]+)/.exec(containers.connectionString)![1]!);
+  proxy = await startFaultProxy(endpoint.origin);
+  proxy.faultWhen = () => false;
+  machineDir = await fs.mkdtemp(path.join(os.tmpdir(), "machine-recovery-"));
+  loraDir = path.join(machineDir, "models", "loras");
+  stack = await startStack({
+    databaseUrl: db.url,
+    natsUrl: nats.url,
+    natsNamespace: ns.namespace,
+    azureConnectionString: azuriteConnectionString(`${proxy.origin}${endpoint.pathname.replace(/\/$/, "")}`),
+    userContainer: containers.userContainer,
+    sharedContainer: containers.sharedContainer,
+    jwtSecret: SECRET,
+    machineDir,
+    machineId: "recovery-machine-1",
+    logLevel: "silent",
+    env: {
+      registry: { OUTBOX_POLL_MS: "300" },
+      // Read URLs live one second, so one that waits through a stall has expired.
+      gateway: { DOWNLOAD_URL_TTL_SECONDS: "1" },
+      machineCache: {
+        MIN_FREE_SPACE_GB: "0",
+        LORA_DOWNLOAD_STALL_TIMEOUT_SECONDS: "2",
+        LORA_DOWNLOAD_RETRY_MIN_MS: "20",
+        LORA_DOWNLOAD_RETRY_MAX_MS: "100",
+      },
+    },
+  });
+});
+
+afterAll(async () => {
+  await stack?.stop();
+  await proxy?.close();
+  await nats?.stop();
+  await Promise.all([db?.cleanup(), containers?.cleanup()]);
+  for (const dir of [machineDir, natsDir]) if (dir) await fs.rm(dir, { recursive: true, force: true });
+});
+
+test("a LoRA deleted in the registry disappears from the machine through NATS", async () => {
+  const lora = await upload("deleted-soon.safetensors", 200 * KIB);
+  const machine = machineClient(stack.machineCache.url, SECRET);
+  const { results } = await machine.ensureLoras({ jobId: "job-del", userId: A, refs: [user(lora)] });
+  const file = path.join(loraDir, results[0]!.path);
+  expect(await exists(file)).toBe(true);
+
+  await userClient(stack.registry.url, SECRET, A).deleteLora({ loraId: lora.id });
+  expect(await eventually(async () => !(await exists(file)))).toBe(true);
+  const sqlite = new Database(path.join(machineDir, "model_cache.db"), { readonly: true });
+  expect(sqlite.prepare("SELECT COUNT(*) AS n FROM models WHERE path = ?").get(file)).toEqual({ n: 0 });
+  sqlite.close();
+});
+
+test("with NATS down during the delete, the LoRA disappears after NATS returns", async () => {
+  const lora = await upload("deleted-while-down.safetensors", 200 * KIB);
+  const machine = machineClient(stack.machineCache.url, SECRET);
+  const { results } = await machine.ensureLoras({ jobId: "job-down", userId: A, refs: [user(lora)] });
+  const file = path.join(loraDir, results[0]!.path);
+
+  await nats.stop();
+  try {
+    await userClient(stack.registry.url, SECRET, A).deleteLora({ loraId: lora.id });
+    // The deletion is in the registry's outbox; nothing can reach the machine yet.
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await exists(file)).toBe(true);
+  } finally {
+    nats = await startNatsServer({ dataDir: natsDir, persistent: true, port: natsPort });
+  }
+  expect(await eventually(async () => !(await exists(file)), 45_000)).toBe(true);
+}, 90_000);
+
+test("a read URL that expired during a stalled download is resolved again", async () => {
+  const lora = await upload("slow-start.safetensors", 300 * KIB);
+  proxy.faultWhen = onlyReadsOf(lora);
+  proxy.faults.push({ kind: "stall", afterBytes: 10 * KIB });
+  const machine = machineClient(stack.machineCache.url, SECRET);
+  const { results } = await machine.ensureLoras({ jobId: "job-expired", userId: A, refs: [user(lora)] });
+  expect(results[0]?.error).toBeUndefined();
+  expect(results[0]).toMatchObject({ sha256: lora.sha256, resumed: true });
+  const reads = proxy.requests.filter((r) => onlyReadsOf(lora)(r.path));
+  // Stalled, then refused (expired), then fetched the rest with a fresh URL.
+  expect(reads.map((r) => r.status)).toEqual([206, 403, 206]);
+  expect(reads[2]!.path).not.toBe(reads[0]!.path);
+  expect(sha256(await fs.readFile(path.join(loraDir, results[0]!.path)))).toBe(lora.sha256);
+});
+
+test("crash recovery: a partial download and a stale row left behind are reconciled at start, and the download resumes", async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "machine-recovery-crash-"));
+  const lora = await upload("interrupted.safetensors", 900 * KIB);
+  const config = machineConfig({
+    JWT_SECRET: SECRET,
+    LOG_LEVEL: "silent",
+    NATS_URL: nats.url,
+    NATS_NAMESPACE: ns.namespace,
+    MACHINE_CACHE_PORT: "0",
+    MACHINE_ID: "recovery-machine-2",
+    COMFYUI_LORA_DIR: path.join(dir, "models", "loras"),
+    MODEL_CACHE_DB: path.join(dir, "model_cache.db"),
+    REGISTRY_URL: stack.registry.url,
+    MIN_FREE_SPACE_GB: "0",
+    LORA_DOWNLOAD_STALL_TIMEOUT_SECONDS: "120",
+  });
+  let instance: RunningMachineCache | undefined = await startMachineCache(config);
+  try {
+    proxy.faultWhen = onlyReadsOf(lora);
+    proxy.faults.push({ kind: "stall", afterBytes: 400 * KIB });
+    const pending = machineClient(instance.url, SECRET)
+      .ensureLoras({ jobId: "job-crash", userId: A, refs: [user(lora)] })
+      .catch((err: unknown) => err);
+    const target = fileOf(path.join(dir, "models", "loras"), lora);
+    expect(await eventually(() => exists(`${target}.partial`))).toBe(true);
+    expect(await eventually(() => signedReads(proxy, userBlobPath(lora)).length === 1)).toBe(true);
+    // The machine goes down mid-download.
+    await instance.stop();
+    instance = undefined;
+    await pending;
+    expect(await exists(`${target}.partial`)).toBe(true);
+    expect(await exists(`${target}.partial.json`)).toBe(true);
+
+    // A row whose file is gone, as a crash between deleting a file and its row leaves it.
+    const ghost = path.join(dir, "models", "loras", "users", A, "999-ghost.safetensors");
+    const sqlite = new Database(path.join(dir, "model_cache.db"));
+    sqlite
+      .prepare(
+        "INSERT INTO models (path, model_type, filename, size_bytes, last_used, download_date) VALUES (?, 'user_lora', ?, 5, ?, ?)",
+      )
+      .run(ghost, path.basename(ghost), "2031-01-01T00:00:00.000000", "2031-01-01T00:00:00.000000");
+    sqlite.close();
+
+    instance = await startMachineCache(config);
+    const check = new Database(path.join(dir, "model_cache.db"), { readonly: true });
+    expect(check.prepare("SELECT COUNT(*) AS n FROM models WHERE path = ?").get(ghost)).toEqual({ n: 0 });
+    check.close();
+    expect(await exists(`${target}.partial`)).toBe(true);
+
+    const { results } = await machineClient(instance.url, SECRET).ensureLoras({
+      jobId: "job-after-crash",
+      userId: A,
+      refs: [user(lora)],
+    });
+    expect(results[0]).toMatchObject({ resumed: true, sha256: lora.sha256, attempts: 1 });
+    expect(results[0]!.bytesDownloaded).toBeLessThan(BigInt(lora.bytes.length));
+    expect(sha256(await fs.readFile(target))).toBe(lora.sha256);
+    expect(await exists(`${target}.partial`)).toBe(false);
+  } finally {
+    await instance?.stop();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
