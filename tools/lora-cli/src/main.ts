@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 import { run } from "./program.js";
 
 run(process.argv.slice(2), process.env, { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin }).then(

@@ -125,7 +125,9 @@ function renderRow(row: HTMLElement, upload: LoraUpload, s: UploadSnapshot): voi
     el(
       "div",
       { class: "upload-meta" },
-      el("span", { class: "upload-bytes" }, `${formatBytes(s.uploadedBytes)} of ${formatBytes(s.size)} · ${pct}%`),
+      s.phase === "failed" && s.uploadedBytes === 0
+        ? el("span", { class: "upload-bytes" }, formatBytes(s.size))
+        : el("span", { class: "upload-bytes" }, `${formatBytes(s.uploadedBytes)} of ${formatBytes(s.size)} · ${pct}%`),
       s.resumedBytes > 0
         ? el("span", { class: "upload-resumed" }, `resumed: ${formatBytes(s.resumedBytes)} were already uploaded`)
         : null,

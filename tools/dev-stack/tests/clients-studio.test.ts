@@ -1,0 +1,351 @@
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { LoraAdminService, LoraService, LoraSource, MachineCacheService } from "@emprops/contracts";
+import { bearerInterceptor } from "@emprops/platform";
+import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
+import { startStudioServer, type StudioServer } from "../src/studio-server.js";
+import { type ClientsStack, kohyaMetadata, startClientsStack, writeLoraFile } from "./support/clients-stack.js";
+
+const ROOT = path.resolve(__dirname, "..", "..", "..");
+const APP = path.join(ROOT, "apps", "studio-lora-library");
+const ARTIFACTS = path.join(ROOT, "test-artifacts");
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const MiB = 1024 * 1024;
+
+/** The block index of a Put Block URL (block ids are base64 "block-000042"), or -1. */
+function putBlockIndex(url: URL): number {
+  const id = url.searchParams.get("blockid");
+  if (url.searchParams.get("comp") !== "block" || !id) return -1;
+  return Number(/^block-(\d+)$/.exec(Buffer.from(id, "base64").toString())?.[1] ?? -1);
+}
+
+describe("the Studio LoRA library page in Chromium against the real stack", () => {
+  let t: ClientsStack;
+  let studio: StudioServer;
+  let browser: BrowserContext;
+  let page: Page;
+  let dir: string;
+  let registryUrl = "";
+  const sha: Record<string, string> = {};
+
+  const client = (token: string) =>
+    createConnectTransport({
+      baseUrl: t.stack.registry.url,
+      httpVersion: "1.1",
+      interceptors: [bearerInterceptor(token)],
+    });
+  const card = (name: string) => page.locator(`article.card[aria-label="${name}"]`);
+  const upload = (name: string) => page.locator(`li.upload[data-file="${name}"]`);
+  const cardNames = () => page.locator("article.card .card-name").allTextContents();
+  /** What a person reads: the element's lines, trimmed, without blank ones. */
+  const text = async (l: Locator) =>
+    (await l.innerText())
+      .split("\n")
+      .map((line) => line.trim())
+      .filter((line) => line !== "")
+      .join("\n");
+
+  const file = (name: string, sizeBytes: number) => {
+    const f = path.join(dir, name);
+    sha[name] = writeLoraFile(f, sizeBytes, kohyaMetadata(name.replace(/\.safetensors$/, "")));
+    return f;
+  };
+  const choose = async (files: string[], tags = "") => {
+    await page.getByLabel("Tags for new uploads").fill(tags);
+    await page.getByTestId("file-input").setInputFiles(files);
+  };
+  const waitPhase = (name: string, phase: string) =>
+    upload(name)
+      .and(page.locator(`[data-phase="${phase}"]`))
+      .waitFor();
+  /** Waits until the grid shows exactly these cards, in this order. */
+  const waitGrid = (names: string[]) =>
+    page.waitForFunction(
+      `JSON.stringify([...document.querySelectorAll("article.card .card-name")].map((n) => n.textContent)) === ${JSON.stringify(JSON.stringify(names))}`,
+    );
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
+    dir = mkdtempSync(path.join(os.tmpdir(), "studio-"));
+    const out = path.join(dir, "page");
+    await promisify(execFile)(
+      process.execPath,
+      [
+        path.join(ROOT, "node_modules/vite/bin/vite.js"),
+        "build",
+        "--outDir",
+        out,
+        "--emptyOutDir",
+        "--logLevel",
+        "warn",
+      ],
+      { cwd: APP },
+    );
+    // The page's origin first: the registry and Blob Storage allow exactly it (CORS).
+    studio = await startStudioServer({ dir: out, config: () => ({ registryUrl }) });
+    t = await startClientsStack("clients-studio", {
+      env: {
+        registry: { CORS_ALLOWED_ORIGINS: studio.origin },
+        gateway: { STORAGE_CORS_ALLOWED_ORIGINS: studio.origin, UPLOAD_BLOCK_SIZE_BYTES: String(MiB) },
+        machineCache: { USAGE_FLUSH_INTERVAL_SECONDS: "1" },
+      },
+    });
+    registryUrl = t.stack.registry.url;
+    browser = await chromium.launchPersistentContext(path.join(dir, "profile"), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+      viewport: { width: 1200, height: 860 },
+    });
+    page = browser.pages()[0] ?? (await browser.newPage());
+    page.setDefaultTimeout(20_000);
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await t?.stop();
+    await studio?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("the registry and Blob Storage answer preflights of the Studio's origin, and only of it", async () => {
+    const preflight = (url: string, origin: string, method: string, headers: string) =>
+      fetch(url, {
+        method: "OPTIONS",
+        headers: { origin, "access-control-request-method": method, "access-control-request-headers": headers },
+      });
+    const connectHeaders = "authorization,content-type,connect-protocol-version";
+    const rpc = `${t.stack.registry.url}/emprops.lora.v1.LoraService/ListLoras`;
+    const ok = await preflight(rpc, studio.origin, "POST", connectHeaders);
+    expect(ok.status).toBe(204);
+    expect(ok.headers.get("access-control-allow-origin")).toBe(studio.origin);
+    expect(ok.headers.get("access-control-allow-headers")).toMatch(/Authorization/);
+    expect(ok.headers.get("access-control-allow-headers")).toMatch(/Connect-Protocol-Version/);
+    const evil = await preflight(rpc, "http://evil.example", "POST", connectHeaders);
+    expect(evil.status).toBe(403);
+    expect(evil.headers.get("access-control-allow-origin")).toBeNull();
+
+    const blobUrl = `${/BlobEndpoint=([^;]*)/.exec(t.containers.connectionString)?.[1]}/${t.containers.userContainer}/x`;
+    const put = await preflight(blobUrl, studio.origin, "PUT", "content-type,x-ms-blob-content-type");
+    expect(put.status).toBe(200);
+    expect(put.headers.get("access-control-allow-origin")).toBe(studio.origin);
+    expect((await preflight(blobUrl, "http://evil.example", "PUT", "content-type")).status).toBe(403);
+  });
+
+  test("signs in with the token in the fragment; an upload shows its progress, then the LoRA with its metadata", async () => {
+    await page.goto(`${studio.url}#token=${t.userToken}`);
+    await page.getByTestId("quota-usage").filter({ hasText: "0 B of 10.0 GiB (0.0%)" }).waitFor();
+    expect(page.url()).not.toContain("token=");
+    await page.getByText("No LoRAs yet").waitFor();
+
+    // Every progress bar the page draws, as drawn (the page's own code, not the test's, sets the values).
+    await page.evaluate(`(() => {
+      const seen = (window.progress = []);
+      new MutationObserver((records) => {
+        for (const r of records)
+          for (const n of r.addedNodes)
+            if (n instanceof HTMLElement)
+              for (const bar of [n, ...n.querySelectorAll("[role=progressbar]")])
+                if (bar.matches("[role=progressbar]")) seen.push(Number(bar.getAttribute("aria-valuenow")));
+      }).observe(document.body, { childList: true, subtree: true });
+    })()`);
+    await choose([file("anime_style.safetensors", 3.5 * MiB)], "style, anime");
+    await waitPhase("anime_style.safetensors", "done");
+    const progress = await page.evaluate<number[]>("window.progress");
+    expect(progress.some((p) => p > 0 && p < 100)).toBe(true);
+    expect(progress).toEqual([...progress].sort((a, b) => a - b));
+    expect(progress.at(-1)).toBe(100);
+    expect(await text(upload("anime_style.safetensors"))).toMatch(/Uploaded\n3\.5 MiB of 3\.5 MiB · 100%\nLoRA \d+$/);
+
+    const anime = card("anime_style.safetensors");
+    await anime.waitFor();
+    const shown = await text(anime);
+    for (const fact of ["3.5 MiB", "SDXL", "anime style", "vibrant colors", "1girl", "Never used", "#style", "#anime"])
+      expect(shown).toContain(fact);
+    await page.getByTestId("quota-usage").filter({ hasText: "3.5 MiB of 10.0 GiB" }).waitFor();
+
+    await choose([file("portrait_detail.safetensors", 1.5 * MiB)], "portrait");
+    await waitPhase("portrait_detail.safetensors", "done");
+    await waitGrid(["portrait_detail.safetensors", "anime_style.safetensors"]);
+  });
+
+  test("search, tag filter and sort", async () => {
+    const search = page.getByLabel("Search LoRAs");
+    await search.fill("PORTRAIT");
+    await waitGrid(["portrait_detail.safetensors"]);
+    await page.getByText("Showing 1–1 of 1").waitFor();
+    await search.fill("nothing-like-this");
+    await page.getByText("No LoRA matches your search.").waitFor();
+    await waitGrid([]);
+    await search.fill("");
+    await waitGrid(["portrait_detail.safetensors", "anime_style.safetensors"]);
+
+    await page.getByLabel("Filter by tag").fill("style");
+    await page.getByLabel("Filter by tag").press("Enter");
+    await waitGrid(["anime_style.safetensors"]);
+    await page.getByRole("button", { name: "Remove tag filter style" }).click();
+    await waitGrid(["portrait_detail.safetensors", "anime_style.safetensors"]);
+
+    await page.getByLabel("Sort").selectOption({ label: "Name A–Z" });
+    await waitGrid(["anime_style.safetensors", "portrait_detail.safetensors"]);
+    await page.getByLabel("Sort").selectOption({ label: "Smallest first" });
+    await waitGrid(["portrait_detail.safetensors", "anime_style.safetensors"]);
+    await page.getByLabel("Sort").selectOption({ label: "Newest first" });
+    await waitGrid(["portrait_detail.safetensors", "anime_style.safetensors"]);
+  });
+
+  test("details show the extracted metadata and the workflows that used the LoRA", async () => {
+    const lora = createClient(LoraService, client(t.userToken));
+    const id = (await lora.listLoras({ search: "anime" })).loras[0]!.id;
+    // A job on the machine uses it; the machine reports the use to the registry.
+    const machine = createClient(
+      MachineCacheService,
+      createConnectTransport({
+        baseUrl: t.stack.machineCache.url,
+        httpVersion: "1.1",
+        interceptors: [bearerInterceptor(t.machineToken)],
+      }),
+    );
+    const ensured = await machine.ensureLoras({
+      jobId: "job-1",
+      userId: t.userId,
+      workflowId: "wf-anime",
+      workflowName: "Anime Portrait Generator",
+      refs: [{ source: LoraSource.USER, identifier: id }],
+    });
+    expect(ensured.results[0]?.error).toBeUndefined();
+    for (let i = 0; i < 100 && (await lora.getLora({ loraId: id })).lora?.workflowsUsing.length === 0; i++)
+      await new Promise((r) => setTimeout(r, 200));
+
+    await page.reload();
+    await card("anime_style.safetensors").filter({ hasText: "Used 1 time" }).waitFor();
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, "studio-lora-grid.png"), fullPage: true });
+
+    await card("anime_style.safetensors").click();
+    const details = page.locator("dialog.details");
+    await details.getByRole("heading", { name: "anime_style.safetensors" }).waitFor();
+    await details.getByRole("cell", { name: "Anime Portrait Generator" }).waitFor();
+    const facts = await text(details.locator("dl.facts"));
+    expect(facts).toMatch(/Base model\s+SDXL/);
+    expect(facts).toMatch(/Trigger words\s+anime style, vibrant colors, 1girl/);
+    expect(facts).toMatch(/Rank\s+16 \(alpha 8\)/);
+    expect(facts).toMatch(/Training epochs\s+10/);
+    expect(facts).toMatch(/Training images\s+50/);
+    expect(facts).toContain(sha["anime_style.safetensors"]);
+    expect(facts).toMatch(/Used\s+1 time/);
+    expect(await text(details.locator("table.workflows tbody tr"))).toMatch(/^Anime Portrait Generator\s+1\s+/);
+    await page.screenshot({ path: path.join(ARTIFACTS, "studio-lora-details.png") });
+    await details.getByRole("button", { name: "Close" }).click();
+    await details.waitFor({ state: "detached" });
+  });
+
+  test("a network failure pauses the upload; Resume sends only the blocks that did not arrive", async () => {
+    const sent: number[] = [];
+    let failing = true;
+    await page.route(
+      (url) => putBlockIndex(url) >= 0,
+      async (route) => {
+        const index = putBlockIndex(new URL(route.request().url()));
+        if (failing && index >= 2) return route.abort("connectionreset");
+        sent.push(index);
+        return route.continue();
+      },
+    );
+    try {
+      await choose([file("resume_me.safetensors", 4 * MiB)]);
+      await waitPhase("resume_me.safetensors", "paused");
+      const row = upload("resume_me.safetensors");
+      expect(await text(row.getByRole("alert"))).toContain("Upload paused: the connection failed");
+      expect(sent.sort()).toEqual([0, 1]);
+
+      failing = false;
+      sent.length = 0;
+      await row.getByRole("button", { name: "Resume" }).click();
+      await waitPhase("resume_me.safetensors", "done");
+      expect(await text(row)).toContain("resumed: 2.0 MiB were already uploaded");
+      expect(sent.sort()).toEqual([2, 3]);
+      await card("resume_me.safetensors").waitFor();
+    } finally {
+      await page.unrouteAll();
+    }
+  });
+
+  test("files the server refuses show its reason and message", async () => {
+    const notes = path.join(dir, "notes.txt");
+    writeFileSync(notes, "not a LoRA");
+    const broken = path.join(dir, "broken.safetensors");
+    writeFileSync(broken, Buffer.alloc(64 * 1024, 0x41));
+    await choose([notes, broken]);
+
+    await waitPhase("notes.txt", "failed");
+    const wrongType = upload("notes.txt").getByRole("alert");
+    expect(await wrongType.getAttribute("data-reason")).toBe("INVALID_FILE_FORMAT");
+    expect(await text(wrongType)).toMatch(/^Not a valid LoRA file\nFile must be \.safetensors or \.pt format\n/);
+
+    await waitPhase("broken.safetensors", "failed");
+    const invalid = upload("broken.safetensors").getByRole("alert");
+    expect(await invalid.getAttribute("data-reason")).toBe("INVALID_FILE_FORMAT");
+    expect(await text(invalid.locator(".error-message"))).not.toBe("");
+    expect(await cardNames()).not.toContain("broken.safetensors");
+  });
+
+  test("the quota bar warns from 80%, and an upload that does not fit shows the numbers", async () => {
+    const admin = createClient(LoraAdminService, client(t.adminToken));
+    const { quota } = await createClient(LoraService, client(t.userToken)).getQuota({});
+    await admin.setUserQuota({ userId: t.userId, maxBytes: quota!.usedBytes + BigInt(MiB) });
+    try {
+      await page.reload();
+      const bar = page.getByTestId("quota");
+      await bar.getByRole("alert").waitFor();
+      expect(await bar.getAttribute("class")).toContain("warning");
+      expect(await text(bar.getByRole("alert"))).toMatch(
+        /^You have used (8|9)\d% of your LoRA quota \(warning at 80%\)/,
+      );
+
+      await choose([file("too_big.safetensors", 2 * MiB)]);
+      await waitPhase("too_big.safetensors", "failed");
+      const error = upload("too_big.safetensors").getByRole("alert");
+      expect(await error.getAttribute("data-reason")).toBe("QUOTA_EXCEEDED");
+      const shown = await text(error);
+      expect(shown).toMatch(/^Not enough LoRA storage\nLoRA storage quota exceeded: /);
+      expect(shown).toMatch(
+        /[\d.]+ MiB of [\d.]+ MiB used \((8|9)\d%\), 1\.0 MiB available; this file needs 2\.0 MiB\./,
+      );
+      // The page as a user sees it after a busy session: warnings, refusals with their reasons, the library.
+      await page.screenshot({ path: path.join(ARTIFACTS, "studio-lora-library.png"), fullPage: true });
+    } finally {
+      await admin.setUserQuota({ userId: t.userId, resetToDefaults: true });
+    }
+  });
+
+  test("delete asks first, then removes the LoRA and gives the space back", async () => {
+    await page.reload();
+    await card("anime_style.safetensors").click();
+    const details = page.locator("dialog.details");
+    await details.getByRole("button", { name: "Delete LoRA" }).click();
+    const confirm = page.locator("dialog.confirm");
+    expect(await text(confirm.getByRole("heading"))).toBe("Delete anime_style.safetensors?");
+    await confirm.getByRole("button", { name: "Cancel" }).click();
+    await confirm.waitFor({ state: "detached" });
+    await details.getByRole("button", { name: "Delete LoRA" }).click();
+    await page.locator("dialog.confirm").getByRole("button", { name: "Delete" }).click();
+    await page.getByText("Deleted anime_style.safetensors").waitFor();
+    await waitGrid(["resume_me.safetensors", "portrait_detail.safetensors"]);
+    await page.getByText("2 of 100 LoRAs").waitFor();
+  });
+});
