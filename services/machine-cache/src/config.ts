@@ -2,6 +2,7 @@ import path from "node:path";
 import { authConfig, commonEnvShape, env, parseEnv, type AuthConfig } from "@emprops/platform";
 import { Cron } from "croner";
 import { z } from "zod";
+import { EVICTION_POLICIES, type EvictionPolicy } from "./db/settings.js";
 
 const MIB = 1024 * 1024;
 
@@ -45,6 +46,7 @@ export interface MachineCacheConfig {
     loraMaxAgeDays?: number;
     loraEvictionEnabled?: boolean;
     minFreeSpaceGb?: number;
+    loraEvictionPolicy?: EvictionPolicy;
   };
   /** Croner pattern of the age eviction (default daily at 03:00, local time). */
   ageEvictionCron: string;
@@ -95,6 +97,7 @@ const shape = {
   LORA_MAX_AGE_DAYS: optionalNonNegative,
   LORA_EVICTION_ENABLED: z.enum(["true", "false"], { message: "must be true or false" }).optional(),
   MIN_FREE_SPACE_GB: optionalNonNegative,
+  LORA_EVICTION_POLICY: z.enum(EVICTION_POLICIES, { message: `must be ${EVICTION_POLICIES.join(" or ")}` }).optional(),
   LORA_AGE_EVICTION_CRON: cronPattern.default("0 3 * * *"),
   LORA_REVALIDATE_AFTER_SECONDS: int(0, 30 * 24 * 3600, 900),
   LORA_DOWNLOAD_CONCURRENCY: int(1, 64, 4),
@@ -130,6 +133,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
       loraMaxAgeDays: e.LORA_MAX_AGE_DAYS,
       loraEvictionEnabled: e.LORA_EVICTION_ENABLED === undefined ? undefined : e.LORA_EVICTION_ENABLED === "true",
       minFreeSpaceGb: e.MIN_FREE_SPACE_GB,
+      loraEvictionPolicy: e.LORA_EVICTION_POLICY,
     },
     ageEvictionCron: e.LORA_AGE_EVICTION_CRON,
     revalidateAfterMs: e.LORA_REVALIDATE_AFTER_SECONDS * 1000,

@@ -4,7 +4,7 @@ import path from "node:path";
 import pLimit from "p-limit";
 import { createLogger, errorReason, ManualClock } from "@emprops/platform";
 import { Evictor } from "../src/cache/evictor.js";
-import { pickAged, pickLru } from "../src/cache/eviction-policies.js";
+import { GDSF_FIXED_COST_BYTES, pickAged, pickGdsf, pickLru } from "../src/cache/eviction-policies.js";
 import { Pins } from "../src/cache/pins.js";
 import { SpaceManager } from "../src/cache/space-manager.js";
 import { getModel, userLoraBytes } from "../src/db/models.js";
@@ -35,7 +35,12 @@ interface World {
 }
 
 let worlds = 0;
-async function world(settings: { maxBytes: number; maxAgeDays?: number; enabled?: boolean }): Promise<World> {
+async function world(settings: {
+  maxBytes: number;
+  maxAgeDays?: number;
+  enabled?: boolean;
+  policy?: "lru" | "gdsf";
+}): Promise<World> {
   const base = path.join(root, `w${++worlds}`);
   const loraDir = path.join(base, "models", "loras");
   await fs.mkdir(loraDir, { recursive: true });
@@ -45,6 +50,7 @@ async function world(settings: { maxBytes: number; maxAgeDays?: number; enabled?
     loraMaxAgeDays: settings.maxAgeDays ?? 7,
     loraEvictionEnabled: settings.enabled ?? true,
     minFreeSpaceGb: 0,
+    loraEvictionPolicy: settings.policy ?? "lru",
   });
   const clock = new ManualClock(new Date("2030-06-01T12:00:00Z"));
   const pins = new Pins();
@@ -212,4 +218,83 @@ test("pure policies: LRU picks the fewest oldest rows, age picks rows past the c
   expect(pickLru(rows, 31)).toBeUndefined();
   expect(pickLru(rows, 0)).toEqual([]);
   expect(pickAged(rows, new Date(2030, 0, 9, 0, 0, 0), 7).map((r) => r.id)).toEqual([2]);
+});
+
+test("GDSF keeps a frequently used LoRA that LRU would evict, and its inflation ages the rest", async () => {
+  const w = await world({ maxBytes: 1000, policy: "gdsf" });
+  const at = (daysAgo: number) => new Date(w.clock.now().getTime() - daysAgo * DAY);
+  const lora = (rel: string, daysAgo: number) =>
+    seedLora(w.db, w.loraDir, { relativePath: rel, sizeBytes: 300, lastUsed: at(daysAgo) });
+  const popular = await lora(`users/${U}/1-popular.safetensors`, 3);
+  const once = await lora(`users/${U}/2-once.safetensors`, 2);
+  const recent = await lora(`users/${U}/3-recent.safetensors`, 1);
+  w.db.prepare("UPDATE models SET use_count = 20 WHERE path = ?").run(popular.path);
+  const newPath = (n: number) => path.join(w.loraDir, `users/${U}/${10 + n}-new.safetensors`);
+
+  // 900 cached, 300 more: LRU would take the popular one; GDSF takes the least used, oldest first.
+  (await w.space.reserve({ path: newPath(0), sizeBytes: 300, userLora: true })).release();
+  expect(await present(popular, w)).toBe(true);
+  expect(await present(once, w)).toBe(false);
+  expect(await present(recent, w)).toBe(true);
+
+  // The inflation value rose to the victim's priority: a LoRA used once from now on outranks one used once before.
+  const fresh = await seedLora(w.db, w.loraDir, {
+    relativePath: `users/${U}/4-fresh.safetensors`,
+    sizeBytes: 300,
+    lastUsed: w.clock.now(),
+  });
+  w.clock.advance(1000);
+  (await w.space.reserve({ path: newPath(1), sizeBytes: 300, userLora: true })).release();
+  expect(await present(recent, w)).toBe(false);
+  expect(await present(fresh, w)).toBe(true);
+  expect(await present(popular, w)).toBe(true);
+});
+
+test("lora_eviction_policy is read at each decision: switching it back to lru takes effect at once", async () => {
+  const w = await world({ maxBytes: 1000, policy: "gdsf" });
+  const at = (daysAgo: number) => new Date(w.clock.now().getTime() - daysAgo * DAY);
+  const popular = await seedLora(w.db, w.loraDir, {
+    relativePath: `users/${U}/1-popular.safetensors`,
+    sizeBytes: 500,
+    lastUsed: at(2),
+  });
+  const other = await seedLora(w.db, w.loraDir, {
+    relativePath: `users/${U}/2-other.safetensors`,
+    sizeBytes: 500,
+    lastUsed: at(1),
+  });
+  w.db.prepare("UPDATE models SET use_count = 20 WHERE path = ?").run(popular.path);
+  w.db.prepare("UPDATE settings SET value = 'lru' WHERE key = 'lora_eviction_policy'").run();
+  (
+    await w.space.reserve({ path: path.join(w.loraDir, "users/x/9-new.safetensors"), sizeBytes: 400, userLora: true })
+  ).release();
+  expect(await present(popular, w)).toBe(false);
+  expect(await present(other, w)).toBe(true);
+});
+
+test("pure GDSF: fewest lowest-priority rows; among equal use counts the larger file goes first", () => {
+  const MIB = 1024 * 1024;
+  const row = (id: number, useCount: number, size: number, last = "2030-01-01T00:00:00") => ({
+    id,
+    path: `/p/${id}`,
+    model_type: "user_lora",
+    filename: `${id}`,
+    size_bytes: size,
+    last_used: last,
+    use_count: useCount,
+    download_date: last,
+    protected: 0,
+    is_ignore: 0,
+  });
+  const rows = [row(1, 3, 100 * MIB), row(2, 1, 100 * MIB), row(3, 1, 800 * MIB), row(4, 2, 50 * MIB)];
+  const none = () => 0;
+  const picked = pickGdsf(rows, 850 * MIB, none);
+  expect(picked?.victims.map((r) => r.id)).toEqual([3, 2]);
+  expect(picked?.inflation).toBeCloseTo((100 * MIB + GDSF_FIXED_COST_BYTES) / (100 * MIB));
+  expect(pickGdsf(rows, 2000 * MIB, none)).toBeUndefined();
+  expect(pickGdsf(rows, 0, none)?.victims).toEqual([]);
+  // A use after the inflation rose counts for more than the same use before it.
+  const inflationAt = (ms: number) => (ms >= new Date(2030, 0, 2).getTime() ? 10 : 0);
+  const later = [row(1, 3, 100 * MIB), row(2, 1, 100 * MIB, "2030-01-02T00:00:00")];
+  expect(pickGdsf(later, 1, inflationAt)?.victims.map((r) => r.id)).toEqual([1]);
 });

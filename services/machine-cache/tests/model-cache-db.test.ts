@@ -70,15 +70,22 @@ test("settings are seeded once and the environment overrides them", () => {
     lora_max_age_days: "7",
     lora_eviction_enabled: "true",
     min_free_space_gb: "10",
+    lora_eviction_policy: "lru",
   });
   db.prepare("UPDATE settings SET value = '20' WHERE key = 'lora_cache_max_gb'").run();
-  seedSettings(db, { loraMaxAgeDays: 3, loraEvictionEnabled: false });
-  expect(rows()).toMatchObject({ lora_cache_max_gb: "20", lora_max_age_days: "3", lora_eviction_enabled: "false" });
+  seedSettings(db, { loraMaxAgeDays: 3, loraEvictionEnabled: false, loraEvictionPolicy: "gdsf" });
+  expect(rows()).toMatchObject({
+    lora_cache_max_gb: "20",
+    lora_max_age_days: "3",
+    lora_eviction_enabled: "false",
+    lora_eviction_policy: "gdsf",
+  });
   expect(readSettings(db)).toEqual({
     loraCacheMaxBytes: 20 * 1024 ** 3,
     loraMaxAgeDays: 3,
     evictionEnabled: false,
     minFreeBytes: 10 * 1024 ** 3,
+    evictionPolicy: "gdsf",
   });
 });
 
@@ -87,6 +94,9 @@ test("a setting that cannot be read is an error naming it, not a default", () =>
   seedSettings(db, {});
   db.prepare("UPDATE settings SET value = 'lots' WHERE key = 'lora_cache_max_gb'").run();
   expect(() => readSettings(db)).toThrow(/lora_cache_max_gb is "lots"/);
+  db.prepare("UPDATE settings SET value = '20' WHERE key = 'lora_cache_max_gb'").run();
+  db.prepare("UPDATE settings SET value = 'fifo' WHERE key = 'lora_eviction_policy'").run();
+  expect(() => readSettings(db)).toThrow(/lora_eviction_policy is "fifo"; it must be lru or gdsf/);
 });
 
 test("timestamps are Python isoformat text both ways", () => {

@@ -6,9 +6,10 @@ import pLimit from "p-limit";
 import { evictedBytesSince } from "../db/cache-events.js";
 import { evictableUserLoras, getModel, type ModelRow, userLoraBytes } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
-import { readSettings } from "../db/settings.js";
+import { inflationReader, raiseInflation } from "../db/gdsf-inflation.js";
+import { type CacheSettings, readSettings } from "../db/settings.js";
 import { type Evicted, type Evictor } from "./evictor.js";
-import { byLeastRecentlyUsed, pickAged, pickLru } from "./eviction-policies.js";
+import { byLeastRecentlyUsed, lastUsedMs, pickAged, pickGdsf, pickLru } from "./eviction-policies.js";
 
 export interface Reservation {
   release(): void;
@@ -73,14 +74,15 @@ export class SpaceManager {
             required_bytes: toFree,
           });
         }
-        const victims = pickLru(this.candidates(), toFree);
-        if (!victims) {
+        const choice = this.chooseVictims(settings, toFree);
+        if (!choice) {
           throw noSpace("not enough cache space even after evicting every evictable LoRA", {
             required_bytes: toFree,
             cache_max_bytes: settings.loraCacheMaxBytes,
             min_free_bytes: settings.minFreeBytes,
           });
         }
+        const { victims } = choice;
         const victimBytes = victims.reduce((s, v) => s + v.size_bytes, 0);
         if (req.maxEvictBytes !== undefined && victimBytes > req.maxEvictBytes) {
           throw noSpace("warming may not evict that much", { required_bytes: victimBytes });
@@ -88,9 +90,11 @@ export class SpaceManager {
         for (const v of victims) {
           await this.deps.evictor.evict(v, "lru", {
             for_path: req.path,
+            policy: settings.evictionPolicy,
             ...(req.maxEvictBytes !== undefined ? { for_warm: true } : {}),
           });
         }
+        choice.commit();
       }
       this.reservedUserBytes += needUser;
       this.reservedBytes += req.sizeBytes;
@@ -167,6 +171,30 @@ export class SpaceManager {
   /** Runs `fn` while no reservation decision is being made (eviction by other paths). */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
     return this.lock(fn);
+  }
+
+  /**
+   * The victims the configured policy picks to free `bytes` (undefined when
+   * not enough may go), and what to record once they are gone.
+   */
+  private chooseVictims(settings: CacheSettings, bytes: number): { victims: ModelRow[]; commit(): void } | undefined {
+    const candidates = this.candidates();
+    if (settings.evictionPolicy === "lru") {
+      const victims = pickLru(candidates, bytes);
+      return victims && { victims, commit: () => {} };
+    }
+    const { db, clock } = this.deps;
+    const inflationAt = inflationReader(db);
+    const picked = pickGdsf(candidates, bytes, inflationAt);
+    if (!picked) return undefined;
+    return {
+      victims: picked.victims,
+      commit: () => {
+        const now = clock.now().getTime();
+        const oldestUse = evictableUserLoras(db).reduce((min, row) => Math.min(min, lastUsedMs(row)), now);
+        raiseInflation(db, now, Math.max(inflationAt(now), picked.inflation), oldestUse);
+      },
+    };
   }
 
   private candidates(): ModelRow[] {

@@ -73,6 +73,14 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (user_id, lora_id)
   );
   `,
+  `
+  -- GDSF's inflation value L over time (it only grows): a row's priority is L as of its last_used plus its
+  -- frequency times cost per byte, so uses recorded by anyone (the node package too) need no extra write.
+  CREATE TABLE lora_gdsf_inflation (
+    at_ms INTEGER PRIMARY KEY,
+    value REAL NOT NULL
+  );
+  `,
 ];
 
 /**

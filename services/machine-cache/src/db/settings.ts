@@ -11,7 +11,12 @@ export const SETTING_DEFAULTS = {
   lora_max_age_days: "7",
   lora_eviction_enabled: "true",
   min_free_space_gb: "10",
+  lora_eviction_policy: "lru",
 } as const;
+
+/** How room is made when the cache is full: least recently used, or GDSF (frequency and size aware). */
+export const EVICTION_POLICIES = ["lru", "gdsf"] as const;
+export type EvictionPolicy = (typeof EVICTION_POLICIES)[number];
 
 export type SettingKey = keyof typeof SETTING_DEFAULTS;
 
@@ -20,6 +25,7 @@ export interface CacheSettings {
   loraMaxAgeDays: number;
   evictionEnabled: boolean;
   minFreeBytes: number;
+  evictionPolicy: EvictionPolicy;
 }
 
 export interface SettingOverrides {
@@ -27,6 +33,7 @@ export interface SettingOverrides {
   loraMaxAgeDays?: number;
   loraEvictionEnabled?: boolean;
   minFreeSpaceGb?: number;
+  loraEvictionPolicy?: EvictionPolicy;
 }
 
 /** Seeds missing settings, then writes the environment's overrides so the table shows what is in force. */
@@ -40,6 +47,7 @@ export function seedSettings(db: Db, overrides: SettingOverrides): void {
     ["lora_max_age_days", overrides.loraMaxAgeDays?.toString()],
     ["lora_eviction_enabled", overrides.loraEvictionEnabled?.toString()],
     ["min_free_space_gb", overrides.minFreeSpaceGb?.toString()],
+    ["lora_eviction_policy", overrides.loraEvictionPolicy],
   ];
   db.transaction(() => {
     for (const [key, value] of Object.entries(SETTING_DEFAULTS)) insert.run(key, value);
@@ -68,11 +76,18 @@ export function readSettings(db: Db): CacheSettings {
     if (["false", "0", "no"].includes(text)) return false;
     throw badSetting(key, text, "true or false");
   };
+  const policy = (key: SettingKey) => {
+    const text = get(key).trim().toLowerCase();
+    const found = EVICTION_POLICIES.find((p) => p === text);
+    if (!found) throw badSetting(key, text, EVICTION_POLICIES.join(" or "));
+    return found;
+  };
   return {
     loraCacheMaxBytes: Math.floor(number("lora_cache_max_gb") * GIB),
     loraMaxAgeDays: number("lora_max_age_days"),
     evictionEnabled: flag("lora_eviction_enabled"),
     minFreeBytes: Math.floor(number("min_free_space_gb") * GIB),
+    evictionPolicy: policy("lora_eviction_policy"),
   };
 }
 
