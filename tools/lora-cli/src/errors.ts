@@ -85,12 +85,12 @@ export function describeError(err: unknown, registryUrl: string): CliError {
   }
   const reason = reasonOf(err);
   const exitCode = BY_REASON[reason] ?? BY_CODE[err.code] ?? EXIT.FAILURE;
-  let message = err.rawMessage;
+  let message = reason ? `${err.rawMessage} [${reason}]` : err.rawMessage;
   if (!reason && err.code === Code.Unavailable) {
     message = `cannot reach the registry at ${registryUrl}: ${err.rawMessage}`;
   }
-  if (reason === "TOKEN_MISSING") message += " (run `lora login` first, or pass --token)";
-  if (reason === "TOKEN_EXPIRED" || reason === "TOKEN_INVALID") message += " (run `lora login` with a new token)";
+  if (reason === "TOKEN_MISSING") message += "\n  run `lora login` first, or pass --token";
+  if (reason === "TOKEN_EXPIRED" || reason === "TOKEN_INVALID") message += "\n  run `lora login` with a new token";
   const quota = err.findDetails(QuotaExceededDetailSchema)[0];
   if (quota?.quota) {
     const q = quota.quota;
@@ -100,5 +100,5 @@ export function describeError(err: unknown, registryUrl: string): CliError {
         : `\n  Storage: ${formatBytes(q.usedBytes + q.reservedBytes)} of ${formatBytes(q.maxBytes)} used, ` +
           `${formatBytes(q.availableBytes)} available; this file needs ${formatBytes(quota.requestedBytes)}`;
   }
-  return new CliError(reason ? `${message} [${reason}]` : message, exitCode, reason);
+  return new CliError(message, exitCode, reason);
 }
