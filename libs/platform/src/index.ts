@@ -11,3 +11,6 @@ export * from "./rpc/health.js";
 export * from "./rpc/clients.js";
 export * from "./bus/index.js";
 export * from "./clock.js";
+export * from "./telemetry-messaging.js";
+export * from "./telemetry-failures.js";
+export * from "./telemetry-testing.js";

@@ -1,11 +1,11 @@
 import { trace } from "@opentelemetry/api";
-import pino, { type Logger } from "pino";
+import pino, { type DestinationStream, type Logger } from "pino";
 
 export type { Logger } from "pino";
 
-/** Structured JSON logs with the active trace and span ids on every line. */
-export function createLogger(service: string, level = "info"): Logger {
-  return pino({
+/** Structured JSON logs with the active trace and span ids on every line (stdout unless a destination is given). */
+export function createLogger(service: string, level = "info", destination?: DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
     name: service,
     level,
     base: { service },
@@ -15,5 +15,6 @@ export function createLogger(service: string, level = "info"): Logger {
       const span = trace.getActiveSpan()?.spanContext();
       return span ? { trace_id: span.traceId, span_id: span.spanId } : {};
     },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }

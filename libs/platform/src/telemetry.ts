@@ -6,16 +6,25 @@ import {
   SpanStatusCode,
   trace,
   type Meter,
+  type Span,
   type TextMapGetter,
   type TextMapSetter,
   type Tracer,
 } from "@opentelemetry/api";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { ErrorInfoSchema } from "@emprops/contracts";
 
 const INSTRUMENTATION = "@emprops/platform";
 
 export const tracer = (): Tracer => trace.getTracer(INSTRUMENTATION);
 export const meter = (): Meter => metrics.getMeter(INSTRUMENTATION);
+
+/** Marks a span failed with the error (services need not import the API for this). */
+export function recordSpanError(span: Span, err: unknown): void {
+  const error = err instanceof Error ? err : new Error(String(err));
+  span.recordException(error);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+}
 
 interface HeaderLike {
   get(name: string): string | null;
@@ -29,56 +38,122 @@ const headerGetter: TextMapGetter<HeaderLike> = {
 };
 const headerSetter: TextMapSetter<HeaderLike> = { set: (carrier, key, value) => carrier.set(key, value) };
 
-/** Server side: one span per RPC, continuing the caller's trace. */
+/** The shared ErrorReason a ConnectError carries (google.rpc.ErrorInfo), if any. */
+function reasonOf(err: ConnectError): string | undefined {
+  try {
+    return err.findDetails(ErrorInfoSchema)[0]?.reason || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const rpcAttributes = (service: string, method: string) => ({
+  "rpc.system": "connect_rpc",
+  "rpc.service": service,
+  "rpc.method": method,
+});
+
+/**
+ * Server side: one SERVER span per RPC, continuing the caller's trace, and
+ * the `rpc.server.duration` histogram by service, method and status code
+ * (plus the error reason, when the error carries one).
+ */
 export function serverTracingInterceptor(): Interceptor {
+  const duration = meter().createHistogram("rpc.server.duration", {
+    description: "Time to handle an RPC, by service, method, status code and error reason",
+    unit: "s",
+  });
   return (next) => async (req) => {
+    // Health checks and reflection (probes every few seconds) would drown the traces.
+    if (req.service.typeName.startsWith("grpc.")) return next(req);
     const parent = propagation.extract(context.active(), req.header as HeaderLike, headerGetter);
+    const attributes = rpcAttributes(req.service.typeName, req.method.name);
     const span = tracer().startSpan(
       `${req.service.typeName}/${req.method.name}`,
-      {
-        kind: SpanKind.SERVER,
-        attributes: { "rpc.system": "connect_rpc", "rpc.service": req.service.typeName, "rpc.method": req.method.name },
-      },
+      { kind: SpanKind.SERVER, attributes },
       parent,
     );
+    const started = performance.now();
+    let status = "ok";
+    let reason: string | undefined;
     return context.with(trace.setSpan(parent, span), async () => {
       try {
-        const res = await next(req);
-        span.setAttribute("rpc.connect_rpc.status_code", "ok");
-        return res;
+        return await next(req);
       } catch (err) {
         const ce = ConnectError.from(err);
-        span.setAttribute("rpc.connect_rpc.status_code", Code[ce.code]);
+        status = Code[ce.code];
+        reason = reasonOf(ce);
+        if (reason) span.setAttribute("emprops.error.reason", reason);
         if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.Unavailable) {
           span.recordException(ce);
           span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
         }
         throw err;
       } finally {
+        span.setAttribute("rpc.connect_rpc.status_code", status);
         span.end();
+        duration.record((performance.now() - started) / 1000, {
+          ...attributes,
+          "rpc.connect_rpc.status_code": status,
+          ...(reason ? { "emprops.error.reason": reason } : {}),
+        });
       }
     });
   };
 }
 
-/** Client side: a span per call and the trace context in the headers. */
+/**
+ * Client side: a CLIENT span per call, the trace context in the request
+ * headers, and the `rpc.client.duration` histogram.
+ */
 export function clientTracingInterceptor(): Interceptor {
+  const duration = meter().createHistogram("rpc.client.duration", {
+    description: "Time of an outgoing RPC, by service, method and status code",
+    unit: "s",
+  });
   return (next) => async (req) => {
+    const attributes = rpcAttributes(req.service.typeName, req.method.name);
     const span = tracer().startSpan(`${req.service.typeName}/${req.method.name}`, {
       kind: SpanKind.CLIENT,
-      attributes: { "rpc.system": "connect_rpc", "rpc.service": req.service.typeName, "rpc.method": req.method.name },
+      attributes,
     });
     const ctx = trace.setSpan(context.active(), span);
     propagation.inject(ctx, req.header as HeaderLike, headerSetter);
+    const started = performance.now();
+    let status = "ok";
     try {
       return await context.with(ctx, () => next(req));
     } catch (err) {
-      span.setAttribute("rpc.connect_rpc.status_code", Code[ConnectError.from(err).code]);
+      const ce = ConnectError.from(err);
+      status = Code[ce.code];
+      const reason = reasonOf(ce);
+      if (reason) span.setAttribute("emprops.error.reason", reason);
+      if (ce.code === Code.Internal || ce.code === Code.Unknown || ce.code === Code.Unavailable) {
+        span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
+      }
       throw err;
     } finally {
+      span.setAttribute("rpc.connect_rpc.status_code", status);
       span.end();
+      duration.record((performance.now() - started) / 1000, { ...attributes, "rpc.connect_rpc.status_code": status });
     }
   };
+}
+
+/**
+ * The active trace context as a small map (W3C traceparent/tracestate), to
+ * store beside work that runs later, e.g. an outbox row; undefined outside a
+ * trace.
+ */
+export function captureTraceContext(): Record<string, string> | undefined {
+  const carrier: Record<string, string> = {};
+  propagation.inject(context.active(), carrier);
+  return Object.keys(carrier).length > 0 ? carrier : undefined;
+}
+
+/** Runs fn in the trace context captured by captureTraceContext (or the current one when there is none). */
+export function withTraceContext<T>(carrier: Record<string, string> | null | undefined, fn: () => T): T {
+  return carrier ? context.with(propagation.extract(context.active(), carrier), fn) : fn();
 }
 
 /** Puts the active trace context into message headers (e.g. NATS). */

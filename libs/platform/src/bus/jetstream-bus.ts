@@ -2,6 +2,7 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamCl
 import { headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { MessagingTelemetry } from "../telemetry-messaging.js";
 import { type BusMessage, type Consumer, type ConsumerOptions, type EventBus, redeliveryDelayMs } from "./event-bus.js";
 
 export interface JetStreamBusOptions {
@@ -27,6 +28,7 @@ export class JetStreamBus implements EventBus {
   private readonly ready: Promise<void>;
   private closed = false;
   private readonly consumers = new Set<{ stop(): Promise<void> }>();
+  private readonly telemetry = new MessagingTelemetry();
 
   constructor(private readonly opts: JetStreamBusOptions) {
     this.ready = this.connectLoop();
@@ -93,10 +95,13 @@ export class JetStreamBus implements EventBus {
   }
 
   async publish(subject: string, data: Uint8Array, opts: { msgId: string; headers?: Record<string, string> }) {
-    if (!this.js || !this.isUp) throw new Error("NATS is not connected");
-    const h = natsHeaders();
-    for (const [k, v] of Object.entries(opts.headers ?? {})) h.set(k, v);
-    await this.js.publish(subject, data, { msgID: opts.msgId, headers: h, timeout: 5_000 });
+    const js = this.js;
+    if (!js || !this.isUp) throw new Error("NATS is not connected");
+    await this.telemetry.publish("nats", subject, opts.msgId, opts.headers, async (headers) => {
+      const h = natsHeaders();
+      for (const [k, v] of Object.entries(headers)) h.set(k, v);
+      await js.publish(subject, data, { msgID: opts.msgId, headers: h, timeout: 5_000 });
+    });
   }
 
   async consume(opts: ConsumerOptions): Promise<Consumer> {
@@ -130,7 +135,9 @@ export class JetStreamBus implements EventBus {
               deliveryCount: m.info.deliveryCount,
             };
             try {
-              await opts.handler(msg);
+              await this.telemetry.deliver("nats", { durable: opts.durable, ...msg, pending: m.info.pending }, () =>
+                opts.handler(msg),
+              );
               m.ack();
             } catch (err) {
               const delay = redeliveryDelayMs(msg.deliveryCount);

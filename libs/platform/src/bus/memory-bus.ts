@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { MessagingTelemetry } from "../telemetry-messaging.js";
 import {
   type BusMessage,
   type Consumer,
@@ -24,6 +25,7 @@ export class MemoryBus implements EventBus {
   private readonly seenIds = new Set<string>();
   private readonly wakers = new Set<() => void>();
   private closed = false;
+  private readonly telemetry = new MessagingTelemetry();
   readonly connected = true;
 
   constructor(logger: Logger) {
@@ -35,7 +37,9 @@ export class MemoryBus implements EventBus {
   async publish(subject: string, data: Uint8Array, opts: { msgId: string; headers?: Record<string, string> }) {
     if (this.seenIds.has(opts.msgId)) return;
     this.seenIds.add(opts.msgId);
-    this.log.push({ seq: this.log.length + 1, subject, data, headers: opts.headers ?? {} });
+    await this.telemetry.publish("memory", subject, opts.msgId, opts.headers, async (headers) => {
+      this.log.push({ seq: this.log.length + 1, subject, data, headers });
+    });
     for (const wake of this.wakers) wake();
   }
 
@@ -57,7 +61,11 @@ export class MemoryBus implements EventBus {
         for (let delivery = 1; !stopped; delivery++) {
           const msg: BusMessage = { ...item, deliveryCount: delivery };
           try {
-            await opts.handler(msg);
+            await this.telemetry.deliver(
+              "memory",
+              { durable: opts.durable, ...msg, pending: this.log.length - next },
+              () => opts.handler(msg),
+            );
             break;
           } catch {
             if (opts.maxDeliver && delivery >= opts.maxDeliver) break;
