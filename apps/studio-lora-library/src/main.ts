@@ -10,7 +10,11 @@ import { renderQuota } from "./views/quota-bar.js";
 import { errorBox } from "./views/toasts.js";
 import { uploadPanel } from "./views/upload-panel.js";
 
-const PAGE_SIZE = 12;
+/** Cards per page: 12, or ?pageSize=N (1–200). */
+function pageSize(): number {
+  const n = Number(new URLSearchParams(location.search).get("pageSize"));
+  return Number.isInteger(n) && n >= 1 && n <= 200 ? n : 12;
+}
 const root = document.getElementById("app")!;
 
 function signIn(config: PageConfig, problem?: ShownError): void {
@@ -78,7 +82,7 @@ function start(config: PageConfig, session: Session): void {
   };
   const lib = library({
     client,
-    pageSize: PAGE_SIZE,
+    pageSize: pageSize(),
     onError,
     onOpen: (lora) =>
       void openDetails(client, lora.id, () => {

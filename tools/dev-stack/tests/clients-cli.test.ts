@@ -166,6 +166,27 @@ describe("the lora CLI against the real stack", () => {
     expect(JSON.parse((await lora(["ls", "--json"])).stdout).totalSize).toBe(2);
   });
 
+  test("ls pages through with page tokens", async () => {
+    const first = await lora(["ls", "--limit", "1", "--sort", "name", "--order", "asc"]);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toContain("anime_style.safetensors");
+    const token = /--page-token (\S+)$/.exec(first.stderr.trim())?.[1];
+    expect(first.stderr).toMatch(/^1 of 2 LoRAs; for the next page, repeat the command with --page-token \S+\n$/);
+    const second = await lora(["ls", "--limit", "1", "--sort", "name", "--order", "asc", "--page-token", token!]);
+    expect(second.stdout).toContain("portrait_detail.safetensors");
+    expect(second.stderr).toBe("1 of 2 LoRAs\n");
+    const all = JSON.parse(
+      (await lora(["ls", "--limit", "1", "--sort", "name", "--order", "asc", "--all", "--json"])).stdout,
+    );
+    expect(all.loras.map((l: { name: string }) => l.name)).toEqual([
+      "anime_style.safetensors",
+      "portrait_detail.safetensors",
+    ]);
+    const bad = await lora(["ls", "--page-token", "forged"]);
+    expect(bad.code).toBe(8);
+    expect(bad.stderr).toContain("[INVALID_PAGE_TOKEN]");
+  });
+
   test("files the server refuses exit 6 with its reason; over quota exits 7 with the numbers", async () => {
     const text = path.join(dir, "notes.txt");
     writeFileSync(text, "hello");

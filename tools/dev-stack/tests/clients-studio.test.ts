@@ -206,6 +206,22 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     await waitGrid(["portrait_detail.safetensors", "anime_style.safetensors"]);
     await page.getByLabel("Sort").selectOption({ label: "Newest first" });
     await waitGrid(["portrait_detail.safetensors", "anime_style.safetensors"]);
+
+    // One card per page: the pages follow the registry's page tokens.
+    await page.goto(`${studio.url}?pageSize=1`);
+    await waitGrid(["portrait_detail.safetensors"]);
+    await page.getByText("Showing 1–1 of 2").waitFor();
+    const previous = page.getByRole("button", { name: "← Previous" });
+    const next = page.getByRole("button", { name: "Next →" });
+    expect(await previous.isDisabled()).toBe(true);
+    await next.click();
+    await waitGrid(["anime_style.safetensors"]);
+    await page.getByText("Showing 2–2 of 2").waitFor();
+    expect(await next.isDisabled()).toBe(true);
+    await previous.click();
+    await waitGrid(["portrait_detail.safetensors"]);
+    await page.goto(studio.url);
+    await waitGrid(["portrait_detail.safetensors", "anime_style.safetensors"]);
   });
 
   test("details show the extracted metadata and the workflows that used the LoRA", async () => {

@@ -156,10 +156,13 @@ export function library(opts: LibraryOptions): Library {
     );
   };
 
+  let latest = 0;
   const load = async () => {
     renderTagChips();
     status.textContent = "Loading…";
     const s = SORTS[state.sort] ?? SORTS[0]!;
+    // Only the newest request may draw: typing fast must not let an older answer win.
+    const request = ++latest;
     try {
       const res = await opts.client.listLoras({
         search: state.search,
@@ -169,6 +172,7 @@ export function library(opts: LibraryOptions): Library {
         pageSize: opts.pageSize,
         pageToken: state.tokens[state.page] ?? "",
       });
+      if (request !== latest) return;
       state.tokens = [...state.tokens.slice(0, state.page + 1), ...(res.nextPageToken ? [res.nextPageToken] : [])];
       const first = state.page * opts.pageSize + 1;
       status.textContent =
@@ -207,6 +211,7 @@ export function library(opts: LibraryOptions): Library {
         ),
       );
     } catch (err) {
+      if (request !== latest) return;
       const shown = showError(err);
       status.textContent = "";
       mount(grid, errorBox(shown));
