@@ -105,6 +105,9 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     front.once("error", reject);
     front.listen(opts.port, opts.host, () => resolve());
   });
+  // h1 and h2 never listen themselves; "listening" starts h1's connection
+  // tracking, without which closeIdleConnections() cannot close keep-alives.
+  h1.emit("listening");
   const address = front.address() as net.AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
