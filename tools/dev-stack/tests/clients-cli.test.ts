@@ -200,6 +200,12 @@ describe("the lora CLI against the real stack", () => {
     expect(invalid.code).toBe(6);
     expect(invalid.stderr).toMatch(/lora: .+ \[INVALID_FILE_FORMAT\]\n$/);
 
+    const evil = path.join(dir, "evil.pt");
+    writeFileSync(evil, Buffer.from("8002636f730a73797374656d0a710058020000006c7371018571025271032e", "hex"));
+    const unsafe = await lora(["upload", evil]);
+    expect(unsafe.code).toBe(6);
+    expect(unsafe.stderr).toMatch(/lora: .*os\.system.* \[UNSAFE_PICKLE\]\n$/);
+
     const setQuota = await admin(["admin", "quota", "set", t.userId, "--gb", String(8 / 1024)]);
     expect(setQuota.code).toBe(0);
     expect(setQuota.stdout).toContain("used 7.5 MiB of 8.0 MiB");

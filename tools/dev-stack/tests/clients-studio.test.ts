@@ -306,7 +306,10 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     writeFileSync(notes, "not a LoRA");
     const broken = path.join(dir, "broken.safetensors");
     writeFileSync(broken, Buffer.alloc(64 * 1024, 0x41));
-    await choose([notes, broken]);
+    // A legacy .pt pickle that would call os.system("ls") when loaded.
+    const evil = path.join(dir, "evil.pt");
+    writeFileSync(evil, Buffer.from("8002636f730a73797374656d0a710058020000006c7371018571025271032e", "hex"));
+    await choose([notes, broken, evil]);
 
     await waitPhase("notes.txt", "failed");
     const wrongType = upload("notes.txt").getByRole("alert");
@@ -317,7 +320,12 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     const invalid = upload("broken.safetensors").getByRole("alert");
     expect(await invalid.getAttribute("data-reason")).toBe("INVALID_FILE_FORMAT");
     expect(await text(invalid.locator(".error-message"))).not.toBe("");
+    await waitPhase("evil.pt", "failed");
+    const unsafe = upload("evil.pt").getByRole("alert");
+    expect(await unsafe.getAttribute("data-reason")).toBe("UNSAFE_PICKLE");
+    expect(await text(unsafe)).toMatch(/^Unsafe file rejected\n.*os\.system.*\nCode it would run: os\.system\n/);
     expect(await cardNames()).not.toContain("broken.safetensors");
+    expect(await cardNames()).not.toContain("evil.pt");
   });
 
   test("the quota bar warns from 80%, and an upload that does not fit shows the numbers", async () => {
