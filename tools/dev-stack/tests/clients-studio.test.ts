@@ -108,6 +108,8 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        // Containers often have a small /dev/shm.
+        "--disable-dev-shm-usage",
       ],
       viewport: { width: 1200, height: 860 },
     });
