@@ -26,3 +26,4 @@ export * as reflectionV1 from "./gen/grpc/reflection/v1/reflection_pb.js";
 export * as reflectionV1alpha from "./gen/grpc/reflection/v1alpha/reflection_pb.js";
 export * from "./subjects.js";
 export * from "./reasons.js";
+export * from "./upload-blocks.js";

@@ -1,4 +1,4 @@
-import { type PlannedBlock, blockListXml } from "./block-plan.js";
+import { type PlannedBlock, blockListXml } from "@emprops/contracts";
 
 /** A non-2xx answer of Blob Storage, with its x-ms-error-code. */
 export class BlobRequestError extends Error {

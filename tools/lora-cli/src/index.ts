@@ -1,5 +1,4 @@
 export { run } from "./program.js";
 export { uploadLora, type UploadLoraOptions, type UploadLoraResult, type UploadProgress } from "./upload-lora.js";
-export { planBlocks, remainingBlocks, blockId, blockListXml, type PlannedBlock } from "./block-plan.js";
 export { createRegistryClients, type RegistryClients } from "./clients.js";
 export { EXIT, CliError, describeError } from "./errors.js";

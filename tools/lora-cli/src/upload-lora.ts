@@ -8,10 +8,12 @@ import {
   type StagedBlock,
   UploadState,
   type UserLoraMetadata,
+  type PlannedBlock,
+  planBlocks,
+  remainingBlocks,
 } from "@emprops/contracts";
 import pRetry, { AbortError } from "p-retry";
 import { BlobRequestError, putBlock, putBlockList } from "./blob-requests.js";
-import { type PlannedBlock, planBlocks, remainingBlocks } from "./block-plan.js";
 import { CliError, EXIT, reasonOf } from "./errors.js";
 
 export interface UploadProgress {

@@ -1,4 +1,4 @@
-import { blockListXml, type PlannedBlock } from "./block-plan.js";
+import { blockListXml, type PlannedBlock } from "@emprops/contracts";
 
 /** A failed request to Blob Storage: an HTTP status with x-ms-error-code, or no answer (status 0). */
 export class BlobRequestError extends Error {

@@ -1,10 +1,17 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type Lora, type QuotaSummary, type StagedBlock, UploadState } from "@emprops/contracts";
+import {
+  type Lora,
+  type QuotaSummary,
+  type StagedBlock,
+  UploadState,
+  type PlannedBlock,
+  planBlocks,
+  remainingBlocks,
+} from "@emprops/contracts";
 import pRetry, { AbortError } from "p-retry";
 import type { LoraClient } from "../api.js";
 import { type ShownError, showError } from "../errors.js";
 import { BlobRequestError, putBlock, putBlockList } from "./blob-requests.js";
-import { type PlannedBlock, planBlocks, remainingBlocks } from "./block-plan.js";
 import { fileFingerprint, resumeStore } from "./resume-store.js";
 
 export type UploadPhase = "preparing" | "uploading" | "verifying" | "done" | "paused" | "failed" | "cancelled";

@@ -1,7 +1,13 @@
+/**
+ * The block layout of a LoRA upload to a signed URL (Put Block / Put Block
+ * List). Every client uses these ids, so any client can resume an upload
+ * another one started.
+ */
+
 /** One Put Block of an upload. */
 export interface PlannedBlock {
   index: number;
-  /** Base64 block id; every id of a blob has the same length, as Put Block requires. */
+  /** Base64 block id, the same length for every block of a blob as Put Block requires. */
   id: string;
   offset: number;
   size: number;
@@ -9,7 +15,7 @@ export interface PlannedBlock {
 
 /** Block i's id: base64 of "block-000042". */
 export function blockId(index: number): string {
-  return Buffer.from(`block-${String(index).padStart(6, "0")}`).toString("base64");
+  return btoa(`block-${String(index).padStart(6, "0")}`);
 }
 
 /** The file cut into blocks of blockSize bytes (the last one shorter). */

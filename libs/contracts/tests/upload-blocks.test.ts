@@ -1,4 +1,4 @@
-import { blockId, blockListXml, planBlocks, remainingBlocks } from "../src/block-plan.js";
+import { blockId, blockListXml, planBlocks, remainingBlocks } from "../src/upload-blocks.js";
 
 describe("cutting a file into Put Block blocks", () => {
   test("blocks cover the file exactly, the last one shorter, ids of one length", () => {
