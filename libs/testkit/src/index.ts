@@ -8,6 +8,7 @@ export {
   type StartedAzurite,
 } from "./infra/azurite.js";
 export { type ServiceOptions } from "./infra/service-options.js";
+export { spawnService, type SpawnServiceOptions, type SpawnedService } from "./infra/spawn-service.js";
 export { provideTestDependencies, type TestDependencies, type TestEnvVars } from "./test-dependencies.js";
 export { testEnv, type TestEnv } from "./test-env.js";
 export {

@@ -33,13 +33,19 @@ export function azuriteConnectionString(blobEndpoint: string): string {
  * memory unless `persistent`, when it keeps its files in `dataDir`
  * (`--location`); a non-persistent `dataDir` is not used.
  */
-export async function startAzurite(options: ServiceOptions = {}): Promise<StartedAzurite> {
+export async function startAzurite(
+  options: ServiceOptions & {
+    /** Options for Azurite's node process, e.g. --cpu-prof (written when it stops). */
+    nodeArgs?: string[];
+  } = {},
+): Promise<StartedAzurite> {
   const main = path.join(path.dirname(nativeResolve("azurite/package.json")), "dist/src/blob/main.js");
   const dir = options.persistent ? await prepareDataDir("azurite", options) : undefined;
   const server = await spawnService({
     name: "azurite",
     command: process.execPath,
     args: [
+      ...(options.nodeArgs ?? []),
       main,
       ...(dir ? ["--location", dir.path] : ["--inMemoryPersistence"]),
       "--silent",

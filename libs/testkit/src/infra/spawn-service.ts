@@ -9,6 +9,8 @@ export interface SpawnServiceOptions<T> {
   name: string;
   command: string;
   args: string[];
+  /** The child's environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
   /** Looks at everything printed so far (stdout and stderr); returns a value once the service is ready. */
   ready(output: string): T | undefined;
   timeoutMs: number;
@@ -38,7 +40,7 @@ export async function spawnService<T>(options: SpawnServiceOptions<T>): Promise<
   const stopSignal = options.stopSignal ?? "SIGTERM";
   const tail = new OutputTail();
   const guard = guardAgainstOrphan(stopSignal, options.scratchDir);
-  const child = spawn(options.command, options.args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(options.command, options.args, { stdio: ["ignore", "pipe", "pipe"], env: options.env });
   if (child.pid !== undefined) guard.watch(child.pid);
   // A server nobody stopped must not keep its owner (a jest run) alive for
   // ever; when the owner exits, the guard stops it. Startup and stop() wait
