@@ -230,7 +230,12 @@ describe("the lora CLI against the real stack", () => {
       [["show", "999999"], {}, 5, /\[LORA_NOT_FOUND\]/],
       [["rm", "999999"], {}, 5, /\[LORA_NOT_FOUND\]/],
       [["--token", "garbage", "ls"], {}, 3, /\[TOKEN_INVALID\]/],
-      [["ls"], { LORA_CONFIG: path.join(dir, "nobody.json") }, 3, /run `lora login` first/],
+      [
+        ["ls"],
+        { LORA_CONFIG: path.join(dir, "nobody.json"), LORA_REGISTRY_URL: t.stack.registry.url },
+        3,
+        /run `lora login` first/,
+      ],
       [["admin", "audit"], {}, 4, /\[ROLE_REQUIRED\]/],
       [["--registry", "http://127.0.0.1:9", "ls"], {}, 10, /cannot reach the registry at http:\/\/127\.0\.0\.1:9/],
     ];
