@@ -78,7 +78,7 @@ const shape = {
     .min(MiB, "must be at least 1 MiB")
     .max(4000 * MiB, "must be at most 4000 MiB (the Put Block limit)")
     .default(8 * MiB),
-  MAX_LORA_SIZE_BYTES: env.positiveInt(2 * 1024 * MiB),
+  MAX_LORA_BYTES: env.positiveInt(2 * 1024 * MiB),
   UPLOAD_BLOCKS_IN_FLIGHT: z.coerce.number().int().min(1).max(16).default(4),
   STORAGE_CORS_ALLOWED_ORIGINS: env.origins(),
 };
@@ -123,7 +123,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): GatewayConf
     downloadUrlTtlSeconds: e.DOWNLOAD_URL_TTL_SECONDS,
     downloadUrlMaxTtlSeconds: e.DOWNLOAD_URL_MAX_TTL_SECONDS,
     blockSizeBytes: e.UPLOAD_BLOCK_SIZE_BYTES,
-    maxLoraSizeBytes: e.MAX_LORA_SIZE_BYTES,
+    maxLoraSizeBytes: e.MAX_LORA_BYTES,
     uploadBlocksInFlight: e.UPLOAD_BLOCKS_IN_FLIGHT,
     storageCorsAllowedOrigins: e.STORAGE_CORS_ALLOWED_ORIGINS,
     auth: authConfig(e),

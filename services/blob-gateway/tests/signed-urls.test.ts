@@ -3,9 +3,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { mintToken } from "@emprops/platform";
 import { ValidationStatus } from "@emprops/contracts";
+import { buildSafetensors, loraTensors } from "@emprops/testkit";
 import { newBlob, pathOf } from "./support/ids.js";
 import { rpcFailure } from "./support/rpc-errors.js";
-import { loraTensors, safetensorsFile } from "./support/safetensors-file.js";
 import { type GatewayUnderTest, JWT_SECRET, startGatewayForTest } from "./support/start-gateway.js";
 
 const MiB = 1024 * 1024;
@@ -16,7 +16,7 @@ let t: GatewayUnderTest;
 beforeAll(async () => {
   t = await startGatewayForTest("signed-urls", {
     UPLOAD_BLOCK_SIZE_BYTES: String(MiB),
-    MAX_LORA_SIZE_BYTES: String(200 * GiB),
+    MAX_LORA_BYTES: String(200 * GiB),
     DOWNLOAD_URL_MAX_TTL_SECONDS: "1200",
   });
 });
@@ -46,7 +46,7 @@ function putBlockList(uploadUrl: string, ids: string[]) {
 describe("browser-style upload with the signed URL", () => {
   it("resumes from the uncommitted block list after an interruption, then verifies", async () => {
     // About 3.2 MiB: four 1 MiB blocks at the recommended size.
-    const file = safetensorsFile(loraTensors(24, 32, 1024), { ss_network_dim: "32" });
+    const file = buildSafetensors(loraTensors(24, 32, 1024), { ss_network_dim: "32" });
     const blob = newBlob();
     const { uploadUrl, blockSizeBytes, blobPath, expireTime } = await t.client.createUploadUrl({
       blob,
