@@ -5,7 +5,8 @@
  *
  *   npm run bench -w services/lora-registry            (DATABASE_URL: a server where it may CREATE DATABASE)
  *
- * The scratch database is dropped at the end.
+ * The scratch database is dropped at the end. The suite (`npm run bench`,
+ * bench/) runs measureListLatency() with the sizes of its mode.
  */
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
@@ -16,16 +17,31 @@ import { type ListLorasRequestSchema, LoraService, LoraSortField, SortOrder } fr
 import { bearerInterceptor, mintToken } from "@emprops/platform";
 import { loadConfig, startLoraRegistry } from "@emprops/lora-registry";
 import pg from "pg";
+import { percentile } from "../../../bench/src/harness/stats.js";
 
-const ADMIN_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const SECRET = "bench-secret-0123456789abcdef";
-const USER_LORAS = 1_000;
-const SMALL = 10_000;
-const LARGE = 1_000_000;
-const RUNS = Number(process.env.BENCH_RUNS ?? 200);
 
-async function seed(db: pg.Client, from: number, to: number, target: string): Promise<void> {
-  // Row i: the target user's LoRA for i < USER_LORAS; else one of 20,000 other users;
+export interface ListLatencyOptions {
+  /** A PostgreSQL server where a scratch database may be created. */
+  adminUrl: string;
+  /** flat_file rows for the first and the second measurement, e.g. 10,000 and 1,000,000. */
+  sizes: [number, number];
+  /** The measured user's LoRAs (part of the first size). */
+  userLoras: number;
+  /** Calls per scenario and size (after 20 warm-up calls). */
+  runs: number;
+  log?: (line: string) => void;
+}
+
+export interface ListLatencyResult {
+  /** Per scenario, p50/p95 in ms at each size. */
+  scenarios: { label: string; cells: { p50: number; p95: number }[] }[];
+  /** EXPLAIN ANALYZE of the name search at the larger size. */
+  plan: string;
+}
+
+async function seed(db: pg.Client, from: number, to: number, target: string, userLoras: number): Promise<void> {
+  // Row i: the target user's LoRA for i < userLoras; else one of 20,000 other users;
   // 40 % of the others' rows are not LoRAs, 2 % of the LoRAs are hidden (deleted).
   await db.query(
     `INSERT INTO flat_file (user_id, name, created_at, hidden, tags, mime_type, url, gen_out_data)
@@ -44,33 +60,31 @@ async function seed(db: pg.Client, from: number, to: number, target: string): Pr
                                'validation_status', 'safe', 'format', 'safetensors', 'upload_source', 'api',
                                'lora_metadata', jsonb_build_object('base_model', 'SDXL'))
      FROM generate_series($1::int, $2::int - 1) AS i`,
-    [from, to, USER_LORAS, target],
+    [from, to, userLoras, target],
   );
   await db.query("ANALYZE flat_file");
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
-
-async function measure(call: () => Promise<unknown>): Promise<{ p50: number; p95: number }> {
+async function measure(call: () => Promise<unknown>, runs: number): Promise<{ p50: number; p95: number }> {
   for (let i = 0; i < 20; i++) await call();
   const times: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
+  for (let i = 0; i < runs; i++) {
     const start = performance.now();
     await call();
     times.push(performance.now() - start);
   }
-  times.sort((a, b) => a - b);
   return { p50: percentile(times, 50), p95: percentile(times, 95) };
 }
 
-async function main(): Promise<void> {
-  const admin = new pg.Client({ connectionString: ADMIN_URL });
+/** Seeds flat_file to each size in turn and measures every scenario at each. */
+export async function measureListLatency(opts: ListLatencyOptions): Promise<ListLatencyResult> {
+  const { adminUrl, userLoras, runs } = opts;
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   const name = `lora_bench_${Date.now()}`;
   await admin.query(`CREATE DATABASE ${name}`);
-  const url = new URL(ADMIN_URL);
+  const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   const registry = await startLoraRegistry(
     loadConfig({
@@ -94,7 +108,9 @@ async function main(): Promise<void> {
       }),
     );
     // One of the target's names, to search for a single row.
-    const rare = (await db.query<{ s: string }>("SELECT substr(md5('500'), 1, 10) AS s")).rows[0]!.s;
+    const rare = (
+      await db.query<{ s: string }>("SELECT substr(md5($1::text), 1, 10) AS s", [String(Math.floor(userLoras / 2))])
+    ).rows[0]!.s;
     const scenarios: [string, () => Promise<MessageInitShape<typeof ListLorasRequestSchema>>][] = [
       ["list, newest first, page 1 (50)", async () => ({})],
       [
@@ -118,42 +134,34 @@ async function main(): Promise<void> {
       [`search '${rare}' (one row)`, async () => ({ search: rare })],
       ["search with no match", async () => ({ search: "zzzz-nothing" })],
     ];
-    const results = new Map<string, string[]>();
-    for (const [size, from] of [
-      [SMALL, 0],
-      [LARGE, SMALL],
-    ] as const) {
+    const results = new Map<string, { p50: number; p95: number }[]>();
+    let seeded = 0;
+    for (const size of opts.sizes) {
       const started = performance.now();
-      await seed(db, from, size, target);
+      await seed(db, seeded, size, target, userLoras);
+      seeded = size;
       const rows = (await db.query<{ n: string }>("SELECT count(*) AS n FROM flat_file")).rows[0]!.n;
-      process.stderr.write(
-        `flat_file: ${rows} rows (seeded in ${((performance.now() - started) / 1000).toFixed(1)} s)\n`,
-      );
+      log(`flat_file: ${rows} rows (seeded in ${((performance.now() - started) / 1000).toFixed(1)} s)`);
       const check = await lora.listLoras({});
-      if (check.totalSize !== USER_LORAS) throw new Error(`expected ${USER_LORAS} LoRAs, got ${check.totalSize}`);
+      if (check.totalSize !== userLoras) throw new Error(`expected ${userLoras} LoRAs, got ${check.totalSize}`);
       for (const [label, request] of scenarios) {
         const req = await request();
-        const { p50, p95 } = await measure(() => lora.listLoras(req));
         const cells = results.get(label) ?? [];
-        cells.push(`${p50.toFixed(2)} / ${p95.toFixed(2)}`);
+        cells.push(await measure(() => lora.listLoras(req), runs));
         results.set(label, cells);
       }
     }
-    const width = Math.max(...[...results.keys()].map((k) => k.length));
-    const out = [
-      `ListLoras through gRPC on ${registry.url}, one user with ${USER_LORAS} LoRAs, ${RUNS} calls each; p50 / p95 in ms`,
-      `${"".padEnd(width)}  ${"10,000 rows".padEnd(16)}  1,000,000 rows`,
-      ...[...results].map(([k, [a, b]]) => `${k.padEnd(width)}  ${(a ?? "").padEnd(16)}  ${b ?? ""}`),
-    ];
-    process.stdout.write(`${out.join("\n")}\n`);
-    // Show the plan the name search gets at 1,000,000 rows.
+    // The plan the name search gets at the larger size.
     const plan = await db.query(
       `EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM flat_file f
        WHERE f.user_id = $1 AND 'lora' = ANY (f.tags) AND f.hidden IS NOT TRUE AND lower(f.name) LIKE '%anime%'
        ORDER BY coalesce(f.created_at, 'epoch'::timestamp) DESC, f.id DESC LIMIT 51`,
       [target],
     );
-    process.stdout.write(`\n${plan.rows.map((r: Record<string, string>) => r["QUERY PLAN"]).join("\n")}\n`);
+    return {
+      scenarios: [...results].map(([label, cells]) => ({ label, cells })),
+      plan: plan.rows.map((r: Record<string, string>) => r["QUERY PLAN"]).join("\n"),
+    };
   } finally {
     await db.end();
     await registry.stop();
@@ -162,7 +170,28 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+async function main(): Promise<void> {
+  const runs = Number(process.env.BENCH_RUNS ?? 200);
+  const userLoras = 1_000;
+  const result = await measureListLatency({
+    adminUrl: process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",
+    sizes: [10_000, 1_000_000],
+    userLoras,
+    runs,
+  });
+  const cell = (c: { p50: number; p95: number } | undefined) => (c ? `${c.p50.toFixed(2)} / ${c.p95.toFixed(2)}` : "");
+  const width = Math.max(...result.scenarios.map((s) => s.label.length));
+  const out = [
+    `ListLoras through gRPC, one user with ${userLoras} LoRAs, ${runs} calls each; p50 / p95 in ms`,
+    `${"".padEnd(width)}  ${"10,000 rows".padEnd(16)}  1,000,000 rows`,
+    ...result.scenarios.map((s) => `${s.label.padEnd(width)}  ${cell(s.cells[0]).padEnd(16)}  ${cell(s.cells[1])}`),
+  ];
+  process.stdout.write(`${out.join("\n")}\n\n${result.plan}\n`);
+}
+
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+}

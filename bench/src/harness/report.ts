@@ -1,0 +1,85 @@
+import type { MachineInfo } from "./machine.js";
+import type { Figure, Mode, Suite, SuiteReport } from "./suite.js";
+
+export const BEGIN = "<!-- bench:begin (written by `npm run bench`; edit outside these markers) -->";
+export const END = "<!-- bench:end -->";
+
+export interface RunInfo {
+  mode: Mode;
+  command: string;
+  started: Date;
+  seconds: number;
+  commit: string;
+  machine: MachineInfo;
+  loadAtEnd: string;
+  dependencies: string;
+}
+
+const fmt = (ratio: number) => (Number.isFinite(ratio) ? ratio.toFixed(2) : "—");
+
+/** Reproduces one suite with the mode's sizes. */
+export function suiteCommand(mode: Mode, id: string): string {
+  return mode === "full" ? `npm run bench -- --only ${id}` : `npm run bench:quick -- --only ${id}`;
+}
+
+export function renderResults(run: RunInfo, results: { suite: Suite; report: SuiteReport }[]): string {
+  const m = run.machine;
+  const rows = results.flatMap(({ suite, report }) => report.figures.map((f) => ({ suite, f })));
+  const out = [
+    BEGIN,
+    "",
+    `## Results of the last ${run.mode} run`,
+    "",
+    `\`${run.command}\` on ${run.started.toISOString().slice(0, 16).replace("T", " ")} UTC, commit \`${run.commit}\`, ` +
+      `${(run.seconds / 60).toFixed(1)} min.`,
+    "",
+    "| machine | |",
+    "|---|---|",
+    `| CPU | ${m.cpu}, ${m.cores} cores |`,
+    `| RAM | ${m.ramGb} GB |`,
+    `| Node | ${m.node} (${m.os}) |`,
+    `| disk (scratch files, machine caches) | ${m.disk} |`,
+    `| dependencies | ${run.dependencies} |`,
+    `| load average (1/5/15 min) at start / end | ${m.loadAverage} / ${run.loadAtEnd} |`,
+    "",
+    "### Ratios",
+    "",
+    "Each figure against its baseline measured in the same run (medians over the rounds unless stated).",
+    "",
+    "| benchmark | measured | baseline (same run) | ratio | target | reproduce |",
+    "|---|---|---|---|---|---|",
+    ...rows.map(
+      ({ suite, f }: { suite: Suite; f: Figure }) =>
+        `| ${f.benchmark} | ${f.measured} | ${f.baseline} | **${fmt(f.ratio)}** (${f.ratioOf}) | ${f.target ?? ""} | \`${suiteCommand(run.mode, suite.id)}\` |`,
+    ),
+    "",
+    ...results.flatMap(({ suite, report }) => [
+      `### ${suite.title}`,
+      "",
+      `\`${suiteCommand(run.mode, suite.id)}\``,
+      "",
+      report.details.trim(),
+      "",
+    ]),
+    END,
+  ];
+  return out.join("\n");
+}
+
+/** Replaces the generated part of a document (or appends it when there is none). */
+export function spliceResults(document: string, generated: string): string {
+  const begin = document.indexOf(BEGIN);
+  const end = document.indexOf(END);
+  if (begin === -1 || end === -1 || end < begin) return `${document.trimEnd()}\n\n${generated}\n`;
+  return document.slice(0, begin) + generated + document.slice(end + END.length);
+}
+
+/** A markdown table. */
+export function table(header: string[], rows: (string | number)[][]): string {
+  return [
+    `| ${header.join(" | ")} |`,
+    `|${header.map((_, i) => (i === 0 ? "---" : "--:")).join("|")}|`,
+    // A pipe inside a cell (a regular expression's name, say) would end the cell.
+    ...rows.map((r) => `| ${r.map((c) => String(c).replace(/\|/g, "\\|")).join(" | ")} |`),
+  ].join("\n");
+}
