@@ -1,6 +1,6 @@
 import { gzipSync } from "node:zlib";
 import { detectType, LoraVerifier, type VerificationResult } from "../src/index.js";
-import { buildSafetensors, buildZip, LORA_TENSORS, stateDictPickle, torchZip, loraStorages } from "./builders.js";
+import { buildSafetensors, buildZip, LORA_TENSORS, stateDictPickle, torchZip, loraStorages } from "@emprops/testkit";
 
 const PNG = Buffer.from("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489", "hex");
 const JPEG = Buffer.from("ffd8ffe000104a46494600010100000100010000ffdb004300", "hex");

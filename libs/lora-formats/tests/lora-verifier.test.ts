@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { LoraVerifier, verifyStream, type VerificationResult, type VerifierOptions } from "../src/index.js";
-import { buildSafetensors, chunked, type TensorSpec } from "./builders.js";
+import { buildSafetensors, chunked, type TensorSpec } from "@emprops/testkit";
 
 const MiB = 1024 * 1024;
 

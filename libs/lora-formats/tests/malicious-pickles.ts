@@ -1,5 +1,5 @@
 // Malicious pickles written opcode by opcode, each paired with the globals a scanner must name.
-import { PickleWriter } from "./builders.js";
+import { PickleWriter } from "@emprops/testkit";
 
 export interface MaliciousPickle {
   label: string;

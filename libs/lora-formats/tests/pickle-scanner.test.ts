@@ -1,5 +1,5 @@
 import { ALLOWED_PICKLE_GLOBALS, FormatError, PickleScanner } from "../src/index.js";
-import { chunked, LORA_TENSORS, PickleWriter, prng, stateDictPickle } from "./builders.js";
+import { chunked, LORA_TENSORS, PickleWriter, prng, stateDictPickle } from "@emprops/testkit";
 import { maliciousPickles } from "./malicious-pickles.js";
 
 function scan(bytes: Uint8Array, chunkSize = bytes.length || 1): PickleScanner {

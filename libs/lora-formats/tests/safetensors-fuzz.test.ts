@@ -1,5 +1,12 @@
 import { LoraVerifier, type VerificationResult } from "../src/index.js";
-import { assembleSafetensors, fillerBytes, prng, safetensorsHeader, tensorBytes, type TensorSpec } from "./builders.js";
+import {
+  assembleSafetensors,
+  fillerBytes,
+  prng,
+  safetensorsHeader,
+  tensorBytes,
+  type TensorSpec,
+} from "@emprops/testkit";
 
 // Every mutation below is invalid by construction, so each must be rejected — never accepted, never thrown, never
 // hung. The PRNG is seeded: a failure names its case number and reproduces.

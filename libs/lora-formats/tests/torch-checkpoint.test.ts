@@ -11,7 +11,7 @@ import {
   stateDictPickle,
   torchZip,
   type ZipEntrySpec,
-} from "./builders.js";
+} from "@emprops/testkit";
 import { maliciousPickles } from "./malicious-pickles.js";
 
 function verify(bytes: Uint8Array, chunkSize = 64 * 1024, options: Partial<VerifierOptions> = {}): VerificationResult {

@@ -32,3 +32,36 @@ export {
 } from "./grpc-js-client.js";
 export { default as jestGlobalSetup } from "./jest-global-setup.js";
 export { default as jestGlobalTeardown } from "./jest-global-teardown.js";
+export {
+  DTYPE_BYTES,
+  fillerBytes,
+  tensorBytes,
+  safetensorsHeader,
+  padHeader,
+  assembleSafetensors,
+  buildSafetensors,
+  loraTensors,
+  kohyaMetadata,
+  randomLoraSafetensors,
+  writeLoraFile,
+  type TensorSpec,
+  type TensorEntry,
+} from "./fixtures/safetensors.js";
+export {
+  PickleWriter,
+  stateDictPickle,
+  callPickle,
+  legacyTorchFile,
+  LORA_TENSORS,
+  type StateDictTensor,
+} from "./fixtures/pickle.js";
+export {
+  buildZip,
+  localRecord,
+  torchZip,
+  loraStorages,
+  type ZipEntrySpec,
+  type CentralRecord,
+  type ZipOptions,
+} from "./fixtures/torch-zip.js";
+export { chunked, prng } from "./fixtures/feed.js";

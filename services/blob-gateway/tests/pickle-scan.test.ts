@@ -1,8 +1,7 @@
 import { ErrorReason, FileFormat, ValidationStatus } from "@emprops/contracts";
+import { callPickle, PickleWriter, stateDictPickle, torchZip } from "@emprops/testkit";
 import { newBlob, pathOf } from "./support/ids.js";
-import { callPickle, PickleBuilder, stateDictPickle } from "./support/pickle-builder.js";
 import { type GatewayUnderTest, startGatewayForTest } from "./support/start-gateway.js";
-import { torchArchive } from "./support/zip-archive.js";
 
 let t: GatewayUnderTest;
 
@@ -21,7 +20,7 @@ async function verifyPt(content: Buffer) {
   return verification!;
 }
 
-const p = () => new PickleBuilder();
+const p = () => new PickleWriter();
 
 /** Each payload is what an attacker writes by hand; the names are what the scan must report. */
 const MALICIOUS: [string, Buffer, string[]][] = [
@@ -35,9 +34,9 @@ const MALICIOUS: [string, Buffer, string[]][] = [
       .global("subprocess", "Popen")
       .emptyList()
       .mark()
-      .unicode("sh")
-      .unicode("-c")
-      .unicode("id")
+      .binUnicode("sh")
+      .binUnicode("-c")
+      .binUnicode("id")
       .appends()
       .tuple1()
       .reduce()
@@ -54,13 +53,13 @@ const MALICIOUS: [string, Buffer, string[]][] = [
       .proto(2)
       .global("builtins", "getattr")
       .global("builtins", "__import__")
-      .unicode("os")
+      .binUnicode("os")
       .tuple1()
       .reduce()
-      .unicode("system")
+      .binUnicode("system")
       .tuple2()
       .reduce()
-      .unicode("id")
+      .binUnicode("id")
       .tuple1()
       .reduce()
       .stop()
@@ -72,10 +71,10 @@ const MALICIOUS: [string, Buffer, string[]][] = [
     "STACK_GLOBAL (protocol 4)",
     p()
       .proto(4)
-      .shortUnicode("os")
-      .shortUnicode("system")
+      .shortBinUnicode("os")
+      .shortBinUnicode("system")
       .stackGlobal()
-      .shortUnicode("id")
+      .shortBinUnicode("id")
       .tuple1()
       .reduce()
       .stop()
@@ -86,26 +85,26 @@ const MALICIOUS: [string, Buffer, string[]][] = [
     "STACK_GLOBAL with names fetched from the memo",
     p()
       .proto(4)
-      .shortUnicode("posix")
+      .shortBinUnicode("posix")
       .memoize()
       .pop()
-      .shortUnicode("system")
-      .binput(7)
+      .shortBinUnicode("system")
+      .binPut(7)
       .pop()
-      .binget(0)
-      .binget(7)
+      .binGet(0)
+      .binGet(7)
       .stackGlobal()
-      .shortUnicode("id")
+      .shortBinUnicode("id")
       .tuple1()
       .reduce()
       .stop()
       .bytes(),
     ["posix.system"],
   ],
-  ["INST", p().proto(2).mark().shortString("id").inst("os", "system").stop().bytes(), ["os.system"]],
+  ["INST", p().proto(2).mark().shortBinString("id").inst("os", "system").stop().bytes(), ["os.system"]],
   [
     "NEWOBJ of a forbidden class",
-    p().proto(2).global("subprocess", "Popen").unicode("id").tuple1().newobj().stop().bytes(),
+    p().proto(2).global("subprocess", "Popen").binUnicode("id").tuple1().newObj().stop().bytes(),
     ["subprocess.Popen"],
   ],
   ["runpy._run_code", callPickle("runpy", "_run_code", "import os"), ["runpy._run_code"]],
@@ -124,9 +123,11 @@ const MALICIOUS: [string, Buffer, string[]][] = [
   [
     "a payload hidden inside an otherwise normal state dict",
     (() => {
-      const benign = stateDictPickle([{ name: "lora_up.weight", storage: "0", shape: [4, 8] }]);
+      const benign = stateDictPickle([
+        { name: "lora_up.weight", storage: "FloatStorage", key: "0", numel: 32, shape: [4, 8] },
+      ]);
       // Replace STOP with one more dict entry whose value runs a command; the dict is still returned.
-      const tail = p().unicode("extra").global("os", "system").unicode("id").tuple1().reduce().setitem().stop();
+      const tail = p().binUnicode("extra").global("os", "system").binUnicode("id").tuple1().reduce().setItem().stop();
       return Buffer.concat([benign.subarray(0, -1), tail.bytes()]);
     })(),
     ["os.system"],
@@ -136,7 +137,7 @@ const MALICIOUS: [string, Buffer, string[]][] = [
 describe("pickle scan of .pt files", () => {
   describe.each([
     ["a raw pickle", (pkl: Buffer) => pkl, FileFormat.PICKLE],
-    ["a torch zip archive", (pkl: Buffer) => torchArchive(pkl), FileFormat.TORCH_ZIP],
+    ["a torch zip archive", (pkl: Buffer) => torchZip(pkl), FileFormat.TORCH_ZIP],
   ])("inside %s", (_where, wrap, format) => {
     it.each(MALICIOUS)("rejects %s as UNSAFE_PICKLE", async (_name, payload, globals) => {
       const v = await verifyPt(wrap(payload));
@@ -147,8 +148,8 @@ describe("pickle scan of .pt files", () => {
   });
 
   const tensors = [
-    { name: "lora_unet_down.lora_down.weight", storage: "0", shape: [4, 64] as [number, number] },
-    { name: "lora_unet_down.lora_up.weight", storage: "1", shape: [64, 4] as [number, number] },
+    { name: "lora_unet_down.lora_down.weight", storage: "FloatStorage", key: "0", numel: 4 * 64, shape: [4, 64] },
+    { name: "lora_unet_down.lora_up.weight", storage: "FloatStorage", key: "1", numel: 64 * 4, shape: [64, 4] },
   ];
 
   it("accepts a torch-style state dict as a raw pickle", async () => {
@@ -163,8 +164,8 @@ describe("pickle scan of .pt files", () => {
   });
 
   it("accepts a torch zip archive with its storages", async () => {
-    const storages = { "0": Buffer.alloc(4 * 64 * 4, 1), "1": Buffer.alloc(64 * 4 * 4, 2) };
-    const v = await verifyPt(torchArchive(stateDictPickle(tensors), storages, "lora_model"));
+    const storages = [Buffer.alloc(4 * 64 * 4, 1), Buffer.alloc(64 * 4 * 4, 2)];
+    const v = await verifyPt(torchZip(stateDictPickle(tensors), storages, { root: "lora_model" }));
     expect(v).toMatchObject({
       status: ValidationStatus.SAFE,
       format: FileFormat.TORCH_ZIP,
@@ -180,7 +181,7 @@ describe("pickle scan of .pt files", () => {
       status: ValidationStatus.REJECTED,
       reason: ErrorReason.INVALID_FILE_FORMAT,
     });
-    const textOnly = torchArchive(Buffer.from("not a pickle at all"));
+    const textOnly = torchZip(Buffer.from("not a pickle at all"));
     expect(await verifyPt(textOnly)).toMatchObject({
       status: ValidationStatus.REJECTED,
       reason: ErrorReason.INVALID_FILE_FORMAT,

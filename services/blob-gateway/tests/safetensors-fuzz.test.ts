@@ -1,8 +1,16 @@
 import { createHash } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ErrorReason, type UploadBlobRequestSchema, ValidationStatus } from "@emprops/contracts";
+import {
+  assembleSafetensors,
+  DTYPE_BYTES,
+  padHeader,
+  prng as mulberry32,
+  safetensorsHeader,
+  tensorBytes,
+  type TensorEntry,
+} from "@emprops/testkit";
 import { newBlob, pathOf } from "./support/ids.js";
-import { DTYPE_SIZES, safetensorsHeader, safetensorsPrefix, type TensorEntry } from "./support/safetensors-file.js";
 import { type GatewayUnderTest, startGatewayForTest } from "./support/start-gateway.js";
 
 /** Fixed so a failure can be replayed; change it to explore other cases. */
@@ -21,16 +29,9 @@ afterAll(async () => {
   await t?.stop();
 });
 
-/** mulberry32: a small deterministic PRNG. */
+/** The seeded PRNG with the helpers the mutations use. */
 function prng(seed: number) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let x = s;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   return {
     next,
     int: (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)),
@@ -49,11 +50,15 @@ const BASE_TENSORS = [
 ];
 
 function baseHeader(): { header: Header; dataBytes: number } {
-  return safetensorsHeader(BASE_TENSORS, { ss_network_dim: "4", ss_network_alpha: "1" });
+  return {
+    header: safetensorsHeader(BASE_TENSORS, { ss_network_dim: "4", ss_network_alpha: "1" }),
+    dataBytes: BASE_TENSORS.reduce((sum, t) => sum + tensorBytes(t), 0),
+  };
 }
 
 function file(headerText: string | Buffer, dataBytes: number, declaredLength?: number): Buffer {
-  return Buffer.concat([safetensorsPrefix(headerText, declaredLength), Buffer.alloc(dataBytes, 0x3c)]);
+  const length = declaredLength === undefined ? undefined : BigInt(declaredLength);
+  return assembleSafetensors(padHeader(headerText), Buffer.alloc(dataBytes, 0x3c), length);
 }
 
 const tensorNames = BASE_TENSORS.map((x) => x.name);
@@ -169,7 +174,7 @@ const MUTATIONS: ((r: ReturnType<typeof prng>) => Case)[] = [
     // A dtype of another width keeps the span but breaks shape × size = span.
     const name = r.pick(tensorNames.filter((n) => entry(header, n).shape.length > 0));
     const e = entry(header, name);
-    const other = r.pick(Object.keys(DTYPE_SIZES).filter((d) => DTYPE_SIZES[d] !== DTYPE_SIZES[e.dtype]));
+    const other = r.pick(Object.keys(DTYPE_BYTES).filter((d) => DTYPE_BYTES[d] !== DTYPE_BYTES[e.dtype]));
     e.dtype = other;
     return { name: `dtype ${other} for ${name} with its old span`, bytes: file(JSON.stringify(header), dataBytes) };
   },

@@ -1,10 +1,9 @@
 import { createHash } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ErrorReason, FileFormat, type UploadBlobRequestSchema, ValidationStatus } from "@emprops/contracts";
+import { buildSafetensors, callPickle, loraTensors } from "@emprops/testkit";
 import { newBlob, pathOf } from "./support/ids.js";
-import { callPickle } from "./support/pickle-builder.js";
 import { rpcFailure } from "./support/rpc-errors.js";
-import { loraTensors, safetensorsFile } from "./support/safetensors-file.js";
 import { type GatewayUnderTest, startGatewayForTest } from "./support/start-gateway.js";
 
 const MiB = 1024 * 1024;
@@ -53,7 +52,7 @@ async function upload(messages: Message[]) {
 
 describe("UploadBlob", () => {
   it("stores a safe file in blocks while verifying it in the same pass", async () => {
-    const file = safetensorsFile(loraTensors(26, 32, 1024), { ss_network_dim: "32", ss_network_alpha: "8" });
+    const file = buildSafetensors(loraTensors(26, 32, 1024), { ss_network_dim: "32", ss_network_alpha: "8" });
     expect(file.length).toBeGreaterThan(3 * MiB);
     const blob = newBlob();
     const res = await upload([header(blob, file.length, sha256(file)), ...chunks(file)]);
@@ -85,7 +84,7 @@ describe("UploadBlob", () => {
     expect(res.blobUrl).toBe("");
     expect(await committed(blob)).toBe(false);
 
-    const file = safetensorsFile(loraTensors(1));
+    const file = buildSafetensors(loraTensors(1));
     const other = newBlob();
     const mismatch = await upload([header(other, file.length, "f".repeat(64)), ...chunks(file)]);
     expect(mismatch.verification).toMatchObject({
@@ -97,7 +96,7 @@ describe("UploadBlob", () => {
   });
 
   it("refuses a stream without a header first, and a second header", async () => {
-    const file = safetensorsFile(loraTensors(1));
+    const file = buildSafetensors(loraTensors(1));
     const blob = newBlob();
     for (const messages of [[], chunks(file), [...chunks(file), header(blob, file.length)]]) {
       const failure = await rpcFailure(upload(messages));
@@ -109,7 +108,7 @@ describe("UploadBlob", () => {
   });
 
   it("refuses a stream shorter or longer than its header says, storing nothing", async () => {
-    const file = safetensorsFile(loraTensors(26, 32, 1024));
+    const file = buildSafetensors(loraTensors(26, 32, 1024));
     const short = newBlob();
     const fewer = await rpcFailure(upload([header(short, file.length + 1), ...chunks(file)]));
     expect([fewer.code, fewer.reason]).toEqual(["InvalidArgument", "INVALID_SIZE"]);
@@ -122,7 +121,7 @@ describe("UploadBlob", () => {
   });
 
   it("refuses bad headers before reading any chunk", async () => {
-    const file = safetensorsFile(loraTensors(1));
+    const file = buildSafetensors(loraTensors(1));
     const cases: [Message, string][] = [
       [header(newBlob(), 0), "INVALID_SIZE"],
       [header(newBlob(), 2 * 1024 * MiB + 1), "FILE_TOO_LARGE"],
@@ -138,10 +137,10 @@ describe("UploadBlob", () => {
   });
 
   it("never overwrites an existing blob", async () => {
-    const file = safetensorsFile(loraTensors(1));
+    const file = buildSafetensors(loraTensors(1));
     const blob = newBlob();
     await upload([header(blob, file.length), ...chunks(file)]);
-    const replacement = safetensorsFile(loraTensors(2));
+    const replacement = buildSafetensors(loraTensors(2));
     const failure = await rpcFailure(upload([header(blob, replacement.length), ...chunks(replacement)]));
     expect([failure.code, failure.reason]).toEqual(["AlreadyExists", "UPLOAD_STATE_CONFLICT"]);
     const stored = await t.userContainer.getBlockBlobClient(pathOf(blob)).downloadToBuffer();

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { ErrorReason, FileFormat, ValidationStatus } from "@emprops/contracts";
+import { buildSafetensors, loraTensors } from "@emprops/testkit";
 import { newBlob, pathOf } from "./support/ids.js";
 import { rpcFailure } from "./support/rpc-errors.js";
-import { loraTensors, safetensorsFile } from "./support/safetensors-file.js";
 import { type GatewayUnderTest, startGatewayForTest } from "./support/start-gateway.js";
 
 let t: GatewayUnderTest;
@@ -42,7 +42,7 @@ const KOHYA_METADATA: Record<string, string> = {
 
 describe("VerifyBlob", () => {
   it("accepts a kohya LoRA and extracts its training metadata", async () => {
-    const file = safetensorsFile(loraTensors(3), KOHYA_METADATA);
+    const file = buildSafetensors(loraTensors(3), KOHYA_METADATA);
     const blob = newBlob();
     await putBlob(blob, file);
 
@@ -90,7 +90,7 @@ describe("VerifyBlob", () => {
       ss_tag_frequency: JSON.stringify({ a: { other: 99 } }),
     };
     const blob = newBlob();
-    await putBlob(blob, safetensorsFile(loraTensors(1), metadata));
+    await putBlob(blob, buildSafetensors(loraTensors(1), metadata));
     const { verification: v } = await t.client.verifyBlob({ blob });
     expect(v?.status).toBe(ValidationStatus.SAFE);
     expect(v?.metadata).toMatchObject({
@@ -106,7 +106,7 @@ describe("VerifyBlob", () => {
 
   it("reports a file without metadata as safe with empty metadata", async () => {
     const blob = newBlob();
-    await putBlob(blob, safetensorsFile(loraTensors(1)));
+    await putBlob(blob, buildSafetensors(loraTensors(1)));
     const { verification: v } = await t.client.verifyBlob({ blob });
     expect(v?.status).toBe(ValidationStatus.SAFE);
     expect(v?.metadata?.raw ?? {}).toEqual({});
@@ -127,7 +127,7 @@ describe("VerifyBlob", () => {
     expect(v?.message).toMatch(/PNG/);
 
     const safetensorsAsPt = newBlob("pt");
-    await putBlob(safetensorsAsPt, safetensorsFile(loraTensors(1)));
+    await putBlob(safetensorsAsPt, buildSafetensors(loraTensors(1)));
     const { verification: w } = await t.client.verifyBlob({ blob: safetensorsAsPt });
     expect(w).toMatchObject({
       status: ValidationStatus.REJECTED,
@@ -137,7 +137,7 @@ describe("VerifyBlob", () => {
   });
 
   it("rejects a blob above the size limit without reading it", async () => {
-    const file = safetensorsFile(loraTensors(2));
+    const file = buildSafetensors(loraTensors(2));
     const blob = newBlob();
     await putBlob(blob, file);
     const { verification: v } = await t.client.verifyBlob({ blob, maxSizeBytes: BigInt(file.length - 1) });
@@ -149,7 +149,7 @@ describe("VerifyBlob", () => {
   });
 
   it("rejects a size or checksum other than announced as CHECKSUM_MISMATCH", async () => {
-    const file = safetensorsFile(loraTensors(1));
+    const file = buildSafetensors(loraTensors(1));
     const blob = newBlob();
     await putBlob(blob, file);
     const wrongSize = await t.client.verifyBlob({ blob, expectedSizeBytes: BigInt(file.length + 1) });
@@ -170,7 +170,7 @@ describe("VerifyBlob", () => {
     expect([missing.code, missing.reason]).toEqual(["NotFound", "BLOB_NOT_FOUND"]);
 
     const blob = newBlob();
-    await putBlob(blob, safetensorsFile(loraTensors(1)));
+    await putBlob(blob, buildSafetensors(loraTensors(1)));
     const cases: [Parameters<typeof t.client.verifyBlob>[0], string][] = [
       [{ blob, expectedSha256: "abc" }, "INVALID_REQUEST"],
       [{ blob, expectedSha256: "g".repeat(64) }, "INVALID_REQUEST"],

@@ -3,9 +3,9 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { type ClientsStack, kohyaMetadata, startClientsStack, writeLoraFile } from "./support/clients-stack.js";
+import { type ClientsStack, startClientsStack } from "./support/clients-stack.js";
 import { blobEndpointOf, type BlobProxy, startBlobProxy, withBlobEndpoint } from "./support/clients-blob-proxy.js";
-import { testEnv } from "@emprops/testkit";
+import { kohyaMetadata, testEnv, writeLoraFile } from "@emprops/testkit";
 
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const CLI = path.join(ROOT, "tools", "lora-cli", "dist", "main.js");

@@ -4,7 +4,8 @@ import os from "node:os";
 import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
 import { createRegistryClients, uploadLora } from "@emprops/lora-cli";
-import { type ClientsStack, kohyaMetadata, startClientsStack, writeLoraFile } from "./support/clients-stack.js";
+import { kohyaMetadata, writeLoraFile } from "@emprops/testkit";
+import { type ClientsStack, startClientsStack } from "./support/clients-stack.js";
 
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const SHARED_LORA = "shared_style.safetensors";

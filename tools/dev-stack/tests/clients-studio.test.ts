@@ -7,9 +7,10 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { LoraAdminService, LoraService, LoraSource, MachineCacheService } from "@emprops/contracts";
 import { bearerInterceptor } from "@emprops/platform";
+import { kohyaMetadata, writeLoraFile } from "@emprops/testkit";
 import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 import { startStudioServer, type StudioServer } from "../src/studio-server.js";
-import { type ClientsStack, kohyaMetadata, startClientsStack, writeLoraFile } from "./support/clients-stack.js";
+import { type ClientsStack, startClientsStack } from "./support/clients-stack.js";
 
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const APP = path.join(ROOT, "apps", "studio-lora-library");

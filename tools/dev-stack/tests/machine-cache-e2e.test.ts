@@ -17,6 +17,7 @@ import {
   type TestContainers,
   type TestDatabase,
   type TestNamespace,
+  randomLoraSafetensors,
 } from "@emprops/testkit";
 import Database from "better-sqlite3";
 import { type FaultProxy, startFaultProxy } from "../../../services/machine-cache/tests/support/fault-proxy.js";
@@ -26,7 +27,6 @@ import {
   eventually,
   machineClient,
   putSharedLora,
-  safetensorsBytes,
   sha256,
   signedReads,
   type UploadedLora,
@@ -65,7 +65,7 @@ const user = (l: UploadedLora | string) => ({
   identifier: typeof l === "string" ? l : l.id,
 });
 const upload = (owner: string, name: string, size: number) =>
-  uploadUserLora(stack.registry.url, SECRET, owner, name, safetensorsBytes(size));
+  uploadUserLora(stack.registry.url, SECRET, owner, name, randomLoraSafetensors(size));
 /** Faults apply only to signed reads of this LoRA's blob. */
 const faultOn = (l: UploadedLora) => {
   proxy.faultWhen = (url) => url.includes("sig=") && url.split("?")[0]!.endsWith(userBlobPath(l));
@@ -259,7 +259,7 @@ describe("EnsureLoras end to end", () => {
   });
 
   test("a shared LoRA by name comes from the shared container into loras/shared/", async () => {
-    const bytes = safetensorsBytes(200 * KIB);
+    const bytes = randomLoraSafetensors(200 * KIB);
     await putSharedLora(containers.connectionString, containers.sharedContainer, "popular style.safetensors", bytes);
     const { results } = await machine.ensureLoras({
       jobId: "job-shared",
@@ -363,7 +363,7 @@ describe("a second machine with a small cache and an injected clock", () => {
 
   test("a full cache evicts the least recently used unprotected, non-ignored user LoRAs, only as many as needed", async () => {
     const l = await Promise.all([1, 2, 3, 4, 5].map((i) => upload(A, `lru-${i}.safetensors`, MIB)));
-    const shared = safetensorsBytes(MIB);
+    const shared = randomLoraSafetensors(MIB);
     await putSharedLora(containers.connectionString, containers.sharedContainer, "keep-me.safetensors", shared);
     const sharedPath = (
       await client.ensureLoras({

@@ -14,6 +14,7 @@ import {
   type TestContainers,
   type TestDatabase,
   type TestNamespace,
+  randomLoraSafetensors,
 } from "@emprops/testkit";
 import Database from "better-sqlite3";
 import { type FaultProxy, startFaultProxy } from "../../../services/machine-cache/tests/support/fault-proxy.js";
@@ -21,7 +22,6 @@ import { type RunningStack, startStack } from "../src/index.js";
 import {
   eventually,
   machineClient,
-  safetensorsBytes,
   sha256,
   signedReads,
   type UploadedLora,
@@ -54,7 +54,7 @@ let stack: RunningStack;
 
 const user = (l: UploadedLora) => ({ source: LoraSource.USER, identifier: l.id });
 const upload = (name: string, size: number) =>
-  uploadUserLora(stack.registry.url, SECRET, A, name, safetensorsBytes(size));
+  uploadUserLora(stack.registry.url, SECRET, A, name, randomLoraSafetensors(size));
 const onlyReadsOf = (l: UploadedLora) => (url: string) =>
   url.includes("sig=") && url.split("?")[0]!.endsWith(userBlobPath(l));
 const fileOf = (dir: string, l: UploadedLora) => path.join(dir, "users", A, `${l.id}-${l.name}`);

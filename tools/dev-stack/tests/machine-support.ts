@@ -1,25 +1,10 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { BlobServiceClient, BlockBlobClient } from "@azure/storage-blob";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { LoraAdminService, LoraService, MachineCacheService } from "@emprops/contracts";
 import { bearerInterceptor, mintToken, type Role } from "@emprops/platform";
 import type { FaultProxy } from "../../../services/machine-cache/tests/support/fault-proxy.js";
-
-/**
- * A valid safetensors file of about `dataBytes` random bytes (one U8 tensor,
- * kohya-style metadata): what a user uploads and a machine downloads.
- */
-export function safetensorsBytes(dataBytes: number): Buffer {
-  const header = JSON.stringify({
-    __metadata__: { ss_network_dim: "8", ss_base_model_version: "sdxl_base_v1-0" },
-    "lora_unet_down.lora_down.weight": { dtype: "U8", shape: [dataBytes], data_offsets: [0, dataBytes] },
-  });
-  const text = Buffer.from(header + " ".repeat((8 - (Buffer.byteLength(header) % 8)) % 8));
-  const length = Buffer.alloc(8);
-  length.writeBigUInt64LE(BigInt(text.length));
-  return Buffer.concat([length, text, randomBytes(dataBytes)]);
-}
 
 export const sha256 = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
 

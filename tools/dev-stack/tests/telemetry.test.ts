@@ -19,11 +19,12 @@ import {
   type TestContainers,
   type TestDatabase,
   type TestNamespace,
+  randomLoraSafetensors,
 } from "@emprops/testkit";
 import { SpanKind } from "@opentelemetry/api";
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import { startStack, type RunningStack } from "../src/index.js";
-import { eventually, safetensorsBytes, sha256 } from "./machine-support.js";
+import { eventually, sha256 } from "./machine-support.js";
 
 const SECRET = "telemetry-test-secret-0123456789";
 const USER = "6f1c1a52-3a55-4c51-9d0e-1b2f3c4d5e6f";
@@ -128,7 +129,7 @@ async function upload(name: string, bytes: Buffer): Promise<string> {
 }
 
 test("an upload is one trace: registry and gateway spans, verification, and the upload metrics", async () => {
-  const bytes = safetensorsBytes(4096);
+  const bytes = randomLoraSafetensors(4096);
   const { result: id, traceId } = await inRootSpan("studio.upload", () => upload("style.safetensors", bytes));
   lora = { id, bytes };
   const spans = traceOf(traceId);
@@ -296,13 +297,13 @@ test("a deletion is one trace across a NATS hop: outbox relay, publish, and both
 });
 
 test("repeated download failures of one LoRA raise the failure metrics an alert watches", async () => {
-  const bytes = safetensorsBytes(2048);
+  const bytes = randomLoraSafetensors(2048);
   const id = await upload("tampered.safetensors", bytes);
   // The stored blob changes after verification: every download fails its sha256 check.
   await BlobServiceClient.fromConnectionString(containers.connectionString)
     .getContainerClient(containers.userContainer)
     .getBlockBlobClient(`users/${USER}/loras/${id}.safetensors`)
-    .uploadData(safetensorsBytes(2048));
+    .uploadData(randomLoraSafetensors(2048));
   for (let i = 0; i < 3; i++) {
     const res = await comfyui().ensureLoras({
       jobId: `job-f${i}`,

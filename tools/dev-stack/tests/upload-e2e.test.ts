@@ -34,6 +34,7 @@ import {
   type TestContainers,
   type TestDatabase,
   type TestNamespace,
+  randomLoraSafetensors,
 } from "@emprops/testkit";
 import { startStack, type RunningStack } from "../src/index.js";
 
@@ -110,18 +111,6 @@ async function eventually<T>(check: () => Promise<T | undefined>, timeoutMs = 20
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
-/** A valid kohya-style safetensors LoRA of about `dataBytes` bytes. */
-function safetensors(dataBytes: number, metadata: Record<string, string> = {}): Buffer {
-  const header = JSON.stringify({
-    __metadata__: { ss_network_dim: "16", ss_network_alpha: "8", ss_base_model_version: "sdxl_base_v1-0", ...metadata },
-    "lora_unet_down.lora_down.weight": { dtype: "U8", shape: [dataBytes], data_offsets: [0, dataBytes] },
-  });
-  const text = Buffer.from(header + " ".repeat((8 - (Buffer.byteLength(header) % 8)) % 8));
-  const length = Buffer.alloc(8);
-  length.writeBigUInt64LE(BigInt(text.length));
-  return Buffer.concat([length, text, randomBytes(dataBytes)]);
-}
-
 /** A raw pickle that calls os.system("id") when loaded. */
 function evilPickle(): Buffer {
   const arg = Buffer.from("id");
@@ -167,7 +156,7 @@ describe("upload through the registry and the gateway", () => {
   it("reserves, hands out a URL, resumes, verifies, publishes, resolves and deletes", async () => {
     const user = randomUUID();
     const me = as(user);
-    const file = safetensors(300 * 1024, { ss_num_epochs: "10" });
+    const file = randomLoraSafetensors(300 * 1024, { ss_num_epochs: "10" });
     const created = await me.lora.createLoraUpload({
       name: "My_Anime_Style.safetensors",
       sizeBytes: BigInt(file.length),
@@ -252,7 +241,7 @@ describe("upload through the registry and the gateway", () => {
     expect(listed.loras.map((l) => l.id)).toEqual([loraId]);
 
     // A machine resolves it for this user's job and downloads exactly these bytes.
-    const sharedFile = safetensors(4000);
+    const sharedFile = randomLoraSafetensors(4000);
     await BlobServiceClient.fromConnectionString(containers.connectionString)
       .getContainerClient(containers.sharedContainer)
       .getBlockBlobClient("models/loras/popular_style.safetensors")
@@ -321,7 +310,7 @@ describe("upload through the registry and the gateway", () => {
     [
       "a file whose sha256 differs from the declared one",
       "sum.safetensors",
-      () => safetensors(1000),
+      () => randomLoraSafetensors(1000),
       "f".repeat(64),
       "CHECKSUM_MISMATCH",
       {},
@@ -356,7 +345,7 @@ describe("upload through the registry and the gateway", () => {
   it("rejects a file larger than declared without verifying it", async () => {
     const user = randomUUID();
     const me = as(user);
-    const file = safetensors(5000);
+    const file = randomLoraSafetensors(5000);
     const created = await me.lora.createLoraUpload({ name: "big.safetensors", sizeBytes: BigInt(file.length - 1) });
     await uploadAll(created.uploadUrl, file);
     const rejected = await failure(me.lora.completeLoraUpload({ uploadId: created.upload!.uploadId }));
@@ -371,7 +360,7 @@ describe("upload through the registry and the gateway", () => {
   it("aborts: blob deleted, reservation returned; aborting twice is harmless", async () => {
     const user = randomUUID();
     const me = as(user);
-    const file = safetensors(2000);
+    const file = randomLoraSafetensors(2000);
     const created = await me.lora.createLoraUpload({ name: "a.safetensors", sizeBytes: BigInt(file.length) });
     await uploadAll(created.uploadUrl, file);
     const uploadId = created.upload!.uploadId;
@@ -470,7 +459,7 @@ describe("expired upload sessions", () => {
   it("are reaped: blob deleted, reservation returned, state EXPIRED", async () => {
     const user = randomUUID();
     const me = clients(registry.url, user);
-    const file = safetensors(3000);
+    const file = randomLoraSafetensors(3000);
     const created = await me.lora.createLoraUpload({ name: "late.safetensors", sizeBytes: BigInt(file.length) });
     expect(timestampDate(created.upload!.expireTime!).getTime()).toBe(clock.now().getTime() + 3600_000);
     await uploadAll(created.uploadUrl, file);
