@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { type ClientsStack, startClientsStack } from "./support/clients-stack.js";
+import { startTestStack, type TestStack } from "./support/test-stack.js";
 import { blobEndpointOf, type BlobProxy, startBlobProxy, withBlobEndpoint } from "./support/clients-blob-proxy.js";
 import { kohyaMetadata, testEnv, writeLoraFile } from "@emprops/testkit";
 
@@ -18,7 +18,7 @@ interface Run {
 }
 
 describe("the lora CLI against the real stack", () => {
-  let t: ClientsStack;
+  let t: TestStack;
   let proxy: BlobProxy;
   let dir: string;
   let config: string;
@@ -54,7 +54,7 @@ describe("the lora CLI against the real stack", () => {
     // Signed URLs point at the proxy, so a test can cut Put Block requests like a failing network.
     const azure = testEnv().azureConnectionString;
     proxy = await startBlobProxy(blobEndpointOf(azure));
-    t = await startClientsStack("clients-cli", {
+    t = await startTestStack("clients-cli", {
       azureConnectionString: withBlobEndpoint(azure, proxy.blobEndpoint),
       env: {
         gateway: { UPLOAD_BLOCK_SIZE_BYTES: String(MiB) },

@@ -5,7 +5,7 @@ import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
 import { createRegistryClients, uploadLora } from "@emprops/lora-cli";
 import { kohyaMetadata, writeLoraFile } from "@emprops/testkit";
-import { type ClientsStack, startClientsStack } from "./support/clients-stack.js";
+import { startTestStack, type TestStack } from "./support/test-stack.js";
 
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const SHARED_LORA = "shared_style.safetensors";
@@ -16,13 +16,13 @@ const SHARED_LORA = "shared_style.safetensors";
  * user's LoRA, and a shared LoRA in the shared container.
  */
 describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", () => {
-  let t: ClientsStack;
+  let t: TestStack;
   let dir: string;
   const env: Record<string, string> = {};
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), "comfyui-"));
-    t = await startClientsStack("clients-comfyui");
+    t = await startTestStack("clients-comfyui");
     const otherUser = "7d4c3b2a-1908-4f6e-8d5c-4b3a29180f7e";
     const upload = async (token: string, name: string) => {
       const file = path.join(dir, name);

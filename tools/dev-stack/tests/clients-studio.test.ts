@@ -10,7 +10,7 @@ import { bearerInterceptor } from "@emprops/platform";
 import { kohyaMetadata, writeLoraFile } from "@emprops/testkit";
 import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 import { startStudioServer, type StudioServer } from "../src/studio-server.js";
-import { type ClientsStack, startClientsStack } from "./support/clients-stack.js";
+import { startTestStack, type TestStack } from "./support/test-stack.js";
 
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const APP = path.join(ROOT, "apps", "studio-lora-library");
@@ -26,7 +26,7 @@ function putBlockIndex(url: URL): number {
 }
 
 describe("the Studio LoRA library page in Chromium against the real stack", () => {
-  let t: ClientsStack;
+  let t: TestStack;
   let studio: StudioServer;
   let browser: BrowserContext;
   let page: Page;
@@ -89,7 +89,7 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     );
     // The page's origin first: the registry and Blob Storage allow exactly it (CORS).
     studio = await startStudioServer({ dir: out, config: () => ({ registryUrl }) });
-    t = await startClientsStack("clients-studio", {
+    t = await startTestStack("clients-studio", {
       env: {
         registry: { CORS_ALLOWED_ORIGINS: studio.origin },
         gateway: { STORAGE_CORS_ALLOWED_ORIGINS: studio.origin, UPLOAD_BLOCK_SIZE_BYTES: String(MiB) },

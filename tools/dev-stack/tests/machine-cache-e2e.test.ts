@@ -8,20 +8,10 @@ import type { Client } from "@connectrpc/connect";
 import { LoraSource, type MachineCacheService } from "@emprops/contracts";
 import { loadConfig as machineConfig, type RunningMachineCache, startMachineCache } from "@emprops/machine-cache";
 import { ManualClock } from "@emprops/platform";
-import {
-  azuriteConnectionString,
-  createTestContainers,
-  createTestDatabase,
-  testEnv,
-  testNamespace,
-  type TestContainers,
-  type TestDatabase,
-  type TestNamespace,
-  randomLoraSafetensors,
-} from "@emprops/testkit";
+import { azuriteConnectionString, testEnv, type TestContainers, randomLoraSafetensors } from "@emprops/testkit";
 import Database from "better-sqlite3";
 import { type FaultProxy, startFaultProxy } from "../../../services/machine-cache/tests/support/fault-proxy.js";
-import { type RunningStack, startStack } from "../src/index.js";
+import { type RunningStack } from "../src/index.js";
 import {
   adminClient,
   eventually,
@@ -34,6 +24,7 @@ import {
   userBlobPath,
   userClient,
 } from "./machine-support.js";
+import { startTestStack, type TestStack } from "./support/test-stack.js";
 
 /*
  * The machine cache against the real registry, gateway, Azurite, PostgreSQL
@@ -50,11 +41,9 @@ const A = randomUUID();
 const B = randomUUID();
 const run = promisify(execFile);
 
-let db: TestDatabase;
-let ns: TestNamespace;
+let t: TestStack;
 let containers: TestContainers;
 let proxy: FaultProxy;
-let proxied: string;
 let machineDir: string;
 let loraDir: string;
 let stack: RunningStack;
@@ -72,24 +61,15 @@ const faultOn = (l: UploadedLora) => {
 };
 
 beforeAll(async () => {
-  [db, containers] = await Promise.all([createTestDatabase("machine-e2e"), createTestContainers("machine-e2e")]);
-  ns = testNamespace("machine-e2e");
-  const endpoint = /BlobEndpoint=([^;]+)/.exec(containers.connectionString)![1]!.replace(/\/$/, "");
-  proxy = await startFaultProxy(new URL(endpoint).origin);
-  proxied = azuriteConnectionString(`${proxy.origin}${new URL(endpoint).pathname}`);
-  machineDir = await fs.mkdtemp(path.join(os.tmpdir(), "machine-e2e-"));
-  loraDir = path.join(machineDir, "models", "loras");
-  stack = await startStack({
-    databaseUrl: db.url,
-    natsUrl: testEnv().natsUrl,
-    natsNamespace: ns.namespace,
-    azureConnectionString: proxied,
-    userContainer: containers.userContainer,
-    sharedContainer: containers.sharedContainer,
+  t = await startTestStack("machine-e2e", {
     jwtSecret: SECRET,
-    machineDir,
     machineId: "e2e-machine-1",
-    logLevel: "silent",
+    // The stack reaches Azure through the proxy, so a test can count and cut blob requests.
+    azureConnectionString: async (c) => {
+      const endpoint = /BlobEndpoint=([^;]+)/.exec(c.connectionString)![1]!.replace(/\/$/, "");
+      proxy = await startFaultProxy(new URL(endpoint).origin);
+      return azuriteConnectionString(`${proxy.origin}${new URL(endpoint).pathname}`);
+    },
     env: {
       registry: { OUTBOX_POLL_MS: "500" },
       machineCache: {
@@ -102,14 +82,13 @@ beforeAll(async () => {
       },
     },
   });
+  ({ stack, containers, machineDir, loraDir } = t);
   machine = machineClient(stack.machineCache.url, SECRET);
 });
 
 afterAll(async () => {
-  await stack?.stop();
+  await t?.stop();
   await proxy?.close();
-  await Promise.all([db?.cleanup(), ns?.cleanup(), containers?.cleanup()]);
-  if (machineDir) await fs.rm(machineDir, { recursive: true, force: true });
 });
 
 beforeEach(() => {
@@ -328,7 +307,7 @@ describe("a second machine with a small cache and an injected clock", () => {
         JWT_SECRET: SECRET,
         LOG_LEVEL: "silent",
         NATS_URL: testEnv().natsUrl,
-        NATS_NAMESPACE: ns.namespace,
+        NATS_NAMESPACE: t.natsNamespace,
         MACHINE_CACHE_PORT: "0",
         MACHINE_ID: "e2e-machine-small",
         COMFYUI_LORA_DIR: path.join(dir, "models", "loras"),

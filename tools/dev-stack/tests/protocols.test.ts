@@ -1,67 +1,34 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { health } from "@emprops/contracts";
-import {
-  createGrpcJsClient,
-  createTestContainers,
-  createTestDatabase,
-  grpcUnary,
-  listServicesViaReflection,
-  testEnv,
-  testNamespace,
-  type TestContainers,
-  type TestDatabase,
-  type TestNamespace,
-} from "@emprops/testkit";
-import { startStack, type RunningStack } from "../src/index.js";
+import { createGrpcJsClient, grpcUnary, listServicesViaReflection } from "@emprops/testkit";
+import { startTestStack, type TestStack } from "./support/test-stack.js";
 
 const SERVING = health.HealthCheckResponse_ServingStatus.SERVING;
 
 describe("every service speaks Connect and gRPC, with health and reflection", () => {
-  let db: TestDatabase;
-  let ns: TestNamespace;
-  let containers: TestContainers;
-  let machineDir: string;
-  let stack: RunningStack;
+  let t: TestStack;
 
   beforeAll(async () => {
-    [db, containers] = await Promise.all([createTestDatabase("protocols"), createTestContainers("protocols")]);
-    ns = testNamespace("protocols");
-    machineDir = mkdtempSync(path.join(os.tmpdir(), "machine-"));
-    stack = await startStack({
-      databaseUrl: db.url,
-      natsUrl: testEnv().natsUrl,
-      natsNamespace: ns.namespace,
-      azureConnectionString: containers.connectionString,
-      userContainer: containers.userContainer,
-      sharedContainer: containers.sharedContainer,
-      jwtSecret: "protocols-test-secret-0123456789",
-      machineDir,
-      logLevel: "silent",
-    });
+    t = await startTestStack("protocols");
   });
 
   afterAll(async () => {
-    await stack?.stop();
-    await Promise.all([db?.cleanup(), ns?.cleanup(), containers?.cleanup()]);
-    rmSync(machineDir, { recursive: true, force: true });
+    await t?.stop();
   });
 
   const services = () => [
     {
       name: "lora-registry",
-      url: stack.registry.url,
+      url: t.stack.registry.url,
       expected: [
         "emprops.lora.v1.LoraService",
         "emprops.lora.v1.LoraAdminService",
         "emprops.lora.v1.LoraResolverService",
       ],
     },
-    { name: "blob-gateway", url: stack.gateway.url, expected: ["emprops.blob.v1.BlobGatewayService"] },
-    { name: "machine-cache", url: stack.machineCache.url, expected: ["emprops.cache.v1.MachineCacheService"] },
+    { name: "blob-gateway", url: t.stack.gateway.url, expected: ["emprops.blob.v1.BlobGatewayService"] },
+    { name: "machine-cache", url: t.stack.machineCache.url, expected: ["emprops.cache.v1.MachineCacheService"] },
   ];
 
   test.each(["lora-registry", "blob-gateway", "machine-cache"])(

@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
 import { ErrorReason, LoraService, LoraSource, MachineCacheService } from "@emprops/contracts";
 import {
@@ -11,49 +8,28 @@ import {
   startInMemoryTelemetry,
   tracer,
 } from "@emprops/platform";
-import {
-  createTestContainers,
-  createTestDatabase,
-  testEnv,
-  testNamespace,
-  type TestContainers,
-  type TestDatabase,
-  type TestNamespace,
-  randomLoraSafetensors,
-} from "@emprops/testkit";
+import { type TestContainers, randomLoraSafetensors } from "@emprops/testkit";
 import { SpanKind } from "@opentelemetry/api";
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
-import { startStack, type RunningStack } from "../src/index.js";
+import { type RunningStack } from "../src/index.js";
 import { eventually, sha256 } from "./machine-support.js";
+import { startTestStack, type TestStack } from "./support/test-stack.js";
 
 const SECRET = "telemetry-test-secret-0123456789";
 const USER = "6f1c1a52-3a55-4c51-9d0e-1b2f3c4d5e6f";
 const MACHINE = "gpu-node-telemetry";
 
 let telemetry: InMemoryTelemetry;
-let db: TestDatabase;
-let ns: TestNamespace;
+let t: TestStack;
 let containers: TestContainers;
-let machineDir: string;
 let stack: RunningStack;
 
 beforeAll(async () => {
   // Before the stack: the services' instruments bind to the providers registered now.
   telemetry = startInMemoryTelemetry();
-  [db, containers] = await Promise.all([createTestDatabase("telemetry"), createTestContainers("telemetry")]);
-  ns = testNamespace("telemetry");
-  machineDir = mkdtempSync(path.join(os.tmpdir(), "telemetry-"));
-  stack = await startStack({
-    databaseUrl: db.url,
-    natsUrl: testEnv().natsUrl,
-    natsNamespace: ns.namespace,
-    azureConnectionString: containers.connectionString,
-    userContainer: containers.userContainer,
-    sharedContainer: containers.sharedContainer,
+  t = await startTestStack("telemetry", {
     jwtSecret: SECRET,
-    machineDir,
     machineId: MACHINE,
-    logLevel: "silent",
     env: {
       registry: { OUTBOX_POLL_MS: "200" },
       machineCache: {
@@ -63,12 +39,11 @@ beforeAll(async () => {
       },
     },
   });
+  ({ stack, containers } = t);
 });
 
 afterAll(async () => {
-  await stack?.stop();
-  await Promise.all([db?.cleanup(), ns?.cleanup(), containers?.cleanup()]);
-  if (machineDir) rmSync(machineDir, { recursive: true, force: true });
+  await t?.stop();
   await telemetry?.stop();
 });
 
@@ -243,12 +218,12 @@ test("a deletion is one trace across a NATS hop: outbox relay, publish, and both
   const spans = traceOf(traceId);
   const deleteRpc = one(spans, "emprops.lora.v1.LoraService/DeleteLora", SpanKind.SERVER);
   const relay = one(spans, "lora_registry.outbox.relay");
-  const publish = one(spans, `publish ${ns.namespace}.lora.deleted`, SpanKind.PRODUCER);
+  const publish = one(spans, `publish ${t.natsNamespace}.lora.deleted`, SpanKind.PRODUCER);
   expect(descends(spans, relay, deleteRpc)).toBe(true);
   expect(parentOf(publish)).toBe(relay.spanContext().spanId);
-  const consumers = named(spans, `process ${ns.namespace}.lora.deleted`, SpanKind.CONSUMER);
+  const consumers = named(spans, `process ${t.natsNamespace}.lora.deleted`, SpanKind.CONSUMER);
   expect(consumers.map((c) => c.attributes["messaging.consumer.group.name"]).sort()).toEqual(
-    [`${ns.namespace}_blob-gateway-deletions`, `${ns.namespace}_machine-cache-${MACHINE}`].sort(),
+    [`${t.natsNamespace}_blob-gateway-deletions`, `${t.natsNamespace}_machine-cache-${MACHINE}`].sort(),
   );
   for (const c of consumers) expect(parentOf(c)).toBe(publish.spanContext().spanId);
   const evict = one(spans, "machine-cache.evict");
@@ -280,18 +255,20 @@ test("a deletion is one trace across a NATS hop: outbox relay, publish, and both
   expect(sum(m, "blob_gateway.deletions", { source: "event", result: "deleted" })).toBeGreaterThanOrEqual(1);
   expect(
     sum(m, "messaging.client.sent.messages", {
-      "messaging.destination.name": `${ns.namespace}.lora.deleted`,
+      "messaging.destination.name": `${t.natsNamespace}.lora.deleted`,
       outcome: "ok",
     }),
   ).toBeGreaterThanOrEqual(1);
   expect(
     sum(m, "messaging.client.consumed.messages", {
-      "messaging.consumer.group.name": `${ns.namespace}_machine-cache-${MACHINE}`,
+      "messaging.consumer.group.name": `${t.natsNamespace}_machine-cache-${MACHINE}`,
       outcome: "ack",
     }),
   ).toBeGreaterThanOrEqual(1);
   expect(
-    points(m, "messaging.consumer.lag", { "messaging.consumer.group.name": `${ns.namespace}_blob-gateway-deletions` }),
+    points(m, "messaging.consumer.lag", {
+      "messaging.consumer.group.name": `${t.natsNamespace}_blob-gateway-deletions`,
+    }),
   ).toHaveLength(1);
   expect(points(m, "lora_registry.outbox.backlog")[0]?.value).toBe(0);
 });

@@ -1,7 +1,4 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { BlobServiceClient } from "@azure/storage-blob";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -26,43 +23,20 @@ import {
   type Role,
 } from "@emprops/platform";
 import { loadConfig as registryConfig, type RunningRegistry, startLoraRegistry } from "@emprops/lora-registry";
-import {
-  createTestContainers,
-  createTestDatabase,
-  testEnv,
-  testNamespace,
-  type TestContainers,
-  type TestDatabase,
-  type TestNamespace,
-  randomLoraSafetensors,
-} from "@emprops/testkit";
-import { startStack, type RunningStack } from "../src/index.js";
+import { createTestDatabase, type TestContainers, type TestDatabase, randomLoraSafetensors } from "@emprops/testkit";
+import { type RunningStack } from "../src/index.js";
+import { startTestStack, type TestStack } from "./support/test-stack.js";
 
 const SECRET = "upload-e2e-test-secret-0123456789";
 
-let db: TestDatabase;
-let ns: TestNamespace;
+let t: TestStack;
 let containers: TestContainers;
-let machineDir: string;
 let stack: RunningStack;
 let gateway: Client<typeof BlobGatewayService>;
 
 beforeAll(async () => {
-  [db, containers] = await Promise.all([createTestDatabase("upload-e2e"), createTestContainers("upload-e2e")]);
-  ns = testNamespace("upload-e2e");
-  machineDir = mkdtempSync(path.join(os.tmpdir(), "upload-e2e-"));
-  stack = await startStack({
-    databaseUrl: db.url,
-    natsUrl: testEnv().natsUrl,
-    natsNamespace: ns.namespace,
-    azureConnectionString: containers.connectionString,
-    userContainer: containers.userContainer,
-    sharedContainer: containers.sharedContainer,
-    jwtSecret: SECRET,
-    machineDir,
-    logLevel: "silent",
-    env: { registry: { OUTBOX_POLL_MS: "500" } },
-  });
+  t = await startTestStack("upload-e2e", { jwtSecret: SECRET, env: { registry: { OUTBOX_POLL_MS: "500" } } });
+  ({ stack, containers } = t);
   gateway = createServiceClient(
     BlobGatewayService,
     stack.gateway.url,
@@ -71,9 +45,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await stack?.stop();
-  await Promise.all([db?.cleanup(), ns?.cleanup(), containers?.cleanup()]);
-  if (machineDir) rmSync(machineDir, { recursive: true, force: true });
+  await t?.stop();
 });
 
 function clients(baseUrl: string, subject: string, roles: Role[] = []) {

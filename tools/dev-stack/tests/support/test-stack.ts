@@ -17,9 +17,15 @@ import { type RunningStack, startStack, type StackOptions } from "../../src/inde
 export const JWT_SECRET = "clients-test-secret-0123456789abcdef";
 
 /** The whole stack for one test file, isolated (database, NATS namespace, containers, machine dir). */
-export interface ClientsStack {
+export interface TestStack {
   stack: RunningStack;
   containers: TestContainers;
+  /** This file's NATS namespace (subjects and consumers are named after it). */
+  natsNamespace: string;
+  /** The secret the stack's services verify tokens with. */
+  jwtSecret: string;
+  /** The machine-cache's machine directory (its SQLite database lives here). */
+  machineDir: string;
   /** ComfyUI's models/loras of the stack's machine-cache. */
   loraDir: string;
   /** A user of this file, with a token. */
@@ -31,10 +37,17 @@ export interface ClientsStack {
   stop(): Promise<void>;
 }
 
-export async function startClientsStack(
-  label: string,
-  opts: { env?: StackOptions["env"]; azureConnectionString?: string } = {},
-): Promise<ClientsStack> {
+export interface TestStackOptions {
+  env?: StackOptions["env"];
+  /** Where the services reach Azure, e.g. through a proxy; may be derived from this file's containers. */
+  azureConnectionString?: string | ((containers: TestContainers) => string | Promise<string>);
+  /** Default JWT_SECRET. */
+  jwtSecret?: string;
+  /** Default `${label}-machine`. */
+  machineId?: string;
+}
+
+export async function startTestStack(label: string, opts: TestStackOptions = {}): Promise<TestStack> {
   let db: TestDatabase | undefined;
   let containers: TestContainers | undefined;
   const ns: TestNamespace = testNamespace(label);
@@ -45,29 +58,36 @@ export async function startClientsStack(
   };
   try {
     [db, containers] = await Promise.all([createTestDatabase(label), createTestContainers(label)]);
+    const jwtSecret = opts.jwtSecret ?? JWT_SECRET;
+    const machineId = opts.machineId ?? `${label}-machine`;
+    const azure = opts.azureConnectionString;
     const stack = await startStack({
       databaseUrl: db.url,
       natsUrl: testEnv().natsUrl,
       natsNamespace: ns.namespace,
-      azureConnectionString: opts.azureConnectionString ?? containers.connectionString,
+      azureConnectionString:
+        typeof azure === "function" ? await azure(containers) : (azure ?? containers.connectionString),
       userContainer: containers.userContainer,
       sharedContainer: containers.sharedContainer,
-      jwtSecret: JWT_SECRET,
+      jwtSecret,
       machineDir,
-      machineId: `${label}-machine`,
+      machineId,
       logLevel: "silent",
       env: opts.env,
     });
-    const tokenFor = (userId: string) => mintToken(JWT_SECRET, { subject: userId, ttlSeconds: 3600 });
+    const tokenFor = (userId: string) => mintToken(jwtSecret, { subject: userId, ttlSeconds: 3600 });
     const userId = randomUUID();
     const [userToken, adminToken, machineToken] = await Promise.all([
       tokenFor(userId),
-      mintToken(JWT_SECRET, { subject: "clients-admin", roles: ["admin"] }),
-      mintToken(JWT_SECRET, { subject: `${label}-machine`, roles: ["machine"] }),
+      mintToken(jwtSecret, { subject: "clients-admin", roles: ["admin"] }),
+      mintToken(jwtSecret, { subject: machineId, roles: ["machine"] }),
     ]);
     return {
       stack,
       containers,
+      natsNamespace: ns.namespace,
+      jwtSecret,
+      machineDir,
       loraDir: path.join(machineDir, "models", "loras"),
       userId,
       userToken,
