@@ -1,6 +1,7 @@
 import { LoraVerifier, type VerificationResult, type VerifierOptions } from "../src/index.js";
 import {
   buildZip,
+  type CentralRecord,
   chunked,
   fillerBytes,
   legacyTorchFile,
@@ -221,14 +222,7 @@ describe("torch ZIP .pt files", () => {
         "an extra entry",
         (r) =>
           void r.push({
-            ...(r[0] as {
-              name: string;
-              offset: number;
-              crc: number;
-              compressedSize: number;
-              uncompressedSize: number;
-              method: number;
-            }),
+            ...(r[0] as CentralRecord),
           }),
         /lists more entries than the archive holds/,
       ],
