@@ -1,5 +1,4 @@
-import { azuriteConnectionString } from "@emprops/testkit";
-import { startFaultProxy } from "../../../services/machine-cache/tests/support/fault-proxy.js";
+import { azuriteConnectionString, startFaultProxy } from "@emprops/testkit";
 import { expectDownloaded } from "../../../services/machine-cache/bench/machine-cache-bench.js";
 import { table } from "../harness/report.js";
 import { mb, median } from "../harness/stats.js";
@@ -93,7 +92,7 @@ export const singleFlightSuite: Suite = {
         details: [
           `The LoRA is evicted before each round. Each of the ${CALLERS} callers is resolved (and access-checked) ` +
             `by the registry on its own; the file is downloaded once and the others wait for that download. Blob ` +
-            `reads counted by the counting proxy (\`services/machine-cache/tests/support/fault-proxy.ts\`) as ` +
+            `reads counted by the counting proxy (\`libs/testkit/src/fault-proxy.ts\`) as ` +
             `successful signed GETs of the blob; "× the blob" = bytes those GETs asked for ÷ blob size (a download ` +
             `is several ranged GETs).`,
           "",

@@ -65,3 +65,4 @@ export {
   type ZipOptions,
 } from "./fixtures/torch-zip.js";
 export { chunked, prng } from "./fixtures/feed.js";
+export { startFaultProxy, type Fault, type FaultProxy, type SeenRequest } from "./fault-proxy.js";

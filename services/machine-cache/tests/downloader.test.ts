@@ -2,13 +2,12 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { createLogger } from "@emprops/platform";
-import { createTestContainers, type TestContainers } from "@emprops/testkit";
+import { createTestContainers, type TestContainers, type FaultProxy, startFaultProxy } from "@emprops/testkit";
 import { Agent } from "undici";
 import { PARTIAL_SUFFIX, SIDECAR_SUFFIX } from "../src/cache/cache-layout.js";
 import { DownloadError, downloadFile, type DownloadSettings } from "../src/download/download-file.js";
 import { loadPartialState } from "../src/download/partial-state.js";
 import { blobEndpoint, signedUrl, type TestBlob, uploadRandomBlob } from "./support/blobs.js";
-import { type FaultProxy, startFaultProxy } from "./support/fault-proxy.js";
 
 const KIB = 1024;
 const settings: DownloadSettings = {

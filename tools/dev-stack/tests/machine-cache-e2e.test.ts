@@ -8,9 +8,15 @@ import type { Client } from "@connectrpc/connect";
 import { LoraSource, type MachineCacheService } from "@emprops/contracts";
 import { loadConfig as machineConfig, type RunningMachineCache, startMachineCache } from "@emprops/machine-cache";
 import { ManualClock } from "@emprops/platform";
-import { azuriteConnectionString, testEnv, type TestContainers, randomLoraSafetensors } from "@emprops/testkit";
+import {
+  azuriteConnectionString,
+  testEnv,
+  type TestContainers,
+  randomLoraSafetensors,
+  type FaultProxy,
+  startFaultProxy,
+} from "@emprops/testkit";
 import Database from "better-sqlite3";
-import { type FaultProxy, startFaultProxy } from "../../../services/machine-cache/tests/support/fault-proxy.js";
 import { type RunningStack } from "../src/index.js";
 import {
   adminClient,

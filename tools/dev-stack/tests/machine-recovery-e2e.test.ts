@@ -15,9 +15,10 @@ import {
   type TestDatabase,
   type TestNamespace,
   randomLoraSafetensors,
+  type FaultProxy,
+  startFaultProxy,
 } from "@emprops/testkit";
 import Database from "better-sqlite3";
-import { type FaultProxy, startFaultProxy } from "../../../services/machine-cache/tests/support/fault-proxy.js";
 import { type RunningStack, startStack } from "../src/index.js";
 import {
   eventually,

@@ -4,7 +4,7 @@ import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { LoraAdminService, LoraService, MachineCacheService } from "@emprops/contracts";
 import { bearerInterceptor, mintToken, type Role } from "@emprops/platform";
-import type { FaultProxy } from "../../../services/machine-cache/tests/support/fault-proxy.js";
+import type { FaultProxy } from "@emprops/testkit";
 
 export const sha256 = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
 
