@@ -177,10 +177,12 @@ export function quotaExceeded(l: Ledger, cfg: QuotaConfig, requestedBytes: numbe
   const current = l.usedBytes + l.reservedBytes;
   const limit = current + requestedBytes > l.maxBytes ? "bytes" : "count";
   const summary = quotaSummary(l, cfg);
+  // The specification's current_usage_gb / max_quota_gb / available_gb.
   const gb = (n: number) => (n / GIB).toFixed(2);
   const message =
     limit === "bytes"
-      ? `LoRA storage quota exceeded: ${gb(current)}GB / ${gb(l.maxBytes)}GB used, ${gb(requestedBytes)}GB requested`
+      ? `LoRA storage quota exceeded: ${readableBytes(current)} of ${readableBytes(l.maxBytes)} used, ` +
+        `${readableBytes(requestedBytes)} requested`
       : `LoRA count quota exceeded: ${l.usedCount + l.reservedCount} / ${l.maxCount} LoRAs`;
   return rpcError(
     Code.ResourceExhausted,
@@ -205,4 +207,16 @@ export function quotaExceeded(l: Ledger, cfg: QuotaConfig, requestedBytes: numbe
       },
     ],
   );
+}
+
+/** "9.8 GiB", "512.0 MiB", "300 B": sizes as a person reads them, whatever the quota's scale. */
+function readableBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
