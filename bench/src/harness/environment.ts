@@ -153,7 +153,11 @@ export async function startBenchEnvironment(opts: { azuriteOnDisk?: boolean } = 
     return {
       work,
       azurite,
-      summary: deps.summary,
+      // Azurite came from this harness, not from the variable the summary names.
+      summary: deps.summary
+        .replace(/^testkit: /, "")
+        .replace("azurite: $AZURE_STORAGE_CONNECTION_STRING", "azurite: spawned by the harness")
+        .replace(/ \| /g, "; "),
       userContainer: containers.userContainer,
       sharedContainer: containers.sharedContainer,
       userId,

@@ -48,5 +48,5 @@ export function loadAverage(): string {
   return os
     .loadavg()
     .map((l) => l.toFixed(2))
-    .join(" / ");
+    .join(" ");
 }

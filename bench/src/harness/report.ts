@@ -40,7 +40,7 @@ export function renderResults(run: RunInfo, results: { suite: Suite; report: Sui
     `| Node | ${m.node} (${m.os}) |`,
     `| disk (scratch files, machine caches) | ${m.disk} |`,
     `| dependencies | ${run.dependencies} |`,
-    `| load average (1/5/15 min) at start / end | ${m.loadAverage} / ${run.loadAtEnd} |`,
+    `| load average (1, 5, 15 min) | at the start ${m.loadAverage}; at the end ${run.loadAtEnd} |`,
     "",
     "### Ratios",
     "",

@@ -1,4 +1,3 @@
-import { BlobServiceClient } from "@azure/storage-blob";
 import { verifyOnce } from "../../../services/blob-gateway/bench/verify-throughput.js";
 import { fetchMemory } from "../../../services/machine-cache/bench/machine-cache-bench.js";
 import type { PeakMemory } from "../harness/memory.js";
@@ -6,6 +5,7 @@ import { table } from "../harness/report.js";
 import { mb } from "../harness/stats.js";
 import { requireEnv, type Suite } from "../harness/suite.js";
 import { callsOf } from "./machine-cache.js";
+import { verifyTargetOf } from "./verify.js";
 
 /**
  * Peak RSS of a fresh machine-cache process fetching the main LoRA and then a
@@ -33,17 +33,7 @@ export const peakMemorySuite: Suite = {
       }
       const gateway = await env.startGateway();
       try {
-        const blob = BlobServiceClient.fromConnectionString(env.azurite.connectionString)
-          .getContainerClient(env.userContainer)
-          .getBlockBlobClient(`users/${env.userId}/loras/${lora.loraId}.safetensors`);
-        verifies.push(
-          await verifyOnce(gateway, env.tokens.service, {
-            blob,
-            ref: { userId: env.userId, loraId: lora.loraId, extension: "safetensors" },
-            size: bytes,
-            sha256: lora.sha256,
-          }),
-        );
+        verifies.push(await verifyOnce(gateway, env.tokens.service, verifyTargetOf(env, lora)));
       } finally {
         await gateway.stop();
       }

@@ -162,11 +162,13 @@ export const profilesSuite: Suite = {
       summaries: { process: string; s: ProfileSummary }[];
     }[] = [];
     for (const flow of flows) {
+      const total = flow.steps.reduce((n, x) => n + seconds(x.window), 0);
       const step = [...flow.steps].sort((a, b) => seconds(b.window) - seconds(a.window))[0]!;
-      const summaries = step.processes
-        .map((process) => ({ process, s: summariseProfile(file(process), step.window, 10) }))
-        .sort((a, b) => b.s.busyMs - a.s.busyMs);
-      slowest.push({ flow: flow.name, step: step.name, seconds: seconds(step.window), summaries });
+      const summarise = (st: Step) =>
+        st.processes
+          .map((process) => ({ process, s: summariseProfile(file(process), st.window, 10) }))
+          .sort((a, b) => b.s.busyMs - a.s.busyMs);
+      slowest.push({ flow: flow.name, step: step.name, seconds: seconds(step.window), summaries: summarise(step) });
       sections.push(
         "",
         `#### ${flow.name}`,
@@ -176,31 +178,36 @@ export const profilesSuite: Suite = {
           flow.steps.map((st) => [
             st === step ? `**${st.name}** (slowest)` : st.name,
             seconds(st.window).toFixed(3),
-            `${((100 * seconds(st.window)) / flow.steps.reduce((n, x) => n + seconds(x.window), 0)).toFixed(0)} %`,
+            `${((100 * seconds(st.window)) / total).toFixed(0)} %`,
           ]),
         ),
       );
-      for (const { process, s } of summaries.filter((x, i) => i < 2 && x.s.busyMs > 0)) {
-        sections.push(
-          "",
-          `${process}: busy ${s.busyMs.toFixed(0)} ms of the ${s.windowMs.toFixed(0)} ms window ` +
-            `(${((100 * s.busyMs) / s.windowMs).toFixed(0)} % of one core). By origin: ` +
-            s.areas
-              .filter((a) => a.share >= 0.02)
-              .map((a) => `${a.area} ${(100 * a.share).toFixed(0)} %`)
-              .join(", ") +
-            ".",
-          "",
-          table(
-            ["frame (self time)", "called from", "ms", "share"],
-            s.top.map((f) => [
-              `\`${f.frame}\``,
-              f.via ? `\`${f.via}\`` : "",
-              f.selfMs.toFixed(0),
-              `${(100 * f.share).toFixed(1)} %`,
-            ]),
-          ),
-        );
+      // The slowest step, and any other that takes a quarter of the flow or more.
+      const shown = [step, ...flow.steps.filter((st) => st !== step && seconds(st.window) >= total / 4)];
+      for (const st of shown) {
+        // The two processes that worked most in the step's window.
+        for (const { process, s } of summarise(st).filter((x, i) => i < 2 && x.s.busyMs > 0)) {
+          sections.push(
+            "",
+            `*${st.name}* — ${process}: busy ${s.busyMs.toFixed(0)} ms of the ${s.windowMs.toFixed(0)} ms window ` +
+              `(${((100 * s.busyMs) / s.windowMs).toFixed(0)} % of one core). By origin: ` +
+              s.areas
+                .filter((a) => a.share >= 0.02)
+                .map((a) => `${a.area} ${(100 * a.share).toFixed(0)} %`)
+                .join(", ") +
+              ".",
+            "",
+            table(
+              ["frame (self time)", "called from", "ms", "share"],
+              s.top.map((f) => [
+                `\`${f.frame}\``,
+                f.via ? `\`${f.via}\`` : "",
+                f.selfMs.toFixed(0),
+                `${(100 * f.share).toFixed(1)} %`,
+              ]),
+            ),
+          );
+        }
       }
     }
     return { figures: [], data: slowest, details: sections.join("\n") };

@@ -5,11 +5,28 @@ import {
   RANGED_READ,
   SHA_IN_MEMORY,
   VERIFY,
+  type VerifyTarget,
   verifyThroughput,
 } from "../../../services/blob-gateway/bench/verify-throughput.js";
+import type { BenchEnvironment } from "../harness/environment.js";
 import { table } from "../harness/report.js";
 import { mb, median } from "../harness/stats.js";
 import { requireEnv, type Suite } from "../harness/suite.js";
+
+/** What VerifyBlob must find for a LoRA uploaded through the registry. */
+export function verifyTargetOf(
+  env: BenchEnvironment,
+  lora: { loraId: string; sizeBytes: number; sha256: string },
+): VerifyTarget {
+  return {
+    blob: BlobServiceClient.fromConnectionString(env.azurite.connectionString)
+      .getContainerClient(env.userContainer)
+      .getBlockBlobClient(`users/${env.userId}/loras/${lora.loraId}.safetensors`),
+    ref: { userId: env.userId, loraId: lora.loraId, extension: "safetensors" },
+    size: lora.sizeBytes,
+    sha256: lora.sha256,
+  };
+}
 
 /** VerifyBlob on the main LoRA's blob against plain reads and sha256 in memory (the gateway's bench). */
 export const verifySuite: Suite = {
@@ -19,16 +36,8 @@ export const verifySuite: Suite = {
   async run(ctx) {
     const env = requireEnv(ctx);
     const lora = await ctx.loras.get("main", ctx.sizes.mainBytes);
-    const blob = BlobServiceClient.fromConnectionString(env.azurite.connectionString)
-      .getContainerClient(env.userContainer)
-      .getBlockBlobClient(`users/${env.userId}/loras/${lora.loraId}.safetensors`);
     const { rows, memory } = await verifyThroughput({
-      target: {
-        blob,
-        ref: { userId: env.userId, loraId: lora.loraId, extension: "safetensors" },
-        size: lora.sizeBytes,
-        sha256: lora.sha256,
-      },
+      target: verifyTargetOf(env, lora),
       gateway: env.main.gateway,
       token: env.tokens.service,
       rounds: ctx.sizes.rounds,

@@ -1,16 +1,17 @@
 /**
  * ListLoras and name-search latency for one user's LoRAs with flat_file at
- * 10,000 rows, then at 1,000,000 rows (mostly other users' LoRAs and files
- * that are not LoRAs), in one run, through the real RPC.
+ * 10,000 rows and at 1,000,000 rows (mostly other users' LoRAs and files
+ * that are not LoRAs), side by side in one run (a database of each size, the
+ * calls taking turns), through the real RPC.
  *
  *   npm run bench -w services/lora-registry            (DATABASE_URL: a server where it may CREATE DATABASE)
  *
- * The scratch database is dropped at the end. The suite (`npm run bench`,
+ * The scratch databases are dropped at the end. The suite (`npm run bench`,
  * bench/) runs measureListLatency() with the sizes of its mode.
  */
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { createClient } from "@connectrpc/connect";
+import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type ListLorasRequestSchema, LoraService, LoraSortField, SortOrder } from "@emprops/contracts";
@@ -65,24 +66,61 @@ async function seed(db: pg.Client, from: number, to: number, target: string, use
   await db.query("ANALYZE flat_file");
 }
 
-async function measure(call: () => Promise<unknown>, runs: number): Promise<{ p50: number; p95: number }> {
-  for (let i = 0; i < 20; i++) await call();
-  const times: number[] = [];
+/**
+ * Latency of each call, the calls taking turns (and turns in alternating
+ * order), so a machine whose load drifts affects every size alike.
+ */
+async function measureSideBySide(
+  calls: (() => Promise<unknown>)[],
+  runs: number,
+): Promise<{ p50: number; p95: number }[]> {
+  for (let i = 0; i < 20; i++) for (const call of calls) await call();
+  const times = calls.map(() => [] as number[]);
   for (let i = 0; i < runs; i++) {
-    const start = performance.now();
-    await call();
-    times.push(performance.now() - start);
+    const order = i % 2 === 0 ? calls.map((_, k) => k) : calls.map((_, k) => calls.length - 1 - k);
+    for (const k of order) {
+      const start = performance.now();
+      await calls[k]!();
+      times[k]!.push(performance.now() - start);
+    }
   }
-  return { p50: percentile(times, 50), p95: percentile(times, 95) };
+  return times.map((t) => ({ p50: percentile(t, 50), p95: percentile(t, 95) }));
 }
 
-/** Seeds flat_file to each size in turn and measures every scenario at each. */
-export async function measureListLatency(opts: ListLatencyOptions): Promise<ListLatencyResult> {
-  const { adminUrl, userLoras, runs } = opts;
-  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  const name = `lora_bench_${Date.now()}`;
+/**
+ * Drops a scratch database once the registry's connections have closed:
+ * forcing it while a pooled connection is still ending would make that
+ * connection fail with nobody left to handle the error.
+ */
+async function dropDatabase(admin: pg.Client, name: string): Promise<void> {
+  for (let attempt = 1; attempt <= 50; attempt++) {
+    try {
+      await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+      return;
+    } catch (err) {
+      // 55006: still in use.
+      if ((err as { code?: string }).code !== "55006") throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+}
+
+/** A scratch database of `size` flat_file rows and a registry on it. */
+interface Side {
+  name: string;
+  db: pg.Client;
+  registry: Awaited<ReturnType<typeof startLoraRegistry>>;
+  lora: Client<typeof LoraService>;
+}
+
+async function openSide(
+  admin: pg.Client,
+  adminUrl: string,
+  size: number,
+  opts: { target: string; userLoras: number; log: (line: string) => void },
+): Promise<Side> {
+  const name = `lora_bench_${Date.now()}_${size}`;
   await admin.query(`CREATE DATABASE ${name}`);
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
@@ -98,24 +136,47 @@ export async function measureListLatency(opts: ListLatencyOptions): Promise<List
   );
   const db = new pg.Client({ connectionString: url.toString() });
   await db.connect();
+  const started = performance.now();
+  await seed(db, 0, size, opts.target, opts.userLoras);
+  const rows = (await db.query<{ n: string }>("SELECT count(*) AS n FROM flat_file")).rows[0]!.n;
+  opts.log(`flat_file: ${rows} rows (seeded in ${((performance.now() - started) / 1000).toFixed(1)} s)`);
+  const lora = createClient(
+    LoraService,
+    createGrpcTransport({
+      baseUrl: registry.url,
+      interceptors: [bearerInterceptor(await mintToken(SECRET, { subject: opts.target, ttlSeconds: 7200 }))],
+    }),
+  );
+  const check = await lora.listLoras({});
+  if (check.totalSize !== opts.userLoras) throw new Error(`expected ${opts.userLoras} LoRAs, got ${check.totalSize}`);
+  return { name, db, registry, lora };
+}
+
+/**
+ * One database per size, seeded the same way, each with its own registry;
+ * every scenario is measured on all of them with the calls taking turns.
+ */
+export async function measureListLatency(opts: ListLatencyOptions): Promise<ListLatencyResult> {
+  const { adminUrl, userLoras, runs } = opts;
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  const target = randomUUID();
+  const sides: Side[] = [];
   try {
-    const target = randomUUID();
-    const lora = createClient(
-      LoraService,
-      createGrpcTransport({
-        baseUrl: registry.url,
-        interceptors: [bearerInterceptor(await mintToken(SECRET, { subject: target, ttlSeconds: 7200 }))],
-      }),
-    );
+    for (const size of opts.sizes) sides.push(await openSide(admin, adminUrl, size, { target, userLoras, log }));
     // One of the target's names, to search for a single row.
     const rare = (
-      await db.query<{ s: string }>("SELECT substr(md5($1::text), 1, 10) AS s", [String(Math.floor(userLoras / 2))])
+      await sides[0]!.db.query<{ s: string }>("SELECT substr(md5($1::text), 1, 10) AS s", [
+        String(Math.floor(userLoras / 2)),
+      ])
     ).rows[0]!.s;
-    const scenarios: [string, () => Promise<MessageInitShape<typeof ListLorasRequestSchema>>][] = [
+    type Request = MessageInitShape<typeof ListLorasRequestSchema>;
+    const scenarios: [string, (lora: Client<typeof LoraService>) => Promise<Request>][] = [
       ["list, newest first, page 1 (50)", async () => ({})],
       [
         "list, newest first, page 11 (token)",
-        async () => {
+        async (lora) => {
           let pageToken = "";
           for (let i = 0; i < 10; i++) pageToken = (await lora.listLoras({ pageToken })).nextPageToken;
           return { pageToken };
@@ -126,7 +187,7 @@ export async function measureListLatency(opts: ListLatencyOptions): Promise<List
       ["search 'anime' (10 % of the user's)", async () => ({ search: "anime" })],
       [
         "search 'ANIME', by name, page 2",
-        async () => {
+        async (lora) => {
           const first = await lora.listLoras({ search: "ANIME", sort: LoraSortField.NAME, pageSize: 20 });
           return { search: "ANIME", sort: LoraSortField.NAME, pageSize: 20, pageToken: first.nextPageToken };
         },
@@ -134,38 +195,34 @@ export async function measureListLatency(opts: ListLatencyOptions): Promise<List
       [`search '${rare}' (one row)`, async () => ({ search: rare })],
       ["search with no match", async () => ({ search: "zzzz-nothing" })],
     ];
-    const results = new Map<string, { p50: number; p95: number }[]>();
-    let seeded = 0;
-    for (const size of opts.sizes) {
-      const started = performance.now();
-      await seed(db, seeded, size, target, userLoras);
-      seeded = size;
-      const rows = (await db.query<{ n: string }>("SELECT count(*) AS n FROM flat_file")).rows[0]!.n;
-      log(`flat_file: ${rows} rows (seeded in ${((performance.now() - started) / 1000).toFixed(1)} s)`);
-      const check = await lora.listLoras({});
-      if (check.totalSize !== userLoras) throw new Error(`expected ${userLoras} LoRAs, got ${check.totalSize}`);
-      for (const [label, request] of scenarios) {
-        const req = await request();
-        const cells = results.get(label) ?? [];
-        cells.push(await measure(() => lora.listLoras(req), runs));
-        results.set(label, cells);
-      }
+    const results: ListLatencyResult["scenarios"] = [];
+    for (const [label, request] of scenarios) {
+      // Page tokens belong to one database: each side builds its own request.
+      const calls = await Promise.all(
+        sides.map(async (side) => {
+          const req = await request(side.lora);
+          return () => side.lora.listLoras(req);
+        }),
+      );
+      results.push({ label, cells: await measureSideBySide(calls, runs) });
     }
     // The plan the name search gets at the larger size.
-    const plan = await db.query(
+    const plan = await sides[sides.length - 1]!.db.query(
       `EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM flat_file f
        WHERE f.user_id = $1 AND 'lora' = ANY (f.tags) AND f.hidden IS NOT TRUE AND lower(f.name) LIKE '%anime%'
        ORDER BY coalesce(f.created_at, 'epoch'::timestamp) DESC, f.id DESC LIMIT 51`,
       [target],
     );
     return {
-      scenarios: [...results].map(([label, cells]) => ({ label, cells })),
+      scenarios: results,
       plan: plan.rows.map((r: Record<string, string>) => r["QUERY PLAN"]).join("\n"),
     };
   } finally {
-    await db.end();
-    await registry.stop();
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    for (const side of sides) {
+      await side.db.end();
+      await side.registry.stop();
+      await dropDatabase(admin, side.name);
+    }
     await admin.end();
   }
 }
