@@ -9,6 +9,7 @@ import { hostProcess, nativeRequire } from "./native-require.js";
 import { once } from "./once.js";
 import { guardAgainstOrphan, type OrphanGuard } from "./orphan-guard.js";
 import { OutputTail } from "./output-tail.js";
+import { letPostgresUserReachBinaries } from "./postgres-binaries-access.js";
 import { DEFAULT_START_TIMEOUT_MS, type ServiceOptions } from "./service-options.js";
 import { stopChild, unrefChild } from "./stop-child.js";
 import { withTimeout } from "./with-timeout.js";
@@ -43,6 +44,7 @@ export async function startPostgres(options: ServiceOptions = {}): Promise<Start
   // hands it to the postgres user (initdb refuses directories it does not own).
   const clusterDir = dir.persistent ? dir.path : path.join(dir.path, "pgdata");
   const isRoot = process.getuid?.() === 0;
+  if (isRoot) letPostgresUserReachBinaries();
   const tail = new OutputTail();
   const create = (port: number) =>
     new EmbeddedPostgresClass({
