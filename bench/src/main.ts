@@ -46,6 +46,14 @@ const SUITES: Suite[] = [
 
 const REPO = path.resolve(__dirname, "../../../..");
 
+/** The commit measured, and whether the code that ran differed from it. */
+function describeCommit(): string {
+  const git = (...args: string[]) => execFileSync("git", args, { cwd: REPO, encoding: "utf8" }).trim();
+  const commit = git("rev-parse", "--short", "HEAD");
+  const changed = git("status", "--porcelain", "--", "bench/src", "services", "libs");
+  return changed ? `\`${commit}\` with uncommitted changes in the working tree` : `\`${commit}\``;
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
@@ -119,7 +127,7 @@ async function main(): Promise<number> {
         command,
         started,
         seconds: (Date.now() - started.getTime()) / 1000,
-        commit: execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: REPO, encoding: "utf8" }).trim(),
+        commit: describeCommit(),
         machine,
         loadAtEnd: loadAverage(),
         dependencies: env ? `${env.summary}; Azurite ${values["azurite-disk"] ? "on disk" : "in memory"}` : "none",

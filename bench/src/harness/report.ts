@@ -9,6 +9,7 @@ export interface RunInfo {
   command: string;
   started: Date;
   seconds: number;
+  /** Markdown: the commit, and whether the working tree differed. */
   commit: string;
   machine: MachineInfo;
   loadAtEnd: string;
@@ -30,7 +31,7 @@ export function renderResults(run: RunInfo, results: { suite: Suite; report: Sui
     "",
     `## Results of the last ${run.mode} run`,
     "",
-    `\`${run.command}\` on ${run.started.toISOString().slice(0, 16).replace("T", " ")} UTC, commit \`${run.commit}\`, ` +
+    `\`${run.command}\` on ${run.started.toISOString().slice(0, 16).replace("T", " ")} UTC, commit ${run.commit}, ` +
       `${(run.seconds / 60).toFixed(1)} min.`,
     "",
     "| machine | |",

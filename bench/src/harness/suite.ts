@@ -29,7 +29,7 @@ export const SIZES: Record<Mode, Sizes> = {
     mainBytes: 500_000_000,
     threeBytes: 300_000_000,
     bigBytes: 2_000_000_000,
-    rounds: 3,
+    rounds: 5,
     latencyCalls: 2000,
     listSizes: [10_000, 1_000_000],
     listUserLoras: 1000,

@@ -24,6 +24,7 @@ import { type PeakMemory, peakMemoryDuring } from "../../../bench/src/harness/me
 import { safetensorsBlocks } from "../../../bench/src/harness/safetensors.js";
 import { startServiceProcess } from "../../../bench/src/harness/service-process.js";
 import { mb, median, MiB } from "../../../bench/src/harness/stats.js";
+import { rotatedRounds } from "../../../bench/src/harness/rounds.js";
 import { putBlocks } from "../../../bench/src/harness/upload.js";
 
 const RANGES_IN_FLIGHT = 4;
@@ -124,7 +125,7 @@ export interface VerifyThroughput {
   memory: PeakMemory;
 }
 
-/** Rounds of: plain read, read + sha256, ranged read, sha256 in memory, VerifyBlob — interleaved. */
+/** Rounds of: plain read, read + sha256, ranged read, sha256 in memory, VerifyBlob — interleaved, rotated. */
 export async function verifyThroughput(opts: {
   target: VerifyTarget;
   gateway: GatewayUnderTest;
@@ -143,18 +144,25 @@ export async function verifyThroughput(opts: {
   const memory: PeakMemory = { before: 0, peak: 0, hwm: 0 };
   await plainRead(target.blob, false); // warm-up: Azurite's first read of an extent is slower
   const bytes = await target.blob.downloadToBuffer(0, target.size);
-  for (let round = 1; round <= rounds; round++) {
-    rows[PLAIN_READ]!.push(await plainRead(target.blob, false));
-    rows[PLAIN_READ_SHA]!.push(await plainRead(target.blob, true));
-    rows[RANGED_READ]!.push(await rangedRead(target.blob, target.size));
-    rows[SHA_IN_MEMORY]!.push(sha256InMemory(bytes, target.sha256));
-    const r = await verifyOnce(gateway, token, target);
-    rows[VERIFY]!.push(r.seconds);
-    if (round === 1) memory.before = r.memory.before;
-    memory.peak = Math.max(memory.peak, r.memory.peak);
-    memory.hwm = Math.max(memory.hwm, r.memory.hwm);
-    opts.log?.(`verify round ${round}/${rounds} done`);
-  }
+  let first = true;
+  await rotatedRounds(
+    rounds,
+    [
+      async () => void rows[PLAIN_READ]!.push(await plainRead(target.blob, false)),
+      async () => void rows[PLAIN_READ_SHA]!.push(await plainRead(target.blob, true)),
+      async () => void rows[RANGED_READ]!.push(await rangedRead(target.blob, target.size)),
+      async () => void rows[SHA_IN_MEMORY]!.push(sha256InMemory(bytes, target.sha256)),
+      async () => {
+        const r = await verifyOnce(gateway, token, target);
+        rows[VERIFY]!.push(r.seconds);
+        if (first) memory.before = r.memory.before;
+        first = false;
+        memory.peak = Math.max(memory.peak, r.memory.peak);
+        memory.hwm = Math.max(memory.hwm, r.memory.hwm);
+      },
+    ],
+    (round) => opts.log?.(`verify round ${round}/${rounds} done`),
+  );
   return { rows, memory };
 }
 

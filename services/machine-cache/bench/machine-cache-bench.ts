@@ -30,6 +30,7 @@ import { connectJson } from "../../../bench/src/harness/connect-json.js";
 import { startBenchEnvironment } from "../../../bench/src/harness/environment.js";
 import { type PeakMemory, peakMemoryDuring } from "../../../bench/src/harness/memory.js";
 import { mb, median, MiB, percentile } from "../../../bench/src/harness/stats.js";
+import { rotatedRounds } from "../../../bench/src/harness/rounds.js";
 import { uploadLora } from "../../../bench/src/harness/upload.js";
 
 /** A machine cache under measurement. */
@@ -123,7 +124,8 @@ export const coldLabel = (parts: number) =>
 /**
  * Rounds of: plain download, plain download + sha256, then an evicted-then-
  * ensured fetch on each machine cache (one per parts setting). Interleaved,
- * so each round compares the same moment of a shared machine. Seconds per round.
+ * so each round compares the same moment of a shared machine, and rotated.
+ * Seconds per round.
  */
 export async function coldFetch(opts: {
   variants: { parts: number; calls: MachineCacheCalls }[];
@@ -138,17 +140,21 @@ export async function coldFetch(opts: {
     [PLAIN_DOWNLOAD_SHA]: [],
     ...Object.fromEntries(opts.variants.map((v) => [coldLabel(v.parts), []])),
   };
-  for (let round = 1; round <= opts.rounds; round++) {
-    rows[PLAIN_DOWNLOAD]!.push(await opts.plain(false));
-    rows[PLAIN_DOWNLOAD_SHA]!.push(await opts.plain(true));
-    for (const v of opts.variants) {
-      await v.calls.evict([opts.loraId]);
-      const { ms, results } = await v.calls.ensure([opts.loraId], `cold-${round}`);
-      expectDownloaded(results, 1);
-      rows[coldLabel(v.parts)]!.push(ms / 1000);
-    }
-    opts.log?.(`cold fetch round ${round}/${opts.rounds}`);
-  }
+  let job = 0;
+  await rotatedRounds(
+    opts.rounds,
+    [
+      async () => void rows[PLAIN_DOWNLOAD]!.push(await opts.plain(false)),
+      async () => void rows[PLAIN_DOWNLOAD_SHA]!.push(await opts.plain(true)),
+      ...opts.variants.map((v) => async () => {
+        await v.calls.evict([opts.loraId]);
+        const { ms, results } = await v.calls.ensure([opts.loraId], `cold-${++job}`);
+        expectDownloaded(results, 1);
+        rows[coldLabel(v.parts)]!.push(ms / 1000);
+      }),
+    ],
+    (round) => opts.log?.(`cold fetch round ${round}/${opts.rounds}`),
+  );
   return rows;
 }
 
@@ -164,21 +170,29 @@ export async function threeLoras(opts: {
 }): Promise<Record<string, number[]>> {
   const { calls, ids } = opts;
   const rows: Record<string, number[]> = { [THREE_TOGETHER]: [], [THREE_SEQUENTIAL]: [] };
-  for (let round = 1; round <= opts.rounds; round++) {
-    await calls.evict(ids);
-    const together = await calls.ensure(ids, `three-${round}`);
-    expectDownloaded(together.results, ids.length);
-    rows[THREE_TOGETHER]!.push(together.ms / 1000);
-    await calls.evict(ids);
-    let sequential = 0;
-    for (const id of ids) {
-      const one = await calls.ensure([id], `seq-${round}-${id}`);
-      expectDownloaded(one.results, 1);
-      sequential += one.ms;
-    }
-    rows[THREE_SEQUENTIAL]!.push(sequential / 1000);
-    opts.log?.(`three LoRAs round ${round}/${opts.rounds}`);
-  }
+  let job = 0;
+  await rotatedRounds(
+    opts.rounds,
+    [
+      async () => {
+        await calls.evict(ids);
+        const together = await calls.ensure(ids, `three-${++job}`);
+        expectDownloaded(together.results, ids.length);
+        rows[THREE_TOGETHER]!.push(together.ms / 1000);
+      },
+      async () => {
+        await calls.evict(ids);
+        let sequential = 0;
+        for (const id of ids) {
+          const one = await calls.ensure([id], `seq-${++job}`);
+          expectDownloaded(one.results, 1);
+          sequential += one.ms;
+        }
+        rows[THREE_SEQUENTIAL]!.push(sequential / 1000);
+      },
+    ],
+    (round) => opts.log?.(`three LoRAs round ${round}/${opts.rounds}`),
+  );
   return rows;
 }
 
