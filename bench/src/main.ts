@@ -50,7 +50,7 @@ const REPO = path.resolve(__dirname, "../../../..");
 function describeCommit(): string {
   const git = (...args: string[]) => execFileSync("git", args, { cwd: REPO, encoding: "utf8" }).trim();
   const commit = git("rev-parse", "--short", "HEAD");
-  const changed = git("status", "--porcelain", "--", "bench/src", "services", "libs");
+  const changed = git("status", "--porcelain", "--", "bench/src", "services/*/src", "services/*/bench", "libs/*/src");
   return changed ? `\`${commit}\` with uncommitted changes in the working tree` : `\`${commit}\``;
 }
 
