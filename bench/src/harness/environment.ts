@@ -98,7 +98,8 @@ export async function startBenchEnvironment(opts: { azuriteOnDisk?: boolean } = 
       return {
         ...p,
         stop: async () => {
-          processes.splice(processes.indexOf(p), 1);
+          const i = processes.indexOf(p);
+          if (i >= 0) processes.splice(i, 1);
           await stopOne();
         },
       };
