@@ -1,3 +1,4 @@
+import { Cron } from "croner";
 import { z } from "zod";
 
 /** Raised at start-up when the environment is wrong; names every bad variable. */
@@ -56,6 +57,21 @@ export const env = {
       .enum(["true", "false", "1", "0", "yes", "no"], { message: "must be true or false" })
       .default(fallback ? "true" : "false")
       .transform((v) => v === "true" || v === "1" || v === "yes"),
+  cron: (fallback: string) =>
+    z
+      .string()
+      .refine(
+        (v) => {
+          try {
+            new Cron(v, { paused: true }).stop();
+            return true;
+          } catch {
+            return false;
+          }
+        },
+        { message: "is not a cron pattern" },
+      )
+      .default(fallback),
   logLevel: () => z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   token: () =>
     z

@@ -1,5 +1,4 @@
 import { authConfig, commonEnvShape, env, parseEnv, type AuthConfig } from "@emprops/platform";
-import { Cron } from "croner";
 import { z } from "zod";
 
 const GIB = 1024 ** 3;
@@ -50,18 +49,6 @@ export interface RegistryConfig {
   corsAllowedOrigins: string[];
 }
 
-const cronPattern = z.string().refine(
-  (v) => {
-    try {
-      new Cron(v, { paused: true }).stop();
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: "is not a cron pattern" },
-);
-
 const shape = {
   ...commonEnvShape,
   REGISTRY_HOST: env.host(),
@@ -96,7 +83,7 @@ const shape = {
     .min(60)
     .max(7 * 24 * 3600)
     .default(4 * 3600),
-  UPLOAD_REAPER_CRON: cronPattern.default("*/30 * * * * *"),
+  UPLOAD_REAPER_CRON: env.cron("*/30 * * * * *"),
   DOWNLOAD_URL_TTL_SECONDS: z.coerce
     .number()
     .int()

@@ -1,6 +1,5 @@
 import path from "node:path";
 import { authConfig, commonEnvShape, env, parseEnv, type AuthConfig } from "@emprops/platform";
-import { Cron } from "croner";
 import { z } from "zod";
 import { EVICTION_POLICIES, type EvictionPolicy } from "./db/settings.js";
 
@@ -69,18 +68,6 @@ export interface MachineCacheConfig {
 const optionalNonNegative = z.coerce.number().min(0, "must be zero or more").optional();
 const int = (min: number, max: number, fallback: number) => z.coerce.number().int().min(min).max(max).default(fallback);
 
-const cronPattern = z.string().refine(
-  (v) => {
-    try {
-      new Cron(v, { paused: true }).stop();
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: "is not a cron pattern" },
-);
-
 const shape = {
   ...commonEnvShape,
   MACHINE_CACHE_HOST: env.host(),
@@ -98,7 +85,7 @@ const shape = {
   LORA_EVICTION_ENABLED: z.enum(["true", "false"], { message: "must be true or false" }).optional(),
   MIN_FREE_SPACE_GB: optionalNonNegative,
   LORA_EVICTION_POLICY: z.enum(EVICTION_POLICIES, { message: `must be ${EVICTION_POLICIES.join(" or ")}` }).optional(),
-  LORA_AGE_EVICTION_CRON: cronPattern.default("0 3 * * *"),
+  LORA_AGE_EVICTION_CRON: env.cron("0 3 * * *"),
   LORA_REVALIDATE_AFTER_SECONDS: int(0, 30 * 24 * 3600, 900),
   LORA_DOWNLOAD_CONCURRENCY: int(1, 64, 4),
   LORA_DOWNLOAD_PARALLEL_MIN_MB: int(1, 1 << 20, 64),
