@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -10,12 +10,12 @@ import { bearerInterceptor } from "@emprops/platform";
 import { kohyaMetadata, writeLoraFile } from "@emprops/testkit";
 import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 import { startStudioServer, type StudioServer } from "../src/studio-server.js";
+import { findChromium } from "./support/chromium.js";
 import { startTestStack, type TestStack } from "./support/test-stack.js";
 
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const APP = path.join(ROOT, "apps", "studio-lora-library");
 const ARTIFACTS = path.join(ROOT, "test-artifacts");
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const MiB = 1024 * 1024;
 
 /** The block index of a Put Block URL (block ids are base64 "block-000042"), or -1. */
@@ -30,7 +30,7 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
   let studio: StudioServer;
   let browser: BrowserContext;
   let page: Page;
-  let dir: string;
+  let dir = "";
   let registryUrl = "";
   const sha: Record<string, string> = {};
 
@@ -71,7 +71,8 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     );
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
+    const chromiumBinary = await findChromium();
+    console.log(`Studio page test: Chromium from ${chromiumBinary.source} (${chromiumBinary.executablePath})`);
     dir = mkdtempSync(path.join(os.tmpdir(), "studio-"));
     const out = path.join(dir, "page");
     await promisify(execFile)(
@@ -98,7 +99,8 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     });
     registryUrl = t.stack.registry.url;
     browser = await chromium.launchPersistentContext(path.join(dir, "profile"), {
-      executablePath: CHROMIUM,
+      executablePath: chromiumBinary.executablePath,
+      env: { ...process.env, ...chromiumBinary.env },
       headless: true,
       args: [
         "--headless",
@@ -122,7 +124,7 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     await browser?.close();
     await t?.stop();
     await studio?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   test("the registry and Blob Storage answer preflights of the Studio's origin, and only of it", async () => {
