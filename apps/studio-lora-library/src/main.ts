@@ -33,7 +33,7 @@ function signIn(config: PageConfig, problem?: ShownError): void {
         "Sign in with a token. In development, ",
         el("code", {}, "npm start"),
         " prints a sign-in link for this page with a user token in it, and ",
-        el("code", {}, "npm run mint-token -- --sub <user uuid>"),
+        el("code", {}, "npm run -s mint-token -- --sub <user uuid>"),
         " mints more.",
       ),
       el(

@@ -152,6 +152,10 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
   });
 
   test("signs in with the token in the fragment; an upload shows its progress, then the LoRA with its metadata", async () => {
+    // Without a token the page says how to mint one, as the README does.
+    await page.goto(studio.url);
+    await page.getByText("npm run -s mint-token -- --sub <user uuid>", { exact: true }).waitFor();
+    await page.goto("about:blank");
     await page.goto(`${studio.url}#token=${t.userToken}`);
     await page.getByTestId("quota-usage").filter({ hasText: "0 B of 10.0 GiB (0.0%)" }).waitFor();
     expect(page.url()).not.toContain("token=");

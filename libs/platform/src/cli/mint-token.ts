@@ -1,21 +1,28 @@
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { parseArgs } from "node:util";
 import { mintToken, type Role } from "../auth.js";
 
-const USAGE = `Mints an HS256 bearer token for local development (secret from JWT_SECRET).
+const USAGE = `Mints an HS256 bearer token for local development and prints only the token.
 
-  npm run mint-token -- --sub <uuid|id> [--role admin|machine|service]... [--ttl 1h]
+  npm run -s mint-token -- --sub <uuid|id> [--role admin|machine|service]... [--ttl 1h]
+  export TOKEN=$(npm run -s mint-token -- --sub 00000000-0000-4000-8000-000000000001)
 
-  --sub   the token's subject: a user's UUID, or a machine/service id
-  --role  a role to grant; repeat for several (a plain user has none)
-  --ttl   lifetime: seconds, or a number with s, m, h or d (default 1h)
+  --sub          the token's subject: a user's UUID, or a machine/service id
+  --role         a role to grant; repeat for several (a plain user has none)
+  --ttl          lifetime: seconds, or a number with s, m, h or d (default 1h)
+  --secret-file  a file holding the secret
 
+The secret: JWT_SECRET when set, else --secret-file, else the one npm start
+keeps in $EMPROPS_DATA_DIR/jwt-secret (default .data/jwt-secret).
 JWT_ISSUER and JWT_AUDIENCE are added when set, as the services check them.`;
 
 const ROLES: Role[] = ["admin", "machine", "service"];
 
 function parseTtl(value: string): number {
-  const match = /^(\d+)([smhd]?)$/.exec(value);
-  if (!match) throw new Error(`--ttl must be seconds or a number with s, m, h or d, got ${JSON.stringify(value)}`);
+  const match = /^([1-9]\d*)([smhd]?)$/.exec(value);
+  if (!match)
+    throw new Error(`--ttl must be positive seconds or a number with s, m, h or d, got ${JSON.stringify(value)}`);
   const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86_400 }[match[2] as "" | "s" | "m" | "h" | "d"];
   return Number(match[1]) * unit;
 }
@@ -26,6 +33,7 @@ async function main(): Promise<void> {
       sub: { type: "string" },
       role: { type: "string", multiple: true },
       ttl: { type: "string", default: "1h" },
+      "secret-file": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -39,8 +47,7 @@ async function main(): Promise<void> {
       throw new Error(`--role must be one of ${ROLES.join(", ")}, got ${JSON.stringify(r)}`);
     return r as Role;
   });
-  const secret = process.env.JWT_SECRET;
-  if (!secret) throw new Error("JWT_SECRET is not set (the services' HS256 secret, at least 16 characters)");
+  const secret = readSecret(values["secret-file"]);
   const token = await mintToken(secret, {
     subject: values.sub,
     roles,
@@ -49,6 +56,20 @@ async function main(): Promise<void> {
     audience: process.env.JWT_AUDIENCE || undefined,
   });
   process.stdout.write(`${token}\n`);
+}
+
+/** The same secret the services were started with: the environment's, else the dev stack's file. */
+function readSecret(secretFile: string | undefined): string {
+  if (process.env.JWT_SECRET) return process.env.JWT_SECRET;
+  const file = secretFile ?? path.resolve(process.env.EMPROPS_DATA_DIR ?? ".data", "jwt-secret");
+  if (!existsSync(file)) {
+    throw new Error(
+      secretFile
+        ? `--secret-file ${file} does not exist`
+        : `no secret: JWT_SECRET is not set and ${file} does not exist (npm start creates it)`,
+    );
+  }
+  return readFileSync(file, "utf8").trim();
 }
 
 main().catch((err: unknown) => {
