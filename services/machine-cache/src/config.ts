@@ -2,26 +2,14 @@ import path from "node:path";
 import { authConfig, commonEnvShape, env, parseEnv, type AuthConfig } from "@emprops/platform";
 import { z } from "zod";
 import { EVICTION_POLICIES, type EvictionPolicy } from "./db/settings.js";
+import type { DownloadSettings } from "./download/download-file.js";
 
 const MIB = 1024 * 1024;
 
-/** How LoRA files are fetched from Blob Storage. */
-export interface DownloadConfig {
+/** How LoRA files are fetched from Blob Storage: how one file is downloaded, and around it. */
+export interface DownloadConfig extends DownloadSettings {
   /** LoRAs of one request downloaded at the same time. */
   concurrency: number;
-  /** Files at least this large are fetched in ranged parts. */
-  parallelThresholdBytes: number;
-  /** Size of one ranged part. */
-  partSizeBytes: number;
-  /** Ranged parts of one file in flight at the same time. */
-  partsPerFile: number;
-  /** Attempts per file before DOWNLOAD_FAILED (a checksum mismatch counts as one). */
-  maxAttempts: number;
-  /** First and largest backoff between attempts (exponential, with jitter). */
-  retryMinMs: number;
-  retryMaxMs: number;
-  /** A response that sends nothing for this long is cut and retried. */
-  stallTimeoutMs: number;
   /** Partial downloads older than this are removed at start-up instead of resumed. */
   partialMaxAgeMs: number;
 }

@@ -14,10 +14,15 @@ import {
   type TokenVerifier,
 } from "@emprops/platform";
 import { Agent, type Dispatcher } from "undici";
+import { Evictor } from "./cache/evictor.js";
+import { type FetchedLora, LoraFetcher } from "./cache/fetch-lora.js";
 import { LoraCache } from "./cache/lora-cache.js";
+import { Pins } from "./cache/pins.js";
+import { SpaceManager } from "./cache/space-manager.js";
 import { Warmer } from "./cache/warmer.js";
 import type { MachineCacheConfig } from "./config.js";
 import { type Db, openDatabase } from "./db/open-database.js";
+import { SingleFlight } from "./download/singleflight.js";
 import { StatsPublisher } from "./reporting/stats-publisher.js";
 import { UsageReporter } from "./reporting/usage-reporter.js";
 import { cacheStats } from "./reporting/cache-stats.js";
@@ -42,10 +47,17 @@ export interface BaseContext {
 
 /** Everything a route or job needs, wired in one place so tests can swap parts. */
 export interface AppContext extends BaseContext {
+  /** The budget and every eviction decision. */
+  space: SpaceManager;
+  /** One flight per file: reserve, download, verify, register. */
+  fetcher: LoraFetcher;
+  /** EnsureLoras batches. */
   cache: LoraCache;
   usage: UsageReporter;
   stats: StatsPublisher;
   warmer: Warmer;
+  /** The cache-statistics gauges; stopped with the service. */
+  gauges: { stop(): void };
 }
 
 export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseContext> = {}): AppContext {
@@ -79,25 +91,52 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
       }),
     metrics: overrides.metrics ?? createMetrics(),
   };
-  observeCacheStats(() =>
+  const gauges = observeCacheStats(() =>
     cacheStats({ db: base.db, loraDir: cfg.loraDir, machineId: cfg.machineId, clock: base.clock }),
   );
-  const cache = new LoraCache({
-    db: base.db,
-    loraDir: cfg.loraDir,
-    machineId: cfg.machineId,
-    download: cfg.download,
-    revalidateAfterMs: cfg.revalidateAfterMs,
-    warmMaxEvictPercent: cfg.warmMaxEvictPercent,
-    resolver: base.resolver,
-    dispatcher: base.dispatcher,
-    clock: base.clock,
+  const { db, clock, metrics, resolver, dispatcher } = base;
+  const { loraDir, machineId } = cfg;
+  const pins = new Pins();
+  const downloads = new SingleFlight<FetchedLora>();
+  const space = new SpaceManager({
+    db,
+    loraDir,
+    evictor: new Evictor({ db, loraDir, clock, logger, metrics }),
+    clock,
     logger,
-    metrics: base.metrics,
+    busy: (p) => pins.has(p) || downloads.has(p),
+    warmMaxEvictPercent: cfg.warmMaxEvictPercent,
+  });
+  const resolving = { resolver, machineId, logger };
+  const fetcher = new LoraFetcher({
+    ...resolving,
+    db,
+    loraDir,
+    download: cfg.download,
+    dispatcher,
+    clock,
+    metrics,
+    space,
+    downloads,
+  });
+  const cache = new LoraCache({
+    ...resolving,
+    db,
+    loraDir,
+    clock,
+    metrics,
+    revalidateAfterMs: cfg.revalidateAfterMs,
+    concurrency: cfg.download.concurrency,
+    pins,
+    space,
+    fetcher,
   });
   return {
     ...base,
+    space,
+    fetcher,
     cache,
+    gauges,
     usage: new UsageReporter({
       db: base.db,
       bus,
@@ -118,6 +157,6 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
       logger,
       intervalMs: cfg.statsIntervalMs,
     }),
-    warmer: new Warmer({ cache, resolver: base.resolver, machineId: cfg.machineId, logger }),
+    warmer: new Warmer({ ...resolving, db, cache, fetcher }),
   };
 }

@@ -37,6 +37,7 @@ export async function startMachineCache(
       await Promise.all([server?.close(), ctx.cache.stop(), ctx.warmer.stop()]);
       ageJob?.stop();
       ctx.stats.stop();
+      ctx.gauges.stop();
       await consumer?.stop();
       await ctx.usage.stop();
       ctx.db.close();
@@ -67,11 +68,11 @@ export async function startMachineCache(
       names: ctx.names,
       machineId: cfg.machineId,
       db: ctx.db,
-      cache: ctx.cache,
+      space: ctx.space,
       clock: ctx.clock,
       logger: ctx.logger,
     });
-    ageJob = startAgeEvictionJob({ pattern: cfg.ageEvictionCron, space: ctx.cache.space, logger: ctx.logger });
+    ageJob = startAgeEvictionJob({ pattern: cfg.ageEvictionCron, space: ctx.space, logger: ctx.logger });
     ctx.usage.start();
     ctx.stats.start();
     return { ctx, server, url: server.url, stop };

@@ -28,7 +28,7 @@ export function createMetrics() {
       advice: { explicitBucketBoundaries: [100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000] },
     }),
     evictions: m.createCounter("machine_cache.evictions", {
-      description: "Evicted LoRAs by reason: lru, age, invalidation, admin, reconcile",
+      description: "Evicted LoRAs by reason: lru, gdsf, age, invalidation, admin, reconcile",
     }),
     evictedBytes: m.createCounter("machine_cache.evicted_bytes", { unit: "By" }),
     revalidations: m.createCounter("machine_cache.revalidations", {
@@ -42,9 +42,10 @@ export type Metrics = ReturnType<typeof createMetrics>;
 /**
  * Gauges read from the cache's own statistics at each collection: the hit
  * ratio over 24 hours, the share of lora_cache_max_gb used, cached bytes and
- * LoRAs by source, and free disk space.
+ * LoRAs by source, and free disk space. stop() removes the callback, so a
+ * stopped service's database is not read again.
  */
-export function observeCacheStats(read: () => Promise<MachineCacheStats>): void {
+export function observeCacheStats(read: () => Promise<MachineCacheStats>): { stop(): void } {
   const m = meter();
   const hitRatio = m.createObservableGauge("machine_cache.hit_ratio", {
     description: "Cache hits / (hits + misses) over the last 24 hours",
@@ -55,17 +56,17 @@ export function observeCacheStats(read: () => Promise<MachineCacheStats>): void 
   const cachedBytes = m.createObservableGauge("machine_cache.cached_bytes", { unit: "By" });
   const cachedLoras = m.createObservableGauge("machine_cache.cached_loras");
   const diskFree = m.createObservableGauge("machine_cache.disk_free_bytes", { unit: "By" });
-  m.addBatchObservableCallback(
-    async (r) => {
-      const s = await read();
-      r.observe(hitRatio, s.cacheHitRate24h);
-      r.observe(utilization, s.utilizationPercent / 100);
-      r.observe(cachedBytes, Number(s.userLoraBytes), { "lora.source": "user" });
-      r.observe(cachedBytes, Number(s.sharedLoraBytes), { "lora.source": "shared" });
-      r.observe(cachedLoras, s.userLoraCount, { "lora.source": "user" });
-      r.observe(cachedLoras, s.sharedLoraCount, { "lora.source": "shared" });
-      r.observe(diskFree, Number(s.diskFreeBytes));
-    },
-    [hitRatio, utilization, cachedBytes, cachedLoras, diskFree],
-  );
+  const observables = [hitRatio, utilization, cachedBytes, cachedLoras, diskFree];
+  const observe: Parameters<typeof m.addBatchObservableCallback>[0] = async (r) => {
+    const s = await read();
+    r.observe(hitRatio, s.cacheHitRate24h);
+    r.observe(utilization, s.utilizationPercent / 100);
+    r.observe(cachedBytes, Number(s.userLoraBytes), { "lora.source": "user" });
+    r.observe(cachedBytes, Number(s.sharedLoraBytes), { "lora.source": "shared" });
+    r.observe(cachedLoras, s.userLoraCount, { "lora.source": "user" });
+    r.observe(cachedLoras, s.sharedLoraCount, { "lora.source": "shared" });
+    r.observe(diskFree, Number(s.diskFreeBytes));
+  };
+  m.addBatchObservableCallback(observe, observables);
+  return { stop: () => m.removeBatchObservableCallback(observe, observables) };
 }

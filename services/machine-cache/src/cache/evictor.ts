@@ -4,10 +4,17 @@ import { recordEvent } from "../db/cache-events.js";
 import { deleteLoraFile } from "../db/lora-files.js";
 import { deleteModel } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
+import type { EvictionPolicy } from "../db/settings.js";
 import type { Metrics } from "../telemetry.js";
 import { PARTIAL_SUFFIX, relativeToLoraDir, SIDECAR_SUFFIX } from "./cache-layout.js";
 
-export type EvictionReason = "lru" | "age" | "invalidation" | "admin" | "reconcile";
+/** Room made for a download is labelled by the policy that chose the victims. */
+export type EvictionReason = EvictionPolicy | "age" | "invalidation" | "admin" | "reconcile";
+
+/** The event reason of room made for warming, which has its own budget. */
+export function warmEvictionReason(reason: EvictionReason): string {
+  return `${reason}-warm`;
+}
 
 export interface Evicted {
   /** Absolute path. */
@@ -39,8 +46,7 @@ export class Evictor {
         await Promise.all(
           [row.path, row.path + PARTIAL_SUFFIX, row.path + SIDECAR_SUFFIX].map((p) => fs.rm(p, { force: true })),
         );
-        // `warm` marks room made for prefetching, which has its own budget.
-        const eventReason = detail.for_warm ? "lru-warm" : reason;
+        const eventReason = detail.for_warm ? warmEvictionReason(reason) : reason;
         db.transaction(() => {
           deleteModel(db, row.path);
           deleteLoraFile(db, row.path);

@@ -7,8 +7,8 @@ import { evictedBytesSince } from "../db/cache-events.js";
 import { evictableUserLoras, getModel, type ModelRow, userLoraBytes } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import { inflationReader, raiseInflation } from "../db/gdsf-inflation.js";
-import { type CacheSettings, readSettings } from "../db/settings.js";
-import { type Evicted, type Evictor } from "./evictor.js";
+import { type CacheSettings, EVICTION_POLICIES, readSettings } from "../db/settings.js";
+import { type Evicted, type EvictionReason, type Evictor, warmEvictionReason } from "./evictor.js";
 import { byLeastRecentlyUsed, lastUsedMs, pickAged, pickGdsf, pickLru } from "./eviction-policies.js";
 
 export interface Reservation {
@@ -88,9 +88,8 @@ export class SpaceManager {
           throw noSpace("warming may not evict that much", { required_bytes: victimBytes });
         }
         for (const v of victims) {
-          await this.deps.evictor.evict(v, "lru", {
+          await this.deps.evictor.evict(v, settings.evictionPolicy, {
             for_path: req.path,
-            policy: settings.evictionPolicy,
             ...(req.maxEvictBytes !== undefined ? { for_warm: true } : {}),
           });
         }
@@ -114,7 +113,11 @@ export class SpaceManager {
   warmEvictBudget(): number {
     const settings = readSettings(this.deps.db);
     const share = Math.floor((settings.loraCacheMaxBytes * this.deps.warmMaxEvictPercent) / 100);
-    const used = evictedBytesSince(this.deps.db, "lru-warm", this.deps.clock.now().getTime() - DAY_MS);
+    const since = this.deps.clock.now().getTime() - DAY_MS;
+    const used = EVICTION_POLICIES.reduce(
+      (sum, policy) => sum + evictedBytesSince(this.deps.db, warmEvictionReason(policy), since),
+      0,
+    );
     return Math.max(0, share - used);
   }
 
@@ -168,7 +171,19 @@ export class SpaceManager {
     });
   }
 
-  /** Runs `fn` while no reservation decision is being made (eviction by other paths). */
+  /**
+   * Evicts one file as a decision of its own, whatever the eviction
+   * settings: its LoRA was deleted or changed, or a copy is replaced.
+   */
+  evict(
+    row: { path: string; size_bytes: number },
+    reason: Extract<EvictionReason, "invalidation" | "reconcile">,
+    detail: Record<string, unknown> = {},
+  ): Promise<Evicted> {
+    return this.lock(() => this.deps.evictor.evict(row, reason, detail));
+  }
+
+  /** Runs `fn` while no eviction decision is being made (a batch pins its files in it). */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
     return this.lock(fn);
   }

@@ -1,8 +1,9 @@
-import type { Client } from "@connectrpc/connect";
-import type { LoraResolverService } from "@emprops/contracts";
-import type { Logger } from "@emprops/platform";
-import { type LoraCache } from "./lora-cache.js";
-import { type LoraKey, keyString, referenceOf } from "./lora-key.js";
+import type { Db } from "../db/open-database.js";
+import { cachedCopy } from "./cached-copy.js";
+import type { LoraFetcher } from "./fetch-lora.js";
+import type { LoraCache } from "./lora-cache.js";
+import { type LoraKey, keyString } from "./lora-key.js";
+import { type ResolveDeps, resolveOne } from "./resolve.js";
 
 /** A LoRA to prefetch and the user on whose behalf it is resolved. */
 export interface WarmItem {
@@ -23,11 +24,11 @@ export class Warmer {
   private stopped = false;
 
   constructor(
-    private readonly deps: {
-      cache: LoraCache;
-      resolver: Client<typeof LoraResolverService>;
-      machineId: string;
-      logger: Logger;
+    private readonly deps: ResolveDeps & {
+      db: Db;
+      /** Warming waits until no EnsureLoras is in progress. */
+      cache: Pick<LoraCache, "whenIdle">;
+      fetcher: LoraFetcher;
     },
   ) {}
 
@@ -72,20 +73,15 @@ export class Warmer {
   }
 
   private async warm({ key, userId }: WarmItem): Promise<void> {
-    const { cache, resolver, machineId, logger } = this.deps;
-    if (await cache.cachedCopy(key)) return;
-    const answer = await resolver.resolveLoras({
-      userId,
-      jobId: "cache-warming",
-      machineId,
-      refs: [referenceOf(key)],
-    });
-    const outcome = answer.results[0]?.outcome;
-    if (outcome?.case !== "lora") {
-      logger.info({ ref: key, error: outcome?.value }, "LoRA to warm did not resolve; skipped");
+    const { db, fetcher, logger } = this.deps;
+    if (await cachedCopy(db, key)) return;
+    const who = { jobId: "cache-warming", userId };
+    const resolution = await resolveOne(this.deps, who, key);
+    if (resolution.case !== "lora") {
+      logger.info({ ref: key, error: resolution.value }, "LoRA to warm did not resolve; skipped");
       return;
     }
-    const got = await cache.fetch(key, outcome.value, { jobId: "cache-warming", userId, forWarm: true });
+    const got = await fetcher.fetch(key, resolution.value, { ...who, forWarm: true });
     logger.info({ ref: key, path: got.path, bytes: got.bytesDownloaded }, "warmed LoRA");
   }
 }

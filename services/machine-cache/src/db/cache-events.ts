@@ -6,7 +6,7 @@ export interface CacheEvent {
   kind: CacheEventKind;
   atMs: number;
   bytes?: number;
-  /** For evictions: lru, age, invalidation, admin, reconcile; "warm" marks an LRU eviction made room for warming. */
+  /** For evictions: lru, gdsf, age, invalidation, admin, reconcile; room made for warming is lru-warm or gdsf-warm. */
   reason?: string;
   path?: string;
 }

@@ -15,12 +15,17 @@ import {
 } from "./partial-state.js";
 
 export interface DownloadSettings {
+  /** Files at least this large are fetched in ranged parts. */
   parallelThresholdBytes: number;
   partSizeBytes: number;
+  /** Ranged parts of one file in flight at the same time. */
   partsPerFile: number;
+  /** Attempts per file before DOWNLOAD_FAILED (a checksum mismatch counts as one). */
   maxAttempts: number;
+  /** First and largest backoff between attempts (exponential, with jitter). */
   retryMinMs: number;
   retryMaxMs: number;
+  /** A response that sends nothing for this long is cut and retried. */
   stallTimeoutMs: number;
 }
 

@@ -1,7 +1,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { type EventNames, LoraDeletedSchema } from "@emprops/contracts";
 import type { Clock, Consumer, EventBus, Logger } from "@emprops/platform";
-import type { LoraCache } from "../cache/lora-cache.js";
+import type { SpaceManager } from "../cache/space-manager.js";
 import { findUserLoraFiles } from "../db/lora-files.js";
 import type { Db } from "../db/open-database.js";
 import { addTombstone } from "../db/tombstones.js";
@@ -17,11 +17,11 @@ export function startInvalidationConsumer(deps: {
   names: EventNames;
   machineId: string;
   db: Db;
-  cache: LoraCache;
+  space: SpaceManager;
   clock: Clock;
   logger: Logger;
 }): Promise<Consumer> {
-  const { bus, names, machineId, db, cache, clock, logger } = deps;
+  const { bus, names, machineId, db, space, clock, logger } = deps;
   return bus.consume({
     durable: names.durables.machineInvalidations(machineId),
     filterSubjects: [names.loraDeletedAll],
@@ -42,9 +42,7 @@ export function startInvalidationConsumer(deps: {
       addTombstone(db, userId, event.loraId, clock.now().getTime());
       const copies = findUserLoraFiles(db, event.loraId, userId);
       for (const row of copies) {
-        await cache.space.exclusive(() =>
-          cache.evictor.evict(row, "invalidation", { event_id: event.eventId, lora_id: event.loraId }),
-        );
+        await space.evict(row, "invalidation", { event_id: event.eventId, lora_id: event.loraId });
       }
       logger.debug({ event_id: event.eventId, lora_id: event.loraId, evicted: copies.length }, "LoraDeleted handled");
     },

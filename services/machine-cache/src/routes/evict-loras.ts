@@ -61,7 +61,7 @@ export function evictLoras(ctx: AppContext): Partial<ServiceImpl<typeof MachineC
         throw failedPrecondition(ErrorReason.EVICTION_DISABLED, "eviction is disabled (lora_eviction_enabled = false)");
       }
       const evicted: Evicted[] = [];
-      const space = ctx.cache.space;
+      const { space } = ctx;
       if (targets.length > 0) evicted.push(...(await space.evictSelected(targets, "admin")));
       if (req.runAgePolicy) evicted.push(...(await space.runAgePolicy()));
       if (req.freeBytes > 0n) evicted.push(...(await space.freeBytes(Number(req.freeBytes), "admin")));

@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ErrorReason, type MachineCacheService, WarmLorasResponseSchema } from "@emprops/contracts";
 import { invalidArgument, rpcError } from "@emprops/platform";
+import { cachedCopy } from "../cache/cached-copy.js";
 import type { WarmItem } from "../cache/warmer.js";
 import type { AppContext } from "../context.js";
 import { MAX_REFS, parseLoraId, parseReference, parseUserId } from "../validation.js";
@@ -54,7 +55,7 @@ export function warmLoras(ctx: AppContext): Partial<ServiceImpl<typeof MachineCa
       const toWarm: WarmItem[] = [];
       let alreadyCached = 0;
       for (const item of items) {
-        if (await ctx.cache.cachedCopy(item.key)) alreadyCached++;
+        if (await cachedCopy(ctx.db, item.key)) alreadyCached++;
         else toWarm.push(item);
       }
       const queued = ctx.warmer.enqueue(toWarm);

@@ -1,0 +1,286 @@
+import { performance } from "node:perf_hooks";
+import { create } from "@bufbuild/protobuf";
+import { type EnsuredLora, EnsuredLoraSchema, type ItemError, reasonName, type ResolvedLora } from "@emprops/contracts";
+import { type Clock, tracer } from "@emprops/platform";
+import pLimit from "p-limit";
+import { recordEvent } from "../db/cache-events.js";
+import { findLoraFile, type LoraFileRow, markValidated } from "../db/lora-files.js";
+import { touchModel } from "../db/models.js";
+import type { Db } from "../db/open-database.js";
+import { toPythonIso } from "../db/python-time.js";
+import { addUsages, type NewUsage } from "../db/usage-outbox.js";
+import type { Metrics } from "../telemetry.js";
+import { relativeToLoraDir } from "./cache-layout.js";
+import { isIntact } from "./cached-copy.js";
+import type { FetchedLora, LoraFetcher } from "./fetch-lora.js";
+import { downloadItemError, errorResult, internalItem, registryFailure } from "./item-errors.js";
+import { type LoraKey, keyString, referenceOf } from "./lora-key.js";
+import type { Pins } from "./pins.js";
+import { type Resolution, type ResolveDeps, resolveAll, revalidation } from "./resolve.js";
+import type { SpaceManager } from "./space-manager.js";
+
+export interface EnsureDeps extends ResolveDeps {
+  db: Db;
+  loraDir: string;
+  clock: Clock;
+  metrics: Metrics;
+  /** A hit not confirmed by the registry for this long is checked again. */
+  revalidateAfterMs: number;
+  /** LoRAs of one request downloaded at once. */
+  concurrency: number;
+  pins: Pins;
+  space: SpaceManager;
+  fetcher: LoraFetcher;
+}
+
+/** One job's request, validated. */
+export interface EnsureInput {
+  jobId: string;
+  /** The job's user ("" when the request names only shared LoRAs). */
+  userId: string;
+  workflowId: string;
+  workflowName: string;
+  keys: LoraKey[];
+}
+
+/** The positions in a batch that name one reference. */
+interface Group {
+  key: LoraKey;
+  indices: number[];
+}
+
+interface CachedGroup extends Group {
+  row: LoraFileRow;
+}
+
+interface FetchGroup extends Group {
+  lora: ResolvedLora;
+}
+
+/** Makes every referenced LoRA present; each reference succeeds or fails on its own. */
+export function ensureBatch(deps: EnsureDeps, input: EnsureInput): Promise<EnsuredLora[]> {
+  return tracer().startActiveSpan("machine-cache.ensure", async (span) => {
+    const batch = new Batch(deps, input);
+    try {
+      span.setAttributes({ "job.id": input.jobId, "lora.refs": input.keys.length });
+      const answered = await batch.run();
+      span.setAttributes({ "lora.hits": answered.filter((r) => r.cacheHit).length });
+      return answered;
+    } finally {
+      batch.unpin();
+      span.end();
+    }
+  });
+}
+
+/**
+ * One EnsureLoras: classifies each distinct reference as a hit, a copy to
+ * check again (stale) or a miss, asks the registry once about the stale
+ * and missing ones, answers the hits, fetches the rest, and records usage.
+ */
+class Batch {
+  private readonly started = performance.now();
+  private readonly results: (EnsuredLora | undefined)[];
+  private readonly unpins: (() => void)[] = [];
+
+  constructor(
+    private readonly deps: EnsureDeps,
+    private readonly input: EnsureInput,
+  ) {
+    this.results = new Array<EnsuredLora | undefined>(input.keys.length);
+  }
+
+  async run(): Promise<EnsuredLora[]> {
+    const { hits, stale, misses } = await this.classify();
+    const toFetch: FetchGroup[] = [];
+    if (stale.length > 0 || misses.length > 0) await this.resolve(stale, misses, hits, toFetch);
+    this.answerHits(hits);
+    await this.fetchAll(toFetch.sort((a, b) => (a.indices[0] as number) - (b.indices[0] as number)));
+    const answered = this.results.map(
+      (r, i) => r ?? errorResult(this.input.keys[i] as LoraKey, internalItem("no outcome"), 0),
+    );
+    this.recordUsage(answered);
+    return answered;
+  }
+
+  unpin(): void {
+    for (const unpin of this.unpins) unpin();
+  }
+
+  private async classify(): Promise<{ hits: CachedGroup[]; stale: CachedGroup[]; misses: Group[] }> {
+    const { db, pins, space, clock, revalidateAfterMs } = this.deps;
+    const groups = new Map<string, Group>();
+    for (const [i, key] of this.input.keys.entries()) {
+      const group = groups.get(keyString(key)) ?? { key, indices: [] };
+      group.indices.push(i);
+      groups.set(keyString(key), group);
+    }
+    // Pinned inside the space lock: no eviction decision can be half-way through these files.
+    const found = await space.exclusive(async () =>
+      [...groups.values()].map((group) => {
+        const row = findLoraFile(db, group.key);
+        if (row) this.unpins.push(pins.pin([row.path]));
+        return { group, row };
+      }),
+    );
+    const hits: CachedGroup[] = [];
+    const stale: CachedGroup[] = [];
+    const misses: Group[] = [];
+    const intact = await Promise.all(found.map(({ row }) => row && isIntact(db, row)));
+    const nowMs = clock.now().getTime();
+    for (const [k, { group, row }] of found.entries()) {
+      if (!row || !intact[k]) misses.push(group);
+      else if (nowMs - row.validated_at_ms >= revalidateAfterMs) stale.push({ ...group, row });
+      else hits.push({ ...group, row });
+    }
+    return { hits, stale, misses };
+  }
+
+  /** One registry call: the stale copies' verdicts and the misses' resolutions. */
+  private async resolve(stale: CachedGroup[], misses: Group[], hits: CachedGroup[], toFetch: FetchGroup[]) {
+    const { metrics, logger } = this.deps;
+    let resolutions: Resolution[];
+    try {
+      const keys = [...stale, ...misses].map((g) => g.key);
+      resolutions = await resolveAll(this.deps, this.input, keys, misses.length > 0);
+    } catch (err) {
+      if (stale.length > 0) {
+        // The copy on disk was valid when last checked, and deletions also arrive through NATS: serve it.
+        metrics.revalidations.add(stale.length, { outcome: "unavailable" });
+        logger.warn({ err, refs: stale.length }, "registry unreachable; serving cached LoRAs unchecked");
+        hits.push(...stale);
+      }
+      if (misses.length > 0) {
+        logger.warn({ err }, "the registry did not resolve uncached LoRAs");
+        for (const g of misses) this.answerError(g, registryFailure(err));
+      }
+      return;
+    }
+    for (const [k, g] of stale.entries()) await this.revalidate(g, resolutions[k] as Resolution, hits, toFetch);
+    for (const [k, g] of misses.entries()) {
+      const resolution = resolutions[stale.length + k] as Resolution;
+      if (resolution.case === "lora") toFetch.push({ ...g, lora: resolution.value });
+      else this.answerError(g, resolution.value);
+    }
+  }
+
+  private async revalidate(g: CachedGroup, resolution: Resolution, hits: CachedGroup[], toFetch: FetchGroup[]) {
+    const { db, clock, metrics, logger, space } = this.deps;
+    const checked = revalidation(g.row, resolution);
+    metrics.revalidations.add(1, { outcome: checked.verdict });
+    switch (checked.verdict) {
+      case "valid":
+        markValidated(db, g.row.path, clock.now().getTime());
+        hits.push(g);
+        return;
+      case "changed":
+        await space.evict(g.row, "invalidation", { changed: true });
+        toFetch.push({ key: g.key, indices: g.indices, lora: checked.lora });
+        return;
+      case "gone":
+        await space.evict(g.row, "invalidation", { missed_event: true });
+        this.answerError(g, checked.error, g.row.path);
+        return;
+      case "unavailable":
+        logger.warn({ path: g.row.path, error: checked.error }, "registry could not check a cached LoRA; serving it");
+        hits.push(g);
+    }
+  }
+
+  private answerHits(hits: CachedGroup[]): void {
+    if (hits.length === 0) return;
+    this.answerPresent(
+      hits.map(({ row, ...g }) => {
+        const { path, size_bytes: sizeBytes, sha256 } = row;
+        return { g, file: { path, sizeBytes, sha256, bytesDownloaded: 0, attempts: 0, resumed: false, present: true } };
+      }),
+    );
+  }
+
+  private async fetchAll(groups: FetchGroup[]): Promise<void> {
+    const { fetcher, pins } = this.deps;
+    const limit = pLimit(this.deps.concurrency);
+    const who = { jobId: this.input.jobId, userId: this.input.userId };
+    await Promise.all(
+      groups.map(async (g) => {
+        this.unpins.push(pins.pin([fetcher.targetPath(g.key, g.lora)]));
+        try {
+          this.answerPresent([{ g, file: await limit(() => fetcher.fetch(g.key, g.lora, who)) }]);
+        } catch (err) {
+          this.answerError(g, downloadItemError(err));
+        }
+      }),
+    );
+  }
+
+  /** A hit when the file was present (`present`), a miss when it was fetched: one answer per position. */
+  private answerPresent(answers: { g: Group; file: FetchedLora }[]): void {
+    const { db, clock, metrics } = this.deps;
+    const now = clock.now();
+    db.transaction(() => {
+      for (const { g, file } of answers) {
+        touchModel(db, file.path, toPythonIso(now));
+        const kind = file.present ? "hit" : "miss";
+        for (const _ of g.indices) recordEvent(db, { kind, atMs: now.getTime(), path: file.path });
+      }
+    }).immediate();
+    for (const { g, file } of answers) {
+      for (const [n, i] of g.indices.entries()) {
+        metrics.refs.add(1, { outcome: file.present ? "hit" : "miss" });
+        // Bytes and attempts belong to the first reference; duplicates rode along.
+        const first = n === 0;
+        this.results[i] = create(EnsuredLoraSchema, {
+          ref: referenceOf(this.input.keys[i] as LoraKey),
+          path: this.relative(file.path),
+          cacheHit: file.present,
+          sizeBytes: BigInt(file.sizeBytes),
+          bytesDownloaded: BigInt(first ? file.bytesDownloaded : 0),
+          attempts: first ? file.attempts : 0,
+          resumed: first && file.resumed,
+          sha256: file.sha256,
+          elapsedMs: this.elapsed(),
+        });
+      }
+    }
+  }
+
+  /** Every position of the reference fails with `error`: a miss in the statistics. */
+  private answerError(g: Group, error: ItemError, path?: string): void {
+    const { db, clock, metrics } = this.deps;
+    for (const i of g.indices) {
+      recordEvent(db, { kind: "miss", atMs: clock.now().getTime(), path });
+      metrics.refs.add(1, { outcome: "error", reason: reasonName(error.reason) });
+      this.results[i] = errorResult(g.key, error, this.elapsed());
+    }
+  }
+
+  /** One usage per user LoRA and job, for the registry's usage counts. */
+  private recordUsage(answered: EnsuredLora[]): void {
+    const { input } = this;
+    const seen = new Set<string>();
+    const usages: NewUsage[] = [];
+    const at = this.deps.clock.now().getTime();
+    for (const [i, r] of answered.entries()) {
+      const key = input.keys[i] as LoraKey;
+      if (r.error || key.source !== "user" || seen.has(keyString(key))) continue;
+      seen.add(keyString(key));
+      usages.push({
+        lora_id: key.identifier,
+        user_id: key.userId,
+        job_id: input.jobId,
+        workflow_id: input.workflowId,
+        workflow_name: input.workflowName,
+        used_at_ms: at,
+      });
+    }
+    if (usages.length > 0) addUsages(this.deps.db, usages);
+  }
+
+  private elapsed(): number {
+    return performance.now() - this.started;
+  }
+
+  private relative(absolute: string): string {
+    return relativeToLoraDir(this.deps.loraDir, absolute) ?? absolute;
+  }
+}

@@ -1,0 +1,233 @@
+import { performance } from "node:perf_hooks";
+import type { ResolvedLora } from "@emprops/contracts";
+import { type Clock, fromItemError, recordSpanError, RepeatedFailures, tracer } from "@emprops/platform";
+import { AbortError } from "p-retry";
+import type { Dispatcher } from "undici";
+import type { DownloadConfig } from "../config.js";
+import { findLoraFile, findLoraFileByPath, type LoraFileRow } from "../db/lora-files.js";
+import { getModel } from "../db/models.js";
+import type { Db } from "../db/open-database.js";
+import { DownloadError, type DownloadResult, downloadFile } from "../download/download-file.js";
+import type { SingleFlight } from "../download/singleflight.js";
+import { type Metrics, sizeBucket } from "../telemetry.js";
+import { absoluteInLoraDir, relativeToLoraDir, sharedLoraRelPath, userLoraRelPath } from "./cache-layout.js";
+import { isIntact } from "./cached-copy.js";
+import { downloadOutcomeOf, notFound } from "./item-errors.js";
+import { extensionOf, type LoraKey, keyString } from "./lora-key.js";
+import { isDeleted, registerDownloaded } from "./register.js";
+import { type Requester, type ResolveDeps, resolveOne } from "./resolve.js";
+import type { SpaceManager } from "./space-manager.js";
+
+/** A file made present by one flight. */
+export interface FetchedLora {
+  /** Absolute path. */
+  path: string;
+  sizeBytes: number;
+  sha256: string;
+  bytesDownloaded: number;
+  attempts: number;
+  resumed: boolean;
+  /** Another request had just finished it: nothing was downloaded. */
+  present: boolean;
+}
+
+/** What one caller of fetch() gets. */
+export interface FetchOutcome extends FetchedLora {
+  /** This caller waited for a download another caller started. */
+  joined: boolean;
+}
+
+/** Who a fetch is for (the registry's access check and audit) and whether it is warming. */
+export interface FetchContext extends Requester {
+  forWarm?: boolean;
+}
+
+export interface LoraFetcherDeps extends ResolveDeps {
+  db: Db;
+  loraDir: string;
+  download: DownloadConfig;
+  dispatcher: Dispatcher;
+  clock: Clock;
+  metrics: Metrics;
+  space: SpaceManager;
+  /** One flight per target path; the space manager leaves their files alone. */
+  downloads: SingleFlight<FetchedLora>;
+}
+
+/**
+ * Makes resolved LoRAs present: one flight per file however many callers
+ * ask at once; the flight reserves its bytes (evicting if needed), downloads
+ * and verifies, and registers the file.
+ */
+export class LoraFetcher {
+  private readonly stopping = new AbortController();
+  /** Consecutive download failures per LoRA: a warning and a gauge for alerts. */
+  private readonly failures: RepeatedFailures;
+
+  constructor(private readonly deps: LoraFetcherDeps) {
+    this.failures = new RepeatedFailures({ name: "machine_cache.download", what: "download", logger: deps.logger });
+  }
+
+  async fetch(key: LoraKey, lora: ResolvedLora, ctx: FetchContext): Promise<FetchOutcome> {
+    const target = this.targetPath(key, lora);
+    const { promise, joined } = this.deps.downloads.run(target, () => this.flight(key, lora, target, ctx));
+    const outcome = await promise;
+    return joined ? { ...outcome, bytesDownloaded: 0, attempts: 0, resumed: false, joined } : { ...outcome, joined };
+  }
+
+  /** Where a resolved LoRA lives under models/loras (absolute). */
+  targetPath(key: LoraKey, lora: ResolvedLora): string {
+    const rel =
+      key.source === "user"
+        ? userLoraRelPath(key.userId, key.identifier, lora.fileName, extensionOf(lora.format))
+        : sharedLoraRelPath(key.identifier);
+    return absoluteInLoraDir(this.deps.loraDir, rel);
+  }
+
+  /** Cancels downloads in flight (their partial files stay for a resume) and waits for them. */
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.deps.downloads.settled();
+  }
+
+  private flight(key: LoraKey, lora: ResolvedLora, target: string, ctx: FetchContext): Promise<FetchedLora> {
+    const { db, space, clock } = this.deps;
+    return tracer().startActiveSpan("machine-cache.download", async (span) => {
+      const started = performance.now();
+      const sizeBytes = Number(lora.sizeBytes);
+      const labels = { "lora.source": key.source, "lora.size_bucket": sizeBucket(sizeBytes) };
+      span.setAttributes({
+        "lora.path": target,
+        "lora.size_bytes": sizeBytes,
+        "lora.warm": !!ctx.forWarm,
+        "lora.source": key.source,
+        "lora.identifier": key.identifier,
+      });
+      try {
+        const ready = await this.presentCopy(key, lora, target);
+        if (ready) return ready;
+        if (isDeleted(db, key)) throw notFound(key);
+        const reservation = await space.reserve({
+          path: target,
+          sizeBytes,
+          userLora: key.source === "user",
+          maxEvictBytes: ctx.forWarm ? space.warmEvictBudget() : undefined,
+        });
+        try {
+          const result = await downloadFile(
+            {
+              finalPath: target,
+              sizeBytes,
+              sha256: lora.sha256.toLowerCase(),
+              // A LoRA resolved without a read URL (a cached copy found changed) gets one now.
+              url: (refresh) =>
+                refresh || !lora.downloadUrl ? this.freshUrl(key, ctx) : Promise.resolve(lora.downloadUrl),
+              signal: this.stopping.signal,
+            },
+            this.deps.download,
+            { dispatcher: this.deps.dispatcher, logger: this.deps.logger },
+          );
+          await registerDownloaded(
+            db,
+            {
+              key,
+              path: target,
+              fileName: lora.fileName,
+              sizeBytes,
+              sha256: result.sha256,
+              bytesDownloaded: result.bytesDownloaded,
+            },
+            clock.now(),
+          );
+          const ms = performance.now() - started;
+          this.recordDownload(key, target, sizeBytes, result, ms, labels, !!ctx.forWarm);
+          span.setAttributes({
+            "lora.outcome": "ok",
+            "lora.bytes_downloaded": result.bytesDownloaded,
+            "lora.attempts": result.attempts,
+            "lora.resumed": result.resumed,
+            "lora.duration_ms": Math.round(ms),
+          });
+          const { sha256, bytesDownloaded, attempts, resumed } = result;
+          return { path: target, sizeBytes, sha256, bytesDownloaded, attempts, resumed, present: false };
+        } finally {
+          reservation.release();
+        }
+      } catch (err) {
+        const outcome = downloadOutcomeOf(err);
+        this.deps.metrics.downloads.add(1, { outcome, ...labels });
+        span.setAttributes({
+          "lora.outcome": outcome,
+          "lora.duration_ms": Math.round(performance.now() - started),
+          ...(err instanceof DownloadError ? { "lora.attempts": err.attempts } : {}),
+        });
+        // A file that cannot be fetched (not a missing LoRA, a full disk or a shutdown) is what operators chase.
+        if (err instanceof DownloadError && err.kind !== "aborted" && err.kind !== "not_found") {
+          this.failures.failed(keyString(key), { ...labels, reason: err.kind }, err);
+          recordSpanError(span, err);
+        }
+        throw err;
+      } finally {
+        span.end();
+      }
+    });
+  }
+
+  private recordDownload(
+    key: LoraKey,
+    target: string,
+    sizeBytes: number,
+    result: DownloadResult,
+    ms: number,
+    labels: Record<string, string>,
+    warm: boolean,
+  ): void {
+    const { metrics, logger, loraDir } = this.deps;
+    metrics.downloads.add(1, { outcome: "ok", ...labels });
+    metrics.downloadedBytes.add(result.bytesDownloaded, { "lora.source": key.source });
+    metrics.downloadDuration.record(ms, labels);
+    this.failures.succeeded(keyString(key));
+    logger.info(
+      {
+        path: relativeToLoraDir(loraDir, target) ?? target,
+        size_bytes: sizeBytes,
+        bytes_downloaded: result.bytesDownloaded,
+        attempts: result.attempts,
+        resumed: result.resumed,
+        ms: Math.round(ms),
+        warm,
+      },
+      "downloaded LoRA",
+    );
+  }
+
+  /**
+   * The target when another request finished it just before this flight
+   * started; a broken or outdated copy of the same reference is removed.
+   */
+  private async presentCopy(key: LoraKey, lora: ResolvedLora, target: string): Promise<FetchedLora | undefined> {
+    const { db, space } = this.deps;
+    const atTarget = findLoraFileByPath(db, target);
+    const sha = lora.sha256.toLowerCase();
+    if (atTarget && (await isIntact(db, atTarget)) && (!sha || atTarget.sha256 === sha)) {
+      const { size_bytes: sizeBytes, sha256 } = atTarget;
+      return { path: target, sizeBytes, sha256, bytesDownloaded: 0, attempts: 0, resumed: false, present: true };
+    }
+    const stale = [atTarget, findLoraFile(db, key)].filter((r): r is LoraFileRow => !!r);
+    for (const row of new Map(stale.map((r) => [r.path, r])).values()) {
+      const sizeBytes = getModel(db, row.path)?.size_bytes ?? row.size_bytes;
+      await space.evict({ path: row.path, size_bytes: sizeBytes }, "reconcile", { replaced_by: target });
+    }
+    // A models row the node package made for this path without ours is replaced on registration.
+    return undefined;
+  }
+
+  /** A fresh read URL after the last one was refused; a LoRA deleted meanwhile stops the download. */
+  private async freshUrl(key: LoraKey, ctx: FetchContext): Promise<string> {
+    const who = { jobId: ctx.jobId, userId: key.source === "user" ? key.userId : ctx.userId };
+    const resolution = await resolveOne(this.deps, who, key);
+    if (resolution.case === "lora" && resolution.value.downloadUrl) return resolution.value.downloadUrl;
+    if (resolution.case === "error") throw new AbortError(fromItemError(resolution.value));
+    throw new Error("the registry returned no read URL");
+  }
+}
