@@ -66,3 +66,5 @@ export {
 } from "./fixtures/torch-zip.js";
 export { chunked, prng } from "./fixtures/feed.js";
 export { startFaultProxy, type Fault, type FaultProxy, type SeenRequest } from "./fault-proxy.js";
+export { eventually, type EventuallyOptions } from "./eventually.js";
+export { rpcFailure, type RpcFailure } from "./rpc-failure.js";
