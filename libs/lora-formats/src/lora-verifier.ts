@@ -6,7 +6,7 @@ import { FormatError } from "./format-error.js";
 import { extractLoraMetadata } from "./lora-metadata.js";
 import { RawPickleReader } from "./raw-pickle-reader.js";
 import { SafetensorsStreamReader } from "./safetensors-stream-reader.js";
-import { TorchZipReader } from "./torch-zip-reader.js";
+import { TorchCheckpointReader } from "./torch-checkpoint.js";
 import type { FileFormatName, RejectReason, VerificationResult, VerifierOptions } from "./types.js";
 
 const DESCRIBED_TYPES: Record<string, string> = {
@@ -216,7 +216,7 @@ export class LoraVerifier {
       reader = new SafetensorsStreamReader();
       if (detected === "safetensors") this.format = "safetensors";
     } else if (detected === "zip") {
-      reader = new TorchZipReader();
+      reader = new TorchCheckpointReader();
       this.format = "torch_zip";
     } else if (detected === "pickle") {
       reader = new RawPickleReader();

@@ -1,0 +1,293 @@
+import { crc32 } from "node:zlib";
+import { ByteQueue } from "../byte-queue.js";
+import { bytesText, quote } from "../describe.js";
+import { FormatError } from "../format-error.js";
+import { decodeLatin1, decodeUtf8 } from "../pickle-strings.js";
+import { CentralDirectory } from "./central-directory.js";
+import { NEED_MORE, parseExtraFields, type ZipEntry } from "./entry.js";
+import {
+  EXTRA_ZIP64,
+  FLAG_DATA_DESCRIPTOR,
+  FLAG_ENCRYPTED,
+  FLAG_MASKED_HEADERS,
+  FLAG_STRONG_ENCRYPTION,
+  FLAG_UTF8_NAME,
+  LOCAL_HEADER_SIZE,
+  METHOD_DEFLATED,
+  METHOD_STORED,
+  SIG_CENTRAL_HEADER,
+  SIG_END,
+  SIG_LOCAL_HEADER,
+  SIG_ZIP64_END,
+  SIG_ZIP64_LOCATOR,
+  u16,
+  u32,
+  U32_MAX,
+  u64,
+} from "./fields.js";
+
+// torch.save writes a ZIP whose entries are STORED, with general-purpose flag bit 3 set: the local header carries
+// zero sizes and a data descriptor follows each entry's bytes. A stream cannot know where such an entry ends, so
+// the reader takes the first descriptor signature whose recorded sizes equal the bytes seen so far (and, for
+// stored entries, whose CRC-32 matches them). After the last entry the central directory must agree with what the
+// stream showed (see CentralDirectory).
+
+const DESCRIPTOR_SIGNATURE = Buffer.from([0x50, 0x4b, 0x07, 0x08]);
+const MAX_ENTRIES = 100_000;
+const MAX_TOTAL_NAME_BYTES = 16 * 1024 * 1024;
+
+/** What the reader tells its owner about each entry as its bytes stream past. */
+export interface ZipEntryHandler {
+  /** A local header was read; `entry` has the header's sizes (zero when a data descriptor follows). */
+  onEntryStart(entry: ZipEntry): void;
+  /** Bytes of the current entry's data, as stored (compressed when the method is not STORED). */
+  onEntryData(bytes: Uint8Array): void;
+  /** The entry ended; `entry` has its final CRC-32 and sizes. */
+  onEntryEnd(entry: ZipEntry): void;
+}
+
+interface OpenEntry extends ZipEntry {
+  descriptorLength: number;
+  remaining: number;
+  dataLength: number;
+  runningCrc: number;
+}
+
+type State = "record" | "data" | "search" | "done";
+
+/** Reads a ZIP archive as a stream of chunks (any chunking), handing each entry's bytes to a handler. */
+export class ZipStreamReader {
+  private readonly queue = new ByteQueue();
+  /** Absolute offset of the first byte not yet consumed. */
+  private fileOffset = 0;
+  private state: State = "record";
+  private readonly entryList: ZipEntry[] = [];
+  private readonly central = new CentralDirectory(this.entryList, (detail) => this.fail(detail));
+  private current: OpenEntry | undefined;
+  private nameBytesTotal = 0;
+
+  constructor(private readonly handler: ZipEntryHandler) {}
+
+  /** Entries read so far, in archive order. */
+  get entries(): readonly ZipEntry[] {
+    return this.entryList;
+  }
+
+  /** The entry whose data is streaming, if any. */
+  get currentEntry(): ZipEntry | undefined {
+    return this.current;
+  }
+
+  update(chunk: Uint8Array): void {
+    if (this.queue.length === 0) {
+      const used = this.pump(chunk);
+      this.queue.append(chunk.subarray(used));
+    } else {
+      this.queue.append(chunk);
+      this.queue.discard(this.pump(this.queue.view()));
+    }
+  }
+
+  /** Throws FormatError unless the archive ended with its end of central directory record. */
+  finish(): void {
+    if (this.state === "done") return;
+    const entry = this.current;
+    if (this.state === "search" && entry) {
+      this.fail(`no data descriptor matching the bytes of entry ${quote(entry.name)} was found (corrupt or truncated)`);
+    }
+    if (this.state === "data" && entry) this.fail(`the file ends inside entry ${quote(entry.name)} (truncated)`);
+    this.fail("the file ends before the end-of-central-directory record (truncated)");
+  }
+
+  fail(detail: string): never {
+    throw new FormatError(`The ZIP archive is invalid: ${detail}.`);
+  }
+
+  private pump(buf: Uint8Array): number {
+    let pos = 0;
+    for (;;) {
+      const next = this.step(buf, pos);
+      if (next === NEED_MORE) break;
+      pos = next;
+    }
+    this.fileOffset += pos;
+    return pos;
+  }
+
+  /** Returns the new position, or NEED_MORE when nothing can be done with the bytes available. */
+  private step(buf: Uint8Array, pos: number): number {
+    switch (this.state) {
+      case "record":
+        return this.readRecord(buf, pos);
+      case "data":
+        return this.readKnownData(buf, pos);
+      case "search":
+        return this.searchDescriptor(buf, pos);
+      default:
+        if (pos < buf.length) this.fail(`unexpected data after the end-of-central-directory record`);
+        return NEED_MORE;
+    }
+  }
+
+  private readRecord(buf: Uint8Array, pos: number): number {
+    if (buf.length - pos < 4) return NEED_MORE;
+    const here = this.fileOffset + pos;
+    let next: number;
+    switch (u32(buf, pos)) {
+      case SIG_LOCAL_HEADER:
+        return this.readLocalHeader(buf, pos);
+      case SIG_CENTRAL_HEADER:
+        return this.central.readCentralHeader(buf, pos, this.fileOffset);
+      case SIG_ZIP64_END:
+        return this.central.readZip64End(buf, pos, this.fileOffset);
+      case SIG_ZIP64_LOCATOR:
+        return this.central.readZip64Locator(buf, pos);
+      case SIG_END:
+        next = this.central.readEnd(buf, pos, this.fileOffset);
+        if (this.central.done) this.state = "done";
+        return next;
+      default:
+        return this.fail(`unexpected bytes at offset ${here} where a ZIP record should start`);
+    }
+  }
+
+  private readLocalHeader(buf: Uint8Array, pos: number): number {
+    if (this.central.started) this.fail(`a local file header follows the central directory`);
+    if (buf.length - pos < LOCAL_HEADER_SIZE) return NEED_MORE;
+    const nameLength = u16(buf, pos + 26);
+    const extraLength = u16(buf, pos + 28);
+    const total = LOCAL_HEADER_SIZE + nameLength + extraLength;
+    if (buf.length - pos < total) return NEED_MORE;
+
+    const flags = u16(buf, pos + 6);
+    const method = u16(buf, pos + 8);
+    const nameBytes = buf.slice(pos + LOCAL_HEADER_SIZE, pos + LOCAL_HEADER_SIZE + nameLength);
+    const name = this.decodeName(nameBytes, flags);
+    if (this.entryList.length >= MAX_ENTRIES) this.fail(`it has more than ${MAX_ENTRIES} entries`);
+    this.nameBytesTotal += nameLength;
+    if (this.nameBytesTotal > MAX_TOTAL_NAME_BYTES)
+      this.fail(`its entry names exceed ${bytesText(MAX_TOTAL_NAME_BYTES)}`);
+    if (flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION | FLAG_MASKED_HEADERS)) {
+      this.fail(`entry ${quote(name)} is encrypted`);
+    }
+    if (method !== METHOD_STORED && method !== METHOD_DEFLATED) {
+      this.fail(`entry ${quote(name)} uses compression method ${method}; only stored and deflated entries are read`);
+    }
+    const extra = parseExtraFields(buf.subarray(pos + LOCAL_HEADER_SIZE + nameLength, pos + total), name, (d) =>
+      this.fail(d),
+    );
+    const zip64 = extra.get(EXTRA_ZIP64);
+    const usesDescriptor = (flags & FLAG_DATA_DESCRIPTOR) !== 0;
+    let compressedSize = u32(buf, pos + 18);
+    let uncompressedSize = u32(buf, pos + 22);
+    if (!usesDescriptor && (compressedSize === U32_MAX || uncompressedSize === U32_MAX)) {
+      // A ZIP64 local header must carry both sizes.
+      if (!zip64 || zip64.length < 16) this.fail(`entry ${quote(name)} lacks its ZIP64 sizes`);
+      uncompressedSize = u64(zip64, 0);
+      compressedSize = u64(zip64, 8);
+    }
+    if (!usesDescriptor && method === METHOD_STORED && compressedSize !== uncompressedSize) {
+      this.fail(`stored entry ${quote(name)} has different compressed and uncompressed sizes`);
+    }
+    const entry: OpenEntry = {
+      name,
+      nameBytes,
+      offset: this.fileOffset + pos,
+      method,
+      crc: u32(buf, pos + 14),
+      compressedSize,
+      uncompressedSize,
+      // Sizes in the descriptor are 8 bytes wide exactly when the entry has a ZIP64 extra field.
+      descriptorLength: zip64 ? 24 : 16,
+      remaining: compressedSize,
+      dataLength: 0,
+      runningCrc: 0,
+    };
+    this.current = entry;
+    this.handler.onEntryStart(entry);
+    if (usesDescriptor) this.state = "search";
+    else if (compressedSize === 0) this.closeEntry(entry.crc, 0, uncompressedSize);
+    else this.state = "data";
+    return pos + total;
+  }
+
+  private decodeName(nameBytes: Uint8Array, flags: number): string {
+    if (nameBytes.length === 0) this.fail(`an entry has an empty name`);
+    const name = flags & FLAG_UTF8_NAME ? decodeUtf8(nameBytes) : decodeLatin1(nameBytes);
+    if (name.includes("\0")) this.fail(`entry name ${quote(name)} contains a NUL character`);
+    return name;
+  }
+
+  private readKnownData(buf: Uint8Array, pos: number): number {
+    const entry = this.current as OpenEntry;
+    const take = Math.min(entry.remaining, buf.length - pos);
+    if (take === 0) return NEED_MORE;
+    this.consumeData(buf.subarray(pos, pos + take));
+    entry.remaining -= take;
+    if (entry.remaining === 0) this.closeEntry(entry.crc, entry.compressedSize, entry.uncompressedSize);
+    return pos + take;
+  }
+
+  private searchDescriptor(buf: Uint8Array, pos: number): number {
+    const entry = this.current as OpenEntry;
+    const haystack = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+    const length = entry.descriptorLength;
+    let from = pos;
+    for (;;) {
+      const at = haystack.indexOf(DESCRIPTOR_SIGNATURE, from);
+      if (at === -1 || at + length > buf.length) {
+        // Hold back what could be the start of a descriptor until more bytes arrive.
+        const keepFrom = at === -1 ? Math.max(from, buf.length - 3) : at;
+        if (keepFrom > from) this.consumeData(buf.subarray(from, keepFrom));
+        return keepFrom > pos ? keepFrom : NEED_MORE;
+      }
+      const sizeIfEnd = entry.dataLength + (at - from);
+      const crcIfEnd = entry.method === METHOD_STORED ? crc32(buf.subarray(from, at), entry.runningCrc) : 0;
+      const crc = u32(buf, at + 4);
+      const compressed = length === 24 ? u64(buf, at + 8) : u32(buf, at + 8);
+      const uncompressed = length === 24 ? u64(buf, at + 16) : u32(buf, at + 12);
+      const matches =
+        compressed === sizeIfEnd &&
+        (entry.method !== METHOD_STORED || (uncompressed === sizeIfEnd && crc === crcIfEnd));
+      if (matches) {
+        this.consumeData(buf.subarray(from, at), crcIfEnd);
+        this.closeEntry(crc, compressed, uncompressed);
+        return at + length;
+      }
+      this.consumeData(buf.subarray(from, at), crcIfEnd);
+      this.consumeData(buf.subarray(at, at + 1));
+      from = at + 1;
+    }
+  }
+
+  private consumeData(bytes: Uint8Array, crcAfter?: number): void {
+    const entry = this.current as OpenEntry;
+    if (bytes.length === 0) return;
+    if (entry.method === METHOD_STORED) entry.runningCrc = crcAfter ?? crc32(bytes, entry.runningCrc);
+    entry.dataLength += bytes.length;
+    this.handler.onEntryData(bytes);
+  }
+
+  private closeEntry(crc: number, compressedSize: number, uncompressedSize: number): void {
+    const entry = this.current as OpenEntry;
+    if (entry.method === METHOD_STORED) {
+      if (compressedSize !== entry.dataLength || uncompressedSize !== entry.dataLength) {
+        this.fail(`entry ${quote(entry.name)} does not have the size its header records`);
+      }
+      if (entry.runningCrc !== crc) this.fail(`entry ${quote(entry.name)} fails its CRC-32 check (corrupt)`);
+    }
+    const closed: ZipEntry = {
+      name: entry.name,
+      nameBytes: entry.nameBytes,
+      offset: entry.offset,
+      method: entry.method,
+      crc,
+      compressedSize,
+      uncompressedSize,
+    };
+    this.handler.onEntryEnd(closed);
+    this.entryList.push(closed);
+    this.current = undefined;
+    this.state = "record";
+  }
+}
