@@ -68,3 +68,4 @@ export { chunked, prng } from "./fixtures/feed.js";
 export { startFaultProxy, type Fault, type FaultProxy, type SeenRequest } from "./fault-proxy.js";
 export { eventually, type EventuallyOptions } from "./eventually.js";
 export { rpcFailure, type RpcFailure } from "./rpc-failure.js";
+export { debianGrpcTools, runDebianPython, DEBIAN_GRPC_PACKAGES, type DebianGrpcTools } from "./debian-grpc.js";

@@ -6,6 +6,7 @@ import { type ConnectRouter, cors as connectCors, type Interceptor } from "@conn
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { health } from "@emprops/contracts";
 import type { Logger } from "pino";
+import { withSpecGrpcMessage } from "./grpc-message.js";
 import { HealthState, registerHealth, ServingStatus } from "./health.js";
 import { registerReflection } from "./reflection.js";
 import { serverTracingInterceptor } from "../telemetry.js";
@@ -71,7 +72,8 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   const state = healthState as HealthState | undefined;
   if (!state) throw new Error("router was not built");
 
-  const served = opts.cors && opts.cors.allowedOrigins.length > 0 ? withCors(handler, opts.cors) : handler;
+  const rpc = withSpecGrpcMessage(handler);
+  const served = opts.cors && opts.cors.allowedOrigins.length > 0 ? withCors(rpc, opts.cors) : rpc;
   const h1 = http.createServer(served);
   const h2 = http2.createServer({}, served);
   const sockets = new Set<net.Socket>();
