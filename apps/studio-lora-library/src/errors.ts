@@ -31,7 +31,11 @@ const TITLES: Record<string, string> = {
   TOKEN_MISSING: "Please sign in",
   TOKEN_INVALID: "Your sign-in is not valid",
   TOKEN_EXPIRED: "Your session expired",
+  TOKEN_EXPIRY_MISSING: "Your sign-in is not valid",
+  TOKEN_LIFETIME_TOO_LONG: "Your sign-in is not valid",
+  TOKEN_NOT_YET_VALID: "Your sign-in is not valid yet",
   ROLE_REQUIRED: "Not allowed",
+  USER_TOKEN_REQUIRED: "Sign in as a user",
   DEPENDENCY_UNAVAILABLE: "Storage is unavailable",
 };
 

@@ -1,19 +1,66 @@
+import type { DescService } from "@bufbuild/protobuf";
 import { Code, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { ErrorReason } from "@emprops/contracts";
-import { createRemoteJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTVerifyGetKey } from "jose";
+import {
+  createRemoteJWKSet,
+  errors as joseErrors,
+  jwtVerify,
+  SignJWT,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+} from "jose";
+import { type Clock, systemClock } from "./clock.js";
 import { rpcError } from "./errors.js";
 
 /** Roles a token may carry in its "roles" claim; a plain user has none. */
 export type Role = "admin" | "machine" | "service";
+
+/** Who an RPC may admit: "user" is a token that carries no role, acting as its subject. */
+export type Principal = "user" | Role;
+
+export const ROLES: readonly Role[] = ["admin", "machine", "service"];
 
 /** The verified caller of an RPC. */
 export interface Caller {
   /** JWT sub: the user's UUID, or a machine/service id. */
   subject: string;
   roles: ReadonlySet<Role>;
+  /**
+   * The user this call acts for (the subject), set only when the RPC admits
+   * users and the token is a user's: it carries no role, or only a role the
+   * RPC's rule lets act as a user.
+   */
+  user?: string;
 }
 
 export const callerKey = createContextKey<Caller | undefined>(undefined, { description: "verified caller" });
+
+/** Longest lifetime (exp - iat) a token may have, by who it is for. */
+export type TokenLifetimeLimits = Readonly<Record<Principal, number>>;
+
+const HOUR = 3600;
+const DAY = 24 * HOUR;
+
+/** Human tokens live at most a day; machine and service tokens may be minted for 30 days. */
+export const DEFAULT_TOKEN_LIFETIME_LIMITS: TokenLifetimeLimits = {
+  user: DAY,
+  admin: DAY,
+  machine: 30 * DAY,
+  service: 30 * DAY,
+};
+
+/** How far ahead of this server's clock a token's iat or nbf may be. */
+export const DEFAULT_CLOCK_SKEW_SECONDS = 60;
+
+/**
+ * The lifetime limit of a token with these roles: the strictest of its
+ * roles' limits, the user limit when it has none (a long-lived token never
+ * gains a role's power by also carrying a role with a longer limit).
+ */
+export function maxTokenLifetimeSeconds(roles: Iterable<Role>, limits: TokenLifetimeLimits): number {
+  const own = [...roles].map((r) => limits[r]);
+  return own.length === 0 ? limits.user : Math.min(...own);
+}
 
 export interface TokenVerifierOptions {
   /** HS256 shared secret (development). */
@@ -22,38 +69,108 @@ export interface TokenVerifierOptions {
   jwksUrl?: string;
   issuer?: string;
   audience?: string;
+  /** Default DEFAULT_TOKEN_LIFETIME_LIMITS. */
+  maxLifetimeSeconds?: TokenLifetimeLimits;
+  /** Default DEFAULT_CLOCK_SKEW_SECONDS. */
+  clockSkewSeconds?: number;
+  clock?: Clock;
 }
 
 export type TokenVerifier = (token: string) => Promise<Caller>;
 
-const KNOWN_ROLES = new Set<Role>(["admin", "machine", "service"]);
+const unauthenticated = (reason: ErrorReason, message: string, metadata: Record<string, string | number> = {}) =>
+  rpcError(Code.Unauthenticated, reason, message, metadata);
 
+/**
+ * Verifies signature, issuer and audience (jose), then what a token must
+ * have to be trusted here: an `exp`, a lifetime within its roles' limit,
+ * no `iat` or `nbf` ahead of this server's clock by more than the skew, and
+ * a `roles` claim that is a list when present.
+ */
 export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
   const key: Uint8Array | JWTVerifyGetKey = opts.jwksUrl
     ? createRemoteJWKSet(new URL(opts.jwksUrl))
     : new TextEncoder().encode(requireSecret(opts.secret));
   const algorithms = opts.jwksUrl ? ["RS256", "ES256", "EdDSA"] : ["HS256"];
+  const limits = opts.maxLifetimeSeconds ?? DEFAULT_TOKEN_LIFETIME_LIMITS;
+  const skew = opts.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS;
+  const clock = opts.clock ?? systemClock;
   return async (token) => {
-    const verify = (k: Uint8Array | JWTVerifyGetKey) =>
-      typeof k === "function"
-        ? jwtVerify(token, k, { algorithms, issuer: opts.issuer, audience: opts.audience })
-        : jwtVerify(token, k, { algorithms, issuer: opts.issuer, audience: opts.audience });
-    let payload;
+    const currentDate = clock.now();
+    const options = { algorithms, issuer: opts.issuer, audience: opts.audience, clockTolerance: skew, currentDate };
+    let payload: JWTPayload;
     try {
-      ({ payload } = await verify(key));
+      ({ payload } =
+        typeof key === "function" ? await jwtVerify(token, key, options) : await jwtVerify(token, key, options));
     } catch (err) {
-      if (err instanceof joseErrors.JWTExpired) {
-        throw rpcError(Code.Unauthenticated, ErrorReason.TOKEN_EXPIRED, "the bearer token has expired");
-      }
-      throw rpcError(Code.Unauthenticated, ErrorReason.TOKEN_INVALID, "the bearer token is not valid");
+      throw refusal(err, skew);
     }
+    const now = Math.floor(currentDate.getTime() / 1000);
     if (typeof payload.sub !== "string" || payload.sub === "") {
-      throw rpcError(Code.Unauthenticated, ErrorReason.TOKEN_INVALID, "the bearer token has no subject");
+      throw unauthenticated(ErrorReason.TOKEN_INVALID, "the bearer token has no subject (sub claim)");
     }
-    const claimed = Array.isArray(payload.roles) ? payload.roles : [];
-    const roles = new Set(claimed.filter((r): r is Role => KNOWN_ROLES.has(r as Role)));
+    if (payload.exp === undefined) {
+      throw unauthenticated(
+        ErrorReason.TOKEN_EXPIRY_MISSING,
+        "the bearer token has no expiry (exp claim): mint one with an exp",
+      );
+    }
+    // The skew lets iat and nbf run ahead (jose checks nbf); expiry has no grace.
+    if (payload.exp <= now) throw expired();
+    if (payload.iat !== undefined && payload.iat > now + skew) {
+      throw unauthenticated(
+        ErrorReason.TOKEN_NOT_YET_VALID,
+        `the bearer token was issued ${payload.iat - now} s in the future (iat claim); at most ${skew} s of clock skew is allowed: check the clock of whoever minted it`,
+        { claim: "iat", clock_skew_seconds: skew },
+      );
+    }
+    const roles = rolesOf(payload.roles);
+    const max = maxTokenLifetimeSeconds(roles, limits);
+    const lifetime = payload.exp - (payload.iat ?? now);
+    if (lifetime > max) {
+      const who = roles.size === 0 ? "a user token" : `a token with the ${[...roles].join(" and ")} role`;
+      throw unauthenticated(
+        ErrorReason.TOKEN_LIFETIME_TOO_LONG,
+        `the bearer token lives ${lifetime} s (${payload.iat === undefined ? "exp - now" : "exp - iat"}); ${who} may live at most ${max} s: mint a shorter one`,
+        { lifetime_seconds: lifetime, max_lifetime_seconds: max },
+      );
+    }
     return { subject: payload.sub, roles };
   };
+}
+
+const expired = () =>
+  unauthenticated(ErrorReason.TOKEN_EXPIRED, "the bearer token has expired: sign in again or mint a new one");
+
+/** What jose refused, as the reason and message a caller can act on. */
+function refusal(err: unknown, skew: number) {
+  if (err instanceof joseErrors.JWTExpired) return expired();
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    if (err.claim === "nbf" && err.reason === "check_failed") {
+      return unauthenticated(
+        ErrorReason.TOKEN_NOT_YET_VALID,
+        `the bearer token is not valid yet (nbf claim more than ${skew} s ahead of this server's clock)`,
+        { claim: "nbf", clock_skew_seconds: skew },
+      );
+    }
+    return unauthenticated(
+      ErrorReason.TOKEN_INVALID,
+      `the bearer token's ${err.claim} claim is wrong: ${err.message}`,
+      {
+        claim: err.claim,
+      },
+    );
+  }
+  return unauthenticated(ErrorReason.TOKEN_INVALID, "the bearer token is not valid (malformed or wrongly signed)");
+}
+
+/** The roles claim: absent, or a list; unknown role names are ignored, a non-list is refused. */
+function rolesOf(claim: unknown): Set<Role> {
+  if (claim === undefined) return new Set();
+  if (!Array.isArray(claim) || !claim.every((r) => typeof r === "string")) {
+    throw unauthenticated(ErrorReason.TOKEN_INVALID, "the bearer token's roles claim must be a list of role names");
+  }
+  return new Set(claim.filter((r): r is Role => (ROLES as readonly string[]).includes(r)));
 }
 
 function requireSecret(secret: string | undefined): string {
@@ -61,26 +178,67 @@ function requireSecret(secret: string | undefined): string {
   return secret;
 }
 
-/** Mints an HS256 token: development, tests and service-to-service calls. */
+/** Mints an HS256 token with iat and exp: development, tests and service-to-service calls. */
 export async function mintToken(
   secret: string,
   claims: { subject: string; roles?: Role[]; ttlSeconds?: number; issuer?: string; audience?: string },
 ): Promise<string> {
+  // One reading of the clock, so exp - iat is exactly the ttl.
+  const iat = Math.floor(Date.now() / 1000);
   let jwt = new SignJWT({ roles: claims.roles ?? [] })
     .setProtectedHeader({ alg: "HS256" })
     .setSubject(claims.subject)
-    .setIssuedAt()
-    .setExpirationTime(`${claims.ttlSeconds ?? 3600}s`);
+    .setIssuedAt(iat)
+    .setExpirationTime(iat + (claims.ttlSeconds ?? HOUR));
   if (claims.issuer) jwt = jwt.setIssuer(claims.issuer);
   if (claims.audience) jwt = jwt.setAudience(claims.audience);
   return jwt.sign(new TextEncoder().encode(requireSecret(secret)));
 }
 
+/** Who may call one RPC. */
+export interface RpcRule {
+  /** The principals it admits; "user" is a token without any role. */
+  allow: readonly Principal[];
+  /**
+   * Roles whose tokens may act as the user in their subject here. None
+   * unless named: a machine, service or admin token never acts as a user
+   * by accident.
+   */
+  actAsUser?: readonly Role[];
+}
+
+/** "public": no token needed. */
+export type RpcAccess = "public" | RpcRule;
+
+/** The rules of one service, by method name. */
+export interface ServicePolicy {
+  typeName: string;
+  rules: ReadonlyMap<string, RpcAccess>;
+}
+
 /**
- * Which roles each service needs: "public" (no token), "any" (any valid
- * token) or a list of roles of which the caller needs one.
+ * A service's rules, one per RPC: the compiler wants every method of the
+ * service named (by its local name, e.g. createLoraUpload), so a new RPC
+ * cannot ship without a rule.
  */
-export type AccessPolicy = Record<string, "public" | "any" | Role[]>;
+export function servicePolicy<S extends DescService>(
+  service: S,
+  rules: { readonly [K in keyof S["method"]]: RpcAccess },
+): ServicePolicy {
+  const byLocal = rules as Readonly<Record<string, RpcAccess | undefined>>;
+  const out = new Map<string, RpcAccess>();
+  for (const method of service.methods) {
+    const rule = byLocal[method.localName];
+    if (rule === undefined) throw new Error(`no access rule for ${service.typeName}/${method.name}`);
+    if (rule !== "public" && rule.actAsUser?.length && !rule.allow.includes("user")) {
+      throw new Error(`${service.typeName}/${method.name}: actAsUser needs "user" in allow`);
+    }
+    out.set(method.name, rule);
+  }
+  const unknown = Object.keys(byLocal).filter((k) => !(k in service.method));
+  if (unknown.length > 0) throw new Error(`${service.typeName} has no method ${unknown.join(", ")}`);
+  return { typeName: service.typeName, rules: out };
+}
 
 const ALWAYS_PUBLIC = [
   "grpc.health.v1.Health",
@@ -88,49 +246,62 @@ const ALWAYS_PUBLIC = [
   "grpc.reflection.v1alpha.ServerReflection",
 ];
 
-/** Verifies the bearer token and stores the caller in the context values. */
-export function authInterceptor(verify: TokenVerifier, policy: AccessPolicy): Interceptor {
+/**
+ * Verifies the bearer token, applies the RPC's rule and stores the caller in
+ * the context values. An RPC without a rule is refused.
+ */
+export function authInterceptor(verify: TokenVerifier, policies: readonly ServicePolicy[]): Interceptor {
+  const byService = new Map(policies.map((p) => [p.typeName, p.rules]));
   return (next) => async (req) => {
     const service = req.service.typeName;
-    const rule = ALWAYS_PUBLIC.includes(service) ? "public" : policy[service];
+    const rpc = `${service}/${req.method.name}`;
+    const rule = ALWAYS_PUBLIC.includes(service) ? "public" : byService.get(service)?.get(req.method.name);
     if (rule === undefined) {
-      throw rpcError(Code.PermissionDenied, ErrorReason.ROLE_REQUIRED, `no access policy for ${service}`);
+      throw rpcError(Code.PermissionDenied, ErrorReason.ROLE_REQUIRED, `no access policy for ${rpc}`);
     }
     const header = req.header.get("authorization");
     if (rule === "public" && !header) return next(req);
     if (!header) {
-      throw rpcError(
-        Code.Unauthenticated,
-        ErrorReason.TOKEN_MISSING,
-        "an authorization: Bearer <token> header is required",
-      );
+      throw unauthenticated(ErrorReason.TOKEN_MISSING, "an authorization: Bearer <token> header is required");
     }
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (!match?.[1]) {
-      throw rpcError(
-        Code.Unauthenticated,
-        ErrorReason.TOKEN_INVALID,
-        "the authorization header must be 'Bearer <token>'",
-      );
+      throw unauthenticated(ErrorReason.TOKEN_INVALID, "the authorization header must be 'Bearer <token>'");
     }
-    const caller = await verify(match[1]);
-    if (Array.isArray(rule) && !rule.some((r) => caller.roles.has(r))) {
-      throw rpcError(
-        Code.PermissionDenied,
-        ErrorReason.ROLE_REQUIRED,
-        `${service} needs the role ${rule.join(" or ")}`,
-        { required_roles: rule.join(",") },
-      );
-    }
-    req.contextValues.set(callerKey, caller);
+    const verified = await verify(match[1]);
+    req.contextValues.set(callerKey, rule === "public" ? verified : admit(verified, rule, rpc));
     return next(req);
   };
+}
+
+/** The caller as this RPC's rule admits it, or the refusal saying which token it needs. */
+function admit(caller: Caller, rule: RpcRule, rpc: string): Caller {
+  const roles = [...caller.roles];
+  const asUser =
+    rule.allow.includes("user") && (roles.length === 0 || roles.some((r) => rule.actAsUser?.includes(r) ?? false));
+  if (asUser) return { ...caller, user: caller.subject };
+  if (roles.some((r) => rule.allow.includes(r))) return caller;
+  const needed = rule.allow.filter((p): p is Role => p !== "user");
+  if (needed.length === 0) {
+    throw rpcError(
+      Code.PermissionDenied,
+      ErrorReason.USER_TOKEN_REQUIRED,
+      `${rpc} acts for a user and needs that user's own token; this token carries the ${roles.join(" and ")} role`,
+      { token_roles: roles.join(",") },
+    );
+  }
+  const what = rule.allow.includes("user")
+    ? `a user's token or the role ${needed.join(" or ")}`
+    : `the role ${needed.join(" or ")}`;
+  throw rpcError(Code.PermissionDenied, ErrorReason.ROLE_REQUIRED, `${rpc} needs ${what}`, {
+    required_roles: needed.join(","),
+  });
 }
 
 /** The verified caller; handlers behind authInterceptor always have one. */
 export function callerOf(ctx: HandlerContext): Caller {
   const caller = ctx.values.get(callerKey);
-  if (!caller) throw rpcError(Code.Unauthenticated, ErrorReason.TOKEN_MISSING, "authentication required");
+  if (!caller) throw unauthenticated(ErrorReason.TOKEN_MISSING, "authentication required");
   return caller;
 }
 

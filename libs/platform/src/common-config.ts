@@ -1,5 +1,35 @@
 import { z } from "zod";
+import { DEFAULT_CLOCK_SKEW_SECONDS, DEFAULT_TOKEN_LIFETIME_LIMITS, type TokenLifetimeLimits } from "./auth.js";
 import { env } from "./config.js";
+
+const lifetime = (fallback: number) =>
+  z.coerce
+    .number()
+    .int()
+    .min(60)
+    .max(365 * 24 * 3600)
+    .default(fallback);
+
+/** Token lifetime limits and clock skew: the same for every service, and for the tools that mint tokens. */
+export const tokenEnvShape = {
+  JWT_MAX_LIFETIME_USER_SECONDS: lifetime(DEFAULT_TOKEN_LIFETIME_LIMITS.user),
+  JWT_MAX_LIFETIME_ADMIN_SECONDS: lifetime(DEFAULT_TOKEN_LIFETIME_LIMITS.admin),
+  JWT_MAX_LIFETIME_MACHINE_SECONDS: lifetime(DEFAULT_TOKEN_LIFETIME_LIMITS.machine),
+  JWT_MAX_LIFETIME_SERVICE_SECONDS: lifetime(DEFAULT_TOKEN_LIFETIME_LIMITS.service),
+  JWT_CLOCK_SKEW_SECONDS: z.coerce.number().int().min(0).max(600).default(DEFAULT_CLOCK_SKEW_SECONDS),
+};
+
+type TokenEnv = { [K in keyof typeof tokenEnvShape]: number };
+
+/** The lifetime limits by principal, from the validated variables. */
+export function tokenLifetimeLimits(e: TokenEnv): TokenLifetimeLimits {
+  return {
+    user: e.JWT_MAX_LIFETIME_USER_SECONDS,
+    admin: e.JWT_MAX_LIFETIME_ADMIN_SECONDS,
+    machine: e.JWT_MAX_LIFETIME_MACHINE_SECONDS,
+    service: e.JWT_MAX_LIFETIME_SERVICE_SECONDS,
+  };
+}
 
 /** Variables every service reads, with the same meaning everywhere. */
 export const commonEnvShape = {
@@ -9,6 +39,7 @@ export const commonEnvShape = {
   JWT_JWKS_URL: env.url(["https"]).optional(),
   JWT_ISSUER: z.string().optional(),
   JWT_AUDIENCE: z.string().optional(),
+  ...tokenEnvShape,
   /** nats://host:port, or "memory" for the in-process bus (development only). */
   NATS_URL: z
     .string()
@@ -22,14 +53,25 @@ export interface AuthConfig {
   jwksUrl?: string;
   issuer?: string;
   audience?: string;
+  maxLifetimeSeconds: TokenLifetimeLimits;
+  clockSkewSeconds: number;
 }
 
 /** Auth settings from the common variables; one of secret or JWKS is required. */
-export function authConfig(e: {
-  JWT_SECRET?: string;
-  JWT_JWKS_URL?: string;
-  JWT_ISSUER?: string;
-  JWT_AUDIENCE?: string;
-}): AuthConfig {
-  return { secret: e.JWT_SECRET, jwksUrl: e.JWT_JWKS_URL, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE };
+export function authConfig(
+  e: {
+    JWT_SECRET?: string;
+    JWT_JWKS_URL?: string;
+    JWT_ISSUER?: string;
+    JWT_AUDIENCE?: string;
+  } & TokenEnv,
+): AuthConfig {
+  return {
+    secret: e.JWT_SECRET,
+    jwksUrl: e.JWT_JWKS_URL,
+    issuer: e.JWT_ISSUER,
+    audience: e.JWT_AUDIENCE,
+    maxLifetimeSeconds: tokenLifetimeLimits(e),
+    clockSkewSeconds: e.JWT_CLOCK_SKEW_SECONDS,
+  };
 }

@@ -11,11 +11,14 @@ import {
   errorReason,
   mintToken,
   startRpcServer,
+  type RpcRule,
   type RpcServer,
+  servicePolicy,
 } from "../src/index.js";
 
 const SECRET = "test-secret-0123456789abcdef";
 const logger = createLogger("test", "silent");
+const ANY_MACHINE: RpcRule = { allow: ["machine", "admin"] };
 
 describe("RPC server", () => {
   let server: RpcServer;
@@ -28,9 +31,15 @@ describe("RPC server", () => {
       port: 0,
       logger,
       interceptors: [
-        authInterceptor(createTokenVerifier({ secret: SECRET }), {
-          "emprops.cache.v1.MachineCacheService": ["machine", "admin"],
-        }),
+        authInterceptor(createTokenVerifier({ secret: SECRET }), [
+          servicePolicy(MachineCacheService, {
+            ensureLoras: ANY_MACHINE,
+            getCacheStats: ANY_MACHINE,
+            listCachedModels: ANY_MACHINE,
+            evictLoras: ANY_MACHINE,
+            warmLoras: ANY_MACHINE,
+          }),
+        ]),
       ],
       routes: (router) => {
         router.service(MachineCacheService, {

@@ -1,4 +1,5 @@
 import { authInterceptor, startRpcServer, type RpcServer } from "@emprops/platform";
+import { gatewayAccessPolicy } from "./access-policy.js";
 import type { GatewayConfig } from "./config.js";
 import { type AppContext, createContext } from "./context.js";
 import { startBlobDeletions } from "./jobs/blob-deletions.js";
@@ -41,7 +42,7 @@ export async function startBlobGateway(
       routes: routes(ctx),
       // UploadBlob chunks travel in messages of up to this size.
       readMaxBytes: 16 * 1024 * 1024,
-      interceptors: [authInterceptor(ctx.verifyToken, { "emprops.blob.v1.BlobGatewayService": ["service", "admin"] })],
+      interceptors: [authInterceptor(ctx.verifyToken, gatewayAccessPolicy)],
     });
   } catch (err) {
     await deletions.stop();

@@ -1,4 +1,5 @@
 import { authInterceptor, type Consumer, startRpcServer, type RpcServer } from "@emprops/platform";
+import { registryAccessPolicy } from "./access-policy.js";
 import type { RegistryConfig } from "./config.js";
 import { type AppContext, createContext } from "./context.js";
 import { observeRegistry } from "./telemetry.js";
@@ -43,13 +44,7 @@ export async function startLoraRegistry(
       logger: ctx.logger,
       routes: routes(ctx),
       cors: { allowedOrigins: cfg.corsAllowedOrigins },
-      interceptors: [
-        authInterceptor(ctx.verifyToken, {
-          "emprops.lora.v1.LoraService": "any",
-          "emprops.lora.v1.LoraAdminService": ["admin"],
-          "emprops.lora.v1.LoraResolverService": ["machine"],
-        }),
-      ],
+      interceptors: [authInterceptor(ctx.verifyToken, registryAccessPolicy)],
     });
     let stopping: Promise<void> | undefined;
     const stop = () =>

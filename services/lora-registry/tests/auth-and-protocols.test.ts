@@ -53,8 +53,11 @@ describe("authentication", () => {
     expect(await rpcFailure(t.as("root", ["admin"]).resolver.listPopularLoras({}))).toMatchObject(denied);
     await expect(t.as("root", ["admin"]).admin.getCacheStats({})).resolves.toBeDefined();
     await expect(t.as("gpu-1", ["machine"]).resolver.listPopularLoras({})).resolves.toBeDefined();
-    // LoraService acts for a user: the subject must be one.
-    expect(await rpcFailure(t.as("gpu-1", ["machine"]).lora.getQuota({}))).toMatchObject(denied);
+    // LoraService acts for a user: only a user's own token, and its subject must be a user id.
+    const userTokenRequired = { code: "PermissionDenied", reason: "USER_TOKEN_REQUIRED" };
+    expect(await rpcFailure(t.as("gpu-1", ["machine"]).lora.getQuota({}))).toMatchObject(userTokenRequired);
+    expect(await rpcFailure(t.as(user, ["machine"]).lora.getQuota({}))).toMatchObject(userTokenRequired);
+    expect(await rpcFailure(t.as("not-a-user-id").lora.getQuota({}))).toMatchObject(userTokenRequired);
   });
 });
 

@@ -1,4 +1,5 @@
 import { authInterceptor, type Consumer, startRpcServer, type RpcServer } from "@emprops/platform";
+import { machineCacheAccessPolicy } from "./access-policy.js";
 import type { MachineCacheConfig } from "./config.js";
 import { type AppContext, type BaseContext, createContext } from "./context.js";
 import { seedSettings } from "./db/settings.js";
@@ -59,9 +60,7 @@ export async function startMachineCache(
       port: cfg.port,
       logger: ctx.logger,
       routes: routes(ctx),
-      interceptors: [
-        authInterceptor(ctx.verifyToken, { "emprops.cache.v1.MachineCacheService": ["machine", "admin"] }),
-      ],
+      interceptors: [authInterceptor(ctx.verifyToken, machineCacheAccessPolicy)],
     });
     consumer = await startInvalidationConsumer({
       bus: ctx.bus,

@@ -3,7 +3,15 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import path from "node:path";
 import pg from "pg";
-import { createLogger, mintToken } from "@emprops/platform";
+import {
+  createLogger,
+  maxTokenLifetimeSeconds,
+  mintToken,
+  parseEnv,
+  type Role,
+  tokenEnvShape,
+  tokenLifetimeLimits,
+} from "@emprops/platform";
 import { startAzurite, startNatsServer, startPostgres } from "@emprops/testkit";
 import { startStack } from "./stack.js";
 import { defaultStudioDir, startStudioServer } from "./studio-server.js";
@@ -88,11 +96,14 @@ async function main(): Promise<void> {
     });
     if (studio) owned.push(studio);
 
-    const day = 24 * 3600;
+    // A day, or less where the services' limit for the role is shorter.
+    const limits = tokenLifetimeLimits(parseEnv(tokenEnvShape));
+    const devToken = (subject: string, roles: Role[]) =>
+      mintToken(jwtSecret, { subject, roles, ttlSeconds: Math.min(24 * 3600, maxTokenLifetimeSeconds(roles, limits)) });
     const tokens = {
-      user: await mintToken(jwtSecret, { subject: DEV_USER_ID, ttlSeconds: day }),
-      admin: await mintToken(jwtSecret, { subject: "dev-admin", roles: ["admin"], ttlSeconds: day }),
-      machine: await mintToken(jwtSecret, { subject: "local-machine", roles: ["machine"], ttlSeconds: day }),
+      user: await devToken(DEV_USER_ID, []),
+      admin: await devToken("dev-admin", ["admin"]),
+      machine: await devToken("local-machine", ["machine"]),
     };
     const lines = [
       "",

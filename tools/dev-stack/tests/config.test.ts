@@ -55,6 +55,34 @@ describe("configuration is validated at start-up", () => {
     );
   });
 
+  test("token lifetime limits and clock skew are read and checked by every service", () => {
+    const base = { JWT_SECRET: SECRET, DATABASE_URL: "postgres://x/y", AZURE_STORAGE_CONNECTION_STRING: undefined };
+    const tokenEnv = {
+      JWT_MAX_LIFETIME_USER_SECONDS: "3600",
+      JWT_MAX_LIFETIME_MACHINE_SECONDS: "604800",
+      JWT_CLOCK_SKEW_SECONDS: "5",
+    };
+    for (const load of [registryConfig, machineConfig]) {
+      expect(load({ ...base, ...tokenEnv }).auth).toMatchObject({
+        maxLifetimeSeconds: { user: 3600, admin: 86_400, machine: 604_800, service: 2_592_000 },
+        clockSkewSeconds: 5,
+      });
+      expect(load(base).auth).toMatchObject({
+        maxLifetimeSeconds: { user: 86_400, admin: 86_400, machine: 2_592_000, service: 2_592_000 },
+        clockSkewSeconds: 60,
+      });
+    }
+    const found = problems(() =>
+      gatewayConfig({ ...base, JWT_MAX_LIFETIME_ADMIN_SECONDS: "10", JWT_CLOCK_SKEW_SECONDS: "-1" }),
+    );
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^JWT_MAX_LIFETIME_ADMIN_SECONDS: .*(got "10")/),
+        expect.stringMatching(/^JWT_CLOCK_SKEW_SECONDS: /),
+      ]),
+    );
+  });
+
   test.each([
     ["lora-registry", { DATABASE_URL: "postgres//missing-colon" }, "DATABASE_URL"],
     ["machine-cache", { LORA_CACHE_MAX_GB: "-1" }, "LORA_CACHE_MAX_GB"],

@@ -1,7 +1,9 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { mintToken, type Role } from "../auth.js";
+import { maxTokenLifetimeSeconds, mintToken, ROLES, type Role } from "../auth.js";
+import { tokenEnvShape, tokenLifetimeLimits } from "../common-config.js";
+import { parseEnv } from "../config.js";
 
 const USAGE = `Mints an HS256 bearer token for local development and prints only the token.
 
@@ -10,14 +12,15 @@ const USAGE = `Mints an HS256 bearer token for local development and prints only
 
   --sub          the token's subject: a user's UUID, or a machine/service id
   --role         a role to grant; repeat for several (a plain user has none)
-  --ttl          lifetime: seconds, or a number with s, m, h or d (default 1h)
+  --ttl          lifetime: seconds, or a number with s, m, h or d (default 1h); at
+                 most the services' limit for the token's roles
+                 (JWT_MAX_LIFETIME_*_SECONDS: a day for users and admins, 30 days
+                 for machine and service tokens)
   --secret-file  a file holding the secret
 
 The secret: JWT_SECRET when set, else --secret-file, else the one npm start
 keeps in $EMPROPS_DATA_DIR/jwt-secret (default .data/jwt-secret).
 JWT_ISSUER and JWT_AUDIENCE are added when set, as the services check them.`;
-
-const ROLES: Role[] = ["admin", "machine", "service"];
 
 function parseTtl(value: string): number {
   const match = /^([1-9]\d*)([smhd]?)$/.exec(value);
@@ -48,10 +51,16 @@ async function main(): Promise<void> {
     return r as Role;
   });
   const secret = readSecret(values["secret-file"]);
+  const ttlSeconds = parseTtl(values.ttl);
+  const max = maxTokenLifetimeSeconds(roles, tokenLifetimeLimits(parseEnv(tokenEnvShape)));
+  if (ttlSeconds > max) {
+    const who = roles.length === 0 ? "a user token" : `a token with the ${roles.join(" and ")} role`;
+    throw new Error(`--ttl must be at most ${max} s for ${who} (the services refuse longer), got ${ttlSeconds} s`);
+  }
   const token = await mintToken(secret, {
     subject: values.sub,
     roles,
-    ttlSeconds: parseTtl(values.ttl),
+    ttlSeconds,
     issuer: process.env.JWT_ISSUER || undefined,
     audience: process.env.JWT_AUDIENCE || undefined,
   });

@@ -1,0 +1,17 @@
+import { BlobGatewayService } from "@emprops/contracts";
+import { type RpcRule, type ServicePolicy, servicePolicy } from "@emprops/platform";
+
+/** The registry (and other internal services) with the service role; admins for operations. */
+const INTERNAL: RpcRule = { allow: ["service", "admin"] };
+
+/** Who may call each RPC of the gateway: never a user or a machine (they get signed URLs from the registry). */
+export const gatewayAccessPolicy: ServicePolicy[] = [
+  servicePolicy(BlobGatewayService, {
+    createUploadUrl: INTERNAL,
+    getUploadState: INTERNAL,
+    verifyBlob: INTERNAL,
+    createDownloadUrls: INTERNAL,
+    deleteBlob: INTERNAL,
+    uploadBlob: INTERNAL,
+  }),
+];

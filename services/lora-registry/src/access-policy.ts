@@ -1,0 +1,35 @@
+import { LoraAdminService, LoraResolverService, LoraService } from "@emprops/contracts";
+import { type RpcRule, type ServicePolicy, servicePolicy } from "@emprops/platform";
+
+/** A user acting on their own rows; no machine, service or admin token acts as one. */
+const USER: RpcRule = { allow: ["user"] };
+const ADMIN: RpcRule = { allow: ["admin"] };
+/** A GPU machine resolving LoRAs for the user of the job it runs. */
+const MACHINE: RpcRule = { allow: ["machine"] };
+
+/** Who may call each RPC of the registry. */
+export const registryAccessPolicy: ServicePolicy[] = [
+  servicePolicy(LoraService, {
+    createLoraUpload: USER,
+    getLoraUpload: USER,
+    completeLoraUpload: USER,
+    abortLoraUpload: USER,
+    listLoras: USER,
+    getLora: USER,
+    updateLora: USER,
+    deleteLora: USER,
+    getQuota: USER,
+  }),
+  servicePolicy(LoraAdminService, {
+    setUserQuota: ADMIN,
+    getUserQuota: ADMIN,
+    getCacheStats: ADMIN,
+    listAuditEvents: ADMIN,
+    deleteUserLoras: ADMIN,
+    reconcileQuota: ADMIN,
+  }),
+  servicePolicy(LoraResolverService, {
+    resolveLoras: MACHINE,
+    listPopularLoras: MACHINE,
+  }),
+];
