@@ -77,4 +77,24 @@ describe("npm run -s mint-token", () => {
     expect(out.code).toBe(64);
     expect(out.stderr).toContain("--ttl must be positive");
   });
+
+  test("a lifetime longer than the services accept for the roles is refused; machine tokens may live longer", async () => {
+    const user = await mint(["--sub", "x", "--ttl", "2d"], { EMPROPS_DATA_DIR: dataDir });
+    expect(user.code).toBe(64);
+    expect(user.stdout).toBe("");
+    expect(user.stderr).toContain("--ttl must be at most 86400 s for a user token (the services refuse longer)");
+    const admin = await mint(["--sub", "x", "--role", "admin", "--ttl", "25h"], { EMPROPS_DATA_DIR: dataDir });
+    expect(admin.stderr).toContain("at most 86400 s for a token with the admin role");
+    const machine = await mint(["--sub", "gpu-1", "--role", "machine", "--ttl", "7d"], { EMPROPS_DATA_DIR: dataDir });
+    expect(machine.code).toBe(0);
+    await expect(createTokenVerifier({ secret: SECRET })(machine.stdout.trim())).resolves.toMatchObject({
+      subject: "gpu-1",
+    });
+    // The same limits the services read.
+    const lowered = await mint(["--sub", "x", "--ttl", "2h"], {
+      EMPROPS_DATA_DIR: dataDir,
+      JWT_MAX_LIFETIME_USER_SECONDS: "3600",
+    });
+    expect(lowered.stderr).toContain("at most 3600 s for a user token");
+  });
 });
