@@ -10,12 +10,15 @@ import {
   createTokenVerifier,
   mintToken,
   startRpcServer,
+  type RpcRule,
   type RpcServer,
+  servicePolicy,
 } from "../src/index.js";
 import { encodeGrpcMessage } from "../src/rpc/grpc-message.js";
 
 const SECRET = "grpc-message-test-secret-0123456789";
 const METHOD = "/emprops.cache.v1.MachineCacheService/GetCacheStats";
+const MACHINE: RpcRule = { allow: ["machine"] };
 
 /** Messages the handler refuses with, chosen by the x-message header; the last is the server's real refusal. */
 const MESSAGES = [
@@ -42,9 +45,15 @@ describe("grpc-message is percent-encoded as the gRPC HTTP/2 spec says", () => {
       port: 0,
       logger: createLogger("test", "silent"),
       interceptors: [
-        authInterceptor(createTokenVerifier({ secret: SECRET }), {
-          "emprops.cache.v1.MachineCacheService": ["machine"],
-        }),
+        authInterceptor(createTokenVerifier({ secret: SECRET }), [
+          servicePolicy(MachineCacheService, {
+            ensureLoras: MACHINE,
+            getCacheStats: MACHINE,
+            listCachedModels: MACHINE,
+            evictLoras: MACHINE,
+            warmLoras: MACHINE,
+          }),
+        ]),
       ],
       routes: (router) => {
         router.service(MachineCacheService, {
