@@ -39,7 +39,13 @@ export const singleFlightSuite: Suite = {
       const reads = (from: number) =>
         proxy.requests
           .slice(from)
-          .filter((r) => r.path.split("?")[0]?.endsWith(blobPath) && r.path.includes("sig=") && r.status < 300);
+          .filter(
+            (r) =>
+              r.method === "GET" &&
+              r.path.split("?")[0]?.endsWith(blobPath) &&
+              r.path.includes("sig=") &&
+              r.status < 300,
+          );
       const round = async (callers: number, job: string) => {
         await calls.evict([lora.loraId]);
         const from = proxy.requests.length;

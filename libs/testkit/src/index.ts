@@ -3,6 +3,7 @@ export { startNatsServer, type NatsServerOptions, type StartedNatsServer } from 
 export {
   startAzurite,
   azuriteConnectionString,
+  blobEndpointOf,
   AZURITE_ACCOUNT_NAME,
   AZURITE_ACCOUNT_KEY,
   type StartedAzurite,
@@ -65,7 +66,14 @@ export {
   type ZipOptions,
 } from "./fixtures/torch-zip.js";
 export { chunked, prng } from "./fixtures/feed.js";
-export { startFaultProxy, type Fault, type FaultProxy, type SeenRequest } from "./fault-proxy.js";
+export {
+  startFaultProxy,
+  putBlockIndex,
+  type Fault,
+  type FaultRule,
+  type FaultProxy,
+  type SeenRequest,
+} from "./fault-proxy.js";
 export { eventually, type EventuallyOptions } from "./eventually.js";
 export { rpcFailure, type RpcFailure } from "./rpc-failure.js";
 export { debianGrpcTools, runDebianPython, DEBIAN_GRPC_PACKAGES, type DebianGrpcTools } from "./debian-grpc.js";

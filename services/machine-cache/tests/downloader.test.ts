@@ -2,12 +2,18 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { createLogger } from "@emprops/platform";
-import { createTestContainers, type TestContainers, type FaultProxy, startFaultProxy } from "@emprops/testkit";
+import {
+  blobEndpointOf,
+  createTestContainers,
+  type TestContainers,
+  type FaultProxy,
+  startFaultProxy,
+} from "@emprops/testkit";
 import { Agent } from "undici";
 import { PARTIAL_SUFFIX, SIDECAR_SUFFIX } from "../src/cache/cache-layout.js";
 import { DownloadError, downloadFile, type DownloadSettings } from "../src/download/download-file.js";
 import { loadPartialState } from "../src/download/partial-state.js";
-import { blobEndpoint, signedUrl, type TestBlob, uploadRandomBlob } from "./support/blobs.js";
+import { signedUrl, type TestBlob, uploadRandomBlob } from "./support/blobs.js";
 
 const KIB = 1024;
 const settings: DownloadSettings = {
@@ -30,7 +36,7 @@ let large: TestBlob;
 
 beforeAll(async () => {
   containers = await createTestContainers("downloader");
-  proxy = await startFaultProxy(blobEndpoint(containers.connectionString));
+  proxy = await startFaultProxy(blobEndpointOf(containers.connectionString));
   dispatcher = new Agent();
   dir = await fs.mkdtemp(path.join(os.tmpdir(), "mc-downloader-"));
   [small, large] = await Promise.all([
@@ -48,7 +54,7 @@ afterAll(async () => {
 
 beforeEach(() => {
   proxy.requests.length = 0;
-  proxy.faults.length = 0;
+  proxy.rules.length = 0;
 });
 
 let n = 0;
@@ -91,7 +97,7 @@ test("a large file arrives in ranged parts, each byte asked for once", async () 
 
 test("a response cut mid-stream resumes from the bytes already written", async () => {
   const file = target();
-  proxy.faults.push({ kind: "cut", afterBytes: 100 * KIB });
+  proxy.rules.push({ method: "GET", fault: { kind: "cut", afterBytes: 100 * KIB } });
   const result = await download(small, file);
   expect(result.attempts).toBe(2);
   expect(result.resumed).toBe(true);
@@ -105,7 +111,7 @@ test("a response cut mid-stream resumes from the bytes already written", async (
 
 test("a corrupted download is rejected and fetched again", async () => {
   const file = target();
-  proxy.faults.push({ kind: "corrupt", atByte: 4321 });
+  proxy.rules.push({ method: "GET", fault: { kind: "corrupt", atByte: 4321 } });
   const result = await download(small, file);
   expect(result).toMatchObject({ sha256: small.sha256, attempts: 2 });
   expect(result.bytesDownloaded).toBe(2 * small.bytes.length);
@@ -114,7 +120,7 @@ test("a corrupted download is rejected and fetched again", async () => {
 
 test("a download corrupted on every attempt fails with a checksum error and leaves nothing behind", async () => {
   const file = target();
-  for (let i = 0; i < settings.maxAttempts; i++) proxy.faults.push({ kind: "corrupt", atByte: 10 });
+  proxy.rules.push({ method: "GET", times: settings.maxAttempts, fault: { kind: "corrupt", atByte: 10 } });
   const failure = await download(small, file).catch((err: unknown) => err);
   expect(failure).toBeInstanceOf(DownloadError);
   expect(failure).toMatchObject({ kind: "checksum", attempts: settings.maxAttempts });
@@ -158,7 +164,10 @@ test("a missing blob fails at once as not found", async () => {
 
 test("a server error is retried with backoff", async () => {
   const file = target();
-  proxy.faults.push({ kind: "status", status: 503 }, { kind: "status", status: 500 });
+  proxy.rules.push(
+    { method: "GET", fault: { kind: "status", status: 503 } },
+    { method: "GET", fault: { kind: "status", status: 500 } },
+  );
   const result = await download(small, file);
   expect(result.attempts).toBe(3);
   await expectOnlyFinalFile(file, small);
@@ -166,7 +175,7 @@ test("a server error is retried with backoff", async () => {
 
 test("a stalled response is cut after the stall timeout and resumed", async () => {
   const file = target();
-  proxy.faults.push({ kind: "stall", afterBytes: 50 * KIB });
+  proxy.rules.push({ method: "GET", fault: { kind: "stall", afterBytes: 50 * KIB } });
   const result = await download(small, file, { stallTimeoutMs: 300 });
   expect(result).toMatchObject({ attempts: 2, resumed: true, sha256: small.sha256 });
   await expectOnlyFinalFile(file, small);
@@ -174,7 +183,7 @@ test("a stalled response is cut after the stall timeout and resumed", async () =
 
 test("another process resumes a partial download from its sidecar", async () => {
   const file = target();
-  proxy.faults.push({ kind: "cut", afterBytes: 100 * KIB });
+  proxy.rules.push({ method: "GET", fault: { kind: "cut", afterBytes: 100 * KIB } });
   const failure = await download(large, file, { maxAttempts: 1 }).catch((err: unknown) => err);
   expect(failure).toMatchObject({ kind: "failed", attempts: 1 });
   const parts = await loadPartialState(file + SIDECAR_SUFFIX, { sizeBytes: large.bytes.length, sha256: large.sha256 });
@@ -189,7 +198,7 @@ test("another process resumes a partial download from its sidecar", async () => 
 
 test("a sidecar describing other content is ignored", async () => {
   const file = target();
-  proxy.faults.push({ kind: "cut", afterBytes: 100 * KIB });
+  proxy.rules.push({ method: "GET", fault: { kind: "cut", afterBytes: 100 * KIB } });
   await download(large, file, { maxAttempts: 1 }).catch(() => undefined);
   const url = proxy.via(await small.sasUrl());
   const result = await downloadFile(

@@ -4,8 +4,15 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { startTestStack, type TestStack } from "./support/test-stack.js";
-import { blobEndpointOf, type BlobProxy, startBlobProxy, withBlobEndpoint } from "./support/clients-blob-proxy.js";
-import { kohyaMetadata, testEnv, writeLoraFile } from "@emprops/testkit";
+import {
+  blobEndpointOf,
+  type FaultProxy,
+  kohyaMetadata,
+  putBlockIndex,
+  startFaultProxy,
+  testEnv,
+  writeLoraFile,
+} from "@emprops/testkit";
 
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const CLI = path.join(ROOT, "tools", "lora-cli", "dist", "main.js");
@@ -19,7 +26,7 @@ interface Run {
 
 describe("the lora CLI against the real stack", () => {
   let t: TestStack;
-  let proxy: BlobProxy;
+  let proxy: FaultProxy;
   let dir: string;
   let config: string;
 
@@ -39,6 +46,13 @@ describe("the lora CLI against the real stack", () => {
     });
   const admin = (args: string[]) => lora(["--token", t.adminToken, ...args]);
   const storedConfig = () => JSON.parse(readFileSync(config, "utf8")) as { token?: string; uploads?: object };
+  /** Block indexes of the Put Block requests that reached storage, in order. */
+  const storedBlocks = () =>
+    proxy.requests
+      .filter((r) => r.status >= 200 && r.status < 300 && putBlockIndex(r.path) >= 0)
+      .map((r) => putBlockIndex(r.path));
+  /** Block indexes of the Put Block requests the proxy cut. */
+  const cutBlocks = () => proxy.requests.filter((r) => r.fault === "cut").map((r) => putBlockIndex(r.path));
 
   beforeAll(async () => {
     // The CLI as installed: compiled (incrementally; fast when up to date).
@@ -53,9 +67,9 @@ describe("the lora CLI against the real stack", () => {
     config = path.join(dir, "config", "lora.json");
     // Signed URLs point at the proxy, so a test can cut Put Block requests like a failing network.
     const azure = testEnv().azureConnectionString;
-    proxy = await startBlobProxy(blobEndpointOf(azure));
+    proxy = await startFaultProxy(blobEndpointOf(azure));
     t = await startTestStack("clients-cli", {
-      azureConnectionString: withBlobEndpoint(azure, proxy.blobEndpoint),
+      azureConnectionString: proxy.viaConnectionString(azure),
       env: {
         gateway: { UPLOAD_BLOCK_SIZE_BYTES: String(MiB) },
         machineCache: { CACHE_STATS_INTERVAL_SECONDS: "1" },
@@ -65,7 +79,7 @@ describe("the lora CLI against the real stack", () => {
 
   afterAll(async () => {
     await t?.stop();
-    await proxy?.stop();
+    await proxy?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -144,24 +158,29 @@ describe("the lora CLI against the real stack", () => {
   test("an interrupted upload exits 10 and the same command resumes it, sending only the missing blocks", async () => {
     const file = path.join(dir, "portrait_detail.safetensors");
     writeLoraFile(file, 4 * MiB, kohyaMetadata("portrait_detail"));
-    proxy.storedBlocks.length = 0;
-    proxy.cut = (block) => block >= 2;
+    proxy.requests.length = 0;
+    proxy.rules.push({
+      method: "PUT",
+      path: (p) => putBlockIndex(p) >= 2,
+      times: Infinity,
+      fault: { kind: "cut", afterBytes: 0 },
+    });
     const first = await lora(["upload", file], { LORA_UPLOAD_RETRIES: "1" });
     expect(first.code).toBe(10);
     expect(first.stderr).toContain("upload interrupted");
     expect(first.stderr).toContain("Run the same command again to resume");
     expect(Object.keys(storedConfig().uploads ?? {})).toHaveLength(1);
-    expect([...proxy.storedBlocks].sort()).toEqual([0, 1]);
-    expect(new Set(proxy.cutBlocks)).toEqual(new Set([2, 3]));
+    expect(storedBlocks().sort()).toEqual([0, 1]);
+    expect(new Set(cutBlocks())).toEqual(new Set([2, 3]));
 
-    proxy.cut = () => false;
-    proxy.storedBlocks.length = 0;
+    proxy.rules.length = 0;
+    proxy.requests.length = 0;
     const second = await lora(["upload", file]);
     expect(second.stderr).toContain("already uploaded");
     expect(second.stderr).toMatch(/Resuming upload [0-9a-f-]{36}: 2 of 4 blocks \(2\.0 MiB\) already uploaded/);
     expect(second.code).toBe(0);
     expect(second.stdout).toMatch(/Uploaded portrait_detail\.safetensors as LoRA \d+/);
-    expect([...proxy.storedBlocks].sort()).toEqual([2, 3]);
+    expect(storedBlocks().sort()).toEqual([2, 3]);
     expect(storedConfig().uploads).toEqual({});
     expect(JSON.parse((await lora(["ls", "--json"])).stdout).totalSize).toBe(2);
   });

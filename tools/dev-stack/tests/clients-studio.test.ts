@@ -7,7 +7,7 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { LoraAdminService, LoraService, LoraSource, MachineCacheService } from "@emprops/contracts";
 import { bearerInterceptor } from "@emprops/platform";
-import { kohyaMetadata, writeLoraFile } from "@emprops/testkit";
+import { blobEndpointOf, kohyaMetadata, putBlockIndex, writeLoraFile } from "@emprops/testkit";
 import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 import { startStudioServer, type StudioServer } from "../src/studio-server.js";
 import { findChromium } from "./support/chromium.js";
@@ -17,13 +17,6 @@ const ROOT = path.resolve(__dirname, "..", "..", "..");
 const APP = path.join(ROOT, "apps", "studio-lora-library");
 const ARTIFACTS = path.join(ROOT, "test-artifacts");
 const MiB = 1024 * 1024;
-
-/** The block index of a Put Block URL (block ids are base64 "block-000042"), or -1. */
-function putBlockIndex(url: URL): number {
-  const id = url.searchParams.get("blockid");
-  if (url.searchParams.get("comp") !== "block" || !id) return -1;
-  return Number(/^block-(\d+)$/.exec(Buffer.from(id, "base64").toString())?.[1] ?? -1);
-}
 
 describe("the Studio LoRA library page in Chromium against the real stack", () => {
   let t: TestStack;
@@ -144,7 +137,7 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     expect(evil.status).toBe(403);
     expect(evil.headers.get("access-control-allow-origin")).toBeNull();
 
-    const blobUrl = `${/BlobEndpoint=([^;]*)/.exec(t.containers.connectionString)?.[1]}/${t.containers.userContainer}/x`;
+    const blobUrl = `${blobEndpointOf(t.containers.connectionString)}/${t.containers.userContainer}/x`;
     const put = await preflight(blobUrl, studio.origin, "PUT", "content-type,x-ms-blob-content-type");
     expect(put.status).toBe(200);
     expect(put.headers.get("access-control-allow-origin")).toBe(studio.origin);

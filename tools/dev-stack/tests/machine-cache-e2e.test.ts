@@ -9,7 +9,7 @@ import { LoraSource, type MachineCacheService } from "@emprops/contracts";
 import { loadConfig as machineConfig, type RunningMachineCache, startMachineCache } from "@emprops/machine-cache";
 import { ManualClock } from "@emprops/platform";
 import {
-  azuriteConnectionString,
+  blobEndpointOf,
   testEnv,
   type TestContainers,
   randomLoraSafetensors,
@@ -22,8 +22,10 @@ import {
   adminClient,
   eventually,
   machineClient,
+  onSignedReadsOf,
   putSharedLora,
   sha256,
+  signedReadOf,
   signedReads,
   type UploadedLora,
   uploadUserLora,
@@ -61,10 +63,6 @@ const user = (l: UploadedLora | string) => ({
 });
 const upload = (owner: string, name: string, size: number) =>
   uploadUserLora(stack.registry.url, SECRET, owner, name, randomLoraSafetensors(size));
-/** Faults apply only to signed reads of this LoRA's blob. */
-const faultOn = (l: UploadedLora) => {
-  proxy.faultWhen = (url) => url.includes("sig=") && url.split("?")[0]!.endsWith(userBlobPath(l));
-};
 
 beforeAll(async () => {
   t = await startTestStack("machine-e2e", {
@@ -72,9 +70,8 @@ beforeAll(async () => {
     machineId: "e2e-machine-1",
     // The stack reaches Azure through the proxy, so a test can count and cut blob requests.
     azureConnectionString: async (c) => {
-      const endpoint = /BlobEndpoint=([^;]+)/.exec(c.connectionString)![1]!.replace(/\/$/, "");
-      proxy = await startFaultProxy(new URL(endpoint).origin);
-      return azuriteConnectionString(`${proxy.origin}${new URL(endpoint).pathname}`);
+      proxy = await startFaultProxy(blobEndpointOf(c.connectionString));
+      return proxy.viaConnectionString(c.connectionString);
     },
     env: {
       registry: { OUTBOX_POLL_MS: "500" },
@@ -98,8 +95,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  proxy.faults.length = 0;
-  proxy.faultWhen = () => false;
+  proxy.rules.length = 0;
 });
 
 /** What ComfyUI does with the answer: models/loras/<path> must be a complete safetensors file. */
@@ -191,15 +187,12 @@ describe("EnsureLoras end to end", () => {
 
   test("a download cut mid-stream resumes from the partial file and ends with the right sha256", async () => {
     const lora = await upload(A, "cut.safetensors", 1500 * KIB);
-    faultOn(lora);
-    proxy.faults.push({ kind: "cut", afterBytes: 600 * KIB });
+    proxy.rules.push(onSignedReadsOf(userBlobPath(lora), { kind: "cut", afterBytes: 600 * KIB }));
     const { results } = await machine.ensureLoras({ jobId: "job-cut", userId: A, refs: [user(lora)] });
     expect(results[0]).toMatchObject({ attempts: 2, resumed: true, sha256: lora.sha256 });
     // The bytes before the cut were kept: nothing was fetched twice.
     expect(results[0]?.bytesDownloaded).toBe(BigInt(lora.bytes.length));
-    const reads = proxy.requests.filter(
-      (r) => r.path.includes("sig=") && r.path.split("?")[0]!.endsWith(userBlobPath(lora)),
-    );
+    const reads = proxy.requests.filter(signedReadOf(userBlobPath(lora)));
     expect(reads).toHaveLength(2);
     expect(Number(/bytes=(\d+)-/.exec(reads[1]?.range ?? "")?.[1])).toBeGreaterThan(0);
     expect(sha256(await fs.readFile(path.join(loraDir, results[0]!.path)))).toBe(lora.sha256);
@@ -208,13 +201,11 @@ describe("EnsureLoras end to end", () => {
   test("a corrupted download is rejected and retried; one corrupted every time fails alone with CHECKSUM_MISMATCH", async () => {
     const once = await upload(A, "flipped-once.safetensors", 300 * KIB);
     const always = await upload(A, "flipped-always.safetensors", 300 * KIB);
-    proxy.faultWhen = (url) => url.includes("sig=") && url.split("?")[0]!.endsWith(userBlobPath(once));
-    proxy.faults.push({ kind: "corrupt", atByte: 1000 });
+    proxy.rules.push(onSignedReadsOf(userBlobPath(once), { kind: "corrupt", atByte: 1000 }));
     const retried = await machine.ensureLoras({ jobId: "job-flip", userId: A, refs: [user(once)] });
     expect(retried.results[0]).toMatchObject({ attempts: 2, sha256: once.sha256, cacheHit: false });
 
-    faultOn(always);
-    for (let i = 0; i < 3; i++) proxy.faults.push({ kind: "corrupt", atByte: 2000 });
+    proxy.rules.push(onSignedReadsOf(userBlobPath(always), { kind: "corrupt", atByte: 2000 }, 3));
     const { results } = await machine.ensureLoras({
       jobId: "job-flip-2",
       userId: A,

@@ -5,7 +5,7 @@ import path from "node:path";
 import { LoraSource } from "@emprops/contracts";
 import { loadConfig as machineConfig, type RunningMachineCache, startMachineCache } from "@emprops/machine-cache";
 import {
-  azuriteConnectionString,
+  blobEndpointOf,
   createTestContainers,
   createTestDatabase,
   startNatsServer,
@@ -23,7 +23,9 @@ import { type RunningStack, startStack } from "../src/index.js";
 import {
   eventually,
   machineClient,
+  onSignedReadsOf,
   sha256,
+  signedReadOf,
   signedReads,
   type UploadedLora,
   uploadUserLora,
@@ -56,8 +58,6 @@ let stack: RunningStack;
 const user = (l: UploadedLora) => ({ source: LoraSource.USER, identifier: l.id });
 const upload = (name: string, size: number) =>
   uploadUserLora(stack.registry.url, SECRET, A, name, randomLoraSafetensors(size));
-const onlyReadsOf = (l: UploadedLora) => (url: string) =>
-  url.includes("sig=") && url.split("?")[0]!.endsWith(userBlobPath(l));
 const fileOf = (dir: string, l: UploadedLora) => path.join(dir, "users", A, `${l.id}-${l.name}`);
 const exists = (p: string) =>
   fs.stat(p).then(
@@ -74,16 +74,14 @@ beforeAll(async () => {
     createTestContainers("machine-recovery"),
   ]);
   ns = testNamespace("machine-recovery");
-  const endpoint = new URL(/BlobEndpoint=([^;]+)/.exec(containers.connectionString)![1]!);
-  proxy = await startFaultProxy(endpoint.origin);
-  proxy.faultWhen = () => false;
+  proxy = await startFaultProxy(blobEndpointOf(containers.connectionString));
   machineDir = await fs.mkdtemp(path.join(os.tmpdir(), "machine-recovery-"));
   loraDir = path.join(machineDir, "models", "loras");
   stack = await startStack({
     databaseUrl: db.url,
     natsUrl: nats.url,
     natsNamespace: ns.namespace,
-    azureConnectionString: azuriteConnectionString(`${proxy.origin}${endpoint.pathname.replace(/\/$/, "")}`),
+    azureConnectionString: proxy.viaConnectionString(containers.connectionString),
     userContainer: containers.userContainer,
     sharedContainer: containers.sharedContainer,
     jwtSecret: SECRET,
@@ -146,13 +144,12 @@ test("with NATS down during the delete, the LoRA disappears after NATS returns",
 
 test("a read URL that expired during a stalled download is resolved again", async () => {
   const lora = await upload("slow-start.safetensors", 300 * KIB);
-  proxy.faultWhen = onlyReadsOf(lora);
-  proxy.faults.push({ kind: "stall", afterBytes: 10 * KIB });
+  proxy.rules.push(onSignedReadsOf(userBlobPath(lora), { kind: "stall", afterBytes: 10 * KIB }));
   const machine = machineClient(stack.machineCache.url, SECRET);
   const { results } = await machine.ensureLoras({ jobId: "job-expired", userId: A, refs: [user(lora)] });
   expect(results[0]?.error).toBeUndefined();
   expect(results[0]).toMatchObject({ sha256: lora.sha256, resumed: true });
-  const reads = proxy.requests.filter((r) => onlyReadsOf(lora)(r.path));
+  const reads = proxy.requests.filter(signedReadOf(userBlobPath(lora)));
   // Stalled, then refused (expired), then fetched the rest with a fresh URL.
   expect(reads.map((r) => r.status)).toEqual([206, 403, 206]);
   expect(reads[2]!.path).not.toBe(reads[0]!.path);
@@ -177,8 +174,7 @@ test("crash recovery: a partial download and a stale row left behind are reconci
   });
   let instance: RunningMachineCache | undefined = await startMachineCache(config);
   try {
-    proxy.faultWhen = onlyReadsOf(lora);
-    proxy.faults.push({ kind: "stall", afterBytes: 400 * KIB });
+    proxy.rules.push(onSignedReadsOf(userBlobPath(lora), { kind: "stall", afterBytes: 400 * KIB }));
     const pending = machineClient(instance.url, SECRET)
       .ensureLoras({ jobId: "job-crash", userId: A, refs: [user(lora)] })
       .catch((err: unknown) => err);

@@ -4,7 +4,7 @@ import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { LoraAdminService, LoraService, MachineCacheService } from "@emprops/contracts";
 import { bearerInterceptor, mintToken, type Role } from "@emprops/platform";
-import type { FaultProxy } from "@emprops/testkit";
+import type { Fault, FaultProxy, FaultRule, SeenRequest } from "@emprops/testkit";
 
 export const sha256 = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
 
@@ -87,11 +87,24 @@ export function machineClient(
   );
 }
 
-/** Successful reads of a blob with a signed URL (the machine's downloads), as the proxy saw them. */
+const signedPathOf = (blobPath: string) => (pathAndQuery: string) =>
+  pathAndQuery.includes("sig=") && pathAndQuery.split("?")[0]!.endsWith(blobPath);
+
+/** Whether the proxy saw a read of this blob with a signed URL (the machine's downloads). */
+export const signedReadOf = (blobPath: string) => (r: SeenRequest) =>
+  r.method === "GET" && signedPathOf(blobPath)(r.path);
+
+/** A fault on the next `times` signed reads of this blob. */
+export const onSignedReadsOf = (blobPath: string, fault: Fault, times = 1): FaultRule => ({
+  method: "GET",
+  path: signedPathOf(blobPath),
+  times,
+  fault,
+});
+
+/** Successful reads of a blob with a signed URL, as the proxy saw them. */
 export function signedReads(proxy: FaultProxy, blobPath: string) {
-  return proxy.requests.filter(
-    (r) => r.path.split("?")[0]?.endsWith(blobPath) && r.path.includes("sig=") && r.status >= 200 && r.status < 300,
-  );
+  return proxy.requests.filter((r) => signedReadOf(blobPath)(r) && r.status >= 200 && r.status < 300);
 }
 
 /** The path of a user LoRA's blob in its container. */

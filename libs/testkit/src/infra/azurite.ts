@@ -21,6 +21,13 @@ export interface StartedAzurite {
   stop(): Promise<void>;
 }
 
+/** The BlobEndpoint of a storage connection string (http://host:port/account), without a trailing slash. */
+export function blobEndpointOf(connectionString: string): string {
+  const endpoint = /BlobEndpoint=([^;]+)/.exec(connectionString)?.[1];
+  if (!endpoint) throw new Error("the connection string names no BlobEndpoint");
+  return endpoint.replace(/\/$/, "");
+}
+
 export function azuriteConnectionString(blobEndpoint: string): string {
   return (
     `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT_NAME};` +

@@ -41,10 +41,3 @@ export function signedUrl(connectionString: string, container: string, name: str
     .getBlockBlobClient(name)
     .generateSasUrl({ permissions: BlobSASPermissions.parse("r"), expiresOn: new Date(Date.now() + 600_000) });
 }
-
-/** The blob endpoint (http://host:port/account) of a connection string. */
-export function blobEndpoint(connectionString: string): string {
-  const match = /BlobEndpoint=([^;]+)/.exec(connectionString);
-  if (!match?.[1]) throw new Error("connection string has no BlobEndpoint");
-  return match[1].replace(/\/$/, "");
-}
