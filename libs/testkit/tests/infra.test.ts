@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
 import {
+  eventually,
   startAzurite,
   startNatsServer,
   startPostgres,
@@ -14,18 +15,8 @@ import {
 } from "@emprops/testkit";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { Client } from "pg";
-import { childrenOf, eventually, isAlive, processesMentioning, watchdogsOf } from "./support/processes.js";
-
-async function sql<T>(url: string, text: string): Promise<T[]> {
-  const client = new Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query(text)).rows as T[];
-  } finally {
-    await client.end();
-  }
-}
+import { childrenOf, isAlive, processesMentioning, watchdogsOf } from "./support/processes.js";
+import { sql } from "./support/sql.js";
 
 async function withJetStream<T>(url: string, use: (jsm: Awaited<ReturnType<typeof jetstreamManager>>) => Promise<T>) {
   const nc = await connect({ servers: url });
@@ -255,8 +246,8 @@ describe("when the owner goes away without stop()", () => {
 
     owner.kill("SIGKILL");
 
-    expect(await eventually(() => pids.every((pid) => !isAlive(pid)))).toBe(true);
-    expect(await eventually(() => !existsSync(path.dirname(started.postgresDir)))).toBe(true);
+    await eventually(() => expect(pids.filter(isAlive)).toEqual([]));
+    await eventually(() => expect(existsSync(path.dirname(started.postgresDir))).toBe(false));
   });
 
   it("running out of work: unstopped servers do not keep it alive, and die with it", async () => {
@@ -267,7 +258,7 @@ describe("when the owner goes away without stop()", () => {
     });
     expect(code).toBe(0);
 
-    expect(await eventually(() => pids.every((pid) => !isAlive(pid)))).toBe(true);
-    expect(await eventually(() => !existsSync(path.dirname(started.postgresDir)))).toBe(true);
+    await eventually(() => expect(pids.filter(isAlive)).toEqual([]));
+    await eventually(() => expect(existsSync(path.dirname(started.postgresDir))).toBe(false));
   });
 });

@@ -10,19 +10,10 @@ import {
 import { AckPolicy, JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { Client } from "pg";
-
-async function query<T>(url: string, sql: string): Promise<T[]> {
-  const client = new Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query(sql)).rows as T[];
-  } finally {
-    await client.end();
-  }
-}
+import { sql } from "./support/sql.js";
 
 async function databaseExists(name: string): Promise<boolean> {
-  const rows = await query(testEnv().databaseUrl, `SELECT 1 FROM pg_database WHERE datname = '${name}'`);
+  const rows = await sql(testEnv().databaseUrl, `SELECT 1 FROM pg_database WHERE datname = '${name}'`);
   return rows.length === 1;
 }
 
@@ -44,16 +35,14 @@ describe("createTestDatabase", () => {
   });
 
   it("gives a usable database", async () => {
-    await query(a.url, "CREATE TABLE thing (id int PRIMARY KEY, name text NOT NULL)");
-    await query(a.url, "INSERT INTO thing VALUES (1, 'one')");
-    expect(await query(a.url, "SELECT name, current_database() AS db FROM thing")).toEqual([
-      { name: "one", db: a.name },
-    ]);
+    await sql(a.url, "CREATE TABLE thing (id int PRIMARY KEY, name text NOT NULL)");
+    await sql(a.url, "INSERT INTO thing VALUES (1, 'one')");
+    expect(await sql(a.url, "SELECT name, current_database() AS db FROM thing")).toEqual([{ name: "one", db: a.name }]);
   });
 
   it("keeps two test databases apart", async () => {
-    await query(a.url, "CREATE TABLE only_in_a (id int)");
-    const inB = await query(b.url, "SELECT to_regclass('only_in_a') AS found");
+    await sql(a.url, "CREATE TABLE only_in_a (id int)");
+    const inB = await sql(b.url, "SELECT to_regclass('only_in_a') AS found");
     expect(inB).toEqual([{ found: null }]);
   });
 

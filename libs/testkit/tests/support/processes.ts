@@ -41,16 +41,6 @@ export function processesMentioning(text: string): number[] {
     .map((p) => p.pid);
 }
 
-/** Polls until `check` holds or `timeoutMs` passes; returns the last result. */
-export async function eventually(check: () => boolean, timeoutMs = 15_000): Promise<boolean> {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) return false;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return true;
-}
-
 /** Pids of the orphan-guard watchdogs `pid` started and that are still running. */
 export function watchdogsOf(pid: number): number[] {
   return processes()
