@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { mintToken } from "@emprops/platform";
-import { createGrpcJsClient, grpcUnary, listServicesViaReflection } from "@emprops/testkit";
-import { JWT_SECRET, type RegistryUnderTest, rpcFailure, startRegistryForTest } from "./support/registry.js";
+import { createGrpcJsClient, grpcUnary, listServicesViaReflection, rpcFailure } from "@emprops/testkit";
+import { JWT_SECRET, type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
 import { seedLoras } from "./support/seed.js";
 
 let t: RegistryUnderTest;

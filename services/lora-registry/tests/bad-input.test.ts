@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { type LoraSortField, LoraSource, type SortOrder } from "@emprops/contracts";
-import { type RegistryUnderTest, rpcFailure, startRegistryForTest } from "./support/registry.js";
+import { rpcFailure } from "@emprops/testkit";
+import { type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
 import { seedLoras, snapshot } from "./support/seed.js";
 
 let t: RegistryUnderTest;

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { LoraSource } from "@emprops/contracts";
-import { type RegistryUnderTest, type RpcFailure, rpcFailure, startRegistryForTest } from "./support/registry.js";
+import { type RpcFailure, rpcFailure } from "@emprops/testkit";
+import { type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
 import { seedLoras, seedPendingUpload, snapshot } from "./support/seed.js";
 
 let t: RegistryUnderTest;

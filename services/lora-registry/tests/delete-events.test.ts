@@ -4,9 +4,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
 import { LoraDeletedSchema, UploadState } from "@emprops/contracts";
-import { startNatsServer, type StartedNatsServer } from "@emprops/testkit";
+import { eventually, startNatsServer, type StartedNatsServer } from "@emprops/testkit";
 import { sql } from "kysely";
-import { eventually, type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
+import { type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
 import { seedLoras, seedPendingUpload } from "./support/seed.js";
 import { readStream } from "./support/stream.js";
 
@@ -22,12 +22,8 @@ beforeAll(async () => {
   port = Number(new URL(nats.url).port);
   t = await startRegistryForTest("delete-events", { natsUrl: nats.url });
   // The stream exists once the registry's bus is connected.
-  await eventually(async () => (t.registry.ctx.bus.connected ? true : undefined));
-  await eventually(() =>
-    readStream(nats.url, t.namespace.names.stream)
-      .then(() => true)
-      .catch(() => undefined),
-  );
+  await eventually(() => expect(t.registry.ctx.bus.connected).toBe(true));
+  await eventually(() => readStream(nats.url, t.namespace.names.stream));
 });
 
 afterAll(async () => {
@@ -49,7 +45,7 @@ describe("deletion events", () => {
     const before = await me.lora.getQuota({});
 
     await nats.stop();
-    await eventually(async () => (t.registry.ctx.bus.connected ? undefined : true));
+    await eventually(() => expect(t.registry.ctx.bus.connected).toBe(false));
 
     // The delete itself does not need NATS.
     await me.lora.deleteLora({ loraId });
@@ -58,14 +54,15 @@ describe("deletion events", () => {
     expect(after.quota!.usedCount).toBe(before.quota!.usedCount - 1);
     // The relay keeps trying while NATS is down.
     const row = await eventually(async () => {
-      const r = await t.db.selectFrom("lora_outbox").selectAll().executeTakeFirst();
-      return r && r.attempts >= 2 ? r : undefined;
+      const r = await t.db.selectFrom("lora_outbox").selectAll().executeTakeFirstOrThrow();
+      expect(r.attempts).toBeGreaterThanOrEqual(2);
+      return r;
     });
     expect(row.sent_at).toBeNull();
     expect(row.last_error).toBeTruthy();
 
     nats = await startNatsServer({ persistent: true, dataDir: storeDir, port });
-    await eventually(async () => ((await unsent()) === 0 ? true : undefined), 30_000);
+    await eventually(async () => expect(await unsent()).toBe(0), { timeoutMs: 30_000 });
 
     const subject = t.namespace.names.loraDeleted(owner);
     const messages = await readStream(nats.url, t.namespace.names.stream, subject);
@@ -83,7 +80,7 @@ describe("deletion events", () => {
 
     // A relay that published but could not record it publishes again: the stream keeps one copy.
     await sql`UPDATE lora_outbox SET sent_at = NULL`.execute(t.db);
-    await eventually(async () => ((await unsent()) === 0 ? true : undefined));
+    await eventually(async () => expect(await unsent()).toBe(0));
     expect(await readStream(nats.url, t.namespace.names.stream, subject)).toHaveLength(1);
 
     // Deleting again is harmless and publishes nothing more.
@@ -113,7 +110,7 @@ describe("deletion events", () => {
     expect((await t.as(owner).lora.listLoras({})).totalSize).toBe(0);
     expect((await t.as(other).lora.listLoras({})).totalSize).toBe(1);
 
-    await eventually(async () => ((await unsent()) === 0 ? true : undefined));
+    await eventually(async () => expect(await unsent()).toBe(0));
     const messages = await readStream(nats.url, t.namespace.names.stream, t.namespace.names.loraDeleted(owner));
     const events = messages.map((m) => fromBinary(LoraDeletedSchema, m.data));
     expect(events.map((e) => e.loraId).sort()).toEqual([...ids.slice(0, 3), pending.loraId].sort());
@@ -134,7 +131,7 @@ describe("deletion events", () => {
     await t.as(owner).lora.abortLoraUpload({ uploadId });
     expect((await t.as(owner).lora.getQuota({})).quota).toMatchObject({ reservedBytes: 0n, reservedCount: 0 });
     expect((await t.as(owner).lora.getLoraUpload({ uploadId })).upload?.state).toBe(UploadState.ABORTED);
-    await eventually(async () => ((await unsent()) === 0 ? true : undefined));
+    await eventually(async () => expect(await unsent()).toBe(0));
     const messages = await readStream(nats.url, t.namespace.names.stream, t.namespace.names.loraDeleted(owner));
     expect(messages.map((m) => fromBinary(LoraDeletedSchema, m.data))).toEqual([
       expect.objectContaining({ loraId, userId: owner, reason: "upload_aborted", extension: "safetensors" }),

@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { type Lora, LoraSortField, SortOrder } from "@emprops/contracts";
-import { type RegistryUnderTest, rpcFailure, startRegistryForTest } from "./support/registry.js";
+import { rpcFailure } from "@emprops/testkit";
+import { type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
 import { seedLoras } from "./support/seed.js";
 
 let t: RegistryUnderTest;

@@ -7,7 +7,8 @@ import {
   MachineCacheStatsReportedSchema,
   MachineCacheStatsSchema,
 } from "@emprops/contracts";
-import { eventually, type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
+import { eventually } from "@emprops/testkit";
+import { type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
 import { seedLoras } from "./support/seed.js";
 import { publish } from "./support/stream.js";
 
@@ -25,7 +26,7 @@ beforeAll(async () => {
     { userId: owner, sizeBytes: 222 },
   ])) as [string, string];
   [strangers] = (await seedLoras(t.db, [{ userId: stranger, sizeBytes: 333 }])) as [string];
-  await eventually(async () => (t.registry.ctx.bus.connected ? true : undefined));
+  await eventually(() => expect(t.registry.ctx.bus.connected).toBe(true));
 });
 
 afterAll(async () => {
@@ -68,7 +69,7 @@ describe("usage", () => {
     const data = toBinary(LoraUsageBatchSchema, batch);
     const subject = t.namespace.names.loraUsage("machine-1");
     await publish(t.namespace.natsUrl, subject, data, batch.batchId);
-    await eventually(async () => ((await appliedBatches()) === 1 ? true : undefined));
+    await eventually(async () => expect(await appliedBatches()).toBe(1));
     // The same batch again, as a machine would resend it after a lost ack (a new Nats-Msg-Id gets past the stream).
     await publish(t.namespace.natsUrl, subject, data, `${batch.batchId}-resent`);
     // And a later batch, so that we know the resent one has been consumed before it.
@@ -78,7 +79,7 @@ describe("usage", () => {
       usages: [use(b, owner, "wf-portrait", t2)],
     });
     await publish(t.namespace.natsUrl, subject, toBinary(LoraUsageBatchSchema, later), later.batchId);
-    await eventually(async () => ((await appliedBatches()) === 2 ? true : undefined));
+    await eventually(async () => expect(await appliedBatches()).toBe(2));
 
     const gotA = (await t.as(owner).lora.getLora({ loraId: a })).lora!;
     expect(gotA.usageCount).toBe(3n);
@@ -170,7 +171,8 @@ describe("machine cache statistics", () => {
     const admin = t.as("root", ["admin"]).admin;
     const all = await eventually(async () => {
       const res = await admin.getCacheStats({});
-      return res.machines.length === 3 ? res : undefined;
+      expect(res.machines).toHaveLength(3);
+      return res;
     });
     expect(all.machines.map((m) => [m.machineId, m.userLoraCount])).toEqual([
       ["gpu-1", 23],

@@ -1,7 +1,7 @@
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { LoraAdminService, LoraResolverService, LoraService } from "@emprops/contracts";
-import { bearerInterceptor, type Clock, errorMetadata, errorReason, mintToken, type Role } from "@emprops/platform";
+import { bearerInterceptor, type Clock, mintToken, type Role } from "@emprops/platform";
 import { createTestDatabase, testNamespace, type TestDatabase, type TestNamespace } from "@emprops/testkit";
 import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
@@ -106,33 +106,4 @@ function withTokenLazy(token: () => Promise<string>, baseUrl: string): Clients {
     admin: createClient(LoraAdminService, transport),
     resolver: createClient(LoraResolverService, transport),
   };
-}
-
-export interface RpcFailure {
-  code: string;
-  reason: string;
-  message: string;
-  metadata: Record<string, string>;
-}
-
-/** Awaits a call that must fail, and returns what a client sees of the failure. */
-export async function rpcFailure(call: Promise<unknown>): Promise<RpcFailure> {
-  try {
-    await call;
-  } catch (err) {
-    const ce = ConnectError.from(err);
-    return { code: Code[ce.code], reason: errorReason(err), message: ce.rawMessage, metadata: errorMetadata(err) };
-  }
-  throw new Error("the call succeeded but was expected to fail");
-}
-
-/** Polls until check() returns a value other than undefined (events arrive asynchronously). */
-export async function eventually<T>(check: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
