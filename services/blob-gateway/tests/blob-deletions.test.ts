@@ -6,7 +6,7 @@ import { LoraDeletedSchema } from "@emprops/contracts";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { newBlob, pathOf } from "./support/ids.js";
-import { rpcFailure } from "./support/rpc-errors.js";
+import { rpcFailure } from "@emprops/testkit";
 import { type GatewayUnderTest, startGatewayForTest } from "./support/start-gateway.js";
 
 let t: GatewayUnderTest;

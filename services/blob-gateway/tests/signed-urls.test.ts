@@ -3,9 +3,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { mintToken } from "@emprops/platform";
 import { ValidationStatus } from "@emprops/contracts";
-import { buildSafetensors, loraTensors } from "@emprops/testkit";
+import { buildSafetensors, loraTensors, rpcFailure } from "@emprops/testkit";
 import { newBlob, pathOf } from "./support/ids.js";
-import { rpcFailure } from "./support/rpc-errors.js";
 import { type GatewayUnderTest, JWT_SECRET, startGatewayForTest } from "./support/start-gateway.js";
 
 const MiB = 1024 * 1024;

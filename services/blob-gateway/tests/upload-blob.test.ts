@@ -1,9 +1,8 @@
 import { createHash } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ErrorReason, FileFormat, type UploadBlobRequestSchema, ValidationStatus } from "@emprops/contracts";
-import { buildSafetensors, callPickle, loraTensors } from "@emprops/testkit";
+import { buildSafetensors, callPickle, loraTensors, rpcFailure } from "@emprops/testkit";
 import { newBlob, pathOf } from "./support/ids.js";
-import { rpcFailure } from "./support/rpc-errors.js";
 import { type GatewayUnderTest, startGatewayForTest } from "./support/start-gateway.js";
 
 const MiB = 1024 * 1024;

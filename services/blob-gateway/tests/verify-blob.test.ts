@@ -1,8 +1,7 @@
 import { createHash } from "node:crypto";
 import { ErrorReason, FileFormat, ValidationStatus } from "@emprops/contracts";
-import { buildSafetensors, loraTensors } from "@emprops/testkit";
+import { buildSafetensors, loraTensors, rpcFailure } from "@emprops/testkit";
 import { newBlob, pathOf } from "./support/ids.js";
-import { rpcFailure } from "./support/rpc-errors.js";
 import { type GatewayUnderTest, startGatewayForTest } from "./support/start-gateway.js";
 
 let t: GatewayUnderTest;
