@@ -4,6 +4,7 @@ export * from "./common-config.js";
 export * from "./errors.js";
 export * from "./lifecycle.js";
 export * from "./logger.js";
+export * from "./postgres-errors.js";
 export * from "./telemetry.js";
 export * from "./telemetry-sdk.js";
 export * from "./rpc/server.js";

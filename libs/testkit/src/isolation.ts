@@ -3,6 +3,7 @@ import { BlobServiceClient } from "@azure/storage-blob";
 import { eventNames, type EventNames } from "@emprops/contracts";
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
+import { createLogger, handlePostgresClientErrors } from "@emprops/platform";
 import { Client } from "pg";
 import { testEnvValue } from "./test-env.js";
 import { uniqueName } from "./unique-name.js";
@@ -112,8 +113,10 @@ export async function createTestContainers(label: string): Promise<TestContainer
   };
 }
 
+const logger = createLogger("testkit", "warn");
+
 async function withClient<T>(url: string, use: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: url });
+  const client = handlePostgresClientErrors(new Client({ connectionString: url }), logger);
   await client.connect();
   try {
     return await use(client);

@@ -15,12 +15,13 @@ import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { type ListLorasRequestSchema, LoraService, LoraSortField, SortOrder } from "@emprops/contracts";
-import { bearerInterceptor, mintToken } from "@emprops/platform";
+import { bearerInterceptor, createLogger, handlePostgresClientErrors, mintToken } from "@emprops/platform";
 import { loadConfig, startLoraRegistry } from "@emprops/lora-registry";
 import pg from "pg";
 import { percentile } from "../../../bench/src/harness/stats.js";
 
 const SECRET = "bench-secret-0123456789abcdef";
+const logger = createLogger("list-latency", "warn");
 
 export interface ListLatencyOptions {
   /** A PostgreSQL server where a scratch database may be created. */
@@ -134,7 +135,7 @@ async function openSide(
       BLOB_GATEWAY_URL: "http://127.0.0.1:9",
     }),
   );
-  const db = new pg.Client({ connectionString: url.toString() });
+  const db = handlePostgresClientErrors(new pg.Client({ connectionString: url.toString() }), logger);
   await db.connect();
   const started = performance.now();
   await seed(db, 0, size, opts.target, opts.userLoras);
@@ -159,7 +160,7 @@ async function openSide(
 export async function measureListLatency(opts: ListLatencyOptions): Promise<ListLatencyResult> {
   const { adminUrl, userLoras, runs } = opts;
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const admin = new pg.Client({ connectionString: adminUrl });
+  const admin = handlePostgresClientErrors(new pg.Client({ connectionString: adminUrl }), logger);
   await admin.connect();
   const target = randomUUID();
   const sides: Side[] = [];

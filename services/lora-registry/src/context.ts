@@ -7,6 +7,7 @@ import {
   createServiceClient,
   createTokenVerifier,
   type EventBus,
+  handlePostgresPoolErrors,
   type Logger,
   mintToken,
   systemClock,
@@ -44,7 +45,10 @@ export function createContext(cfg: RegistryConfig, overrides: Partial<AppContext
     overrides.db ??
     new Kysely<Database>({
       dialect: new PostgresDialect({
-        pool: new pg.Pool({ connectionString: cfg.databaseUrl, max: cfg.databasePoolSize, types: pgTypes }),
+        pool: handlePostgresPoolErrors(
+          new pg.Pool({ connectionString: cfg.databaseUrl, max: cfg.databasePoolSize, types: pgTypes }),
+          logger,
+        ),
       }),
     });
   const serviceToken = cfg.serviceToken

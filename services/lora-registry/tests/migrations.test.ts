@@ -8,14 +8,17 @@ import { JWT_SECRET, NO_GATEWAY } from "./support/registry.js";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { LoraService } from "@emprops/contracts";
-import { bearerInterceptor, mintToken } from "@emprops/platform";
+import { bearerInterceptor, createLogger, handlePostgresPoolErrors, mintToken } from "@emprops/platform";
 
 let database: TestDatabase;
 let db: Kysely<unknown>;
 
 beforeAll(async () => {
   database = await createTestDatabase("migrations");
-  db = new Kysely({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: database.url, max: 2 }) }) });
+  const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+  db = new Kysely({
+    dialect: new PostgresDialect({ pool: handlePostgresPoolErrors(pool, createLogger("migrations-test", "warn")) }),
+  });
 });
 
 afterAll(async () => {

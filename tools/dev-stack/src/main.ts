@@ -1,8 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { execFileSync } from "node:child_process";
 import path from "node:path";
-import pg from "pg";
 import {
   createLogger,
   maxTokenLifetimeSeconds,
@@ -12,7 +10,7 @@ import {
   tokenEnvShape,
   tokenLifetimeLimits,
 } from "@emprops/platform";
-import { startAzurite, startNatsServer, startPostgres } from "@emprops/testkit";
+import { startDependencies } from "./dependencies.js";
 import { startStack } from "./stack.js";
 import { defaultStudioDir, startStudioServer } from "./studio-server.js";
 
@@ -26,7 +24,8 @@ interface Stoppable {
 /**
  * `npm start`: the whole system on one machine. Dependencies come from the
  * environment when set, else embedded (PostgreSQL, Azurite, nats-server),
- * with their data in .data/ so it survives a restart.
+ * with their data in .data/ so it survives a restart. Ctrl-C (SIGINT) or
+ * SIGTERM stops the Studio page and the services, then the dependencies.
  */
 async function main(): Promise<void> {
   const log = createLogger("dev-stack", process.env.LOG_LEVEL ?? "info");
@@ -37,39 +36,41 @@ async function main(): Promise<void> {
   const stopAll = async (code: number) => {
     if (stopping) return;
     stopping = true;
-    for (const s of owned.reverse()) await s.stop().catch((err: unknown) => log.error({ err }, "stop failed"));
+    // Last started, first stopped: the Studio page and the services, then their dependencies.
+    for (let s = owned.pop(); s; s = owned.pop()) {
+      await s.stop().catch((err: unknown) => log.error({ err }, "stop failed"));
+    }
+    log.info("dev-stack stopped");
     process.exit(code);
   };
-  process.once("SIGINT", () => void stopAll(0));
-  process.once("SIGTERM", () => void stopAll(0));
+  // `npm start` forwards the terminal's SIGINT, so one Ctrl-C may arrive twice: later ones are ignored.
+  process.on("SIGINT", () => void stopAll(0));
+  process.on("SIGTERM", () => void stopAll(0));
 
   try {
     const jwtSecret = process.env.JWT_SECRET ?? persistentSecret(path.join(dataDir, "jwt-secret"));
+    const ports = {
+      registry: portFromEnv("REGISTRY_PORT", 50051),
+      gateway: portFromEnv("GATEWAY_PORT", 50052),
+      machineCache: portFromEnv("MACHINE_CACHE_PORT", 50053),
+      studio: portFromEnv("STUDIO_PORT", 5173),
+    };
+    const deps = await startDependencies({ dataDir, database: DATABASE_NAME, env: process.env, logger: log });
+    owned.push(deps);
+    const { databaseUrl, azureConnectionString, natsUrl } = deps;
 
-    const [databaseUrl, azureConnectionString, natsUrl] = await Promise.all([
-      (async () => {
-        if (process.env.DATABASE_URL) return process.env.DATABASE_URL;
-        const pgServer = await startPostgres({ dataDir: path.join(dataDir, "postgres"), persistent: true });
-        owned.push(pgServer);
-        return ensureDatabase(pgServer.url, DATABASE_NAME);
-      })(),
-      (async () => {
-        if (process.env.AZURE_STORAGE_CONNECTION_STRING) return process.env.AZURE_STORAGE_CONNECTION_STRING;
-        const azurite = await startAzurite({ dataDir: path.join(dataDir, "azurite"), persistent: true });
-        owned.push(azurite);
-        return azurite.connectionString;
-      })(),
-      (async () => {
-        if (process.env.NATS_URL) return process.env.NATS_URL;
-        if (!onPath("nats-server")) return "memory";
-        const nats = await startNatsServer({ dataDir: path.join(dataDir, "nats"), persistent: true });
-        owned.push(nats);
-        return nats.url;
-      })(),
-    ]);
-
-    // The Studio page's origins: the registry and Blob Storage allow them (CORS) unless told otherwise.
-    const studioPort = Number(process.env.STUDIO_PORT ?? 5173);
+    // The page is served before the registry starts: the registry and Blob Storage allow its origin (CORS).
+    let registryUrl = "";
+    const studio = await startStudioServer({
+      dir: defaultStudioDir(),
+      port: ports.studio,
+      config: () => ({ registryUrl }),
+    }).catch((err: unknown) => {
+      log.warn({ err }, "the Studio page is not served");
+      return undefined;
+    });
+    if (studio) owned.push(studio);
+    const studioPort = studio ? new URL(studio.origin).port : String(ports.studio);
     const studioOrigins = `http://127.0.0.1:${studioPort},http://localhost:${studioPort}`;
     const stack = await startStack({
       databaseUrl,
@@ -77,7 +78,7 @@ async function main(): Promise<void> {
       natsUrl,
       jwtSecret,
       machineDir: path.join(dataDir, "machine"),
-      ports: { registry: 50051, gateway: 50052, machineCache: 50053 },
+      ports: { registry: ports.registry, gateway: ports.gateway, machineCache: ports.machineCache },
       logLevel: process.env.LOG_LEVEL ?? "info",
       env: {
         registry: { CORS_ALLOWED_ORIGINS: studioOrigins, ...process.env },
@@ -85,16 +86,8 @@ async function main(): Promise<void> {
         machineCache: process.env,
       },
     });
+    registryUrl = stack.registry.url;
     owned.push(stack);
-    const studio = await startStudioServer({
-      dir: defaultStudioDir(),
-      port: studioPort,
-      config: { registryUrl: stack.registry.url },
-    }).catch((err: unknown) => {
-      log.warn({ err }, "the Studio page is not served");
-      return undefined;
-    });
-    if (studio) owned.push(studio);
 
     // A day, or less where the services' limit for the role is shorter.
     const limits = tokenLifetimeLimits(parseEnv(tokenEnvShape));
@@ -138,27 +131,15 @@ function persistentSecret(file: string): string {
   return secret;
 }
 
-async function ensureDatabase(adminUrl: string, name: string): Promise<string> {
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    const { rowCount } = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [name]);
-    if (!rowCount) await client.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await client.end();
+/** A listen port from the environment (0 picks a free one). */
+function portFromEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`${name} must be a port number from 0 to 65535, got ${JSON.stringify(raw)}`);
   }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
-
-function onPath(command: string): boolean {
-  try {
-    execFileSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
+  return port;
 }
 
 function redactUrl(url: string): string {

@@ -1,7 +1,14 @@
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { LoraAdminService, LoraResolverService, LoraService } from "@emprops/contracts";
-import { bearerInterceptor, type Clock, mintToken, type Role } from "@emprops/platform";
+import {
+  bearerInterceptor,
+  type Clock,
+  createLogger,
+  handlePostgresPoolErrors,
+  mintToken,
+  type Role,
+} from "@emprops/platform";
 import { createTestDatabase, testNamespace, type TestDatabase, type TestNamespace } from "@emprops/testkit";
 import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
@@ -66,7 +73,12 @@ export async function startRegistryForTest(label: string, opts: StartOptions = {
     throw err;
   }
   const db = new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: database.url, max: 3, types: pgTypes }) }),
+    dialect: new PostgresDialect({
+      pool: handlePostgresPoolErrors(
+        new pg.Pool({ connectionString: database.url, max: 3, types: pgTypes }),
+        createLogger("registry-test", "warn"),
+      ),
+    }),
   });
   const withToken = (token: string | undefined): Clients => {
     const transport = createGrpcTransport({
