@@ -3,11 +3,11 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { LoraService } from "@emprops/contracts";
 import { bearerInterceptor, createLogger, mintToken } from "@emprops/platform";
-import { createTestDatabase, testNamespace, type TestDatabase, type TestNamespace } from "@emprops/testkit";
+import { createTestDatabase, eventually, testNamespace, type TestDatabase, type TestNamespace } from "@emprops/testkit";
 import { sql } from "kysely";
 import pg from "pg";
 import { loadConfig, type RunningRegistry, startLoraRegistry } from "../src/index.js";
-import { eventually, JWT_SECRET, NO_GATEWAY } from "./support/registry.js";
+import { JWT_SECRET, NO_GATEWAY } from "./support/registry.js";
 
 /**
  * PostgreSQL ending the registry's connections (a restart, a failover, a
@@ -69,7 +69,7 @@ describe("the registry when PostgreSQL drops its connections", () => {
 
     const ended = await terminate("datname = $1 AND pid <> pg_backend_pid()", [database.name]);
     expect(ended).toBeGreaterThan(0);
-    await eventually(async () => (lost().length >= ended ? true : undefined));
+    await eventually(() => expect(lost().length).toBeGreaterThanOrEqual(ended));
     expect(lost()).toEqual(
       Array.from({ length: ended }, () => expect.objectContaining({ level: "warn", code: "57P01" })),
     );
@@ -84,7 +84,7 @@ describe("the registry when PostgreSQL drops its connections", () => {
       .execute(async (conn) => {
         const { rows } = await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(conn);
         expect(await terminate("pid = $1", [rows[0]!.pid])).toBe(1);
-        await eventually(async () => (lost().length > before ? true : undefined));
+        await eventually(() => expect(lost().length).toBeGreaterThan(before));
         await sql`SELECT 1`.execute(conn);
       })
       .then(
