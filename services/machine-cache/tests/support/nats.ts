@@ -44,13 +44,3 @@ export async function publish(natsUrl: string, subject: string, data: Uint8Array
     await nc.close();
   }
 }
-
-/** Polls until `check` is true or the time is up; returns its last answer. */
-export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 15_000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
