@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { authConfig, commonEnvShape, env, parseEnv, type AuthConfig } from "@emprops/platform";
 import { z } from "zod";
@@ -24,6 +25,8 @@ export interface MachineCacheConfig {
   loraDir: string;
   /** Path of model_cache.db. */
   modelCacheDbPath: string;
+  /** Why that file: MODEL_CACHE_DB, the EmProps node package's database, or the default beside ComfyUI. */
+  modelCacheDbChosenBy: "MODEL_CACHE_DB" | "emprops_comfy_nodes" | "default";
   registryUrl: string;
   /** Token with the machine role; minted from the JWT secret when empty. */
   machineToken: string;
@@ -100,7 +103,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
     logLevel: e.LOG_LEVEL,
     machineId: e.MACHINE_ID,
     loraDir,
-    modelCacheDbPath: path.resolve(e.MODEL_CACHE_DB ?? path.join(loraDir, "..", "..", "model_cache.db")),
+    ...modelCacheDb(e.MODEL_CACHE_DB, loraDir),
     registryUrl: e.REGISTRY_URL,
     machineToken: e.MACHINE_TOKEN,
     settingOverrides: {
@@ -131,4 +134,25 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
     natsUrl: e.NATS_URL,
     natsNamespace: e.NATS_NAMESPACE,
   };
+}
+
+/**
+ * model_cache.db: MODEL_CACHE_DB when set; else, when the EmProps node
+ * package is installed in this ComfyUI (<ComfyUI>/models/loras is the LoRA
+ * directory), the database the package itself uses,
+ * custom_nodes/emprops_comfy_nodes/db/model_cache.db, so both see one set
+ * of models and one LRU; else <ComfyUI>/model_cache.db.
+ */
+function modelCacheDb(
+  setting: string | undefined,
+  loraDir: string,
+): Pick<MachineCacheConfig, "modelCacheDbPath" | "modelCacheDbChosenBy"> {
+  if (setting) return { modelCacheDbPath: path.resolve(setting), modelCacheDbChosenBy: "MODEL_CACHE_DB" };
+  const comfyDir = path.resolve(loraDir, "..", "..");
+  const packageDbDir = path.join(comfyDir, "custom_nodes", "emprops_comfy_nodes", "db");
+  // The package's db module (model_cache.py) or the file it made: the package is there even before ComfyUI ran.
+  if (["model_cache.py", "model_cache.db"].some((file) => existsSync(path.join(packageDbDir, file)))) {
+    return { modelCacheDbPath: path.join(packageDbDir, "model_cache.db"), modelCacheDbChosenBy: "emprops_comfy_nodes" };
+  }
+  return { modelCacheDbPath: path.join(comfyDir, "model_cache.db"), modelCacheDbChosenBy: "default" };
 }

@@ -27,6 +27,7 @@ export async function startMachineCache(
   overrides: Partial<BaseContext> = {},
 ): Promise<RunningMachineCache> {
   const ctx = createContext(cfg, overrides);
+  ctx.logger.info({ path: cfg.modelCacheDbPath, chosen_by: cfg.modelCacheDbChosenBy }, "model_cache.db in use");
   let server: RpcServer | undefined;
   let consumer: Consumer | undefined;
   let ageJob: { stop(): void } | undefined;
