@@ -6,6 +6,7 @@ import { promisify } from "node:util";
 import { startTestStack, type TestStack } from "./support/test-stack.js";
 import {
   blobEndpointOf,
+  eventually,
   type FaultProxy,
   kohyaMetadata,
   putBlockIndex,
@@ -275,12 +276,12 @@ describe("the lora CLI against the real stack", () => {
     expect(audit.stdout).toContain(loraId);
 
     // The machine-cache reports every second; the registry keeps the latest report.
-    let stats = await admin(["admin", "cache-stats", "--json"]);
-    for (let i = 0; i < 50 && !stats.stdout.includes("clients-cli-machine"); i++) {
-      await new Promise((r) => setTimeout(r, 200));
-      stats = await admin(["admin", "cache-stats", "--json"]);
-    }
-    expect(JSON.parse(stats.stdout).machines).toEqual([expect.objectContaining({ machineId: "clients-cli-machine" })]);
+    await eventually(async () => {
+      const stats = await admin(["admin", "cache-stats", "--json"]);
+      expect(JSON.parse(stats.stdout).machines).toEqual([
+        expect.objectContaining({ machineId: "clients-cli-machine" }),
+      ]);
+    });
     const table = await admin(["admin", "cache-stats", "--machine", "clients-cli-machine"]);
     expect(table.stdout).toMatch(/^MACHINE +CACHE +MAX .*\nclients-cli-machine +/);
     expect((await admin(["admin", "cache-stats", "--machine", "elsewhere"])).stdout).toBe(

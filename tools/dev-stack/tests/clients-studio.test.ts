@@ -7,7 +7,7 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { LoraAdminService, LoraService, LoraSource, MachineCacheService } from "@emprops/contracts";
 import { bearerInterceptor } from "@emprops/platform";
-import { blobEndpointOf, kohyaMetadata, putBlockIndex, writeLoraFile } from "@emprops/testkit";
+import { blobEndpointOf, eventually, kohyaMetadata, putBlockIndex, writeLoraFile } from "@emprops/testkit";
 import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 import { startStudioServer, type StudioServer } from "../src/studio-server.js";
 import { findChromium } from "./support/chromium.js";
@@ -246,8 +246,9 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
       refs: [{ source: LoraSource.USER, identifier: id }],
     });
     expect(ensured.results[0]?.error).toBeUndefined();
-    for (let i = 0; i < 100 && (await lora.getLora({ loraId: id })).lora?.workflowsUsing.length === 0; i++)
-      await new Promise((r) => setTimeout(r, 200));
+    await eventually(async () =>
+      expect((await lora.getLora({ loraId: id })).lora?.workflowsUsing.length).toBeGreaterThan(0),
+    );
 
     await page.reload();
     await card("anime_style.safetensors").filter({ hasText: "Used 1 time" }).waitFor();

@@ -7,6 +7,7 @@ import { loadConfig as machineConfig, type RunningMachineCache, startMachineCach
 import {
   blobEndpointOf,
   createTestContainers,
+  eventually,
   createTestDatabase,
   startNatsServer,
   type StartedNatsServer,
@@ -21,7 +22,6 @@ import {
 import Database from "better-sqlite3";
 import { type RunningStack, startStack } from "../src/index.js";
 import {
-  eventually,
   machineClient,
   onSignedReadsOf,
   sha256,
@@ -118,7 +118,7 @@ test("a LoRA deleted in the registry disappears from the machine through NATS", 
   expect(await exists(file)).toBe(true);
 
   await userClient(stack.registry.url, SECRET, A).deleteLora({ loraId: lora.id });
-  expect(await eventually(async () => !(await exists(file)))).toBe(true);
+  await eventually(async () => expect(await exists(file)).toBe(false));
   const sqlite = new Database(path.join(machineDir, "model_cache.db"), { readonly: true });
   expect(sqlite.prepare("SELECT COUNT(*) AS n FROM models WHERE path = ?").get(file)).toEqual({ n: 0 });
   sqlite.close();
@@ -139,7 +139,7 @@ test("with NATS down during the delete, the LoRA disappears after NATS returns",
   } finally {
     nats = await startNatsServer({ dataDir: natsDir, persistent: true, port: natsPort });
   }
-  expect(await eventually(async () => !(await exists(file)), 45_000)).toBe(true);
+  await eventually(async () => expect(await exists(file)).toBe(false), { timeoutMs: 45_000 });
 }, 90_000);
 
 test("a read URL that expired during a stalled download is resolved again", async () => {
@@ -179,8 +179,8 @@ test("crash recovery: a partial download and a stale row left behind are reconci
       .ensureLoras({ jobId: "job-crash", userId: A, refs: [user(lora)] })
       .catch((err: unknown) => err);
     const target = fileOf(path.join(dir, "models", "loras"), lora);
-    expect(await eventually(() => exists(`${target}.partial`))).toBe(true);
-    expect(await eventually(() => signedReads(proxy, userBlobPath(lora)).length === 1)).toBe(true);
+    await eventually(async () => expect(await exists(`${target}.partial`)).toBe(true));
+    await eventually(() => expect(signedReads(proxy, userBlobPath(lora))).toHaveLength(1));
     // The machine goes down mid-download.
     await instance.stop();
     instance = undefined;

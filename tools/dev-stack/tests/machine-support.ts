@@ -109,12 +109,3 @@ export function signedReads(proxy: FaultProxy, blobPath: string) {
 
 /** The path of a user LoRA's blob in its container. */
 export const userBlobPath = (l: UploadedLora) => `/users/${l.userId}/loras/${l.id}.safetensors`;
-
-export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}

@@ -8,11 +8,11 @@ import {
   startInMemoryTelemetry,
   tracer,
 } from "@emprops/platform";
-import { type TestContainers, randomLoraSafetensors } from "@emprops/testkit";
+import { eventually, type TestContainers, randomLoraSafetensors } from "@emprops/testkit";
 import { SpanKind } from "@opentelemetry/api";
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import { type RunningStack } from "../src/index.js";
-import { eventually, sha256 } from "./machine-support.js";
+import { sha256 } from "./machine-support.js";
 import { startTestStack, type TestStack } from "./support/test-stack.js";
 
 const SECRET = "telemetry-test-secret-0123456789";
@@ -210,11 +210,11 @@ test("a job's fetch is one trace across machine-cache, registry and gateway; mis
 
 test("a deletion is one trace across a NATS hop: outbox relay, publish, and both consumers' work", async () => {
   const { traceId } = await inRootSpan("studio.delete", () => studio().deleteLora({ loraId: lora.id }));
-  const done = await eventually(() => {
+  await eventually(() => {
     const spans = traceOf(traceId);
-    return named(spans, "blob.delete").length === 1 && named(spans, "machine-cache.evict").length === 1;
+    expect(named(spans, "blob.delete")).toHaveLength(1);
+    expect(named(spans, "machine-cache.evict")).toHaveLength(1);
   });
-  expect(done).toBe(true);
   const spans = traceOf(traceId);
   const deleteRpc = one(spans, "emprops.lora.v1.LoraService/DeleteLora", SpanKind.SERVER);
   const relay = one(spans, "lora_registry.outbox.relay");

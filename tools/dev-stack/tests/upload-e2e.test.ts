@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { BlobServiceClient } from "@azure/storage-blob";
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   BlobGatewayService,
@@ -23,7 +23,14 @@ import {
   type Role,
 } from "@emprops/platform";
 import { loadConfig as registryConfig, type RunningRegistry, startLoraRegistry } from "@emprops/lora-registry";
-import { createTestDatabase, type TestContainers, type TestDatabase, randomLoraSafetensors } from "@emprops/testkit";
+import {
+  createTestDatabase,
+  eventually,
+  rpcFailure,
+  type TestContainers,
+  type TestDatabase,
+  randomLoraSafetensors,
+} from "@emprops/testkit";
 import { type RunningStack } from "../src/index.js";
 import { startTestStack, type TestStack } from "./support/test-stack.js";
 
@@ -60,26 +67,6 @@ function clients(baseUrl: string, subject: string, roles: Role[] = []) {
   };
 }
 const as = (subject: string, roles: Role[] = []) => clients(stack.registry.url, subject, roles);
-
-async function failure(call: Promise<unknown>) {
-  try {
-    await call;
-  } catch (err) {
-    const ce = ConnectError.from(err);
-    return { code: Code[ce.code], reason: errorReason(err), message: ce.rawMessage, metadata: errorMetadata(err) };
-  }
-  throw new Error("the call succeeded but was expected to fail");
-}
-
-async function eventually<T>(check: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
@@ -168,7 +155,7 @@ describe("upload through the registry and the gateway", () => {
       [blockId(1), BigInt(block)],
     ]);
     expect(resumed.uploadUrl).toContain("sig=");
-    expect(await failure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
+    expect(await rpcFailure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
       code: "FailedPrecondition",
       reason: "UPLOAD_INCOMPLETE",
     });
@@ -205,7 +192,7 @@ describe("upload through the registry and the gateway", () => {
       reservedCount: 0,
     });
     expect((await me.lora.getLoraUpload({ uploadId })).upload?.state).toBe(UploadState.COMPLETED);
-    expect(await failure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
+    expect(await rpcFailure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
       code: "FailedPrecondition",
       reason: "UPLOAD_STATE_CONFLICT",
     });
@@ -248,7 +235,7 @@ describe("upload through the registry and the gateway", () => {
     // Delete: the gateway's consumer of the deletion event removes the blob.
     await me.lora.deleteLora({ loraId });
     await eventually(async () =>
-      (await gateway.getUploadState({ blob: blobOf(user, loraId) })).committed ? undefined : true,
+      expect((await gateway.getUploadState({ blob: blobOf(user, loraId) })).committed).toBe(false),
     );
     expect((await me.lora.getQuota({})).quota).toMatchObject({ usedBytes: 0n, usedCount: 0 });
     const actions = (await as("root", ["admin"]).admin.listAuditEvents({ userId: user })).events.map((e) => e.action);
@@ -299,7 +286,7 @@ describe("upload through the registry and the gateway", () => {
         sha256: declaredSha ?? "",
       });
       await uploadAll(created.uploadUrl, file);
-      const rejected = await failure(me.lora.completeLoraUpload({ uploadId: created.upload!.uploadId }));
+      const rejected = await rpcFailure(me.lora.completeLoraUpload({ uploadId: created.upload!.uploadId }));
       expect(rejected).toMatchObject({ code: "InvalidArgument", reason });
       expect(rejected.metadata).toMatchObject(metadata);
       const ext = name.endsWith(".pt") ? "pt" : "safetensors";
@@ -320,7 +307,7 @@ describe("upload through the registry and the gateway", () => {
     const file = randomLoraSafetensors(5000);
     const created = await me.lora.createLoraUpload({ name: "big.safetensors", sizeBytes: BigInt(file.length - 1) });
     await uploadAll(created.uploadUrl, file);
-    const rejected = await failure(me.lora.completeLoraUpload({ uploadId: created.upload!.uploadId }));
+    const rejected = await rpcFailure(me.lora.completeLoraUpload({ uploadId: created.upload!.uploadId }));
     expect(rejected).toMatchObject({ code: "InvalidArgument", reason: "CHECKSUM_MISMATCH" });
     expect(rejected.metadata).toMatchObject({
       size_bytes: String(file.length),
@@ -341,7 +328,9 @@ describe("upload through the registry and the gateway", () => {
     expect((await gateway.getUploadState({ blob: blobOf(user, created.lora!.id) })).committed).toBe(false);
     expect((await me.lora.getQuota({})).quota).toMatchObject({ reservedBytes: 0n, reservedCount: 0 });
     expect((await me.lora.getLoraUpload({ uploadId })).upload?.state).toBe(UploadState.ABORTED);
-    expect(await failure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({ reason: "UPLOAD_STATE_CONFLICT" });
+    expect(await rpcFailure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
+      reason: "UPLOAD_STATE_CONFLICT",
+    });
   });
 });
 
@@ -442,14 +431,11 @@ describe("expired upload sessions", () => {
     const uploadId = created.upload!.uploadId;
     // Past its expiry the session is expired at once, reaper or not.
     expect((await me.lora.getLoraUpload({ uploadId })).upload?.state).toBe(UploadState.EXPIRED);
-    expect(await failure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
+    expect(await rpcFailure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
       code: "FailedPrecondition",
       reason: "UPLOAD_EXPIRED",
     });
-    await eventually(async () => {
-      const q = (await me.lora.getQuota({})).quota!;
-      return q.reservedCount === 0 ? true : undefined;
-    });
+    await eventually(async () => expect((await me.lora.getQuota({})).quota!.reservedCount).toBe(0));
     expect((await gateway.getUploadState({ blob })).committed).toBe(false);
     expect((await me.lora.getQuota({})).quota).toMatchObject({ reservedBytes: 0n, usedBytes: 0n });
     const audit = await clients(registry.url, "root", ["admin"]).admin.listAuditEvents({
