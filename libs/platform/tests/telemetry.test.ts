@@ -7,7 +7,7 @@ import {
   RepeatedFailures,
 } from "../src/index.js";
 import { type InMemoryTelemetry, startInMemoryTelemetry, tracer } from "../src/index.js";
-import { testEnv, testNamespace, type TestNamespace } from "@emprops/testkit";
+import { eventually, testEnv, testNamespace, type TestNamespace } from "@emprops/testkit";
 import { SpanKind, trace } from "@opentelemetry/api";
 
 let telemetry: InMemoryTelemetry;
@@ -121,7 +121,7 @@ describe.each(["memory", "nats"])("the %s event bus carries the trace across a m
     // The handler has returned; its span ends right after.
     const consumerSpans = () =>
       telemetry.spans().filter((s) => s.spanContext().traceId === origin.traceId && s.kind === SpanKind.CONSUMER);
-    for (let i = 0; i < 100 && consumerSpans().length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    await eventually(() => expect(consumerSpans().length).toBeGreaterThanOrEqual(2), { intervalMs: 20 });
     expect(seen.map((s) => s.traceId)).toEqual([origin.traceId, origin.traceId]);
     expect(seen[0]?.msg.headers.traceparent).toMatch(new RegExp(`^00-${origin.traceId}-[0-9a-f]{16}-01$`));
 
