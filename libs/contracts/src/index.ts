@@ -27,3 +27,4 @@ export * as reflectionV1alpha from "./gen/grpc/reflection/v1alpha/reflection_pb.
 export * from "./subjects.js";
 export * from "./reasons.js";
 export * from "./upload-blocks.js";
+export * from "./lora-file-name.js";

@@ -241,7 +241,7 @@ describe("CreateDownloadUrls", () => {
     const blob = newBlob();
     const userBytes = Buffer.from("user lora bytes");
     await t.userContainer.getBlockBlobClient(pathOf(blob)).uploadData(userBytes);
-    const sharedName = "style one (v2) #1?.safetensors";
+    const sharedName = "style one (v2) #1 & 50%.safetensors";
     const sharedBytes = Buffer.from("shared lora bytes, longer");
     await t.sharedContainer.getBlockBlobClient(`models/loras/${sharedName}`).uploadData(sharedBytes);
     const missing = newBlob("pt");
@@ -300,6 +300,17 @@ describe("CreateDownloadUrls", () => {
     "x.",
     " x.pt",
     "a".repeat(256),
+    "evil\u202Egpj.safetensors",
+    "zero\u200Bwidth.safetensors",
+    "\uFEFFbom.safetensors",
+    "CON.safetensors",
+    "nul.pt",
+    "com1.ckpt",
+    "lpt\u00B9.safetensors",
+    ".hidden.safetensors",
+    "a:stream.safetensors",
+    `${"日".repeat(67)}.safetensors`,
+    "readme.txt",
   ];
 
   it.each(badNames)("refuses the shared name %j with INVALID_NAME", async (name) => {
@@ -308,7 +319,16 @@ describe("CreateDownloadUrls", () => {
     );
     expect([failure.code, failure.reason]).toEqual(["InvalidArgument", "INVALID_NAME"]);
     expect(failure.metadata.field).toBe("targets[1].shared_lora.name");
+    expect(failure.message).toMatch(/^shared LoRA name: (The file name |File must be |"[^"]+" is a device name)/);
   });
+
+  it.each(["style.ckpt", "日本語 style.safetensors", "console.pt", "x..y.sft"])(
+    "signs the shared name %j (any model extension, the same rule as uploads)",
+    async (name) => {
+      const res = await t.client.createDownloadUrls({ targets: [shared(name)] });
+      expect(decodeURIComponent(new URL(res.urls[0]!.url).pathname).endsWith(`/models/loras/${name}`)).toBe(true);
+    },
+  );
 
   it("refuses bad targets, too many targets and a too long lifetime", async () => {
     const tooMany = Array.from({ length: 65 }, () => shared("a.safetensors"));

@@ -1,4 +1,4 @@
-import { ErrorReason } from "@emprops/contracts";
+import { checkLoraFileName, ErrorReason, MODEL_FILE_EXTENSIONS } from "@emprops/contracts";
 import { invalidArgument } from "@emprops/platform";
 
 /** File extensions a user LoRA may have. */
@@ -27,9 +27,6 @@ export type BlobRef = UserBlobRef | SharedBlobRef;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const DECIMAL_ID = /^[1-9][0-9]{0,18}$/;
 const INT64_MAX = 2n ** 63n - 1n;
-const MAX_SHARED_NAME = 255;
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 /**
  * The only way a user LoRA path is made: from a UUID, a positive decimal id
@@ -65,27 +62,19 @@ export function userBlob(
 }
 
 /**
- * A shared LoRA path, models/loras/{name}: a single file name, so it cannot
- * reach another folder.
+ * A shared LoRA path, models/loras/{name}: a name that passes the LoRA
+ * file-name rule (any model extension ComfyUI loads), so it cannot reach
+ * another folder. The name is used as given: blob names are exact, and NFC
+ * could name another blob.
  */
 export function sharedBlob(input: { name: string } | undefined, field = "name"): SharedBlobRef {
   const name = input?.name ?? "";
-  const problem =
-    name.length === 0
-      ? "is empty"
-      : name.length > MAX_SHARED_NAME
-        ? `is longer than ${MAX_SHARED_NAME} characters`
-        : name.includes("/") || name.includes("\\")
-          ? "contains a path separator"
-          : name.includes("..")
-            ? 'contains ".."'
-            : CONTROL.test(name)
-              ? "contains a control character"
-              : name !== name.trim() || name.endsWith(".")
-                ? "starts or ends with a space, or ends with a dot"
-                : undefined;
-  if (problem) {
-    throw invalidArgument(ErrorReason.INVALID_NAME, `shared LoRA name ${problem}`, { field });
+  const checked = checkLoraFileName(name, { extensions: MODEL_FILE_EXTENSIONS });
+  if (!checked.ok) {
+    throw invalidArgument(ErrorReason.INVALID_NAME, `shared LoRA name: ${checked.message}`, {
+      field,
+      problem: checked.problem,
+    });
   }
   return { kind: "shared", name, path: `models/loras/${name}` };
 }

@@ -1,16 +1,17 @@
-import { ErrorReason, type UserLoraMetadata } from "@emprops/contracts";
+import {
+  checkLoraFileName,
+  ErrorReason,
+  type LoraUploadExtension,
+  MAX_LORA_FILE_NAME_BYTES,
+  type UserLoraMetadata,
+} from "@emprops/contracts";
 import { invalidArgument } from "@emprops/platform";
 import type { StoredUserMetadata } from "../db/schema/index.js";
-
-/** Extensions a LoRA may have, lower-case, without the dot. */
-export const LORA_EXTENSIONS = ["safetensors", "pt"] as const;
-export type LoraExtension = (typeof LORA_EXTENSIONS)[number];
 
 const MAX_BIGINT = 9223372036854775807n;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;
-const MAX_NAME = 255;
 const MAX_TAGS = 20;
 const MAX_TAG = 64;
 const MAX_TRIGGER_WORDS = 50;
@@ -49,32 +50,23 @@ export function parseOptionalUuid(value: string, field: string): string | undefi
   return value === "" ? undefined : parseUuid(value, field);
 }
 
-/** A LoRA file name: 1–255 characters, no path separators or control characters, .safetensors or .pt. */
-export function parseLoraName(value: string, field = "name"): { name: string; extension: LoraExtension } {
-  const name = value.trim();
-  if (name === "") throw invalidArgument(ErrorReason.INVALID_NAME, `${field} must not be empty`, { field });
-  if (name.length > MAX_NAME) {
-    throw invalidArgument(ErrorReason.INVALID_NAME, `${field} must be at most ${MAX_NAME} characters`, {
+/** A LoRA file name, by the one rule every part of the platform applies (returned in NFC). */
+export function parseLoraName(value: string, field = "name"): { name: string; extension: LoraUploadExtension } {
+  const checked = checkLoraFileName(value);
+  if (!checked.ok) {
+    throw invalidArgument(checked.reason, checked.message, {
       field,
-      max_length: MAX_NAME,
+      problem: checked.problem,
+      ...(checked.problem === "too_long" ? { max_bytes: MAX_LORA_FILE_NAME_BYTES } : {}),
+      ...(checked.problem === "extension" ? { detected_format: detectedFormat(value) } : {}),
     });
   }
-  if (/[/\\]/.test(name) || CONTROL.test(name)) {
-    throw invalidArgument(ErrorReason.INVALID_NAME, `${field} must not contain path separators or control characters`, {
-      field,
-    });
-  }
+  return { name: checked.name, extension: checked.extension as LoraUploadExtension };
+}
+
+function detectedFormat(name: string): string {
   const dot = name.lastIndexOf(".");
-  const extension = dot >= 0 ? name.slice(dot + 1).toLowerCase() : "";
-  if (!(LORA_EXTENSIONS as readonly string[]).includes(extension)) {
-    throw invalidArgument(ErrorReason.INVALID_FILE_FORMAT, "File must be .safetensors or .pt format", {
-      field,
-      detected_format: extension === "" ? "none" : `.${clip(extension, 32)}`,
-    });
-  }
-  if (dot === 0)
-    throw invalidArgument(ErrorReason.INVALID_NAME, `${field} needs a name before the extension`, { field });
-  return { name, extension: extension as LoraExtension };
+  return dot < 0 || dot === name.length - 1 ? "none" : `.${clip(name.slice(dot + 1).toLowerCase(), 32)}`;
 }
 
 /** A declared upload size: a positive integer no larger than the per-LoRA limit. */

@@ -35,7 +35,7 @@ export function updateLora(ctx: AppContext): Partial<ServiceImpl<typeof LoraServ
           if (name.extension !== currentExtension) {
             throw invalidArgument(
               ErrorReason.INVALID_NAME,
-              `the extension cannot change: the file is .${currentExtension}`,
+              `the extension cannot change: the file is .${currentExtension}, so the new name must end in .${currentExtension}`,
               { field: "name", extension: currentExtension },
             );
           }
