@@ -258,6 +258,8 @@ describe("every bad input is INVALID_ARGUMENT with a reason, and changes nothing
         { source: LoraSource.USER, identifier: "12abc" },
         { source: LoraSource.SHARED, identifier: "../etc/passwd" },
         { source: LoraSource.SHARED, identifier: "" },
+        { source: LoraSource.SHARED, identifier: "CON.safetensors" },
+        { source: LoraSource.SHARED, identifier: "evil\u202Egpj.safetensors" },
         { source: LoraSource.USER, identifier: own },
       ],
     });
@@ -269,8 +271,10 @@ describe("every bad input is INVALID_ARGUMENT with a reason, and changes nothing
       ["invalid_argument", ErrorReason.INVALID_REFERENCE],
       ["invalid_argument", ErrorReason.INVALID_ID],
       ["invalid_argument", ErrorReason.INVALID_ID],
+      ["invalid_argument", ErrorReason.INVALID_NAME],
       ["invalid_argument", ErrorReason.INVALID_REFERENCE],
-      ["invalid_argument", ErrorReason.INVALID_REFERENCE],
+      ["invalid_argument", ErrorReason.INVALID_NAME],
+      ["invalid_argument", ErrorReason.INVALID_NAME],
       ["ok"],
     ]);
     // Only the audit log grew: one row per reference.

@@ -1,7 +1,12 @@
-import { ErrorReason, type LoraReference, LoraSource } from "@emprops/contracts";
+import {
+  checkLoraFileName,
+  ErrorReason,
+  type LoraReference,
+  LoraSource,
+  MODEL_FILE_EXTENSIONS,
+} from "@emprops/contracts";
 import { invalidArgument } from "@emprops/platform";
 import type { LoraKey } from "./cache/lora-key.js";
-import { MODEL_EXTENSIONS } from "./cache/cache-layout.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MAX_ID = 9223372036854775807n;
@@ -31,21 +36,17 @@ export function parseLoraId(value: string, field: string): string {
   return BigInt(value).toString();
 }
 
-/** A shared LoRA's file name: no path, no control characters, a model file extension. */
+/** A shared LoRA's file name, by the LoRA file-name rule with any model extension ComfyUI loads. */
 export function parseSharedName(value: string, field: string): string {
-  const bad =
-    value.length > 255 ||
-    /[/\\]/.test(value) ||
-    // eslint-disable-next-line no-control-regex
-    /[\u0000-\u001f\u007f]/.test(value) ||
-    value === "." ||
-    value === ".." ||
-    !MODEL_EXTENSIONS.some((ext) => value.toLowerCase().endsWith(ext) && value.length > ext.length);
-  if (bad) {
+  const checked = checkLoraFileName(value, { extensions: MODEL_FILE_EXTENSIONS });
+  if (!checked.ok) {
     throw invalidArgument(
       ErrorReason.INVALID_NAME,
-      `${field}: a shared LoRA identifier must be a file name such as "style.safetensors" (no folders, at most 255 characters, extension ${MODEL_EXTENSIONS.join(", ")})`,
-      { field },
+      `${field}: a shared LoRA identifier is a file name such as "style.safetensors". ${checked.message}`,
+      {
+        field,
+        problem: checked.problem,
+      },
     );
   }
   return value;
@@ -69,7 +70,8 @@ export function parseReference(ref: LoraReference, userId: string, field: string
       }
       return { source: "user", userId, identifier: parseLoraId(identifier, field) };
     case LoraSource.SHARED:
-      return { source: "shared", userId: "", identifier: parseSharedName(identifier, field) };
+      // Untrimmed: the file-name rule refuses edge spaces rather than guessing.
+      return { source: "shared", userId: "", identifier: parseSharedName(ref.identifier, field) };
     default:
       throw invalidArgument(ErrorReason.INVALID_REFERENCE, `${field}: source must be user or shared`, { field });
   }

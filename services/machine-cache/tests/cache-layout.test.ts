@@ -2,8 +2,8 @@ import path from "node:path";
 import {
   absoluteInLoraDir,
   relativeToLoraDir,
-  safeFileName,
   sharedLoraRelPath,
+  userLoraFileName,
   userLoraRelPath,
 } from "../src/cache/cache-layout.js";
 
@@ -13,10 +13,14 @@ test("user LoRAs live under users/{user}/ with the file id in the name", () => {
   expect(userLoraRelPath(U, "123", "my_anime_style.safetensors")).toBe(`users/${U}/123-my_anime_style.safetensors`);
   // The verified format decides the extension ComfyUI loads it by.
   expect(userLoraRelPath(U, "9", "model.safetensors", ".pt")).toBe(`users/${U}/9-model.pt`);
-  expect(userLoraRelPath(U, "9", "noext", undefined)).toBe(`users/${U}/9-noext.safetensors`);
+  // A name that passes the file-name rule is kept as it is (in NFC).
+  expect(userLoraRelPath(U, "7", "Ünïcödé style (v2) .safetensors")).toBe(
+    `users/${U}/7-Ünïcödé style (v2) .safetensors`,
+  );
+  expect(userLoraRelPath(U, "7", "cafe\u0301.pt")).toBe(`users/${U}/7-caf\u00e9.pt`);
 });
 
-test("no name can leave its directory, hide, or carry odd characters", () => {
+test("a stored name the file-name rule refuses becomes lora{ext}: nothing can leave its directory, hide or spoof", () => {
   for (const evil of [
     "../../etc/passwd",
     "..\\..\\x.pt",
@@ -25,23 +29,29 @@ test("no name can leave its directory, hide, or carry odd characters", () => {
     "..",
     "",
     "a/../../b.pt",
+    "evil\u202Egpj.safetensors",
+    "zero\u200Bwidth.pt",
+    "CON.safetensors",
+    " lead.pt",
+    "noext",
+    `${"x".repeat(300)}.pt`,
   ]) {
-    const name = safeFileName(evil);
-    expect(name).not.toMatch(/[/\\]/);
-    expect(name.startsWith(".")).toBe(false);
-    expect(name).toMatch(/^[A-Za-z0-9._-]+\.(safetensors|pt)$/);
+    expect(userLoraFileName(evil)).toBe("lora.safetensors");
+    expect(userLoraFileName(evil, ".pt")).toBe("lora.pt");
   }
-  expect(safeFileName("Ünïcödé style (v2) .safetensors")).toBe("Unicode_style_v2.safetensors");
-  expect(safeFileName("x".repeat(500) + ".pt")).toHaveLength(100 + 3);
+  // Every name that passes fits a 255-byte file name with the id prefix and the partial-download suffix.
+  const longest = `${"日".repeat(62)}${"x".repeat(2)}.safetensors`;
+  expect(new TextEncoder().encode(longest).length).toBe(200);
+  const onDisk = `${"9".repeat(19)}-${userLoraFileName(longest)}.partial.json`;
+  expect(new TextEncoder().encode(onDisk).length).toBeLessThanOrEqual(255);
 });
 
-test("shared names keep their name when safe and never collide when not", () => {
+test("shared names are used as they are, and only names that pass the file-name rule", () => {
   expect(sharedLoraRelPath("style.safetensors")).toBe("shared/style.safetensors");
-  const a = sharedLoraRelPath("my style.safetensors");
-  const b = sharedLoraRelPath("my_style.safetensors");
-  const c = sharedLoraRelPath("my  style.safetensors");
-  expect(new Set([a, b, c]).size).toBe(3);
-  expect(a).toMatch(/^shared\/my_style-[0-9a-f]{10}\.safetensors$/);
+  expect(sharedLoraRelPath("my style (v2).ckpt")).toBe("shared/my style (v2).ckpt");
+  for (const evil of ["../x.safetensors", "nul.pt", "a\u202Eb.safetensors", "readme.txt"]) {
+    expect(() => sharedLoraRelPath(evil)).toThrow(/not a shared LoRA name/);
+  }
 });
 
 test("answers are relative to models/loras, never a basename, and never outside it", () => {

@@ -3,6 +3,7 @@ import {
   ErrorReason,
   type LoraUploadExtension,
   MAX_LORA_FILE_NAME_BYTES,
+  MODEL_FILE_EXTENSIONS,
   type UserLoraMetadata,
 } from "@emprops/contracts";
 import { invalidArgument } from "@emprops/platform";
@@ -62,6 +63,23 @@ export function parseLoraName(value: string, field = "name"): { name: string; ex
     });
   }
   return { name: checked.name, extension: checked.extension as LoraUploadExtension };
+}
+
+/** A shared LoRA's file name (emprops-share/models/loras/{name}): the same rule, any model extension. */
+export function parseSharedLoraName(value: string, field: string): string {
+  if (value.trim() === "") {
+    throw invalidArgument(ErrorReason.INVALID_REFERENCE, `${field}: a shared LoRA is named by its file name`, {
+      field,
+    });
+  }
+  const checked = checkLoraFileName(value, { extensions: MODEL_FILE_EXTENSIONS });
+  if (!checked.ok) {
+    throw invalidArgument(ErrorReason.INVALID_NAME, `${field}: ${checked.message}`, {
+      field,
+      problem: checked.problem,
+    });
+  }
+  return value;
 }
 
 function detectedFormat(name: string): string {

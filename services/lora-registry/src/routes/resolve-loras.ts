@@ -21,7 +21,7 @@ import { type AuditEntry, writeAudit } from "../domain/audit.js";
 import { GATEWAY_TIMEOUT_MS, blobPathOf, userLoraBlob, viaGateway } from "../domain/blob.js";
 import { sha256Of, sizeOf, toFileFormat } from "../domain/lora-message.js";
 import { loraNotFound } from "../domain/lora-query.js";
-import { parseLoraId, parseShortText, parseUuid } from "../domain/validate.js";
+import { parseLoraId, parseSharedLoraName, parseShortText, parseUuid } from "../domain/validate.js";
 import type { LoraGenOutData } from "../db/schema/index.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
@@ -38,16 +38,7 @@ function plan(ref: LoraReference): Plan {
   try {
     if (ref.source === LoraSource.USER) return { kind: "user", loraId: parseLoraId(ref.identifier, "identifier") };
     if (ref.source === LoraSource.SHARED) {
-      const name = ref.identifier.trim();
-      // eslint-disable-next-line no-control-regex
-      if (name === "" || name.length > 255 || /[/\\\u0000-\u001f\u007f]/.test(name) || name === "." || name === "..") {
-        throw invalidArgument(
-          ErrorReason.INVALID_REFERENCE,
-          "a shared LoRA is named by its file name, without path separators",
-          { identifier: name.slice(0, 80) },
-        );
-      }
-      return { kind: "shared", name };
+      return { kind: "shared", name: parseSharedLoraName(ref.identifier, "identifier") };
     }
     throw invalidArgument(ErrorReason.INVALID_REFERENCE, "a reference needs lora_source user or shared", {
       source: ref.source,

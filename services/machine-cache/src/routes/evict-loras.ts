@@ -38,7 +38,7 @@ export function evictLoras(ctx: AppContext): Partial<ServiceImpl<typeof MachineC
           const row = findLoraFile(ctx.db, {
             source: "shared",
             userId: "",
-            identifier: parseSharedName(ref.identifier.trim(), field),
+            identifier: parseSharedName(ref.identifier, field),
           });
           if (row) targets.push(row);
         } else {
