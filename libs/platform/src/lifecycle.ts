@@ -4,11 +4,19 @@ import { ConfigError } from "./config.js";
 /**
  * Runs a service's main: start, then stop once on SIGTERM/SIGINT. A bad
  * configuration exits with code 78 (EX_CONFIG) and a message naming the
- * variables; any other start-up failure exits 1.
+ * variables; any other start-up failure exits 1. `ready` (connected to NATS,
+ * first reports sent) is logged as "<name> ready" when it resolves.
  */
-export function runMain(name: string, start: () => Promise<{ stop(): Promise<void>; logger: Logger }>): void {
+export function runMain(
+  name: string,
+  start: () => Promise<{ stop(): Promise<void>; logger: Logger; ready?: Promise<void> }>,
+): void {
   start().then(
-    ({ stop, logger }) => {
+    ({ stop, logger, ready }) => {
+      ready?.then(
+        () => logger.info(`${name} ready`),
+        () => {}, // closed before it was ready: the shutdown is logged
+      );
       let stopping = false;
       const shutdown = (signal: string) => {
         if (stopping) return;

@@ -77,3 +77,4 @@ export {
 export { eventually, type EventuallyOptions } from "./eventually.js";
 export { rpcFailure, type RpcFailure } from "./rpc-failure.js";
 export { debianGrpcTools, runDebianPython, DEBIAN_GRPC_PACKAGES, type DebianGrpcTools } from "./debian-grpc.js";
+export { freePort } from "./infra/free-port.js";

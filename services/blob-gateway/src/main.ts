@@ -7,6 +7,7 @@ runMain("blob-gateway", async () => {
   const gateway = await startBlobGateway(loadConfig());
   return {
     logger: gateway.ctx.logger,
+    ready: gateway.ready,
     stop: async () => {
       await gateway.stop();
       await stopTelemetry();

@@ -9,6 +9,8 @@ export interface RunningGateway {
   ctx: AppContext;
   server: RpcServer;
   url: string;
+  /** Resolves once connected to NATS (the LoraDeleted consumer then attaches). */
+  ready: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -58,5 +60,5 @@ export async function startBlobGateway(
     await deletions.stop();
     await ctx.bus.close();
   };
-  return { ctx, server, url: server.url, stop };
+  return { ctx, server, url: server.url, ready: ctx.bus.whenReady(), stop };
 }

@@ -7,6 +7,7 @@ runMain("lora-registry", async () => {
   const registry = await startLoraRegistry(loadConfig());
   return {
     logger: registry.ctx.logger,
+    ready: registry.ready,
     stop: async () => {
       await registry.stop();
       await stopTelemetry();

@@ -3,6 +3,7 @@ import { registryAccessPolicy } from "./access-policy.js";
 import type { RegistryConfig } from "./config.js";
 import { type AppContext, createContext } from "./context.js";
 import { observeRegistry } from "./telemetry.js";
+import { ensureDatabase } from "./db/ensure-database.js";
 import { migrateToLatest } from "./db/migrate.js";
 import { startCacheStatsConsumer } from "./jobs/cache-stats-consumer.js";
 import { startOutboxRelay } from "./jobs/outbox-relay.js";
@@ -14,6 +15,8 @@ export interface RunningRegistry {
   ctx: AppContext;
   server: RpcServer;
   url: string;
+  /** Resolves once connected to NATS (the outbox relay and the consumers then work). */
+  ready: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -33,6 +36,7 @@ export async function startLoraRegistry(
     for (const job of jobs.splice(0).reverse()) await job.stop();
   };
   try {
+    if (!overrides.db) await ensureDatabase(cfg.databaseUrl, ctx.logger);
     await migrateToLatest(ctx.db);
     jobs.push(startOutboxRelay(ctx), startUploadReaper(ctx));
     const consumers: Consumer[] = await Promise.all([startUsageConsumer(ctx), startCacheStatsConsumer(ctx)]);
@@ -54,7 +58,7 @@ export async function startLoraRegistry(
         await ctx.bus.close();
         await ctx.db.destroy();
       })());
-    return { ctx, server, url: server.url, stop };
+    return { ctx, server, url: server.url, ready: ctx.bus.whenReady(), stop };
   } catch (err) {
     await stopJobs().catch(() => {});
     await ctx.bus.close().catch(() => {});

@@ -7,6 +7,7 @@ runMain("machine-cache", async () => {
   const cache = await startMachineCache(loadConfig());
   return {
     logger: cache.ctx.logger,
+    ready: cache.ready,
     stop: async () => {
       await cache.stop();
       await stopTelemetry();

@@ -12,6 +12,8 @@ export interface RunningMachineCache {
   ctx: AppContext;
   server: RpcServer;
   url: string;
+  /** Resolves once connected to NATS and the first cache statistics are published. */
+  ready: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -75,7 +77,7 @@ export async function startMachineCache(
     ageJob = startAgeEvictionJob({ pattern: cfg.ageEvictionCron, space: ctx.space, logger: ctx.logger });
     ctx.usage.start();
     ctx.stats.start();
-    return { ctx, server, url: server.url, stop };
+    return { ctx, server, url: server.url, ready: ctx.stats.firstPublished, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -98,6 +98,8 @@ async function main(): Promise<void> {
       admin: await devToken("dev-admin", ["admin"]),
       machine: await devToken("local-machine", ["machine"]),
     };
+    // Ready means usable: every service on NATS, the machine's first statistics at the registry.
+    await stack.ready;
     const lines = [
       "",
       `  lora-registry   ${stack.registry.url}   (LoraService, LoraAdminService, LoraResolverService)`,
@@ -114,7 +116,7 @@ async function main(): Promise<void> {
       `  admin token:    ${tokens.admin}`,
       `  machine token:  ${tokens.machine}`,
       "",
-      "ready: lora-registry, blob-gateway and machine-cache are serving (Ctrl-C stops everything)",
+      "ready: lora-registry, blob-gateway and machine-cache are serving and connected to NATS (Ctrl-C stops everything)",
       "",
     ];
     process.stdout.write(lines.join("\n"));

@@ -1,4 +1,7 @@
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { LoraAdminService } from "@emprops/contracts";
+import { createServiceClient, mintToken } from "@emprops/platform";
 import { type RunningGateway, loadConfig as gatewayConfig, startBlobGateway } from "@emprops/blob-gateway";
 import { type RunningRegistry, loadConfig as registryConfig, startLoraRegistry } from "@emprops/lora-registry";
 import { type RunningMachineCache, loadConfig as machineConfig, startMachineCache } from "@emprops/machine-cache";
@@ -27,6 +30,12 @@ export interface RunningStack {
   gateway: RunningGateway;
   registry: RunningRegistry;
   machineCache: RunningMachineCache;
+  /**
+   * Resolves once every service is connected to NATS, the machine cache has
+   * published its first statistics and the registry has them (an admin's
+   * GetCacheStats lists the machine from then on).
+   */
+  ready: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -81,10 +90,18 @@ export async function startStack(opts: StackOptions): Promise<RunningStack> {
       }),
     );
     started.unshift(machineCache);
+    const machineId = machineCache.ctx.cfg.machineId;
+    const ready = Promise.all([gateway.ready, registry.ready, machineCache.ready]).then(async () => {
+      // Separate in-process buses (NATS_URL=memory) never carry the statistics to the registry.
+      if (opts.natsUrl === "memory") return;
+      await registryHasStats(registry.url, opts.jwtSecret, machineId);
+    });
+    ready.catch(() => {}); // a stack stopped before it was ready
     return {
       gateway,
       registry,
       machineCache,
+      ready,
       stop: async () => {
         for (const s of started) await s.stop();
       },
@@ -92,5 +109,17 @@ export async function startStack(opts: StackOptions): Promise<RunningStack> {
   } catch (err) {
     for (const s of started) await s.stop().catch(() => {});
     throw err;
+  }
+}
+
+/** Waits until the registry lists the machine's statistics (they arrive over NATS within moments). */
+async function registryHasStats(registryUrl: string, jwtSecret: string, machineId: string): Promise<void> {
+  const admin = createServiceClient(LoraAdminService, registryUrl, () =>
+    mintToken(jwtSecret, { subject: "dev-stack", roles: ["admin"], ttlSeconds: 60 }),
+  );
+  for (;;) {
+    const { machines } = await admin.getCacheStats({ machineId });
+    if (machines.length > 0) return;
+    await sleep(50);
   }
 }

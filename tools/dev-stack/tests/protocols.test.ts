@@ -1,6 +1,7 @@
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { health } from "@emprops/contracts";
+import { health, LoraAdminService } from "@emprops/contracts";
+import { bearerInterceptor } from "@emprops/platform";
 import { createGrpcJsClient, grpcUnary, listServicesViaReflection } from "@emprops/testkit";
 import { startTestStack, type TestStack } from "./support/test-stack.js";
 
@@ -10,7 +11,8 @@ describe("every service speaks Connect and gRPC, with health and reflection", ()
   let t: TestStack;
 
   beforeAll(async () => {
-    t = await startTestStack("protocols");
+    // Statistics every hour: only the report at start-up can make the stack ready.
+    t = await startTestStack("protocols", { env: { machineCache: { CACHE_STATS_INTERVAL_SECONDS: "3600" } } });
   });
 
   afterAll(async () => {
@@ -61,4 +63,23 @@ describe("every service speaks Connect and gRPC, with health and reflection", ()
       }
     },
   );
+
+  test("ready: every service is on NATS and an admin sees the machine's statistics at once", async () => {
+    const { gateway, registry, machineCache } = t.stack;
+    expect([gateway.ctx.bus.connected, registry.ctx.bus.connected, machineCache.ctx.bus.connected]).toEqual([
+      true,
+      true,
+      true,
+    ]);
+    const admin = createClient(
+      LoraAdminService,
+      createConnectTransport({
+        baseUrl: registry.url,
+        httpVersion: "1.1",
+        interceptors: [bearerInterceptor(t.adminToken)],
+      }),
+    );
+    const { machines } = await admin.getCacheStats({});
+    expect(machines.map((m) => m.machineId)).toEqual(["protocols-machine"]);
+  });
 });

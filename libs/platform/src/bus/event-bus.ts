@@ -33,6 +33,8 @@ export interface EventBus {
   consume(opts: ConsumerOptions): Promise<Consumer>;
   /** True while connected to the broker. */
   readonly connected: boolean;
+  /** Resolves once first connected (and the stream exists); rejects only when closed before that. */
+  whenReady(): Promise<void>;
   close(): Promise<void>;
 }
 

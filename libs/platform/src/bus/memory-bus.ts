@@ -28,6 +28,10 @@ export class MemoryBus implements EventBus {
   private readonly telemetry = new MessagingTelemetry();
   readonly connected = true;
 
+  whenReady(): Promise<void> {
+    return Promise.resolve();
+  }
+
   constructor(logger: Logger) {
     logger.warn(
       "NO NATS: using an in-process event bus. Events are lost on restart and never reach other processes. Set NATS_URL or install nats-server.",

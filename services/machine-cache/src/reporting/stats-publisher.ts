@@ -9,12 +9,16 @@ import { cacheStats } from "./cache-stats.js";
 const DAY_MS = 24 * 3600 * 1000;
 
 /**
- * Publishes MachineCacheStatsReported every interval, and prunes the event
- * rows the statistics no longer need. A sample that cannot be published is
- * logged and superseded by the next one.
+ * Publishes MachineCacheStatsReported as soon as NATS is reachable, then every
+ * interval, and prunes the event rows the statistics no longer need. A sample
+ * that cannot be published is logged and superseded by the next one.
  */
 export class StatsPublisher {
   private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private published!: () => void;
+  /** Resolves when a first sample has been published (admins see the machine from then on). */
+  readonly firstPublished = new Promise<void>((resolve) => (this.published = resolve));
 
   constructor(
     private readonly deps: {
@@ -30,11 +34,18 @@ export class StatsPublisher {
   ) {}
 
   start(): void {
+    this.deps.bus.whenReady().then(
+      () => {
+        if (!this.stopped) void this.publish();
+      },
+      () => {}, // closed before NATS was reached
+    );
     this.timer = setInterval(() => void this.publish(), this.deps.intervalMs);
     this.timer.unref();
   }
 
   stop(): void {
+    this.stopped = true;
     clearInterval(this.timer);
   }
 
@@ -51,6 +62,7 @@ export class StatsPublisher {
       await bus.publish(names.cacheStats(machineId), toBinary(MachineCacheStatsReportedSchema, message), {
         msgId: `${machineId}:${nowMs}`,
       });
+      this.published();
       return true;
     } catch (err) {
       logger.warn({ err }, "cache statistics not published");

@@ -75,6 +75,8 @@ export async function startTestStack(label: string, opts: TestStackOptions = {})
       logLevel: "silent",
       env: opts.env,
     });
+    // As npm start before its "ready" line: on NATS, the machine's first statistics at the registry.
+    await stack.ready;
     const tokenFor = (userId: string) => mintToken(jwtSecret, { subject: userId, ttlSeconds: 3600 });
     const userId = randomUUID();
     const [userToken, adminToken, machineToken] = await Promise.all([
