@@ -6,7 +6,6 @@ import { promisify } from "node:util";
 import { startTestStack, type TestStack } from "./support/test-stack.js";
 import {
   blobEndpointOf,
-  eventually,
   type FaultProxy,
   kohyaMetadata,
   putBlockIndex,
