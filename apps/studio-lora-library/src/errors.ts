@@ -43,6 +43,11 @@ function gb(bytes: bigint | number): string {
   return formatBytes(bytes);
 }
 
+/** A refusal the page finds itself (the same rule the server applies), shown as the server's would be. */
+export function localError(reason: string, message: string): ShownError {
+  return { title: TITLES[reason] ?? "Request failed", message, reason, details: [], signInAgain: false };
+}
+
 /** Any error → what to show. Unknown errors keep their message; nothing is swallowed. */
 export function showError(err: unknown): ShownError {
   if (!(err instanceof ConnectError)) {

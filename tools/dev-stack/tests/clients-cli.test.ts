@@ -239,6 +239,39 @@ describe("the lora CLI against the real stack", () => {
     expect(JSON.parse((await lora(["ls", "--json"])).stdout).totalSize).toBe(2);
   });
 
+  test("a file name the registry would refuse is refused before anything is sent, with the rule's message", async () => {
+    const cases: [string, string[], RegExp][] = [
+      [
+        "CON.safetensors",
+        [],
+        /^lora: "CON" is a device name on Windows .*\[INVALID_NAME\]\n  rename the file, or upload it under another name with --name <name>\n$/,
+      ],
+      [
+        "evil\u202Egpj.safetensors",
+        [],
+        /text-direction control U\+202E \(RIGHT-TO-LEFT OVERRIDE\) at position 5.*\[INVALID_NAME\]/,
+      ],
+      ["zero\u200Bwidth.safetensors", [], /invisible character U\+200B \(ZERO WIDTH SPACE\).*\[INVALID_NAME\]/],
+      [" leading.safetensors", [], /starts with a space: remove it\. \[INVALID_NAME\]/],
+      ["ok.safetensors", ["--name", "nul.pt"], /^lora: "NUL" is a device name on Windows .*\[INVALID_NAME\]\n$/],
+      [
+        "ok.safetensors",
+        ["--name", `${"日".repeat(63)}.safetensors`],
+        /201 bytes long in UTF-8; at most 200 are allowed/,
+      ],
+    ];
+    const before = JSON.parse((await lora(["ls", "--json"])).stdout).totalSize;
+    for (const [fileName, extra, message] of cases) {
+      const file = path.join(dir, fileName);
+      writeLoraFile(file, 64 * 1024, kohyaMetadata("named"));
+      const run = await lora(["upload", file, ...extra]);
+      expect(run.code).toBe(8);
+      expect(run.stdout).toBe("");
+      expect(run.stderr).toMatch(message);
+    }
+    expect(JSON.parse((await lora(["ls", "--json"])).stdout).totalSize).toBe(before);
+  });
+
   test("bad arguments and server errors give clear messages and their exit codes", async () => {
     const cases: [string[], NodeJS.ProcessEnv, number, RegExp][] = [
       [["show", "abc"], {}, 2, /a LoRA id is a positive number/],

@@ -331,6 +331,27 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     expect(await cardNames()).not.toContain("evil.pt");
   });
 
+  test("a file name the registry would refuse is refused on the page, with the rule's message", async () => {
+    const device = file("CON.safetensors", 64 * 1024);
+    const spoofed = file("evil\u202Egpj.safetensors", 64 * 1024);
+    const hidden = file(".hidden.safetensors", 64 * 1024);
+    const before = await cardNames();
+    await choose([device, spoofed, hidden]);
+    await waitPhase("CON.safetensors", "failed");
+    const deviceError = upload("CON.safetensors").getByRole("alert");
+    expect(await deviceError.getAttribute("data-reason")).toBe("INVALID_NAME");
+    expect(await text(deviceError)).toMatch(
+      /^Invalid name\n"CON" is a device name on Windows \(CON, PRN, AUX, NUL, COM1-9, LPT1-9\), whatever the extension: rename the file, e\.g\. con_lora\.safetensors\.\nINVALID_NAME$/,
+    );
+    await waitPhase("evil\u202Egpj.safetensors", "failed");
+    expect(await text(upload("evil\u202Egpj.safetensors").getByRole("alert"))).toMatch(
+      /text-direction control U\+202E \(RIGHT-TO-LEFT OVERRIDE\) at position 5/,
+    );
+    await waitPhase(".hidden.safetensors", "failed");
+    expect(await text(upload(".hidden.safetensors").getByRole("alert"))).toMatch(/starts with a dot/);
+    expect(await cardNames()).toEqual(before);
+  });
+
   test("the quota bar warns from 80%, and an upload that does not fit shows the numbers", async () => {
     const admin = createClient(LoraAdminService, client(t.adminToken));
     const { quota } = await createClient(LoraService, client(t.userToken)).getQuota({});

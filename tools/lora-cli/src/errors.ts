@@ -76,6 +76,15 @@ const BY_CODE: Partial<Record<Code, number>> = {
   [Code.DeadlineExceeded]: EXIT.UNAVAILABLE,
 };
 
+/** A refusal found before calling the server, printed and exiting as the server's would. */
+export function localRefusal(reason: string, message: string, hint?: string): CliError {
+  return new CliError(
+    `${message} [${reason}]${hint ? `\n  ${hint}` : ""}`,
+    BY_REASON[reason] ?? EXIT.INVALID_REQUEST,
+    reason,
+  );
+}
+
 /** The reason a server gave ("" when none), e.g. "QUOTA_EXCEEDED". */
 export function reasonOf(err: unknown): string {
   return err instanceof ConnectError ? (err.findDetails(ErrorInfoSchema)[0]?.reason ?? "") : "";

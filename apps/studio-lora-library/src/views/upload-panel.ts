@@ -1,5 +1,7 @@
+import { checkLoraFileName, reasonName } from "@emprops/contracts";
 import type { LoraClient } from "../api.js";
 import { el, mount } from "../dom.js";
+import { localError } from "../errors.js";
 import { formatBytes } from "../format.js";
 import { LoraUpload, type UploadSnapshot } from "../upload/uploader.js";
 import { errorBox } from "./toasts.js";
@@ -44,6 +46,12 @@ export function uploadPanel(opts: UploadPanelOptions): HTMLElement {
       .map((t) => t.trim())
       .filter((t) => t !== "");
     for (const file of files) {
+      // The registry's file-name rule, before any byte is sent.
+      const named = checkLoraFileName(file.name);
+      if (!named.ok) {
+        list.prepend(refusedRow(file, localError(reasonName(named.reason), named.message)));
+        continue;
+      }
       const upload = new LoraUpload(opts.client, file, { userId: opts.userId, tags });
       const row = el("li", { class: "upload", "data-file": file.name });
       list.prepend(row);
@@ -89,6 +97,22 @@ export function uploadPanel(opts: UploadPanelOptions): HTMLElement {
     el("span", {}, "or click to choose · up to 2 GiB each"),
   );
   return el("section", { class: "upload-panel", "aria-label": "Upload" }, zone, fileInput, tagsInput, list);
+}
+
+/** A file refused before upload: the same row a failed upload shows. */
+function refusedRow(file: File, error: ReturnType<typeof localError>): HTMLElement {
+  return el(
+    "li",
+    { class: "upload", "data-file": file.name, "data-phase": "failed" },
+    el(
+      "div",
+      { class: "upload-head" },
+      el("span", { class: "upload-name" }, file.name),
+      el("span", { class: "upload-phase" }, PHASE_TEXT.failed),
+    ),
+    el("div", { class: "upload-meta" }, el("span", { class: "upload-bytes" }, formatBytes(file.size))),
+    errorBox(error),
+  );
 }
 
 function renderRow(row: HTMLElement, upload: LoraUpload, s: UploadSnapshot): void {

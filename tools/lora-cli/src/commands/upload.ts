@@ -1,10 +1,11 @@
 import { realpathSync, statSync } from "node:fs";
+import path from "node:path";
 import { toJson } from "@bufbuild/protobuf";
-import { LoraSchema } from "@emprops/contracts";
+import { checkLoraFileName, LoraSchema, reasonName } from "@emprops/contracts";
 import { SingleBar } from "cli-progress";
 import { updateConfig } from "../config-store.js";
 import type { CliContext } from "../context.js";
-import { CliError, describeError, EXIT } from "../errors.js";
+import { CliError, describeError, EXIT, localRefusal } from "../errors.js";
 import { formatBytes, formatPercent } from "../format.js";
 import { type UploadProgress, uploadLora } from "../upload-lora.js";
 import { describeLora } from "./show.js";
@@ -78,6 +79,17 @@ export async function uploadCommand(ctx: CliContext, file: string, opts: UploadO
       EXIT.USAGE,
     );
   }
+  // The registry's own file-name rule, checked before anything is sent.
+  const named = checkLoraFileName(opts.name ?? path.basename(file));
+  if (!named.ok) {
+    throw localRefusal(
+      reasonName(named.reason),
+      named.message,
+      opts.name === undefined && named.problem !== "extension"
+        ? "rename the file, or upload it under another name with --name <name>"
+        : undefined,
+    );
+  }
   const earlier = ctx.config.uploads?.[key];
   const resumeUploadId = !opts.restart && earlier?.registryUrl === ctx.registryUrl ? earlier.uploadId : undefined;
   const forget = () =>
@@ -89,7 +101,7 @@ export async function uploadCommand(ctx: CliContext, file: string, opts: UploadO
     const result = await uploadLora({
       client: ctx.clients().lora,
       file,
-      name: opts.name,
+      name: named.name,
       tags: opts.tags,
       metadata: { baseModel: opts.baseModel, triggerWords: opts.triggerWords, description: opts.description },
       uploadSource: "cli",
