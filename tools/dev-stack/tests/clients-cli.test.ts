@@ -244,7 +244,7 @@ describe("the lora CLI against the real stack", () => {
       [
         "CON.safetensors",
         [],
-        /^lora: "CON" is a device name on Windows .*\[INVALID_NAME\]\n  rename the file, or upload it under another name with --name <name>\n$/,
+        /^lora: "CON" is a device name on Windows .*\[INVALID_NAME\]\n {2}rename the file, or upload it under another name with --name <name>\n$/,
       ],
       [
         "evil\u202Egpj.safetensors",
