@@ -15,3 +15,14 @@ export { SAFETENSORS_MAX_HEADER_BYTES } from "./safetensors-limits.js";
 export { PickleScanner, type PickleScannerOptions } from "./pickle-scanner.js";
 export { ALLOWED_PICKLE_GLOBALS } from "./pickle-allow-list.js";
 export { extractLoraMetadata, normalizeBaseModel } from "./lora-metadata.js";
+export { UnsafePickleError } from "./unsafe-pickle-error.js";
+export {
+  readTorchPickle,
+  ALLOWED_TORCH_GLOBALS,
+  MAX_TORCH_PICKLE_BYTES,
+  MAX_TORCH_TENSORS,
+  type TorchPickle,
+} from "./torch-pickle.js";
+export { layoutStateDict, type StateDictLayout, type StateDictTensor } from "./torch-state-dict.js";
+export { TorchCheckpointReader, type TorchCheckpoint } from "./torch-checkpoint.js";
+export { isTarHeader } from "./tar-header.js";

@@ -4,10 +4,11 @@ import { bytesText } from "./describe.js";
 import { DETECT_TYPE_PREFIX_BYTES, detectType } from "./detect-type.js";
 import { FormatError } from "./format-error.js";
 import { extractLoraMetadata } from "./lora-metadata.js";
-import { RawPickleReader } from "./raw-pickle-reader.js";
 import { SafetensorsStreamReader } from "./safetensors-stream-reader.js";
+import { isTarHeader, TAR_BLOCK_BYTES } from "./tar-header.js";
 import { TorchCheckpointReader } from "./torch-checkpoint.js";
 import type { FileFormatName, RejectReason, VerificationResult, VerifierOptions } from "./types.js";
+import { UnsafePickleError } from "./unsafe-pickle-error.js";
 
 const DESCRIBED_TYPES: Record<string, string> = {
   safetensors: "a safetensors file",
@@ -52,7 +53,8 @@ export class LoraVerifier {
     Pick<VerifierOptions, "expectedSizeBytes" | "expectedSha256">;
   private readonly hash: Hash = createHash("sha256");
   private size = 0;
-  private readonly prefix = new Uint8Array(DETECT_TYPE_PREFIX_BYTES);
+  /** The first bytes: type detection reads 16 of them, a .pt that is not a ZIP is described from 512 (tar). */
+  private readonly prefix = new Uint8Array(TAR_BLOCK_BYTES);
   private prefixLength = 0;
   private reader: ContentReader | undefined;
   private format: FileFormatName | undefined;
@@ -60,6 +62,7 @@ export class LoraVerifier {
   private parsing = true;
   private finished = false;
   private invalidMessage: string | undefined;
+  private unsafe: UnsafePickleError | undefined;
   private tooLargeMessage: string | undefined;
   private sizeMismatchMessage: string | undefined;
 
@@ -94,7 +97,7 @@ export class LoraVerifier {
 
   /** The rejection already certain from the bytes fed so far, if any. */
   get rejection(): Rejection | undefined {
-    return this.verdict(this.reader?.unsafeGlobals ?? []);
+    return this.verdict();
   }
 
   update(chunk: Uint8Array): void {
@@ -111,12 +114,12 @@ export class LoraVerifier {
       this.sizeMismatchMessage = `The file is larger than the ${bytesText(expectedSizeBytes)} announced for it.`;
     }
     let rest = chunk;
-    if (this.prefixLength < DETECT_TYPE_PREFIX_BYTES) {
-      const take = Math.min(DETECT_TYPE_PREFIX_BYTES - this.prefixLength, chunk.length);
+    if (!this.decided) {
+      const take = Math.min(this.prefix.length - this.prefixLength, chunk.length);
       this.prefix.set(chunk.subarray(0, take), this.prefixLength);
       this.prefixLength += take;
       rest = chunk.subarray(take);
-      if (this.prefixLength < DETECT_TYPE_PREFIX_BYTES) return;
+      if (!this.canDecide()) return;
     }
     if (!this.parsing) return;
     this.guard(() => {
@@ -136,8 +139,8 @@ export class LoraVerifier {
     }
     const sha256 = this.hash.digest("hex");
     const checksumMessage = this.checksumMessage(sha256);
-    const unsafeGlobals = [...(this.reader?.unsafeGlobals ?? [])];
-    const verdict = this.verdict(unsafeGlobals, checksumMessage);
+    const unsafeGlobals = this.unsafe?.global ? [this.unsafe.global] : [];
+    const verdict = this.verdict(checksumMessage);
     const layout = this.reader instanceof SafetensorsStreamReader ? this.reader.layout : undefined;
     const result: VerificationResult = {
       ok: verdict === undefined,
@@ -158,21 +161,16 @@ export class LoraVerifier {
 
   // Precedence: a found exploit is always reported; then the size limit (parsing stops there), then checksum
   // disagreements (the bytes are not what the client sent, so format findings would mislead), then format errors.
-  private verdict(unsafeGlobals: readonly string[], checksumMessage = this.sizeMismatchMessage): Rejection | undefined {
-    if (unsafeGlobals.length > 0) return { reason: "UNSAFE_PICKLE", message: this.unsafeMessage(unsafeGlobals) };
+  private verdict(checksumMessage = this.sizeMismatchMessage): Rejection | undefined {
+    if (this.unsafe) return { reason: "UNSAFE_PICKLE", message: this.unsafeMessage(this.unsafe) };
     if (this.tooLargeMessage) return { reason: "FILE_TOO_LARGE", message: this.tooLargeMessage };
     if (checksumMessage) return { reason: "CHECKSUM_MISMATCH", message: checksumMessage };
     if (this.invalidMessage) return { reason: "INVALID_FILE_FORMAT", message: this.invalidMessage };
     return undefined;
   }
 
-  private unsafeMessage(unsafeGlobals: readonly string[]): string {
-    const sources = this.reader?.unsafeSources ?? [];
-    const where = sources.length > 0 && !sources.includes("the file") ? ` (in ${sources.join(", ")})` : "";
-    return (
-      `The file contains a pickle${where} that imports ${unsafeGlobals.join(", ")}; loading it would run code. ` +
-      `Only plain tensor state dicts are accepted — convert the LoRA to .safetensors.`
-    );
+  private unsafeMessage(error: UnsafePickleError): string {
+    return `${error.message} Only plain tensor state dicts are accepted — convert the LoRA to .safetensors.`;
   }
 
   private checksumMessage(sha256: string): string | undefined {
@@ -193,11 +191,22 @@ export class LoraVerifier {
       work();
     } catch (error) {
       this.parsing = false;
+      if (error instanceof UnsafePickleError) {
+        this.unsafe = error;
+        return;
+      }
       this.invalidMessage =
         error instanceof FormatError
           ? error.message
           : `The file could not be verified: ${error instanceof Error ? error.message : String(error)}`;
     }
+  }
+
+  /** A .pt that is not a ZIP is refused, but described from its first 512 bytes (a tar header needs them all). */
+  private canDecide(): boolean {
+    if (this.prefixLength === this.prefix.length) return true;
+    if (this.prefixLength < DETECT_TYPE_PREFIX_BYTES) return false;
+    return this.options.expectedExtension === "safetensors" || isZipStart(this.prefix);
   }
 
   /** Picks the reader for the content, given the uploaded extension; throws FormatError on a mismatch. */
@@ -215,19 +224,37 @@ export class LoraVerifier {
       }
       reader = new SafetensorsStreamReader();
       if (detected === "safetensors") this.format = "safetensors";
-    } else if (detected === "zip") {
+    } else if (isZipStart(prefix)) {
       reader = new TorchCheckpointReader();
       this.format = "torch_zip";
-    } else if (detected === "pickle") {
-      reader = new RawPickleReader();
-      this.format = "pickle";
     } else {
-      const hint = detected === "safetensors" ? " Upload it with the .safetensors extension." : "";
-      throw new FormatError(
-        `The file is named .pt but its content is ${described}, not a PyTorch checkpoint (ZIP archive or pickle).${hint}`,
-      );
+      throw new FormatError(notTorchZipMessage(prefix, detected, described));
     }
     this.reader = reader;
     reader.update(prefix);
   }
+}
+
+/** torch.load's own test (serialization._is_zipfile): the first four bytes are a local file header's signature. */
+function isZipStart(bytes: Uint8Array): boolean {
+  return bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
+}
+
+const RESAVE = "Re-save it with torch.save (torch 1.6 or later), or convert it to .safetensors.";
+
+function notTorchZipMessage(prefix: Uint8Array, detected: string, described: string): string {
+  const only = "only the ZIP format torch.save has written by default since torch 1.6 is accepted";
+  if (isTarHeader(prefix)) {
+    return `The file is named .pt but it is a tar archive (torch's pre-1.6 legacy format, whose members are unpickled without restriction); ${only}. ${RESAVE}`;
+  }
+  if (detected === "pickle") {
+    return `The file is named .pt but it is a raw pickle (torch's legacy format, written by torch before 1.6 or with _use_new_zipfile_serialization=False); ${only}. ${RESAVE}`;
+  }
+  if (detected === "zip") {
+    return `The file is named .pt but it does not start with a ZIP local file header, so torch.load would not read it as a checkpoint; ${only}. ${RESAVE}`;
+  }
+  if (detected === "safetensors") {
+    return `The file is named .pt but its content is ${described}, not a PyTorch checkpoint. Upload it with the .safetensors extension.`;
+  }
+  return `The file is named .pt but its content is ${described}, not a PyTorch checkpoint. ${RESAVE}`;
 }

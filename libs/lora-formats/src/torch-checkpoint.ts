@@ -1,62 +1,73 @@
-import { crc32, inflateRawSync } from "node:zlib";
-import { type ContentReader, mergeUnique } from "./content-reader.js";
+import type { ContentReader } from "./content-reader.js";
 import { bytesText, quote } from "./describe.js";
 import { FormatError } from "./format-error.js";
-import { DEFAULT_MAX_PICKLE_BYTES, PickleScanner } from "./pickle-scanner.js";
+import { MAX_TORCH_PICKLE_BYTES, readTorchPickle, type TorchPickle } from "./torch-pickle.js";
+import { layoutStateDict, type StateDictLayout } from "./torch-state-dict.js";
 import type { ZipEntry } from "./zip/entry.js";
-import { METHOD_DEFLATED, METHOD_STORED } from "./zip/fields.js";
+import { METHOD_STORED } from "./zip/fields.js";
 import { ZipStreamReader } from "./zip/stream-reader.js";
 
-// A DEFLATED pickle is buffered and inflated in one go; a state-dict pickle is kilobytes, these are generous.
-const MAX_COMPRESSED_PICKLE_BYTES = DEFAULT_MAX_PICKLE_BYTES;
-const MAX_INFLATED_PICKLE_BYTES = DEFAULT_MAX_PICKLE_BYTES;
-/** Bounds the scan time of archives holding many pickles. */
-const MAX_TOTAL_PICKLE_BYTES = 2 * DEFAULT_MAX_PICKLE_BYTES;
+// torch.load opens a checkpoint with PyTorchStreamReader (caffe2/serialize/inline_container.cc, miniz): the folder
+// of the first entry is the archive's prefix and records are looked up as <prefix>/<name>. torch.save (1.6 and
+// later; torch/serialization.py _save) writes, all STORED and in this order: data.pkl, then on newer versions
+// .format_version, .storage_alignment and byteorder, then data/<key> for each storage, version, and on newer
+// versions .data/serialization_id. Anything else in the archive is something no loader of a state dict reads —
+// so something we did not check — and is refused.
 
-interface PickleEntry {
-  name: string;
-  scanner: PickleScanner | undefined;
-  compressed: Uint8Array[] | undefined;
-  compressedBytes: number;
+/** The small records besides data.pkl and the storages, and what each may hold. */
+const METADATA_RECORDS: Readonly<Record<string, RegExp>> = {
+  version: /^[0-9]{1,4}\n?$/,
+  ".data/version": /^[0-9]{1,4}\n?$/,
+  byteorder: /^little$/,
+  ".format_version": /^[0-9]{1,4}\n?$/,
+  ".storage_alignment": /^[0-9]{1,6}\n?$/,
+  ".data/serialization_id": /^[0-9]{1,64}\n?$/,
+};
+const MAX_METADATA_RECORD_BYTES = 64;
+
+/** A verified checkpoint, as the converter needs it. */
+export interface TorchCheckpoint {
+  prefix: string;
+  pickle: TorchPickle;
+  layout: StateDictLayout;
+  /** The archive entry of each storage, by key. */
+  storageEntries: Map<string, ZipEntry>;
 }
 
+type Role = { kind: "pickle" } | { kind: "storage"; key: string } | { kind: "record"; name: string };
+
 /**
- * A torch checkpoint (the ZIP archive torch.save writes): the archive is read by {@link ZipStreamReader}, every
- * pickle entry is scanned as it streams, and the layout must be a tensor state dict's.
+ * Reads a .pt file as torch.save writes it since torch 1.6: a ZIP archive holding one state-dict pickle and its
+ * storages, nothing else. The pickle is buffered (≤ 16 MiB) and evaluated under the weights-only grammar when its
+ * entry ends; every storage record must be one its persistent ids reference, with exactly the bytes that storage
+ * needs.
  */
 export class TorchCheckpointReader implements ContentReader {
+  readonly unsafeGlobals: readonly string[] = [];
+  readonly unsafeSources: readonly string[] = [];
   private readonly zip = new ZipStreamReader({
     onEntryStart: (entry) => this.startEntry(entry),
     onEntryData: (bytes) => this.entryData(bytes),
     onEntryEnd: (entry) => this.endEntry(entry),
   });
-  private pickle: PickleEntry | undefined;
-  private readonly unsafe: string[] = [];
-  private readonly sources: string[] = [];
-  private tensors = 0;
-  private pickleBytes = 0;
-
-  get unsafeGlobals(): readonly string[] {
-    const pending = this.pickle?.scanner?.unsafeGlobals ?? [];
-    if (pending.length === 0) return this.unsafe;
-    const merged = [...this.unsafe];
-    mergeUnique(merged, pending);
-    return merged;
-  }
-
-  get unsafeSources(): readonly string[] {
-    const current = this.pickle;
-    if (!current?.scanner?.unsafeGlobals.length || this.sources.includes(current.name)) return this.sources;
-    return [...this.sources, current.name];
-  }
+  private prefix = "";
+  private role: Role | undefined;
+  private parts: Uint8Array[] = [];
+  private partsBytes = 0;
+  private pickle: TorchPickle | undefined;
+  private layoutValue: StateDictLayout | undefined;
+  private readonly seenNames = new Set<string>();
+  private readonly storageEntries = new Map<string, ZipEntry>();
+  private readonly records = new Set<string>();
 
   get tensorCount(): number {
-    return this.tensors;
+    return this.layoutValue?.tensors.length ?? 0;
   }
 
-  /** Names of the entries read so far, in archive order. */
-  get entryNames(): string[] {
-    return this.zip.entries.map((entry) => entry.name);
+  /** The checkpoint, once the whole archive was read and found valid. */
+  get checkpoint(): TorchCheckpoint | undefined {
+    if (!this.pickle || !this.layoutValue || !this.zip.done) return undefined;
+    return { prefix: this.prefix, pickle: this.pickle, layout: this.layoutValue, storageEntries: this.storageEntries };
   }
 
   update(chunk: Uint8Array): void {
@@ -65,101 +76,120 @@ export class TorchCheckpointReader implements ContentReader {
 
   finish(): void {
     this.zip.finish();
-    this.checkTorchLayout();
+    if (!this.pickle) throw this.notCheckpoint("the archive has no data.pkl");
+    for (const key of this.pickle.storages.keys()) {
+      if (!this.storageEntries.has(key)) {
+        throw this.invalid(
+          `its pickle references storage ${quote(key)}, but ${quote(`${this.prefix}/data/${key}`)} is missing`,
+        );
+      }
+    }
+    if (!this.records.has("version") && !this.records.has(".data/version")) {
+      throw this.invalid(`it has no ${quote(`${this.prefix}/version`)} record`);
+    }
+  }
+
+  private invalid(detail: string): FormatError {
+    return new FormatError(`The PyTorch checkpoint is invalid: ${detail}.`);
+  }
+
+  private notCheckpoint(detail: string): FormatError {
+    return new FormatError(
+      `This is not a PyTorch checkpoint as torch.save writes it: ${detail}. Re-save it with torch.save, or convert it to .safetensors.`,
+    );
   }
 
   private startEntry(entry: ZipEntry): void {
-    const isPickle = entry.name.toLowerCase().endsWith(".pkl");
-    if (!isPickle) {
-      this.pickle = undefined;
-      return;
+    const name = entry.name;
+    if (entry.method !== METHOD_STORED) {
+      throw this.invalid(
+        `entry ${quote(name)} is compressed (method ${entry.method}); torch.save stores every record uncompressed`,
+      );
     }
-    this.pickle = {
-      name: entry.name,
-      scanner:
-        entry.method === METHOD_STORED ? new PickleScanner({ label: `The pickle ${quote(entry.name)}` }) : undefined,
-      compressed: entry.method === METHOD_DEFLATED ? [] : undefined,
-      compressedBytes: 0,
-    };
+    const folded = name.toLowerCase();
+    // miniz matches record names without regard to case: two names that fold together are one record twice.
+    if (this.seenNames.has(folded)) throw this.invalid(`it holds the entry ${quote(name)} twice`);
+    this.seenNames.add(folded);
+    if (this.zip.entries.length === 0) {
+      const slash = name.indexOf("/");
+      this.prefix = name.slice(0, Math.max(slash, 0));
+      if (slash <= 0 || name.slice(slash + 1) !== "data.pkl" || this.prefix === "." || this.prefix === "..") {
+        throw this.notCheckpoint(
+          name.toLowerCase() === "constants.pkl" || name.includes("/code/") || name.endsWith("/constants.pkl")
+            ? `it is a TorchScript archive, which carries code (its first entry is ${quote(name)})`
+            : `its first entry is ${quote(name)}, not <folder>/data.pkl`,
+        );
+      }
+      this.role = { kind: "pickle" };
+    } else {
+      this.role = this.roleOf(name);
+    }
+    this.parts = [];
+    this.partsBytes = 0;
+  }
+
+  private roleOf(name: string): Role {
+    if (!name.startsWith(`${this.prefix}/`)) {
+      throw this.invalid(`entry ${quote(name)} lies outside the archive's folder ${quote(this.prefix)}`);
+    }
+    const rest = name.slice(this.prefix.length + 1);
+    const key = /^data\/(0|[1-9][0-9]{0,8})$/.exec(rest)?.[1];
+    if (key !== undefined) {
+      if (!this.pickle?.storages.has(key)) {
+        throw this.invalid(`entry ${quote(name)} is a storage no tensor of its pickle references`);
+      }
+      return { kind: "storage", key };
+    }
+    if (Object.prototype.hasOwnProperty.call(METADATA_RECORDS, rest)) return { kind: "record", name: rest };
+    if (rest === "constants.pkl" || rest.startsWith("code/")) {
+      throw this.notCheckpoint("it is a TorchScript archive, which carries code");
+    }
+    throw this.invalid(`it holds the entry ${quote(name)}, which torch.save does not write (a hidden member)`);
   }
 
   private entryData(bytes: Uint8Array): void {
-    const pickle = this.pickle;
-    if (!pickle) return;
-    if (pickle.scanner) this.feedScanner(pickle.scanner, bytes, pickle.name);
-    if (pickle.compressed) {
-      pickle.compressedBytes += bytes.length;
-      if (pickle.compressedBytes > MAX_COMPRESSED_PICKLE_BYTES) {
-        this.zip.fail(
-          `the compressed pickle ${quote(pickle.name)} is larger than ${bytesText(MAX_COMPRESSED_PICKLE_BYTES)}`,
-        );
-      }
-      pickle.compressed.push(bytes.slice());
+    const role = this.role;
+    if (!role || role.kind === "storage") return;
+    this.partsBytes += bytes.length;
+    const limit = role.kind === "pickle" ? MAX_TORCH_PICKLE_BYTES : MAX_METADATA_RECORD_BYTES;
+    if (this.partsBytes > limit) {
+      throw role.kind === "pickle"
+        ? this.invalid(`its data.pkl is larger than ${bytesText(limit)}; a state dict's pickle is far smaller`)
+        : this.invalid(`its record ${quote(role.name)} is larger than ${bytesText(limit)}`);
     }
+    this.parts.push(bytes.slice());
   }
 
   private endEntry(entry: ZipEntry): void {
-    const pickle = this.pickle;
-    if (!pickle) return;
-    if (pickle.compressed) this.inflatePickle(pickle, entry);
-    if (pickle.scanner) {
-      pickle.scanner.finish();
-      const found = pickle.scanner.unsafeGlobals;
-      mergeUnique(this.unsafe, found);
-      if (found.length > 0) mergeUnique(this.sources, [pickle.name]);
-      this.tensors += pickle.scanner.tensorCount;
+    const role = this.role;
+    this.role = undefined;
+    if (!role) return;
+    if (role.kind === "storage") {
+      const storage = this.pickle?.storages.get(role.key);
+      if (storage && BigInt(entry.uncompressedSize) !== storage.byteLength) {
+        throw this.invalid(
+          `storage ${quote(entry.name)} holds ${bytesText(entry.uncompressedSize)}, but its persistent id ` +
+            `(${storage.numel} × ${storage.storageType}) needs ${bytesText(storage.byteLength)}`,
+        );
+      }
+      this.storageEntries.set(role.key, entry);
+      return;
     }
-    this.pickle = undefined;
-  }
-
-  private feedScanner(scanner: PickleScanner, bytes: Uint8Array, name: string): void {
-    this.pickleBytes += bytes.length;
-    if (this.pickleBytes > MAX_TOTAL_PICKLE_BYTES) {
-      this.zip.fail(`its pickles together exceed ${bytesText(MAX_TOTAL_PICKLE_BYTES)}`);
+    const bytes = Buffer.concat(this.parts);
+    this.parts = [];
+    if (role.kind === "pickle") {
+      this.pickle = readTorchPickle(bytes, `The pickle ${quote(entry.name)}`);
+      this.layoutValue = layoutStateDict(this.pickle.root);
+      return;
     }
-    const used = scanner.done ? 0 : scanner.update(bytes);
-    if (used < bytes.length) {
-      throw new FormatError(`The pickle ${quote(name)} continues after its STOP opcode; the archive is invalid.`);
-    }
-  }
-
-  private inflatePickle(pickle: PickleEntry, entry: ZipEntry): void {
-    let inflated: Buffer;
-    try {
-      inflated = inflateRawSync(Buffer.concat(pickle.compressed ?? []), { maxOutputLength: MAX_INFLATED_PICKLE_BYTES });
-    } catch {
-      return this.zip.fail(
-        `the compressed pickle ${quote(pickle.name)} cannot be inflated (corrupt or larger than ${bytesText(MAX_INFLATED_PICKLE_BYTES)})`,
-      );
-    }
-    if (inflated.length !== entry.uncompressedSize || crc32(inflated) !== entry.crc) {
-      this.zip.fail(`the compressed pickle ${quote(pickle.name)} does not match its recorded size and CRC-32`);
-    }
-    pickle.compressed = undefined;
-    pickle.scanner = new PickleScanner({ label: `The pickle ${quote(pickle.name)}` });
-    this.feedScanner(pickle.scanner, inflated, pickle.name);
-  }
-
-  // torch.load finds records under the folder of the first entry, matching names case-insensitively (miniz).
-  private checkTorchLayout(): void {
-    const entries = this.zip.entries;
-    const first = entries[0]?.name ?? "";
-    const slash = first.indexOf("/");
-    if (slash <= 0) {
-      throw new FormatError(
-        `This is not a PyTorch checkpoint: its first ZIP entry ${quote(first)} is not in a folder.`,
-      );
-    }
-    const prefix = first.slice(0, slash + 1).toLowerCase();
-    const names = entries.map((entry) => entry.name.toLowerCase());
-    if (!names.includes(`${prefix}data.pkl`)) {
-      throw new FormatError(
-        `This is not a PyTorch checkpoint: the archive has no ${quote(`${first.slice(0, slash + 1)}data.pkl`)}.`,
-      );
-    }
-    if (names.some((name) => name === `${prefix}constants.pkl` || name.startsWith(`${prefix}code/`))) {
-      throw new FormatError(
-        "This is a TorchScript archive, which carries code; only tensor state dicts saved with torch.save are accepted.",
+    if (this.records.has(role.name)) throw this.invalid(`it holds the record ${quote(role.name)} twice`);
+    this.records.add(role.name);
+    const text = bytes.toString("latin1");
+    if (!(METADATA_RECORDS[role.name] as RegExp).test(text)) {
+      throw this.invalid(
+        role.name === "byteorder"
+          ? `its byte order is ${quote(text)}; only little-endian checkpoints can be converted`
+          : `its record ${quote(role.name)} holds ${quote(text)}`,
       );
     }
   }

@@ -5,11 +5,13 @@ import {
   chunked,
   fillerBytes,
   legacyTorchFile,
-  localRecord,
   LORA_TENSORS,
   loraStorages,
+  orderedDictPickle,
   PickleWriter,
+  pushTensor,
   stateDictPickle,
+  tarArchive,
   torchZip,
   type ZipEntrySpec,
 } from "@emprops/testkit";
@@ -21,11 +23,12 @@ function verify(bytes: Uint8Array, chunkSize = 64 * 1024, options: Partial<Verif
   return verifier.finish();
 }
 
-function expectInvalid(bytes: Uint8Array, message: RegExp): void {
+/** The verdict must not depend on how the bytes arrive. */
+function expectRefused(bytes: Uint8Array, reason: "INVALID_FILE_FORMAT" | "UNSAFE_PICKLE", message: RegExp): void {
   for (const size of [bytes.length, 1, 13]) {
     const result = verify(bytes, size);
     expect({ reason: result.reason, message: result.message }).toEqual({
-      reason: "INVALID_FILE_FORMAT",
+      reason,
       message: expect.stringMatching(message),
     });
   }
@@ -33,282 +36,483 @@ function expectInvalid(bytes: Uint8Array, message: RegExp): void {
 
 const benign = stateDictPickle(LORA_TENSORS);
 const benign4 = stateDictPickle(LORA_TENSORS, { protocol: 4 });
+const storages = loraStorages();
+/** One float tensor of 4 elements, "w", whose storage is data/0 of 16 bytes. */
+const oneTensor = (extra: (w: PickleWriter) => void = () => {}): Buffer =>
+  orderedDictPickle((w) => {
+    pushTensor(w.binUnicode("w"), { storage: "FloatStorage", key: "0", numel: 4, shape: [4] });
+    extra(w);
+  });
+const zipOf = (pickle: Uint8Array, data: Uint8Array[] = [fillerBytes(16)]) => torchZip(pickle, data);
+const RESAVE = /Re-save it with torch\.save .*or convert it to \.safetensors/;
 
-describe("raw pickle .pt files", () => {
-  it.each([
-    ["a protocol 2 state dict", benign],
-    ["a protocol 4 state dict", benign4],
+describe("torch checkpoints as torch.save writes them", () => {
+  it.each<[string, Buffer]>([
+    ["protocol 2 (torch.save's default)", torchZip(benign, storages)],
+    ["protocol 4", torchZip(benign4, storages)],
+    ["with sizes in the local headers", torchZip(benign, storages, { entry: { descriptor: false } })],
+    ["with ZIP64 records", torchZip(benign, storages, { entry: { zip64: true }, zip64End: true })],
     [
-      "torch's legacy five-pickle format with storage bytes",
-      legacyTorchFile(stateDictPickle(LORA_TENSORS, { legacy: true }), loraStorages()),
+      "in torch 1.13's layout (no byteorder, format or serialization id records)",
+      buildZip([
+        { name: "archive/data.pkl", data: benign },
+        ...storages.map((data, i) => ({ name: `archive/data/${i}`, data })),
+        { name: "archive/version", data: Buffer.from("3\n") },
+      ]),
     ],
-  ])("accepts %s", (_label, bytes) => {
+  ])("accepts %s, in any chunking", (_label, bytes) => {
     for (const size of [1, 7, 64 * 1024]) {
       expect(verify(bytes, size)).toMatchObject({
-        ok: true,
-        format: "pickle",
-        detectedType: "pickle",
-        tensorCount: 3,
-        unsafeGlobals: [],
-      });
-    }
-  });
-
-  it.each(
-    maliciousPickles()
-      .filter((m) => m.bytes[0] === 0x80)
-      .map((m) => [m.label, m] as const),
-  )("rejects %s as UNSAFE_PICKLE", (_label, { bytes, globals }) => {
-    const result = verify(bytes, 3);
-    expect(result).toMatchObject({ ok: false, reason: "UNSAFE_PICKLE", format: "pickle" });
-    expect([...result.unsafeGlobals].sort()).toEqual([...globals].sort());
-    for (const name of globals) expect(result.message).toContain(name);
-    expect(result.message).toMatch(/loading it would run code/);
-  });
-
-  it.each(
-    maliciousPickles()
-      .filter((m) => m.bytes[0] !== 0x80)
-      .map((m) => [m.label, m] as const),
-  )("rejects %s as a raw .pt, since a protocol 0 pickle is no torch checkpoint", (_label, { bytes }) => {
-    expect(verify(bytes)).toMatchObject({ ok: false, reason: "INVALID_FILE_FORMAT", detectedType: "text" });
-  });
-
-  it("reports an exploit found before the size limit was passed as UNSAFE_PICKLE", () => {
-    const exploit = maliciousPickles()[0]?.bytes ?? new Uint8Array();
-    const result = verify(exploit, 1, { maxSizeBytes: exploit.length - 3 });
-    expect(result).toMatchObject({ reason: "UNSAFE_PICKLE", unsafeGlobals: ["os.system"] });
-  });
-
-  it("scans every pickle torch's legacy loader would run, whatever byte it starts with", () => {
-    const protocol0Exploit = new PickleWriter()
-      .global("os", "system")
-      .mark()
-      .string("'id'")
-      .tuple()
-      .reduce()
-      .stop()
-      .bytes();
-    const magic = new PickleWriter()
-      .proto(2)
-      .long1([0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19])
-      .stop()
-      .bytes();
-    const result = verify(Buffer.concat([magic, protocol0Exploit]));
-    expect(result).toMatchObject({ reason: "UNSAFE_PICKLE", unsafeGlobals: ["os.system"] });
-  });
-
-  it("treats what follows the fifth pickle as storage data", () => {
-    const exploit = maliciousPickles()[0]?.bytes ?? new Uint8Array();
-    const file = legacyTorchFile(stateDictPickle(LORA_TENSORS, { legacy: true }), [exploit, ...loraStorages()]);
-    expect(verify(file)).toMatchObject({ ok: true, tensorCount: 3 });
-  });
-
-  it("rejects garbage after a pickle and truncated pickles", () => {
-    expectInvalid(
-      Buffer.concat([benign, Buffer.from([0xff, 0x00])]),
-      /Pickle number 2 in the file is malformed: unknown opcode 0xff at byte \d+/,
-    );
-    expectInvalid(
-      benign.subarray(0, benign.length - 1),
-      /The pickle is truncated: it ends after byte \d+, before its STOP opcode/,
-    );
-  });
-});
-
-describe("torch ZIP .pt files", () => {
-  const storages = loraStorages();
-
-  it.each<[string, Parameters<typeof torchZip>[2]]>([
-    ["as torch writes it (stored, data descriptors)", {}],
-    ["with sizes in the local headers", { entry: { descriptor: false } }],
-    ["with ZIP64 records", { entry: { zip64: true }, zip64End: true }],
-    ["with ZIP64 sizes in the local headers", { entry: { zip64: true, descriptor: false }, zip64End: true }],
-    ["with a deflated data.pkl", { pklEntry: { method: "deflated" } }],
-    ["with a deflated data.pkl of known size", { pklEntry: { method: "deflated", descriptor: false } }],
-    ["with deflated storages", { entry: { method: "deflated" } }],
-  ])("accepts an archive %s", (_label, options) => {
-    const bytes = torchZip(benign4, storages, options);
-    const results = [1, 7, 64 * 1024].map((size) => verify(bytes, size));
-    for (const result of results) {
-      expect(result).toMatchObject({
         ok: true,
         format: "torch_zip",
         detectedType: "zip",
         tensorCount: 3,
         unsafeGlobals: [],
       });
-      expect(result).toEqual(results[0]);
     }
   });
+});
 
-  it("finds a false descriptor signature inside tensor bytes without ending the entry there", () => {
-    const tricky = fillerBytes(200);
-    tricky.set([0x50, 0x4b, 0x07, 0x08, 1, 2, 3, 4, 10, 0, 0, 0, 10, 0, 0, 0], 10); // sizes do not match 10
-    tricky.set([0x50, 0x4b, 0x07, 0x08], 196); // cut off by the end of the data
-    expect(verify(torchZip(benign, [tricky, ...storages]), 5)).toMatchObject({ ok: true });
+describe(".pt files in other formats", () => {
+  it.each<[string, Uint8Array, RegExp]>([
+    ["a raw pickle", benign, /raw pickle \(torch's legacy format/],
+    [
+      "torch's legacy five-pickle stream",
+      legacyTorchFile(stateDictPickle(LORA_TENSORS, { legacy: true }), storages),
+      /raw pickle/,
+    ],
+    [
+      "a tar archive (torch's pre-1.6 format)",
+      tarArchive([
+        { name: "sys_info", data: new PickleWriter().proto(2).emptyDict().stop().bytes() },
+        { name: "pickle", data: maliciousPickles()[0]?.bytes ?? new Uint8Array() },
+        { name: "storages", data: new PickleWriter().proto(2).emptyList().stop().bytes() },
+        { name: "tensors", data: new PickleWriter().proto(2).emptyList().stop().bytes() },
+      ]),
+      /tar archive \(torch's pre-1\.6 legacy format/,
+    ],
+    [
+      "a protocol 0 exploit",
+      maliciousPickles().find((m) => m.bytes[0] !== 0x80)?.bytes ?? new Uint8Array(),
+      /text file/,
+    ],
+    [
+      "a ZIP that does not start with a local header",
+      Buffer.concat([Buffer.from("junk"), torchZip(benign, storages)]),
+      /text|unknown/,
+    ],
+  ])("refuses %s as INVALID_FILE_FORMAT with the fix", (_label, bytes, message) => {
+    expectRefused(bytes, "INVALID_FILE_FORMAT", message);
+    expect(verify(bytes).message).toMatch(RESAVE);
   });
+});
 
+describe("the pickle follows torch's weights-only grammar", () => {
   it.each(maliciousPickles().map((m) => [m.label, m] as const))(
-    "rejects %s in data.pkl as UNSAFE_PICKLE",
-    (_label, { bytes, globals }) => {
-      const result = verify(torchZip(bytes, storages), 11);
-      expect(result).toMatchObject({ ok: false, reason: "UNSAFE_PICKLE", format: "torch_zip" });
-      expect([...result.unsafeGlobals].sort()).toEqual([...globals].sort());
-      expect(result.message).toContain("(in archive/data.pkl)");
+    "refuses %s in data.pkl as UNSAFE_PICKLE",
+    (_label, m) => {
+      const result = verify(zipOf(m.bytes), 5);
+      expect(result).toMatchObject({ ok: false, reason: "UNSAFE_PICKLE" });
+      expect(result.message).toMatch(/could run code/);
+      // It stops at the first unsafe construct: at most one global is named.
+      expect(result.unsafeGlobals.length).toBeLessThanOrEqual(1);
+      if (result.unsafeGlobals.length === 1) expect(m.globals).toContain(result.unsafeGlobals[0]);
     },
   );
 
-  it("scans every .pkl entry, in any letter case, and deflated ones", () => {
-    const exploit = maliciousPickles()[0]?.bytes ?? new Uint8Array();
+  const p = () => new PickleWriter().proto(2);
+  it.each<[string, Uint8Array, RegExp]>([
+    ["INST", p().mark().binUnicode("id").inst("collections", "OrderedDict").stop().bytes(), /opcode INST/],
+    ["OBJ", p().mark().global("collections", "OrderedDict").obj().stop().bytes(), /opcode OBJ/],
+    ["NEWOBJ", p().global("collections", "OrderedDict").emptyTuple().newObj().stop().bytes(), /opcode NEWOBJ/],
+    [
+      "NEWOBJ_EX",
+      new PickleWriter()
+        .proto(4)
+        .global("collections", "OrderedDict")
+        .emptyTuple()
+        .emptyDict()
+        .newObjEx()
+        .stop()
+        .bytes(),
+      /opcode NEWOBJ_EX/,
+    ],
+    ["a protocol 5 out-of-band buffer", new PickleWriter().proto(5).nextBuffer().stop().bytes(), /opcode NEXT_BUFFER/],
+    ["a protocol 5 bytearray", new PickleWriter().proto(5).byteArray8([1, 2]).stop().bytes(), /opcode BYTEARRAY8/],
+    ["EXT1", p().ext1(1).stop().bytes(), /opcode EXT1/],
+    ["a protocol 0 persistent id (PERSID)", p().persId("0").stop().bytes(), /opcode PERSID/],
+    [
+      "a persistent id that is a plain string",
+      p().binUnicode("storage").binPersId().stop().bytes(),
+      /persistent id that is a str/,
+    ],
+    [
+      "a persistent id with an extra field",
+      stateDictPickle(LORA_TENSORS, { legacy: true }),
+      /persistent id with 6 fields instead of 5/,
+    ],
+    [
+      "a persistent id of another kind",
+      p()
+        .mark()
+        .binUnicode("module")
+        .global("collections", "OrderedDict")
+        .binUnicode("x")
+        .tuple()
+        .binPersId()
+        .stop()
+        .bytes(),
+      /persistent id of kind "module"/,
+    ],
+    [
+      "BUILD on a class",
+      p().global("collections", "OrderedDict").emptyDict().build().stop().bytes(),
+      /BUILD on collections\.OrderedDict/,
+    ],
+    [
+      "BUILD on a tensor",
+      orderedDictPickle((w) => {
+        pushTensor(w.binUnicode("w"), { storage: "FloatStorage", key: "0", numel: 4, shape: [4] });
+        w.mark().none().tuple().build();
+      }),
+      /BUILD on a tensor/,
+    ],
+    ["SETITEM on a list", p().emptyList().binUnicode("k").none().setItem().stop().bytes(), /SETITEM on a list/],
+    ["APPEND to a dict", p().emptyDict().none().append().stop().bytes(), /APPEND on a dict/],
+    [
+      "a call to a storage class (allocates at load)",
+      p()
+        .global("torch", "FloatStorage")
+        .mark()
+        .binInt(1 << 30)
+        .tuple()
+        .reduce()
+        .stop()
+        .bytes(),
+      /REDUCE calling torch\.FloatStorage/,
+    ],
+    [
+      "a call to a dtype",
+      p().global("torch", "float16").emptyTuple().reduce().stop().bytes(),
+      /REDUCE calling torch\.float16/,
+    ],
+    ["torch.Tensor", p().global("torch", "Tensor").stop().bytes(), /imports torch\.Tensor/],
+    [
+      "_rebuild_parameter_with_state",
+      p().global("torch._utils", "_rebuild_parameter_with_state").stop().bytes(),
+      /imports torch\._utils\._rebuild_parameter_with_state/,
+    ],
+    [
+      "_rebuild_from_type_v2",
+      p().global("torch._tensor", "_rebuild_from_type_v2").stop().bytes(),
+      /imports torch\._tensor\._rebuild_from_type_v2/,
+    ],
+    [
+      "a dotted name",
+      p().global("torch", "_utils._rebuild_tensor_v2").stop().bytes(),
+      /imports torch\._utils\._rebuild_tensor_v2/,
+    ],
+    ["DUP (outside torch's opcode table)", p().none().dup().stop().bytes(), /opcode DUP/],
+    ["BINBYTES", new PickleWriter().proto(3).binBytes([1]).stop().bytes(), /opcode BINBYTES/],
+    [
+      "STACK_GLOBAL in a protocol 2 pickle",
+      p().binUnicode("os").binUnicode("system").stackGlobal().stop().bytes(),
+      /STACK_GLOBAL in a protocol 2/,
+    ],
+    [
+      "STACK_GLOBAL of values that are not str",
+      new PickleWriter().proto(4).binInt1(1).binUnicode("system").stackGlobal().stop().bytes(),
+      /STACK_GLOBAL of an int and a str/,
+    ],
+    ["a pickle without PROTO", new PickleWriter().none().stop().bytes(), /without a PROTO header/],
+    ["pickle protocol 1", new PickleWriter().proto(1).none().stop().bytes(), /pickle protocol 1/],
+  ])("refuses %s as UNSAFE_PICKLE, naming it", (_label, pickle, message) => {
+    expectRefused(zipOf(pickle), "UNSAFE_PICKLE", message);
+  });
+
+  it("keeps the memo exact after hundreds of thousands of entries: BUILD on a memoized class is still refused", () => {
+    const w = new PickleWriter().proto(2).global("collections", "OrderedDict").binPut(0).emptyList().mark();
+    for (let i = 1; i <= 300_000; i++) w.none().longBinPut(i);
+    w.appends().binGet(0).emptyDict().build().stop();
+    expectRefused(zipOf(w.bytes()), "UNSAFE_PICKLE", /BUILD on collections\.OrderedDict/);
+  });
+
+  it("resolves STACK_GLOBAL operands fetched from a large memo exactly", () => {
+    const w = new PickleWriter().proto(4).shortBinUnicode("os").binPut(0).shortBinUnicode("system").binPut(1);
+    w.emptyList().mark();
+    for (let i = 2; i < 300_000; i++) w.none().longBinPut(i);
+    w.appends().binGet(0).binGet(1).stackGlobal().stop();
+    const result = verify(zipOf(w.bytes()), 1 << 20);
+    expect(result).toMatchObject({ reason: "UNSAFE_PICKLE", unsafeGlobals: ["os.system"] });
+  });
+
+  it("refuses a memo larger than its cap instead of forgetting values", () => {
+    // BINPUT stores the top of the stack without popping it: one value, a million memo entries.
+    const w = new PickleWriter().proto(2).none();
+    for (let i = 0; i <= 1_000_000; i++) w.longBinPut(i);
+    w.stop();
+    const result = verify(zipOf(w.bytes()), 1 << 20);
+    expect(result).toMatchObject({
+      reason: "INVALID_FILE_FORMAT",
+      message: expect.stringMatching(/memo holds more than 1000000 values/),
+    });
+  });
+
+  it.each<[string, Uint8Array, RegExp]>([
+    [
+      "a FRAME that runs past STOP",
+      (() => {
+        const body = new PickleWriter().emptyDict().stop().bytes();
+        return Buffer.concat([
+          new PickleWriter()
+            .proto(4)
+            .frame(body.length + 10)
+            .bytes(),
+          body,
+          Buffer.alloc(10, 0x4e),
+        ]);
+      })(),
+      /FRAME runs 10 bytes past STOP/,
+    ],
+    [
+      "a FRAME longer than the pickle",
+      new PickleWriter().proto(4).frame(100).emptyDict().stop().bytes(),
+      /FRAME of 100 bytes runs past the end/,
+    ],
+    [
+      "an opcode that straddles its FRAME",
+      new PickleWriter().proto(4).frame(3).binInt(1).stop().bytes(),
+      /opcode runs past the end of its FRAME/,
+    ],
+    [
+      "a FRAME inside a FRAME",
+      new PickleWriter().proto(4).frame(10).frame(1).none().stop().bytes(),
+      /FRAME begins before the current frame ends/,
+    ],
+    ["bytes after STOP", Buffer.concat([benign, Buffer.from([0x4e, 0x2e])]), /2 bytes follow its STOP opcode/],
+    ["a truncated pickle", benign.subarray(0, benign.length - 1), /ends before its STOP opcode/],
+    ["a stack underflow", new PickleWriter().proto(2).tuple1().stop().bytes(), /stack underflow/],
+    [
+      "a memo index never stored",
+      new PickleWriter().proto(2).binGet(5).stop().bytes(),
+      /memo index 5 was never stored/,
+    ],
+    [
+      "a byte that is no opcode",
+      new PickleWriter().proto(2).raw(0xff).stop().bytes(),
+      /byte 0xff at offset 2 is not a pickle opcode/,
+    ],
+  ])("refuses %s as INVALID_FILE_FORMAT", (_label, pickle, message) => {
+    expectRefused(zipOf(pickle), "INVALID_FILE_FORMAT", message);
+  });
+
+  it("accepts protocol 4 framing as CPython writes it (frames, then an unframed tail)", () => {
+    const body = new PickleWriter().global("collections", "OrderedDict").emptyTuple().reduce().bytes();
+    const pickle = Buffer.concat([new PickleWriter().proto(4).frame(body.length).bytes(), body, Buffer.from([0x2e])]);
+    expect(verify(zipOf(pickle, []))).toMatchObject({ ok: true, tensorCount: 0 });
+  });
+});
+
+describe("the archive holds exactly what torch.save writes", () => {
+  const withEntries = (edit: (entries: ZipEntrySpec[]) => void, options = {}) => {
     const entries: ZipEntrySpec[] = [
       { name: "archive/data.pkl", data: benign },
-      { name: "archive/extra/Hidden.PKL", data: exploit, method: "deflated" },
+      ...storages.map((data, i) => ({ name: `archive/data/${i}`, data })),
       { name: "archive/version", data: Buffer.from("3\n") },
     ];
-    const result = verify(buildZip(entries));
-    expect(result).toMatchObject({ reason: "UNSAFE_PICKLE", unsafeGlobals: ["os.system"] });
-    expect(result.message).toContain("(in archive/extra/Hidden.PKL)");
-  });
+    edit(entries);
+    return buildZip(entries, options);
+  };
+  const exploit = maliciousPickles()[0]?.bytes ?? new Uint8Array();
 
-  it("rejects an archive whose central directory points a loader at bytes the stream did not scan", () => {
-    // A tensor entry carries a complete local record with an exploit; the central directory names it data.pkl.
-    const exploit = maliciousPickles()[0]?.bytes ?? new Uint8Array();
-    const hidden = localRecord({ name: "archive/data.pkl", data: exploit, descriptor: false }, 0).bytes;
-    const first = localRecord({ name: "archive/data.pkl", data: benign }, 0).bytes;
-    const carrierHeader =
-      localRecord({ name: "archive/data/0", data: hidden, descriptor: false }, first.length).bytes.length -
-      hidden.length;
-    const bytes = buildZip(
-      [
-        { name: "archive/data.pkl", data: benign },
-        { name: "archive/data/0", data: hidden, descriptor: false },
-      ],
-      {
-        editCentral: (records) => {
-          const pkl = records[0];
-          const carrier = records[1];
-          if (!pkl || !carrier) throw new Error("unexpected layout");
-          Object.assign(pkl, {
-            offset: first.length + carrierHeader,
-            crc: 0,
-            compressedSize: exploit.length,
-            uncompressedSize: exploit.length,
-          });
-        },
-      },
-    );
-    expectInvalid(
-      bytes,
-      /The ZIP archive is invalid: the central directory entry for "archive\/data.pkl" disagrees with its local header \(offset\)/,
-    );
-  });
-
-  it.each<[string, (records: { name: string; offset: number; crc: number; compressedSize: number }[]) => void, RegExp]>(
+  it.each<[string, Uint8Array, RegExp]>([
     [
-      [
-        "a renamed entry",
-        (r) => void ((r[1] as { name: string }).name = "archive/data/9"),
-        /disagrees with its local header \(name\)/,
-      ],
-      ["a different CRC", (r) => void ((r[2] as { crc: number }).crc ^= 1), /\(CRC-32\)/],
-      [
-        "a different size",
-        (r) => void ((r[3] as { compressedSize: number }).compressedSize += 1),
-        /\(compressed size\)/,
-      ],
-      ["a missing entry", (r) => void r.pop(), /central directory lists 8 entries but the archive holds 9/],
-      [
-        "an extra entry",
-        (r) =>
-          void r.push({
-            ...(r[0] as CentralRecord),
-          }),
-        /lists more entries than the archive holds/,
-      ],
+      "a pickle hidden in another member",
+      withEntries((e) => e.push({ name: "archive/extra.pkl", data: exploit })),
+      /"archive\/extra\.pkl", which torch\.save does not write \(a hidden member\)/,
     ],
-  )("rejects a central directory with %s", (_label, edit, message) => {
-    expectInvalid(torchZip(benign, storages, { editCentral: edit }), message);
-  });
-
-  it("rejects trailing data, comments, encryption and unknown compression", () => {
-    const good = torchZip(benign, storages);
-    expectInvalid(
-      Buffer.concat([good, Buffer.from("junk")]),
+    [
+      "a member outside the archive's folder",
+      withEntries((e) => e.push({ name: "other/data.pkl", data: exploit })),
+      /lies outside the archive's folder "archive"/,
+    ],
+    [
+      "a storage no tensor references",
+      withEntries((e) => e.push({ name: "archive/data/7", data: fillerBytes(4) })),
+      /storage no tensor of its pickle references/,
+    ],
+    [
+      "a missing storage",
+      withEntries((e) => e.splice(2, 1)),
+      /references storage "1", but "archive\/data\/1" is missing/,
+    ],
+    [
+      "a storage of the wrong size",
+      withEntries((e) => (e[1] = { name: "archive/data/0", data: fillerBytes(12) })),
+      /holds 12 bytes, but its persistent id \(256 × FloatStorage\) needs 1,024 bytes/,
+    ],
+    [
+      "the same member twice",
+      withEntries((e) => e.push({ name: "archive/version", data: Buffer.from("3\n") })),
+      /holds the entry "archive\/version" twice/,
+    ],
+    [
+      "two names that differ only in case",
+      withEntries((e) => e.push({ name: "archive/VERSION", data: Buffer.from("3\n") })),
+      /holds the entry "archive\/VERSION" twice/,
+    ],
+    [
+      "a compressed data.pkl",
+      withEntries((e) => (e[0] = { name: "archive/data.pkl", data: benign, method: "deflated" })),
+      /is compressed \(method 8\)/,
+    ],
+    [
+      "a first entry that is not data.pkl",
+      withEntries((e) => e.reverse()),
+      /its first entry is "archive\/version", not <folder>\/data\.pkl/,
+    ],
+    [
+      "a TorchScript archive",
+      withEntries((e) => e.push({ name: "archive/constants.pkl", data: exploit })),
+      /TorchScript archive, which carries code/,
+    ],
+    ["no version record", withEntries((e) => e.pop()), /has no "archive\/version" record/],
+    [
+      "a big-endian checkpoint",
+      withEntries((e) => e.push({ name: "archive/byteorder", data: Buffer.from("big") })),
+      /only little-endian/,
+    ],
+    ["an archive comment", withEntries(() => {}, { comment: "PK\x05\x06 hidden end record" }), /archive comment/],
+    [
+      "an entry comment",
+      withEntries(() => {}, { editCentral: (r: CentralRecord[]) => (r[0]!.comment = "x") }),
+      /has a comment/,
+    ],
+    [
+      "a central directory in another order",
+      withEntries(() => {}, { editCentral: (r: CentralRecord[]) => r.reverse() }),
+      /disagrees with its local header \(name\)/,
+    ],
+    [
+      "overlapping entries",
+      withEntries(() => {}, { editCentral: (r: CentralRecord[]) => (r[1]!.offset = r[0]!.offset) }),
+      /disagrees with its local header \(offset\)/,
+    ],
+    [
+      "a central CRC that differs",
+      withEntries(() => {}, { editCentral: (r: CentralRecord[]) => (r[1]!.crc ^= 1) }),
+      /disagrees with its local header \(CRC-32\)/,
+    ],
+    [
+      "a central size that differs",
+      withEntries(() => {}, { editCentral: (r: CentralRecord[]) => (r[1]!.uncompressedSize += 1) }),
+      /disagrees with its local header/,
+    ],
+    [
+      "central flags that differ",
+      withEntries(() => {}, { editCentral: (r: CentralRecord[]) => (r[1]!.flags = 0x0800) }),
+      /disagrees with its local header \(flags\)/,
+    ],
+    [
+      "an entry hidden between the entries and the central directory",
+      withEntries(() => {}, { rawBeforeCentral: Buffer.from("PK\x03\x04 junk") }),
+      /lists|record|local/,
+    ],
+    [
+      "data appended after the end record",
+      Buffer.concat([torchZip(benign, storages), Buffer.from("tail")]),
       /unexpected data after the end-of-central-directory record/,
-    );
-    expectInvalid(torchZip(benign, storages, { comment: "hi" }), /it has an archive comment, which is not accepted/);
-    const encrypted = Buffer.from(good);
-    encrypted.writeUInt16LE(0x0809, 6);
-    expectInvalid(encrypted, /entry "archive\/data.pkl" is encrypted/);
-    const bzip2 = Buffer.from(good);
-    bzip2.writeUInt16LE(12, 8);
-    expectInvalid(bzip2, /uses compression method 12; only stored and deflated entries are read/);
+    ],
+  ])("refuses %s", (_label, bytes, message) => {
+    expectRefused(bytes, "INVALID_FILE_FORMAT", message);
   });
 
-  it("rejects truncated archives wherever they are cut", () => {
-    const good = torchZip(benign, storages);
-    for (let cut = 4; cut < good.length; cut += 97) {
-      const result = verify(good.subarray(0, cut));
-      expect(result.reason).toBe("INVALID_FILE_FORMAT");
-      expect(result.message).toMatch(/truncated|malformed|STOP/);
-    }
+  it("refuses a data descriptor that lies about the entry's size", () => {
+    const bytes = torchZip(benign, storages);
+    const descriptor = bytes.indexOf(Buffer.from([0x50, 0x4b, 0x07, 0x08]));
+    bytes.writeUInt32LE(bytes.readUInt32LE(descriptor + 8) + 1, descriptor + 8);
+    bytes.writeUInt32LE(bytes.readUInt32LE(descriptor + 12) + 1, descriptor + 12);
+    expectRefused(bytes, "INVALID_FILE_FORMAT", /ZIP archive is invalid/);
   });
 
-  it("rejects corrupted tensor bytes through the CRC", () => {
-    const withSizes = Buffer.from(torchZip(benign, storages, { entry: { descriptor: false } }));
-    const at = withSizes.indexOf(Buffer.from(storages[1] ?? new Uint8Array()));
-    withSizes[at + 5] = (withSizes[at + 5] ?? 0) ^ 0xff;
-    expectInvalid(withSizes, /entry "archive\/data\/1" fails its CRC-32 check \(corrupt\)/);
-    const torchStyle = Buffer.from(torchZip(benign, storages));
-    const at2 = torchStyle.indexOf(Buffer.from(storages[1] ?? new Uint8Array())) + 5;
-    torchStyle[at2] = (torchStyle[at2] ?? 0) ^ 0xff;
-    expectInvalid(
-      torchStyle,
-      /no data descriptor matching the bytes of entry "archive\/data\/1" was found \(corrupt or truncated\)/,
-    );
+  it("refuses an extra field torch does not write", () => {
+    const bytes = torchZip(benign, storages);
+    const nameLength = bytes.readUInt16LE(26);
+    expect(bytes.readUInt16LE(30 + nameLength)).toBe(0x4246);
+    bytes.writeUInt16LE(0x5555, 30 + nameLength);
+    expectRefused(bytes, "INVALID_FILE_FORMAT", /extra field 0x5555/);
   });
 
-  it("rejects archives that are not torch checkpoints", () => {
-    expectInvalid(buildZip([{ name: "data.pkl", data: benign }]), /its first ZIP entry "data.pkl" is not in a folder/);
-    expectInvalid(
-      buildZip([{ name: "archive/weights.bin", data: storages[0] ?? new Uint8Array() }]),
-      /the archive has no "archive\/data.pkl"/,
-    );
-    expectInvalid(
-      buildZip([
-        { name: "archive/data.pkl", data: benign },
-        { name: "archive/code/__torch__/model.py", data: Buffer.from("def forward(self): ...") },
-        { name: "archive/constants.pkl", data: benign },
-      ]),
-      /TorchScript archive/,
-    );
-    expectInvalid(Buffer.from([0x50, 0x4b, 0x05, 0x06, ...new Array(18).fill(0)]), /it has no entries/);
+  it("refuses a ZIP64 end record that miscounts the entries", () => {
+    const bytes = torchZip(benign, storages, { entry: { zip64: true }, zip64End: true });
+    const end64 = bytes.lastIndexOf(Buffer.from([0x50, 0x4b, 0x06, 0x06]));
+    bytes.writeBigUInt64LE(99n, end64 + 24);
+    expectRefused(bytes, "INVALID_FILE_FORMAT", /ZIP64 end record counts a different number of entries/);
   });
+});
 
-  it("rejects bytes after the pickle's STOP inside data.pkl", () => {
-    const padded = Buffer.concat([benign, Buffer.from([0x4e])]);
-    expectInvalid(torchZip(padded, storages), /The pickle "archive\/data.pkl" continues after its STOP opcode/);
+describe("tensors are views torch would build", () => {
+  it.each<[string, Uint8Array, RegExp]>([
+    [
+      "a view past the end of its storage",
+      orderedDictPickle((w) =>
+        pushTensor(w.binUnicode("w"), { storage: "FloatStorage", key: "0", numel: 4, shape: [5] }),
+      ),
+      /a view reaching element 4 of a storage of 4 elements/,
+    ],
+    [
+      "one storage referenced with two types",
+      oneTensor((w) => pushTensor(w.binUnicode("v"), { storage: "HalfStorage", key: "0", numel: 8, shape: [8] })),
+      /storage "0" is referenced with two different types or sizes/,
+    ],
+    [
+      "a device torch does not know",
+      orderedDictPickle((w) => {
+        w.binUnicode("w")
+          .global("torch._utils", "_rebuild_tensor_v2")
+          .mark()
+          .mark()
+          .binUnicode("storage")
+          .global("torch", "FloatStorage");
+        w.binUnicode("0").binUnicode("evil").binInt(4).tuple().binPersId();
+      }),
+      /device is "evil"/,
+    ],
+  ])("refuses %s", (_label, pickle, message) => {
+    expectRefused(zipOf(pickle), "INVALID_FILE_FORMAT", message);
   });
+});
 
-  it("rejects a malformed data.pkl", () => {
-    expectInvalid(torchZip(benign.subarray(0, 40), storages), /The pickle "archive\/data.pkl" is truncated/);
-  });
-
-  it("throws nothing and reports a reason for mutated archives", () => {
-    const seedFiles = [
-      torchZip(benign, storages),
-      torchZip(benign4, storages, { entry: { zip64: true }, zip64End: true }),
-    ];
-    let state = 12345;
-    const next = (): number => (state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32;
-    for (let n = 0; n < 1500; n++) {
-      const bytes = Buffer.from(seedFiles[n % 2] as Uint8Array);
-      for (let k = 1 + Math.floor(next() * 3); k > 0; k--)
-        bytes[Math.floor(next() * bytes.length)] = Math.floor(next() * 256);
-      const result = verify(bytes, 1 + Math.floor(next() * 300));
-      if (!result.ok) expect(result.reason && result.message).toBeTruthy();
-      else expect(result.unsafeGlobals).toEqual([]);
-    }
+describe("checkpoints safetensors cannot represent", () => {
+  it.each<[string, Uint8Array, RegExp]>([
+    ["a float that JSON cannot hold", oneTensor((w) => w.binUnicode("lr").binFloat(Number.NaN)), /"lr" is NaN/],
+    ["an int key", oneTensor((w) => w.binInt1(3).binUnicode("x")), /has a key that is an int/],
+    [
+      "a tensor named __metadata__",
+      orderedDictPickle((w) =>
+        pushTensor(w.binUnicode("__metadata__"), { storage: "FloatStorage", key: "0", numel: 4, shape: [4] }),
+      ),
+      /safetensors reserves/,
+    ],
+    [
+      "two names that collide once joined",
+      oneTensor((w) => {
+        const t = { storage: "FloatStorage", key: "0", numel: 4, shape: [4] };
+        pushTensor(w.binUnicode("a.b"), t);
+        pushTensor(w.binUnicode("a").emptyDict().binUnicode("b"), t).setItem();
+      }),
+      /two values are both named "a\.b"/,
+    ],
+    ["a set", oneTensor((w) => w.binUnicode("s").emptySet()), /a set, which JSON cannot hold/],
+    [
+      "a bare tensor instead of a dict",
+      pushTensor(new PickleWriter().proto(2), { storage: "FloatStorage", key: "0", numel: 4, shape: [4] })
+        .stop()
+        .bytes(),
+      /holds a tensor, not a state dict/,
+    ],
+  ])("refuses %s as INVALID_FILE_FORMAT", (_label, pickle, message) => {
+    expectRefused(zipOf(pickle), "INVALID_FILE_FORMAT", message);
+    expect(verify(zipOf(pickle)).message).toMatch(/cannot be converted to safetensors|reserves|cannot/);
   });
 });

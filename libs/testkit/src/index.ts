@@ -53,13 +53,17 @@ export {
   stateDictPickle,
   callPickle,
   legacyTorchFile,
+  pushTensor,
+  orderedDictPickle,
   LORA_TENSORS,
+  type TensorCall,
   type StateDictTensor,
 } from "./fixtures/pickle.js";
 export {
   buildZip,
   localRecord,
   torchZip,
+  tarArchive,
   loraStorages,
   type ZipEntrySpec,
   type CentralRecord,

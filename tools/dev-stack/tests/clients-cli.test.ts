@@ -6,11 +6,13 @@ import { promisify } from "node:util";
 import { startTestStack, type TestStack } from "./support/test-stack.js";
 import {
   blobEndpointOf,
+  callPickle,
   type FaultProxy,
   kohyaMetadata,
   putBlockIndex,
   startFaultProxy,
   testEnv,
+  torchZip,
   writeLoraFile,
 } from "@emprops/testkit";
 
@@ -220,7 +222,7 @@ describe("the lora CLI against the real stack", () => {
     expect(invalid.stderr).toMatch(/lora: .+ \[INVALID_FILE_FORMAT\]\n$/);
 
     const evil = path.join(dir, "evil.pt");
-    writeFileSync(evil, Buffer.from("8002636f730a73797374656d0a710058020000006c7371018571025271032e", "hex"));
+    writeFileSync(evil, torchZip(callPickle("os", "system", "ls")));
     const unsafe = await lora(["upload", evil]);
     expect(unsafe.code).toBe(6);
     expect(unsafe.stderr).toMatch(/lora: .*os\.system.* \[UNSAFE_PICKLE\]\n$/);

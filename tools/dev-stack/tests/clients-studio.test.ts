@@ -7,7 +7,15 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { LoraAdminService, LoraService, LoraSource, MachineCacheService } from "@emprops/contracts";
 import { bearerInterceptor } from "@emprops/platform";
-import { blobEndpointOf, eventually, kohyaMetadata, putBlockIndex, writeLoraFile } from "@emprops/testkit";
+import {
+  blobEndpointOf,
+  callPickle,
+  eventually,
+  kohyaMetadata,
+  putBlockIndex,
+  torchZip,
+  writeLoraFile,
+} from "@emprops/testkit";
 import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 import { startStudioServer, type StudioServer } from "../src/studio-server.js";
 import { findChromium } from "./support/chromium.js";
@@ -309,9 +317,9 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     writeFileSync(notes, "not a LoRA");
     const broken = path.join(dir, "broken.safetensors");
     writeFileSync(broken, Buffer.alloc(64 * 1024, 0x41));
-    // A legacy .pt pickle that would call os.system("ls") when loaded.
+    // A torch checkpoint whose pickle would call os.system("ls") when loaded.
     const evil = path.join(dir, "evil.pt");
-    writeFileSync(evil, Buffer.from("8002636f730a73797374656d0a710058020000006c7371018571025271032e", "hex"));
+    writeFileSync(evil, torchZip(callPickle("os", "system", "ls")));
     await choose([notes, broken, evil]);
 
     await waitPhase("notes.txt", "failed");

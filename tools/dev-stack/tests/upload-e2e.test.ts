@@ -24,12 +24,14 @@ import {
 } from "@emprops/platform";
 import { loadConfig as registryConfig, type RunningRegistry, startLoraRegistry } from "@emprops/lora-registry";
 import {
+  callPickle,
   createTestDatabase,
   eventually,
   rpcFailure,
   type TestContainers,
   type TestDatabase,
   randomLoraSafetensors,
+  torchZip,
 } from "@emprops/testkit";
 import { type RunningStack } from "../src/index.js";
 import { startTestStack, type TestStack } from "./support/test-stack.js";
@@ -70,19 +72,9 @@ const as = (subject: string, roles: Role[] = []) => clients(stack.registry.url, 
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
-/** A raw pickle that calls os.system("id") when loaded. */
+/** A torch checkpoint whose pickle calls os.system("id") when loaded. */
 function evilPickle(): Buffer {
-  const arg = Buffer.from("id");
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(arg.length);
-  return Buffer.concat([
-    Buffer.from([0x80, 0x02, 0x63]),
-    Buffer.from("os\nsystem\n"),
-    Buffer.from([0x58]),
-    len,
-    arg,
-    Buffer.from([0x85, 0x52, 0x2e]),
-  ]);
+  return torchZip(callPickle("os", "system", "id"));
 }
 
 const blockId = (i: number) => Buffer.from(`block-${String(i).padStart(6, "0")}`).toString("base64");

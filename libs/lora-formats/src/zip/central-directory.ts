@@ -67,6 +67,12 @@ export class CentralDirectory {
       name,
       this.fail,
     );
+    for (const id of extra.keys()) {
+      if (id !== EXTRA_ZIP64)
+        this.fail(`the central directory entry for ${quote(name)} has extra field 0x${id.toString(16)}`);
+    }
+    // An entry comment is never written by torch and could hide bytes a backwards-scanning reader would parse.
+    if (commentLength !== 0) this.fail(`the central directory entry for ${quote(name)} has a comment`);
     const zip64 = extra.get(EXTRA_ZIP64) ?? new Uint8Array(0);
     let zip64At = 0;
     // ZIP64 values appear, in this order, only for fields that hold their 0xFFFF… placeholder.
@@ -94,6 +100,7 @@ export class CentralDirectory {
     if (compressedSize !== local.compressedSize) mismatch("compressed size");
     if (uncompressedSize !== local.uncompressedSize) mismatch("size");
     if (diskStart !== 0) mismatch("disk number");
+    if (u16(buf, pos + 8) !== local.flags) mismatch("flags");
     if (u16(buf, pos + 8) & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION)) mismatch("encryption flag");
     this.count++;
     return pos + total;

@@ -9,6 +9,10 @@ export interface ZipEntry {
   nameBytes: Uint8Array;
   /** Offset of its local header in the file. */
   offset: number;
+  /** Offset of its first data byte in the file. */
+  dataOffset: number;
+  /** General-purpose bit flags of its local header. */
+  flags: number;
   method: number;
   crc: number;
   compressedSize: number;

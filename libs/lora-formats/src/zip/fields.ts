@@ -17,6 +17,8 @@ export const FLAG_UTF8_NAME = 0x0800;
 export const FLAG_MASKED_HEADERS = 0x2000;
 
 export const EXTRA_ZIP64 = 0x0001;
+/** "FB": the padding torch's writer (miniz) adds so each record's data starts 64-byte aligned. */
+export const EXTRA_ALIGNMENT_PADDING = 0x4246;
 
 export const LOCAL_HEADER_SIZE = 30;
 export const CENTRAL_HEADER_SIZE = 46;

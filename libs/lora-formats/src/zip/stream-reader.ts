@@ -6,6 +6,7 @@ import { decodeLatin1, decodeUtf8 } from "../pickle-strings.js";
 import { CentralDirectory } from "./central-directory.js";
 import { NEED_MORE, parseExtraFields, type ZipEntry } from "./entry.js";
 import {
+  EXTRA_ALIGNMENT_PADDING,
   EXTRA_ZIP64,
   FLAG_DATA_DESCRIPTOR,
   FLAG_ENCRYPTED,
@@ -71,6 +72,11 @@ export class ZipStreamReader {
   /** Entries read so far, in archive order. */
   get entries(): readonly ZipEntry[] {
     return this.entryList;
+  }
+
+  /** True once the end of central directory record was read. */
+  get done(): boolean {
+    return this.state === "done";
   }
 
   /** The entry whose data is streaming, if any. */
@@ -176,6 +182,13 @@ export class ZipStreamReader {
     const extra = parseExtraFields(buf.subarray(pos + LOCAL_HEADER_SIZE + nameLength, pos + total), name, (d) =>
       this.fail(d),
     );
+    for (const id of extra.keys()) {
+      if (id !== EXTRA_ZIP64 && id !== EXTRA_ALIGNMENT_PADDING) {
+        this.fail(
+          `entry ${quote(name)} has extra field 0x${id.toString(16).padStart(4, "0")}, which torch.save does not write`,
+        );
+      }
+    }
     const zip64 = extra.get(EXTRA_ZIP64);
     const usesDescriptor = (flags & FLAG_DATA_DESCRIPTOR) !== 0;
     let compressedSize = u32(buf, pos + 18);
@@ -193,6 +206,8 @@ export class ZipStreamReader {
       name,
       nameBytes,
       offset: this.fileOffset + pos,
+      dataOffset: this.fileOffset + pos + total,
+      flags,
       method,
       crc: u32(buf, pos + 14),
       compressedSize,
@@ -280,6 +295,8 @@ export class ZipStreamReader {
       name: entry.name,
       nameBytes: entry.nameBytes,
       offset: entry.offset,
+      dataOffset: entry.dataOffset,
+      flags: entry.flags,
       method: entry.method,
       crc,
       compressedSize,
