@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 SERVICE = "emprops.cache.v1.MachineCacheService"
 SOURCES = {"shared": "LORA_SOURCE_SHARED", "user": "LORA_SOURCE_USER"}
+# Reasons are "LORA_NOT_FOUND" as in ErrorInfo; earlier servers prefixed item errors' reasons.
 REASON_PREFIX = "ERROR_REASON_"
 
 

@@ -11,7 +11,7 @@ export function reasonName(reason: ErrorReason): string {
   return name === undefined ? "UNSPECIFIED" : name;
 }
 
-/** Parses "QUOTA_EXCEEDED" (or "ERROR_REASON_QUOTA_EXCEEDED") back to the enum. */
+/** Parses "QUOTA_EXCEEDED" back to the enum; also the "ERROR_REASON_QUOTA_EXCEEDED" of earlier builds. */
 export function parseReason(name: string): ErrorReason {
   const key = name.startsWith(PREFIX) ? name.slice(PREFIX.length) : name;
   const value = (ErrorReason as unknown as Record<string, number | undefined>)[key];

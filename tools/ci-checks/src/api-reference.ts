@@ -126,7 +126,7 @@ export function renderApiReference(files: FileDescriptorProto[]): string {
     "`grpc.health.v1.Health` and server reflection. A unary RPC is `POST /<package>.<Service>/<Method>`; in",
     "Connect JSON, field names are the JSON names below (lowerCamelCase), 64-bit integers are strings, enums are",
     "their value names and timestamps are RFC 3339 strings. Errors carry a `google.rpc.ErrorInfo` whose `reason`",
-    "is an [`ErrorReason`](#emprops-common-v1-errorreason) without its `ERROR_REASON_` prefix; see",
+    "is an [`ErrorReason`](#emprops-common-v1-errorreason) value name, spelled the same in item errors; see",
     "[troubleshooting](troubleshooting.md).",
     "",
     "## Contents",

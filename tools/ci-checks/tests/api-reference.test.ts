@@ -24,7 +24,7 @@ describe("docs/api-reference.md", () => {
       for (const m of s.methods) expect(rendered).toContain(`\`POST /${s.typeName}/${m.name}\``);
     }
     for (const reason of Object.keys(contracts.ErrorReason).filter((k) => Number.isNaN(Number(k)))) {
-      expect(rendered).toContain(`| \`ERROR_REASON_${reason}\` |`);
+      expect(rendered).toContain(`| \`${reason}\` |`);
     }
   });
 

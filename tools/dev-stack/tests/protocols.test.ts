@@ -82,4 +82,27 @@ describe("every service speaks Connect and gRPC, with health and reflection", ()
     const { machines } = await admin.getCacheStats({});
     expect(machines.map((m) => m.machineId)).toEqual(["protocols-machine"]);
   });
+
+  test("a reason has one spelling: ErrorInfo of a refusal and an item error in Connect JSON", async () => {
+    const post = async (url: string, method: string, token: string, body: unknown) =>
+      (await fetch(`${url}/${method}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify(body),
+      }).then((r) => r.json())) as {
+        details?: { debug: { reason: string } }[];
+        results?: { error?: { code: string; reason: string } }[];
+      };
+    const refusal = await post(t.stack.registry.url, "emprops.lora.v1.LoraService/GetLora", t.userToken, {
+      loraId: "999999",
+    });
+    const ensured = await post(
+      t.stack.machineCache.url,
+      "emprops.cache.v1.MachineCacheService/EnsureLoras",
+      t.machineToken,
+      { jobId: "job-1", userId: t.userId, refs: [{ source: "LORA_SOURCE_USER", identifier: "999999" }] },
+    );
+    expect(refusal.details?.[0]?.debug.reason).toBe("LORA_NOT_FOUND");
+    expect(ensured.results?.[0]?.error).toMatchObject({ code: "not_found", reason: "LORA_NOT_FOUND" });
+  });
 });

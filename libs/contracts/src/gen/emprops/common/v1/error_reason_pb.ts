@@ -9,97 +9,102 @@ import { enumDesc, fileDesc } from "@bufbuild/protobuf/codegenv2";
  * Describes the file emprops/common/v1/error_reason.proto.
  */
 export const file_emprops_common_v1_error_reason: GenFile = /*@__PURE__*/
-  fileDesc("CiRlbXByb3BzL2NvbW1vbi92MS9lcnJvcl9yZWFzb24ucHJvdG8SEWVtcHJvcHMuY29tbW9uLnYxKoYKCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIfChtFUlJPUl9SRUFTT05fUVVPVEFfRVhDRUVERUQQARIkCiBFUlJPUl9SRUFTT05fSU5WQUxJRF9GSUxFX0ZPUk1BVBACEh8KG0VSUk9SX1JFQVNPTl9GSUxFX1RPT19MQVJHRRADEh4KGkVSUk9SX1JFQVNPTl9VTlNBRkVfUElDS0xFEAQSIgoeRVJST1JfUkVBU09OX0NIRUNLU1VNX01JU01BVENIEAUSHwobRVJST1JfUkVBU09OX0xPUkFfTk9UX0ZPVU5EEAYSIQodRVJST1JfUkVBU09OX1VQTE9BRF9OT1RfRk9VTkQQBxIfChtFUlJPUl9SRUFTT05fVVBMT0FEX0VYUElSRUQQCBImCiJFUlJPUl9SRUFTT05fVVBMT0FEX1NUQVRFX0NPTkZMSUNUEAkSIgoeRVJST1JfUkVBU09OX1VQTE9BRF9JTkNPTVBMRVRFEAoSHwobRVJST1JfUkVBU09OX0JMT0JfTk9UX0ZPVU5EEAsSHQoZRVJST1JfUkVBU09OX0lOVkFMSURfTkFNRRAUEh0KGUVSUk9SX1JFQVNPTl9JTlZBTElEX1NJWkUQFRIbChdFUlJPUl9SRUFTT05fSU5WQUxJRF9JRBAWEh0KGUVSUk9SX1JFQVNPTl9JTlZBTElEX1RBR1MQFxIiCh5FUlJPUl9SRUFTT05fSU5WQUxJRF9QQUdFX1NJWkUQGBIjCh9FUlJPUl9SRUFTT05fSU5WQUxJRF9QQUdFX1RPS0VOEBkSHQoZRVJST1JfUkVBU09OX0lOVkFMSURfU09SVBAaEiIKHkVSUk9SX1JFQVNPTl9JTlZBTElEX1JFRkVSRU5DRRAbEiQKIEVSUk9SX1JFQVNPTl9JTlZBTElEX1VQREFURV9NQVNLEBwSIwofRVJST1JfUkVBU09OX0lOVkFMSURfVElNRV9SQU5HRRAdEiEKHUVSUk9SX1JFQVNPTl9JTlZBTElEX1dPUktGTE9XEB4SHgoaRVJST1JfUkVBU09OX0lOVkFMSURfUVVPVEEQHxIgChxFUlJPUl9SRUFTT05fSU5WQUxJRF9SRVFVRVNUECASHgoaRVJST1JfUkVBU09OX1RPS0VOX01JU1NJTkcQKBIeChpFUlJPUl9SRUFTT05fVE9LRU5fSU5WQUxJRBApEh4KGkVSUk9SX1JFQVNPTl9UT0tFTl9FWFBJUkVEECoSHgoaRVJST1JfUkVBU09OX1JPTEVfUkVRVUlSRUQQKxIlCiFFUlJPUl9SRUFTT05fVE9LRU5fRVhQSVJZX01JU1NJTkcQLBIoCiRFUlJPUl9SRUFTT05fVE9LRU5fTElGRVRJTUVfVE9PX0xPTkcQLRIkCiBFUlJPUl9SRUFTT05fVE9LRU5fTk9UX1lFVF9WQUxJRBAuEiQKIEVSUk9SX1JFQVNPTl9VU0VSX1RPS0VOX1JFUVVJUkVEEC8SIAocRVJST1JfUkVBU09OX0RPV05MT0FEX0ZBSUxFRBAyEhkKFUVSUk9SX1JFQVNPTl9OT19TUEFDRRAzEicKI0VSUk9SX1JFQVNPTl9ERVBFTkRFTkNZX1VOQVZBSUxBQkxFEDQSIgoeRVJST1JfUkVBU09OX0VWSUNUSU9OX0RJU0FCTEVEEDViBnByb3RvMw");
+  fileDesc("CiRlbXByb3BzL2NvbW1vbi92MS9lcnJvcl9yZWFzb24ucHJvdG8SEWVtcHJvcHMuY29tbW9uLnYxKqUGCgtFcnJvclJlYXNvbhIPCgtVTlNQRUNJRklFRBAAEhIKDlFVT1RBX0VYQ0VFREVEEAESFwoTSU5WQUxJRF9GSUxFX0ZPUk1BVBACEhIKDkZJTEVfVE9PX0xBUkdFEAMSEQoNVU5TQUZFX1BJQ0tMRRAEEhUKEUNIRUNLU1VNX01JU01BVENIEAUSEgoOTE9SQV9OT1RfRk9VTkQQBhIUChBVUExPQURfTk9UX0ZPVU5EEAcSEgoOVVBMT0FEX0VYUElSRUQQCBIZChVVUExPQURfU1RBVEVfQ09ORkxJQ1QQCRIVChFVUExPQURfSU5DT01QTEVURRAKEhIKDkJMT0JfTk9UX0ZPVU5EEAsSEAoMSU5WQUxJRF9OQU1FEBQSEAoMSU5WQUxJRF9TSVpFEBUSDgoKSU5WQUxJRF9JRBAWEhAKDElOVkFMSURfVEFHUxAXEhUKEUlOVkFMSURfUEFHRV9TSVpFEBgSFgoSSU5WQUxJRF9QQUdFX1RPS0VOEBkSEAoMSU5WQUxJRF9TT1JUEBoSFQoRSU5WQUxJRF9SRUZFUkVOQ0UQGxIXChNJTlZBTElEX1VQREFURV9NQVNLEBwSFgoSSU5WQUxJRF9USU1FX1JBTkdFEB0SFAoQSU5WQUxJRF9XT1JLRkxPVxAeEhEKDUlOVkFMSURfUVVPVEEQHxITCg9JTlZBTElEX1JFUVVFU1QQIBIRCg1UT0tFTl9NSVNTSU5HECgSEQoNVE9LRU5fSU5WQUxJRBApEhEKDVRPS0VOX0VYUElSRUQQKhIRCg1ST0xFX1JFUVVJUkVEECsSGAoUVE9LRU5fRVhQSVJZX01JU1NJTkcQLBIbChdUT0tFTl9MSUZFVElNRV9UT09fTE9ORxAtEhcKE1RPS0VOX05PVF9ZRVRfVkFMSUQQLhIXChNVU0VSX1RPS0VOX1JFUVVJUkVEEC8SEwoPRE9XTkxPQURfRkFJTEVEEDISDAoITk9fU1BBQ0UQMxIaChZERVBFTkRFTkNZX1VOQVZBSUxBQkxFEDQSFQoRRVZJQ1RJT05fRElTQUJMRUQQNWIGcHJvdG8z");
 
 /**
- * Every machine-readable error reason of the platform, defined once. On the
- * wire the reason travels in google.rpc.ErrorInfo.reason without the
- * "ERROR_REASON_" prefix (e.g. "QUOTA_EXCEEDED"), domain "emprops.ai".
+ * Every machine-readable error reason of the platform, defined once. A value's
+ * name is its one spelling on every surface: google.rpc.ErrorInfo.reason
+ * (domain "emprops.ai"), ItemError.reason in JSON, the CLI, the Studio page
+ * and the docs (e.g. "QUOTA_EXCEEDED"). Like google.api.ErrorReason, the values
+ * carry no enum prefix. Earlier builds named them "ERROR_REASON_…": the
+ * numbers are unchanged, so binary messages are the same; in JSON an item
+ * error now reads "QUOTA_EXCEEDED", and the platform's own readers (parseReason,
+ * the ComfyUI node) still accept the prefixed form.
  *
  * @generated from enum emprops.common.v1.ErrorReason
  */
 export enum ErrorReason {
   /**
-   * Never sent.
+   * No specific reason (internal errors).
    *
-   * @generated from enum value: ERROR_REASON_UNSPECIFIED = 0;
+   * @generated from enum value: UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
    * RESOURCE_EXHAUSTED: the user's LoRA byte or count quota would be exceeded.
    *
-   * @generated from enum value: ERROR_REASON_QUOTA_EXCEEDED = 1;
+   * @generated from enum value: QUOTA_EXCEEDED = 1;
    */
   QUOTA_EXCEEDED = 1,
 
   /**
    * INVALID_ARGUMENT: not a .safetensors/.pt file, or its content is malformed.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_FILE_FORMAT = 2;
+   * @generated from enum value: INVALID_FILE_FORMAT = 2;
    */
   INVALID_FILE_FORMAT = 2,
 
   /**
    * INVALID_ARGUMENT: the file is larger than the per-LoRA limit (2 GiB by default).
    *
-   * @generated from enum value: ERROR_REASON_FILE_TOO_LARGE = 3;
+   * @generated from enum value: FILE_TOO_LARGE = 3;
    */
   FILE_TOO_LARGE = 3,
 
   /**
    * INVALID_ARGUMENT: a pickle references globals outside the torch state-dict allow-list.
    *
-   * @generated from enum value: ERROR_REASON_UNSAFE_PICKLE = 4;
+   * @generated from enum value: UNSAFE_PICKLE = 4;
    */
   UNSAFE_PICKLE = 4,
 
   /**
    * INVALID_ARGUMENT / DATA_LOSS: sha256 or size differs from what was declared or recorded.
    *
-   * @generated from enum value: ERROR_REASON_CHECKSUM_MISMATCH = 5;
+   * @generated from enum value: CHECKSUM_MISMATCH = 5;
    */
   CHECKSUM_MISMATCH = 5,
 
   /**
    * NOT_FOUND: the LoRA does not exist, is deleted, or belongs to someone else.
    *
-   * @generated from enum value: ERROR_REASON_LORA_NOT_FOUND = 6;
+   * @generated from enum value: LORA_NOT_FOUND = 6;
    */
   LORA_NOT_FOUND = 6,
 
   /**
    * NOT_FOUND: the upload session does not exist or belongs to someone else.
    *
-   * @generated from enum value: ERROR_REASON_UPLOAD_NOT_FOUND = 7;
+   * @generated from enum value: UPLOAD_NOT_FOUND = 7;
    */
   UPLOAD_NOT_FOUND = 7,
 
   /**
    * FAILED_PRECONDITION: the upload session expired before it was completed.
    *
-   * @generated from enum value: ERROR_REASON_UPLOAD_EXPIRED = 8;
+   * @generated from enum value: UPLOAD_EXPIRED = 8;
    */
   UPLOAD_EXPIRED = 8,
 
   /**
    * FAILED_PRECONDITION: the upload session is already completed, aborted or failed.
    *
-   * @generated from enum value: ERROR_REASON_UPLOAD_STATE_CONFLICT = 9;
+   * @generated from enum value: UPLOAD_STATE_CONFLICT = 9;
    */
   UPLOAD_STATE_CONFLICT = 9,
 
   /**
    * FAILED_PRECONDITION: CompleteLoraUpload before the block list was committed.
    *
-   * @generated from enum value: ERROR_REASON_UPLOAD_INCOMPLETE = 10;
+   * @generated from enum value: UPLOAD_INCOMPLETE = 10;
    */
   UPLOAD_INCOMPLETE = 10,
 
   /**
    * NOT_FOUND: no blob at the path built from the given ids.
    *
-   * @generated from enum value: ERROR_REASON_BLOB_NOT_FOUND = 11;
+   * @generated from enum value: BLOB_NOT_FOUND = 11;
    */
   BLOB_NOT_FOUND = 11,
 
@@ -107,175 +112,175 @@ export enum ErrorReason {
    * INVALID_ARGUMENT: a LoRA file name breaks the file-name rule (empty, too long, invisible or
    * control characters, path separators, leading/trailing space or dot, a Windows device name).
    *
-   * @generated from enum value: ERROR_REASON_INVALID_NAME = 20;
+   * @generated from enum value: INVALID_NAME = 20;
    */
   INVALID_NAME = 20,
 
   /**
    * INVALID_ARGUMENT: a size is zero, negative or not an integer.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_SIZE = 21;
+   * @generated from enum value: INVALID_SIZE = 21;
    */
   INVALID_SIZE = 21,
 
   /**
    * INVALID_ARGUMENT: an id (LoRA, upload, user, job) is malformed.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_ID = 22;
+   * @generated from enum value: INVALID_ID = 22;
    */
   INVALID_ID = 22,
 
   /**
    * INVALID_ARGUMENT: a tag is empty, too long, or there are too many.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_TAGS = 23;
+   * @generated from enum value: INVALID_TAGS = 23;
    */
   INVALID_TAGS = 23,
 
   /**
    * INVALID_ARGUMENT: page_size is negative.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_PAGE_SIZE = 24;
+   * @generated from enum value: INVALID_PAGE_SIZE = 24;
    */
   INVALID_PAGE_SIZE = 24,
 
   /**
    * INVALID_ARGUMENT: page_token is not one this server issued for this query.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_PAGE_TOKEN = 25;
+   * @generated from enum value: INVALID_PAGE_TOKEN = 25;
    */
   INVALID_PAGE_TOKEN = 25,
 
   /**
    * INVALID_ARGUMENT: an unknown sort field or order.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_SORT = 26;
+   * @generated from enum value: INVALID_SORT = 26;
    */
   INVALID_SORT = 26,
 
   /**
    * INVALID_ARGUMENT: a LoRA reference has no source or no identifier.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_REFERENCE = 27;
+   * @generated from enum value: INVALID_REFERENCE = 27;
    */
   INVALID_REFERENCE = 27,
 
   /**
    * INVALID_ARGUMENT: an update_mask names a field that cannot be updated.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_UPDATE_MASK = 28;
+   * @generated from enum value: INVALID_UPDATE_MASK = 28;
    */
   INVALID_UPDATE_MASK = 28,
 
   /**
    * INVALID_ARGUMENT: a time range is inverted or malformed.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_TIME_RANGE = 29;
+   * @generated from enum value: INVALID_TIME_RANGE = 29;
    */
   INVALID_TIME_RANGE = 29,
 
   /**
    * INVALID_ARGUMENT: a workflow JSON document cannot be parsed.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_WORKFLOW = 30;
+   * @generated from enum value: INVALID_WORKFLOW = 30;
    */
   INVALID_WORKFLOW = 30,
 
   /**
    * INVALID_ARGUMENT: a quota value is negative or absurd.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_QUOTA = 31;
+   * @generated from enum value: INVALID_QUOTA = 31;
    */
   INVALID_QUOTA = 31,
 
   /**
    * INVALID_ARGUMENT: a field is invalid for a reason not listed above.
    *
-   * @generated from enum value: ERROR_REASON_INVALID_REQUEST = 32;
+   * @generated from enum value: INVALID_REQUEST = 32;
    */
   INVALID_REQUEST = 32,
 
   /**
    * UNAUTHENTICATED: no bearer token was sent.
    *
-   * @generated from enum value: ERROR_REASON_TOKEN_MISSING = 40;
+   * @generated from enum value: TOKEN_MISSING = 40;
    */
   TOKEN_MISSING = 40,
 
   /**
    * UNAUTHENTICATED: the token's signature, issuer, audience or claims are wrong.
    *
-   * @generated from enum value: ERROR_REASON_TOKEN_INVALID = 41;
+   * @generated from enum value: TOKEN_INVALID = 41;
    */
   TOKEN_INVALID = 41,
 
   /**
    * UNAUTHENTICATED: the token has expired.
    *
-   * @generated from enum value: ERROR_REASON_TOKEN_EXPIRED = 42;
+   * @generated from enum value: TOKEN_EXPIRED = 42;
    */
   TOKEN_EXPIRED = 42,
 
   /**
    * PERMISSION_DENIED: the caller lacks the role this RPC needs.
    *
-   * @generated from enum value: ERROR_REASON_ROLE_REQUIRED = 43;
+   * @generated from enum value: ROLE_REQUIRED = 43;
    */
   ROLE_REQUIRED = 43,
 
   /**
    * UNAUTHENTICATED: the token has no exp claim; every token must expire.
    *
-   * @generated from enum value: ERROR_REASON_TOKEN_EXPIRY_MISSING = 44;
+   * @generated from enum value: TOKEN_EXPIRY_MISSING = 44;
    */
   TOKEN_EXPIRY_MISSING = 44,
 
   /**
    * UNAUTHENTICATED: exp - iat (or exp - now without iat) exceeds the limit for the token's roles.
    *
-   * @generated from enum value: ERROR_REASON_TOKEN_LIFETIME_TOO_LONG = 45;
+   * @generated from enum value: TOKEN_LIFETIME_TOO_LONG = 45;
    */
   TOKEN_LIFETIME_TOO_LONG = 45,
 
   /**
    * UNAUTHENTICATED: the token's iat or nbf is ahead of the server's clock by more than the allowed skew.
    *
-   * @generated from enum value: ERROR_REASON_TOKEN_NOT_YET_VALID = 46;
+   * @generated from enum value: TOKEN_NOT_YET_VALID = 46;
    */
   TOKEN_NOT_YET_VALID = 46,
 
   /**
    * PERMISSION_DENIED: the RPC acts for a user and the token carries a machine, service or admin role.
    *
-   * @generated from enum value: ERROR_REASON_USER_TOKEN_REQUIRED = 47;
+   * @generated from enum value: USER_TOKEN_REQUIRED = 47;
    */
   USER_TOKEN_REQUIRED = 47,
 
   /**
    * UNAVAILABLE: download from Blob Storage failed after every retry.
    *
-   * @generated from enum value: ERROR_REASON_DOWNLOAD_FAILED = 50;
+   * @generated from enum value: DOWNLOAD_FAILED = 50;
    */
   DOWNLOAD_FAILED = 50,
 
   /**
    * RESOURCE_EXHAUSTED: not enough cache space even after evicting what may be evicted.
    *
-   * @generated from enum value: ERROR_REASON_NO_SPACE = 51;
+   * @generated from enum value: NO_SPACE = 51;
    */
   NO_SPACE = 51,
 
   /**
    * UNAVAILABLE: a dependency (database, storage, registry) is not reachable.
    *
-   * @generated from enum value: ERROR_REASON_DEPENDENCY_UNAVAILABLE = 52;
+   * @generated from enum value: DEPENDENCY_UNAVAILABLE = 52;
    */
   DEPENDENCY_UNAVAILABLE = 52,
 
   /**
    * FAILED_PRECONDITION: eviction is disabled by lora_eviction_enabled = false.
    *
-   * @generated from enum value: ERROR_REASON_EVICTION_DISABLED = 53;
+   * @generated from enum value: EVICTION_DISABLED = 53;
    */
   EVICTION_DISABLED = 53,
 }
