@@ -129,7 +129,8 @@ describe("EnsureLoras end to end", () => {
 
   test("first use downloads and verifies; second use is a hit with no blob request; ComfyUI finds the file", async () => {
     const miss = await machine.ensureLoras({ jobId: "job-1", userId: A, workflowId: "wf-anime", refs: [user(first)] });
-    const path1 = `users/${A}/${first.id}-My_Anime_Style_v2.safetensors`;
+    // The name as uploaded: it passed the LoRA file-name rule, so the cache keeps it.
+    const path1 = `users/${A}/${first.id}-My Anime Style (v2).safetensors`;
     expect(miss.results[0]).toMatchObject({
       path: path1,
       cacheHit: false,
@@ -152,7 +153,7 @@ describe("EnsureLoras end to end", () => {
     try {
       expect(sqlite.prepare("SELECT * FROM models WHERE path = ?").get(path.join(loraDir, path1))).toMatchObject({
         model_type: "user_lora",
-        filename: `${first.id}-My_Anime_Style_v2.safetensors`,
+        filename: `${first.id}-My Anime Style (v2).safetensors`,
         size_bytes: first.bytes.length,
         use_count: 2,
         protected: 0,
@@ -242,7 +243,7 @@ describe("EnsureLoras end to end", () => {
       userId: B,
       refs: [{ source: LoraSource.SHARED, identifier: "popular style.safetensors" }],
     });
-    expect(results[0]?.path).toMatch(/^shared\/popular_style-[0-9a-f]{10}\.safetensors$/);
+    expect(results[0]?.path).toBe("shared/popular style.safetensors");
     expect(sha256(await fs.readFile(path.join(loraDir, results[0]!.path)))).toBe(sha256(bytes));
     const missing = await machine.ensureLoras({
       jobId: "job-shared-2",
