@@ -31,7 +31,8 @@ class JobContextError(ValueError):
     """The job's user cannot be determined."""
 
 
-def job_context(extra_pnginfo=None, env=None):
+def job_context(extra_pnginfo=None, env=None, user_required=True):
+    """The job the prompt runs for. A shared LoRA needs no user: user_required=False gives "" when unknown."""
     env = os.environ if env is None else env
     job = extra_pnginfo.get(EXTRA_PNGINFO_KEY) if isinstance(extra_pnginfo, dict) else None
     if job is not None and not isinstance(job, dict):
@@ -45,7 +46,7 @@ def job_context(extra_pnginfo=None, env=None):
         return str(value)
 
     user_id = pick("user_id", "EMPROPS_JOB_USER_ID").strip()
-    if not user_id:
+    if not user_id and user_required:
         raise JobContextError(
             "the job's user is unknown: the job runner must put "
             f'{{"{EXTRA_PNGINFO_KEY}": {{"user_id": ...}}}} into the prompt\'s extra_pnginfo '

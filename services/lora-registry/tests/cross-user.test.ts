@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { LoraSource } from "@emprops/contracts";
+import { ErrorReason, LoraSource } from "@emprops/contracts";
 import { type RpcFailure, rpcFailure } from "@emprops/testkit";
 import { type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
 import { seedLoras, seedPendingUpload, snapshot } from "./support/seed.js";
@@ -112,6 +112,33 @@ describe("another user's LoRA is indistinguishable from a missing one", () => {
     const jobs = audit.events.map((e) => JSON.parse(e.detailsJson).job_id as string);
     expect(jobs.filter((j) => j === "job-1")).toHaveLength(2);
     expect(jobs).toContain("job-2");
+  });
+});
+
+describe("a job without a user", () => {
+  it("may resolve shared LoRAs, never a user's", async () => {
+    const machine = t.as("machine-7", ["machine"]);
+    // No gateway answers in these tests: the shared reference gets as far as signing its URL.
+    const shared = await machine.resolver.resolveLoras({
+      userId: "",
+      jobId: "job-no-user",
+      refs: [{ source: LoraSource.SHARED, identifier: "style.safetensors" }],
+    });
+    expect(shared.results[0]?.outcome).toMatchObject({
+      case: "error",
+      value: { code: "unavailable", reason: ErrorReason.DEPENDENCY_UNAVAILABLE },
+    });
+    expect(
+      await rpcFailure(
+        machine.resolver.resolveLoras({
+          userId: "",
+          refs: [
+            { source: LoraSource.SHARED, identifier: "style.safetensors" },
+            { source: LoraSource.USER, identifier: loraId },
+          ],
+        }),
+      ),
+    ).toMatchObject({ code: "InvalidArgument", reason: "INVALID_ID" });
   });
 });
 

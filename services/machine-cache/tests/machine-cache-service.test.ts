@@ -233,11 +233,26 @@ describe("EnsureLoras from the cache", () => {
   });
 });
 
+test("a job without a user gets its shared LoRAs", async () => {
+  const machine = await client(["machine"]);
+  const { results } = await machine.ensureLoras({
+    jobId: "job-shared",
+    userId: "",
+    refs: [shared("style.safetensors")],
+  });
+  expect(results).toEqual([expect.objectContaining({ path: "shared/style.safetensors", cacheHit: true })]);
+});
+
 describe("bad input and access", () => {
   const modelsSnapshot = () => db.prepare("SELECT * FROM models ORDER BY id").all();
 
   test.each([
     ["a user id that is not a UUID", { userId: "someone", refs: [user("1")] }, "INVALID_ID"],
+    [
+      "a user LoRA for a job without a user",
+      { userId: "", refs: [shared("style.safetensors"), user("1")] },
+      "INVALID_ID",
+    ],
     [
       "a reference without a source",
       { userId: A, refs: [{ source: LoraSource.UNSPECIFIED, identifier: "1" }] },

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
@@ -9,11 +9,15 @@ import { startTestStack, type TestStack } from "./support/test-stack.js";
 
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const SHARED_LORA = "shared_style.safetensors";
+const LOCAL_LORA = "on_this_node.safetensors";
+const EXTRA_LORA = "extra_folder_style.safetensors";
 
 /**
  * The ComfyUI node's own tests (python3 -m unittest, integrations/comfyui)
  * against this stack's machine-cache: a user LoRA uploaded here, another
- * user's LoRA, and a shared LoRA in the shared container.
+ * user's LoRA, a shared LoRA in the shared container only, and LoRAs only
+ * on this node where ComfyUI keeps them (the top of models/loras, a second
+ * loras folder), as nodes have them today.
  */
 describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", () => {
   let t: TestStack;
@@ -40,14 +44,22 @@ describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", 
       .getContainerClient(t.containers.sharedContainer)
       .getBlockBlobClient(`models/loras/${SHARED_LORA}`)
       .uploadFile(sharedFile);
+    writeLoraFile(path.join(t.loraDir, LOCAL_LORA), 64 * 1024, kohyaMetadata("on_this_node"));
+    const extraDir = path.join(dir, "extra_model_paths", "loras");
+    mkdirSync(extraDir, { recursive: true });
+    writeLoraFile(path.join(extraDir, EXTRA_LORA), 64 * 1024, kohyaMetadata("extra_folder_style"));
     Object.assign(env, {
       MACHINE_CACHE_URL: t.stack.machineCache.url,
       MACHINE_TOKEN: t.machineToken,
       COMFYUI_LORA_DIR: t.loraDir,
       EMPROPS_TEST_USER_ID: t.userId,
       EMPROPS_TEST_USER_LORA_ID: mine,
+      EMPROPS_TEST_OTHER_USER_ID: otherUser,
       EMPROPS_TEST_OTHER_USER_LORA_ID: theirs,
       EMPROPS_TEST_SHARED_LORA: SHARED_LORA,
+      EMPROPS_TEST_LOCAL_LORA: LOCAL_LORA,
+      EMPROPS_TEST_EXTRA_LORA_DIR: extraDir,
+      EMPROPS_TEST_EXTRA_LORA: EXTRA_LORA,
     });
   });
 
@@ -70,7 +82,7 @@ describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", 
       child.on("close", (code) => resolve({ code, output }));
     });
     expect({ code: run.code, output: run.output }).toEqual({ code: 0, output: expect.stringMatching(/\nOK\n$/) });
-    expect(run.output).toMatch(/\nRan 11 tests in /);
+    expect(run.output).toMatch(/\nRan 27 tests in /);
     expect(run.output).not.toMatch(/skipped/);
   });
 });

@@ -58,7 +58,9 @@ interface OwnedRow {
 export function resolveLoras(ctx: AppContext): Partial<ServiceImpl<typeof LoraResolverService>> {
   return {
     async resolveLoras(req, hctx) {
-      const userId = parseUuid(req.userId, "user_id");
+      // Shared LoRAs belong to no user: a job without one may resolve those, and only those.
+      const sharedOnly = req.refs.every((ref) => ref.source === LoraSource.SHARED);
+      const userId = req.userId === "" && sharedOnly ? "" : parseUuid(req.userId, "user_id");
       const jobId = parseShortText(req.jobId, "job_id", 128);
       const machineId = parseShortText(req.machineId, "machine_id", 128);
       if (req.refs.length > MAX_REFS) {
@@ -181,7 +183,7 @@ export function resolveLoras(ctx: AppContext): Partial<ServiceImpl<typeof LoraRe
             actorId: actor,
             actorRole: "machine",
             action: "lora.resolve",
-            userId,
+            userId: userId || null,
             loraId: p.kind === "user" && r.outcome.case === "lora" ? p.loraId : null,
             details: {
               job_id: jobId,

@@ -11,7 +11,8 @@ import { checkLength } from "./field-checks.js";
 export function ensureLoras(ctx: AppContext): Partial<ServiceImpl<typeof MachineCacheService>> {
   return {
     async ensureLoras(req) {
-      const userId = parseUserId(req.userId);
+      // "" when the job has no user: enough for shared LoRAs, a user LoRA then fails on its own.
+      const userId = req.userId === "" ? "" : parseUserId(req.userId);
       checkLength("job_id", req.jobId, 128);
       checkLength("workflow_id", req.workflowId, 256);
       checkLength("workflow_name", req.workflowName, 512);

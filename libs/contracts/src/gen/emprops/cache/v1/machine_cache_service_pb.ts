@@ -34,7 +34,8 @@ export type EnsureLorasRequest = Message<"emprops.cache.v1.EnsureLorasRequest"> 
   jobId: string;
 
   /**
-   * The job's user (UUID); user LoRAs must belong to this user.
+   * The job's user (UUID); user LoRAs must belong to this user. Empty for a
+   * job without a user: shared LoRAs resolve, a user LoRA fails (INVALID_ID).
    *
    * @generated from field: string user_id = 2;
    */

@@ -27,7 +27,8 @@ export const file_emprops_lora_v1_lora_resolver_service: GenFile = /*@__PURE__*/
  */
 export type ResolveLorasRequest = Message<"emprops.lora.v1.ResolveLorasRequest"> & {
   /**
-   * The job's user (UUID): the only owner whose LoRAs may resolve.
+   * The job's user (UUID): the only owner whose LoRAs may resolve. Empty
+   * for a job without a user, which may reference shared LoRAs only.
    *
    * @generated from field: string user_id = 1;
    */
