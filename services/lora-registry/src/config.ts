@@ -70,7 +70,8 @@ const shape = {
     .positive()
     .max(190 * 1024 ** 4, "must not exceed the largest block blob (190.7 TiB)")
     .default(2 * GIB),
-  QUOTA_WARNING_PERCENT: z.coerce.number().gt(0).max(100).default(80),
+  // Whole percent: the warning compares used × 100 ≥ max × percent in integers.
+  QUOTA_WARNING_PERCENT: z.coerce.number().int().gt(0).max(100).default(80),
   UPLOAD_SESSION_TTL_SECONDS: z.coerce
     .number()
     .int()

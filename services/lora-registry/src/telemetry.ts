@@ -71,14 +71,14 @@ export function observeRegistry(db: Kysely<Database>, quota: QuotaConfig, clock:
       r.observe(backlog, Number(outbox.n));
       const since = outbox.oldest ? clock.now().getTime() - new Date(outbox.oldest).getTime() : 0;
       r.observe(oldest, Math.max(0, since) / 1000);
-      const warning = quota.warningPercent / 100;
+      // Bands by exact integer comparisons, as the quota warning itself (no rounded share).
       const { rows } = await sql<{ under_half: string; half_to_warning: string; warning: string; full: string }>`
-        SELECT count(*) FILTER (WHERE u < 0.5) AS under_half,
-               count(*) FILTER (WHERE u >= 0.5 AND u < ${warning}) AS half_to_warning,
-               count(*) FILTER (WHERE u >= ${warning} AND u < 1) AS warning,
-               count(*) FILTER (WHERE u >= 1) AS full
-        FROM (SELECT (used_bytes + reserved_bytes)::float8
-                     / NULLIF(coalesce(max_bytes, ${quota.defaultMaxBytes}), 0) AS u
+        SELECT count(*) FILTER (WHERE used * 2 < max) AS under_half,
+               count(*) FILTER (WHERE used * 2 >= max AND used * 100 < max * ${quota.warningPercent}) AS half_to_warning,
+               count(*) FILTER (WHERE used * 100 >= max * ${quota.warningPercent} AND used < max) AS warning,
+               count(*) FILTER (WHERE used >= max) AS full
+        FROM (SELECT (used_bytes + reserved_bytes)::numeric AS used,
+                     coalesce(max_bytes, ${quota.defaultMaxBytes})::numeric AS max
               FROM lora_quota) q`.execute(db);
       const row = rows[0];
       for (const band of ["under_half", "half_to_warning", "warning", "full"] as const) {

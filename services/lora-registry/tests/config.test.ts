@@ -43,6 +43,11 @@ describe("configuration", () => {
     ]);
   });
 
+  it("takes the quota warning threshold in whole percent", () => {
+    expect(loadConfig({ ...base, QUOTA_WARNING_PERCENT: "85" }).quota.warningPercent).toBe(85);
+    expect(() => loadConfig({ ...base, QUOTA_WARNING_PERCENT: "79.5" })).toThrow(/QUOTA_WARNING_PERCENT/);
+  });
+
   it("needs a database", () => {
     expect(() => loadConfig({ JWT_SECRET: base.JWT_SECRET })).toThrow(/DATABASE_URL/);
   });

@@ -73,6 +73,24 @@ describe("quota", () => {
     });
   });
 
+  it("the warning compares exact integers: one byte under the threshold does not warn, the threshold does", async () => {
+    // 75% of 9,999 bytes is 7,499.25: 7,499 bytes (74.9975%, shown as 75%) is under it, 7,500 is over.
+    // 75% of 10 GiB is exactly 8,053,063,680 bytes.
+    const cases: [maxBytes: number, usedBytes: number, warning: boolean][] = [
+      [9_999, 7_499, false],
+      [9_999, 7_500, true],
+      [10 * GiB, 0.75 * 10 * GiB - 1, false],
+      [10 * GiB, 0.75 * 10 * GiB, true],
+    ];
+    for (const [maxBytes, usedBytes, warning] of cases) {
+      const user = randomUUID();
+      await admin().setUserQuota({ userId: user, maxBytes: BigInt(maxBytes) });
+      await seedLoras(t.db, [{ userId: user, sizeBytes: usedBytes }]);
+      const { quota } = await t.as(user).lora.getQuota({});
+      expect({ maxBytes, usedBytes, warning: quota?.warning }).toEqual({ maxBytes, usedBytes, warning });
+    }
+  });
+
   it("admins override bytes and count separately, and reset to the defaults", async () => {
     const user = randomUUID();
     const set = await admin().setUserQuota({ userId: user, maxBytes: BigInt(20 * GiB) });

@@ -141,10 +141,17 @@ export async function readLedger(db: Kysely<Database>, cfg: QuotaConfig, userId:
   return toLedger(row, cfg);
 }
 
+/** The share in percent, rounded to two decimals: for display only, never for a threshold. */
 function percent(part: number, whole: number): number {
   // A zero limit is full.
   if (whole <= 0) return 100;
   return Math.round((part / whole) * 10_000) / 100;
+}
+
+/** part / whole ≥ percent / 100, in exact integers (a zero limit is full). */
+export function reachesPercent(part: number, whole: number, percent: number): boolean {
+  if (whole <= 0) return true;
+  return BigInt(part) * 100n >= BigInt(whole) * BigInt(percent);
 }
 
 /** The ledger as the UI sees it, with the warning threshold applied to bytes and count. */
@@ -152,7 +159,6 @@ export function quotaSummary(l: Ledger, cfg: QuotaConfig): QuotaSummary {
   const current = l.usedBytes + l.reservedBytes;
   const available = Math.max(0, l.maxBytes - current);
   const utilization = percent(current, l.maxBytes);
-  const countUtilization = percent(l.usedCount + l.reservedCount, l.maxCount);
   return create(QuotaSummarySchema, {
     userId: l.userId,
     maxBytes: BigInt(l.maxBytes),
@@ -163,7 +169,9 @@ export function quotaSummary(l: Ledger, cfg: QuotaConfig): QuotaSummary {
     maxCount: l.maxCount,
     usedCount: l.usedCount,
     reservedCount: l.reservedCount,
-    warning: utilization >= cfg.warningPercent || countUtilization >= cfg.warningPercent,
+    warning:
+      reachesPercent(current, l.maxBytes, cfg.warningPercent) ||
+      reachesPercent(l.usedCount + l.reservedCount, l.maxCount, cfg.warningPercent),
     warningThresholdPercent: cfg.warningPercent,
     maxStorageGb: l.maxBytes / GIB,
     currentStorageGb: current / GIB,
