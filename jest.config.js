@@ -8,6 +8,7 @@ const packages = [
   ["platform", "libs/platform"],
   ["lora-formats", "libs/lora-formats"],
   ["testkit", "libs/testkit"],
+  ["upload-client", "libs/upload-client"],
   ["dev-stack", "tools/dev-stack"],
   ["ci-checks", "tools/ci-checks"],
   ["lora-registry", "services/lora-registry"],

@@ -71,7 +71,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const target = new URL(upstream);
   const requests: SeenRequest[] = [];
   const rules: FaultRule[] = [];
-  /** Stalled exchanges, ended by close(). */
+  /** Stalled or delayed exchanges, ended by close(). */
   const held = new Set<() => void>();
 
   const take = (seen: SeenRequest): FaultRule | undefined => {
@@ -90,7 +90,21 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     const rule = take(seen);
     const fault = rule?.fault;
     if (rule) seen.fault = fault?.kind ?? "delay";
-    if (rule?.delayMs) await new Promise((resolve) => setTimeout(resolve, rule.delayMs));
+    if (rule?.delayMs) {
+      const waited = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          held.delete(stop);
+          resolve(true);
+        }, rule.delayMs);
+        const stop = () => {
+          clearTimeout(timer);
+          resolve(false);
+        };
+        held.add(stop);
+      });
+      // close() ended the wait: the proxy is going away.
+      if (!waited) return void req.socket.destroy();
+    }
 
     if (fault?.kind === "status") {
       req.resume();
