@@ -1,6 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ErrorInfoSchema, QuotaExceededDetailSchema } from "@emprops/contracts";
-import { formatBytes, formatPercent } from "./format.js";
+import { ErrorInfoSchema, formatBytes, formatPercent, QuotaExceededDetailSchema } from "@emprops/contracts";
 
 /** An error as the page shows it: a headline, the server's own message, its reason code and numbers. */
 export interface ShownError {

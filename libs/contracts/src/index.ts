@@ -27,4 +27,5 @@ export * as reflectionV1alpha from "./gen/grpc/reflection/v1alpha/reflection_pb.
 export * from "./subjects.js";
 export * from "./reasons.js";
 export * from "./upload-blocks.js";
+export * from "./format.js";
 export * from "./lora-file-name.js";

@@ -1,6 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ErrorInfoSchema, QuotaExceededDetailSchema } from "@emprops/contracts";
-import { formatBytes } from "./format.js";
+import { ErrorInfoSchema, formatBytes, QuotaExceededDetailSchema } from "@emprops/contracts";
 
 /**
  * Exit codes of the lora command, one per kind of outcome a script may want

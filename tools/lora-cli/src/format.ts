@@ -1,28 +1,11 @@
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 
-const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
-
-/** 1536 → "1.5 KiB". */
-export function formatBytes(value: number | bigint): string {
-  let n = Number(value);
-  let unit = 0;
-  while (Math.abs(n) >= 1024 && unit < UNITS.length - 1) {
-    n /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${n} B` : `${n.toFixed(1)} ${UNITS[unit]}`;
-}
-
 /** "2026-11-25 14:03" in local time; "-" when unset. */
 export function formatTime(ts: Timestamp | undefined): string {
   if (!ts) return "-";
   const d = timestampDate(ts);
   const pad = (n: number) => String(n).padStart(2, "0");
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
-}
-
-export function formatPercent(value: number): string {
-  return `${value.toFixed(value < 10 ? 1 : 0)}%`;
 }
 
 function clip(text: string, width: number): string {

@@ -1,8 +1,8 @@
-import { FileFormat, type Lora } from "@emprops/contracts";
+import { FileFormat, formatBytes, type Lora } from "@emprops/contracts";
 import type { LoraClient } from "../api.js";
 import { el, mount } from "../dom.js";
 import { showError } from "../errors.js";
-import { formatBytes, formatDateTime, plural } from "../format.js";
+import { formatDateTime, plural } from "../format.js";
 import { confirmDialog } from "./confirm-dialog.js";
 import { errorBox, toast } from "./toasts.js";
 

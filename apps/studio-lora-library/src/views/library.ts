@@ -1,8 +1,8 @@
-import { type Lora, LoraSortField, SortOrder } from "@emprops/contracts";
+import { formatBytes, type Lora, LoraSortField, SortOrder } from "@emprops/contracts";
 import type { LoraClient } from "../api.js";
 import { el, mount } from "../dom.js";
 import { type ShownError, showError } from "../errors.js";
-import { formatBytes, formatDate, plural } from "../format.js";
+import { formatDate, plural } from "../format.js";
 import { errorBox } from "./toasts.js";
 
 const SORTS: { label: string; sort: LoraSortField; order: SortOrder }[] = [

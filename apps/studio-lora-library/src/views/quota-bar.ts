@@ -1,6 +1,6 @@
 import type { QuotaSummary } from "@emprops/contracts";
+import { formatBytes, formatPercent } from "@emprops/contracts";
 import { el, mount } from "../dom.js";
-import { formatBytes, formatPercent } from "../format.js";
 
 /** Storage and count use against the limits; amber with a notice from the warning threshold (80%) on. */
 export function renderQuota(container: HTMLElement, q: QuotaSummary): void {

@@ -1,8 +1,7 @@
-import { checkLoraFileName, reasonName } from "@emprops/contracts";
+import { checkLoraFileName, formatBytes, reasonName } from "@emprops/contracts";
 import type { LoraClient } from "../api.js";
 import { el, mount } from "../dom.js";
 import { localError } from "../errors.js";
-import { formatBytes } from "../format.js";
 import { LoraUpload, type UploadSnapshot } from "../upload/uploader.js";
 import { errorBox } from "./toasts.js";
 

@@ -1,6 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { ErrorReason, type QuotaSummary, QuotaExceededDetailSchema, QuotaSummarySchema } from "@emprops/contracts";
+import {
+  ErrorReason,
+  formatBytes,
+  type QuotaSummary,
+  QuotaExceededDetailSchema,
+  QuotaSummarySchema,
+} from "@emprops/contracts";
 import { rpcError } from "@emprops/platform";
 import { type Kysely, sql } from "kysely";
 import type { QuotaConfig } from "../config.js";
@@ -189,8 +195,8 @@ export function quotaExceeded(l: Ledger, cfg: QuotaConfig, requestedBytes: numbe
   const gb = (n: number) => (n / GIB).toFixed(2);
   const message =
     limit === "bytes"
-      ? `LoRA storage quota exceeded: ${readableBytes(current)} of ${readableBytes(l.maxBytes)} used, ` +
-        `${readableBytes(requestedBytes)} requested`
+      ? `LoRA storage quota exceeded: ${formatBytes(current)} of ${formatBytes(l.maxBytes)} used, ` +
+        `${formatBytes(requestedBytes)} requested`
       : `LoRA count quota exceeded: ${l.usedCount + l.reservedCount} / ${l.maxCount} LoRAs`;
   return rpcError(
     Code.ResourceExhausted,
@@ -215,16 +221,4 @@ export function quotaExceeded(l: Ledger, cfg: QuotaConfig, requestedBytes: numbe
       },
     ],
   );
-}
-
-/** "9.8 GiB", "512.0 MiB", "300 B": sizes as a person reads them, whatever the quota's scale. */
-function readableBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = n;
-  let unit = 0;
-  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
 }

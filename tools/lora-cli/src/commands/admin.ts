@@ -1,6 +1,8 @@
 import { toJson } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
+  formatBytes,
+  formatPercent,
   GetCacheStatsResponseSchema,
   GetUserQuotaResponseSchema,
   ListAuditEventsResponseSchema,
@@ -8,7 +10,7 @@ import {
 } from "@emprops/contracts";
 import type { CliContext } from "../context.js";
 import { CliError, EXIT } from "../errors.js";
-import { formatBytes, formatPercent, formatTime, renderTable } from "../format.js";
+import { formatTime, renderTable } from "../format.js";
 import { describeQuota, describeSizes } from "./quota.js";
 
 const GIB = 1024 ** 3;

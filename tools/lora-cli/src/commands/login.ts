@@ -1,9 +1,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { formatBytes, formatPercent } from "@emprops/contracts";
 import { createRegistryClients } from "../clients.js";
 import { updateConfig } from "../config-store.js";
 import { type CliContext, tokenClaims } from "../context.js";
 import { CliError, EXIT, reasonOf } from "../errors.js";
-import { formatBytes, formatPercent } from "../format.js";
 
 /** Reads a token from a pipe, or asks for it on a terminal. */
 async function readToken(ctx: CliContext): Promise<string> {

@@ -1,7 +1,7 @@
 import { create, toJson } from "@bufbuild/protobuf";
-import { type Lora, LoraSortField, ListLorasResponseSchema, SortOrder } from "@emprops/contracts";
+import { formatBytes, ListLorasResponseSchema, type Lora, LoraSortField, SortOrder } from "@emprops/contracts";
 import type { CliContext } from "../context.js";
-import { formatBytes, formatTime, renderTable } from "../format.js";
+import { formatTime, renderTable } from "../format.js";
 
 export interface LsOptions {
   search?: string;

@@ -1,7 +1,13 @@
 import { toJson } from "@bufbuild/protobuf";
-import { GetQuotaResponseSchema, type LoraSize, type QuotaSummary } from "@emprops/contracts";
+import {
+  formatBytes,
+  formatPercent,
+  GetQuotaResponseSchema,
+  type LoraSize,
+  type QuotaSummary,
+} from "@emprops/contracts";
 import type { CliContext } from "../context.js";
-import { formatBytes, formatPercent, renderTable } from "../format.js";
+import { renderTable } from "../format.js";
 
 const BAR = 30;
 

@@ -1,7 +1,7 @@
 import { createInterface } from "node:readline/promises";
+import { formatBytes } from "@emprops/contracts";
 import type { CliContext } from "../context.js";
 import { CliError, EXIT } from "../errors.js";
-import { formatBytes } from "../format.js";
 import { parseLoraId } from "./arguments.js";
 
 /** `lora rm ID`: asks first on a terminal (unless --yes), then deletes. */

@@ -1,7 +1,7 @@
 import { toJson } from "@bufbuild/protobuf";
-import { FileFormat, type Lora, LoraSchema } from "@emprops/contracts";
+import { FileFormat, formatBytes, type Lora, LoraSchema } from "@emprops/contracts";
 import type { CliContext } from "../context.js";
-import { formatBytes, formatTime, renderTable } from "../format.js";
+import { formatTime, renderTable } from "../format.js";
 import { parseLoraId } from "./arguments.js";
 
 const FORMATS: Record<FileFormat, string> = {

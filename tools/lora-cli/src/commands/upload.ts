@@ -1,12 +1,11 @@
 import { realpathSync, statSync } from "node:fs";
 import path from "node:path";
 import { toJson } from "@bufbuild/protobuf";
-import { checkLoraFileName, LoraSchema, reasonName } from "@emprops/contracts";
+import { checkLoraFileName, formatBytes, formatPercent, LoraSchema, reasonName } from "@emprops/contracts";
 import { SingleBar } from "cli-progress";
 import { updateConfig } from "../config-store.js";
 import type { CliContext } from "../context.js";
 import { CliError, describeError, EXIT, localRefusal } from "../errors.js";
-import { formatBytes, formatPercent } from "../format.js";
 import { type UploadProgress, uploadLora } from "../upload-lora.js";
 import { describeLora } from "./show.js";
 
