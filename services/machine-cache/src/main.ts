@@ -3,8 +3,10 @@ import { loadConfig } from "./config.js";
 import { startMachineCache } from "./service.js";
 
 runMain("machine-cache", async () => {
-  const stopTelemetry = startTelemetry("machine-cache");
-  const cache = await startMachineCache(loadConfig());
+  const cfg = loadConfig();
+  // The machine id names this node on every span and metric (service.instance.id), so hit rates group by machine.
+  const stopTelemetry = startTelemetry("machine-cache", process.env, { serviceInstanceId: cfg.machineId });
+  const cache = await startMachineCache(cfg);
   return {
     logger: cache.ctx.logger,
     ready: cache.ready,
