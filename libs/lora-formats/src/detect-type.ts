@@ -50,7 +50,9 @@ function matches(bytes: Uint8Array, sig: Signature): boolean {
 }
 
 function looksLikeSafetensors(bytes: Uint8Array): boolean {
-  if (bytes.length < 9 || bytes[8] !== 0x7b) return false;
+  // The reference lets JSON whitespace precede the header's "{".
+  const at8 = bytes[8];
+  if (bytes.length < 9 || (at8 !== 0x7b && at8 !== 0x20 && at8 !== 0x09 && at8 !== 0x0a && at8 !== 0x0d)) return false;
   const view = new DataView(bytes.buffer, bytes.byteOffset, 8);
   const high = view.getUint32(4, true);
   const low = view.getUint32(0, true);

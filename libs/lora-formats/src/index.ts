@@ -11,7 +11,11 @@ export { FormatError } from "./format-error.js";
 export { detectType, DETECT_TYPE_PREFIX_BYTES } from "./detect-type.js";
 export { parseSafetensorsHeader, type SafetensorsHeader, type SafetensorsTensorInfo } from "./safetensors-header.js";
 export { SAFETENSORS_DTYPES, type SafetensorsDtype } from "./safetensors-dtypes.js";
-export { SAFETENSORS_MAX_HEADER_BYTES } from "./safetensors-limits.js";
+export {
+  SAFETENSORS_MAX_HEADER_BYTES,
+  SAFETENSORS_MAX_METADATA_ENTRIES,
+  SAFETENSORS_MAX_TENSORS,
+} from "./safetensors-limits.js";
 export { PickleScanner, type PickleScannerOptions } from "./pickle-scanner.js";
 export { ALLOWED_PICKLE_GLOBALS } from "./pickle-allow-list.js";
 export { extractLoraMetadata, normalizeBaseModel } from "./lora-metadata.js";

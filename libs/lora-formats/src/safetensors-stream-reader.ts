@@ -1,14 +1,16 @@
 import type { ContentReader } from "./content-reader.js";
-import { bytesText, hexByte } from "./describe.js";
+import { bytesText } from "./describe.js";
 import { FormatError } from "./format-error.js";
 import { checkDataSection, parseSafetensorsHeaderLayout, type SafetensorsHeaderLayout } from "./safetensors-header.js";
+import { PolyglotGuard } from "./polyglot-guard.js";
 import { SAFETENSORS_MAX_HEADER_BYTES } from "./safetensors-limits.js";
 
 const INITIAL_HEADER_CAPACITY = 64 * 1024;
 
 /**
  * Reads a safetensors file chunk by chunk: the 8-byte length, the JSON header (buffered, at most 100 MB, and grown
- * only as bytes arrive so a lying length costs nothing), then the data section, which is only counted.
+ * only as bytes arrive so a lying length costs nothing), then the data section, which is only counted. Every byte
+ * also passes a PolyglotGuard: a file that another loader would open as a ZIP, tar or pickle is refused.
  */
 export class SafetensorsStreamReader implements ContentReader {
   readonly unsafeGlobals: readonly string[] = [];
@@ -22,6 +24,7 @@ export class SafetensorsStreamReader implements ContentReader {
   private headerFill = 0;
   private dataSeen = 0;
   private layoutValue: SafetensorsHeaderLayout | undefined;
+  private readonly polyglot = new PolyglotGuard();
 
   /** The parsed header, once it has been read completely and found valid. */
   get layout(): SafetensorsHeaderLayout | undefined {
@@ -34,6 +37,7 @@ export class SafetensorsStreamReader implements ContentReader {
 
   /** Throws FormatError as soon as the content is known to be invalid. */
   update(chunk: Uint8Array): void {
+    this.polyglot.update(chunk);
     let pos = 0;
     if (this.phase === "length") {
       const take = Math.min(8 - this.lengthFill, chunk.length);
@@ -63,6 +67,7 @@ export class SafetensorsStreamReader implements ContentReader {
       );
     }
     if (this.layoutValue) checkDataSection(this.layoutValue, this.dataSeen);
+    this.polyglot.finish();
   }
 
   private startHeader(): void {
@@ -85,11 +90,6 @@ export class SafetensorsStreamReader implements ContentReader {
   }
 
   private readHeader(chunk: Uint8Array, pos: number): number {
-    if (this.headerFill === 0 && chunk[pos] !== 0x7b) {
-      throw new FormatError(
-        `The safetensors header must be a JSON object starting with "{", but it starts with byte ${hexByte(chunk[pos] ?? 0)}.`,
-      );
-    }
     const take = Math.min(this.headerLength - this.headerFill, chunk.length - pos);
     this.ensureCapacity(this.headerFill + take);
     this.header.set(chunk.subarray(pos, pos + take), this.headerFill);

@@ -19,7 +19,18 @@ export function isTarHeader(block: Uint8Array): boolean {
     unsigned += b;
     signed += b >= 128 ? b - 256 : b;
   }
-  return recorded === BigInt(unsigned) || recorded === BigInt(signed);
+  if (recorded !== BigInt(unsigned) && recorded !== BigInt(signed)) return false;
+  // frombuf then reads mode, uid, gid, size, mtime, devmajor and devminor with nti(), which refuses non-numbers.
+  const numeric: [number, number][] = [
+    [100, 108],
+    [108, 116],
+    [116, 124],
+    [124, 136],
+    [136, 148],
+    [329, 337],
+    [337, 345],
+  ];
+  return numeric.every(([from, to]) => readNumber(block.subarray(from, to)) !== undefined);
 }
 
 /** tarfile's nti(): base-256 when the first byte is 0o200 or 0o377, else octal text up to the first NUL. */

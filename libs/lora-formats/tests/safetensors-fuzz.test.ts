@@ -3,15 +3,19 @@ import {
   assembleSafetensors,
   fillerBytes,
   prng,
+  safetensorsReferenceAccepts as referenceAccepts,
   safetensorsHeader,
   tensorBytes,
   type TensorSpec,
 } from "@emprops/testkit";
 
-// Every mutation below is invalid by construction, so each must be rejected — never accepted, never thrown, never
-// hung. The PRNG is seeded: a failure names its case number and reproduces.
-const SEED = 20251125;
-const CASES_PER_MUTATION = 210;
+// A differential test: every mutated file gets the verdict of the verifier and of an independent model of the
+// reference crate (safetensors-reference-model.ts), and the two must agree — on the files the reference refuses
+// and on the ones it accepts (leading whitespace, "__metadata__": null, duplicate keys keeping the last, a dtype
+// written as an object, unknown fields, a tensor written as an array). The PRNG is seeded: a failure names its
+// case and reproduces.
+const SEED = 20261203;
+const CASES_PER_MUTATION = 80;
 
 type Random = () => number;
 type Header = Record<string, unknown>;
@@ -19,10 +23,6 @@ interface Base {
   tensors: TensorSpec[];
   metadata: Record<string, string>;
   data: Uint8Array;
-}
-interface Mutant {
-  bytes: Uint8Array;
-  maxSizeBytes?: number;
 }
 
 const pick = <T>(random: Random, items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
@@ -59,27 +59,24 @@ function randomBase(random: Random): Base {
   return { tensors, metadata, data };
 }
 
-function headerOf(base: Base): Header {
-  return safetensorsHeader(base.tensors, base.metadata);
-}
-
-function assemble(base: Base, header: Header | string | Uint8Array, lengthOverride?: bigint): Uint8Array {
-  const text = typeof header === "string" || header instanceof Uint8Array ? header : JSON.stringify(header);
-  return assembleSafetensors(text, base.data, lengthOverride);
-}
-
-function entry(header: Header, name: string): { dtype: unknown; shape: unknown; data_offsets: [number, number] } {
-  return header[name] as { dtype: unknown; shape: unknown; data_offsets: [number, number] };
-}
-
+const headerOf = (base: Base): Header => safetensorsHeader(base.tensors, base.metadata);
+const json = (base: Base): string => JSON.stringify(headerOf(base));
+const assemble = (base: Base, header: Header | string | Uint8Array, lengthOverride?: bigint): Uint8Array =>
+  assembleSafetensors(
+    typeof header === "string" || header instanceof Uint8Array ? header : JSON.stringify(header),
+    base.data,
+    lengthOverride,
+  );
+const entry = (header: Header, name: string) =>
+  header[name] as { dtype: unknown; shape: unknown; data_offsets: [number, number] } & Record<string, unknown>;
 const tensorName = (random: Random, base: Base): string => pick(random, base.tensors).name;
 
 /** Positions of JSON structural characters that are outside strings. */
-function structuralPositions(json: string): number[] {
+function structuralPositions(text: string): number[] {
   const positions: number[] = [];
   let inString = false;
-  for (let i = 0; i < json.length; i++) {
-    const ch = json[i];
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
     if (inString) {
       if (ch === "\\") i++;
       else if (ch === '"') inString = false;
@@ -92,280 +89,254 @@ function structuralPositions(json: string): number[] {
   return positions;
 }
 
-// Bytes that are illegal at any place of a UTF-8 JSON text, inside strings or out.
-const POISON = [0x00, 0x01, 0x02, 0x07, 0x08, 0x0b, 0x0c, 0x0e, 0x1b, 0x1f, 0xc0, 0xc1, 0xf5, 0xf8, 0xfe, 0xff];
+const POISON = [0x00, 0x01, 0x07, 0x0b, 0x1f, 0xc0, 0xc1, 0xf5, 0xff, 0x20, 0x0a, 0x22, 0x5c, 0x7b, 0x7d];
 
-const mutations: Record<string, (random: Random, base: Base) => Mutant> = {
+const mutations: Record<string, (random: Random, base: Base) => Uint8Array> = {
+  // ---- what the reference accepts
+  "whitespace around the JSON": (random, base) => {
+    const ws = () => Array.from({ length: int(random, 0, 3) }, () => pick(random, [" ", "\t", "\n", "\r"])).join("");
+    return assemble(base, `${ws()}${json(base)}${ws()}`);
+  },
+  "whitespace between tokens": (random, base) => {
+    const text = json(base);
+    const positions = structuralPositions(text);
+    const chosen = new Set(Array.from({ length: int(random, 1, 6) }, () => pick(random, positions)));
+    let out = "";
+    for (let i = 0; i < text.length; i++) out += (chosen.has(i) ? pick(random, [" ", "\n", "\t"]) : "") + text[i];
+    return assemble(base, out);
+  },
+  "null metadata": (_random, base) => {
+    const header = headerOf(base);
+    header.__metadata__ = null;
+    return assemble(base, header);
+  },
+  "duplicate tensor key": (random, base) => {
+    const text = json(base);
+    const name = tensorName(random, base);
+    const first = text.indexOf(`${JSON.stringify(name)}:{`);
+    const item = text.slice(first, text.indexOf("}", first) + 1);
+    // Valid earlier occurrence (last one wins) or a broken one (every occurrence must be a tensor).
+    const earlier = random() < 0.5 ? item : item.replace(/"dtype":"[A-Z0-9_]+"/, '"dtype":"F99"');
+    return assemble(base, `{${earlier},${text.slice(1)}`);
+  },
+  "duplicate metadata key": (random, base) =>
+    assemble(base, json(base).replace('"__metadata__":{', `"__metadata__":{"ss_network_dim":"${int(random, 0, 9)}",`)),
+  "duplicate __metadata__": (random, base) =>
+    assemble(base, `{"__metadata__":${pick(random, ["null", "{}", '{"a":"b"}'])},${json(base).slice(1)}`),
+  "dtype written as an object": (random, base) => {
+    const header = headerOf(base);
+    const e = entry(header, tensorName(random, base));
+    e.dtype = pick(random, [
+      { [e.dtype as string]: null },
+      { [e.dtype as string]: {} },
+      { [e.dtype as string]: 1 },
+      {},
+    ]);
+    return assemble(base, header);
+  },
+  "unknown fields": (random, base) => {
+    const header = headerOf(base);
+    entry(header, tensorName(random, base))[pick(random, ["offsets", "name", "DTYPE", "", "x"])] = pick(random, [
+      1,
+      "s",
+      null,
+      [1, [2, { a: [] }]],
+      { nested: { deeper: [true, false] } },
+    ]);
+    return assemble(base, header);
+  },
+  "tensor written as an array": (random, base) => {
+    const header = headerOf(base);
+    const name = tensorName(random, base);
+    const e = entry(header, name);
+    const items: unknown[] = [e.dtype, e.shape, e.data_offsets];
+    const choice = int(random, 0, 3);
+    header[name] =
+      choice === 0 ? items : choice === 1 ? items.slice(0, 2) : choice === 2 ? [...items, 0] : items.reverse();
+    return assemble(base, header);
+  },
+  "escaped key names": (random, base) => {
+    const text = json(base);
+    const target = pick(random, ['"__metadata__"', '"dtype"', '"shape"', '"data_offsets"']);
+    const escaped = target.replace(/[a-z_]/, (ch) => `\\u00${ch.charCodeAt(0).toString(16)}`);
+    return assemble(base, text.replaceAll(target, escaped));
+  },
+  "zero-element tensors with huge or overflowing dimensions": (random, base) => {
+    const header = headerOf(base);
+    const text = JSON.stringify(header);
+    const dims = pick(random, [
+      "[18446744073709551615,0]",
+      "[4294967296,4294967296,0]",
+      "[0,4294967296,4294967296]",
+      "[9007199254740993,0]",
+      "[18446744073709551616,0]",
+      "[0,18446744073709551615,18446744073709551615]",
+    ]);
+    return assemble(base, text.replace("{", `{"zero":{"dtype":"F32","shape":${dims},"data_offsets":[0,0]},`));
+  },
+  "empty header": (random, base) =>
+    assembleSafetensors(
+      pick(random, ["{}", "{ }", ' {"__metadata__":null} ', '{"__metadata__":{}}']),
+      random() < 0.7 ? new Uint8Array(0) : base.data,
+    ),
+  // ---- what it refuses
   "length off by a little": (random, base) => {
-    const json = JSON.stringify(headerOf(base));
-    const bytes = assemble(base, json);
-    const length = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    const text = json(base);
+    const length = assemble(base, text).length - base.data.length - 8;
     let delta = 0;
     while (delta === 0) delta = int(random, -Math.min(length, 40), 40);
-    return { bytes: assemble(base, json, BigInt(length + delta)) };
+    return assemble(base, text, BigInt(length + delta));
   },
-  "huge length": (random, base) => ({
-    bytes: assemble(
-      base,
-      headerOf(base),
-      pick(random, [
-        100_000_001n,
-        2n ** 32n,
-        2n ** 53n,
-        2n ** 63n,
-        2n ** 64n - 1n,
-        BigInt(int(random, 100_000_001, 2 ** 31)),
-      ]),
-    ),
-  }),
-  "tiny length": (random, base) => ({ bytes: assemble(base, headerOf(base), BigInt(int(random, 0, 1))) }),
-  "random length byte": (random, base) => {
-    const bytes = assemble(base, headerOf(base));
-    const at = int(random, 0, 7);
-    const original = bytes[at] as number;
-    let value = original;
-    while (value === original) value = int(random, 0, 255);
-    bytes[at] = value;
-    return { bytes };
-  },
+  "huge or tiny length": (random, base) =>
+    assemble(base, headerOf(base), pick(random, [0n, 1n, 100_000_001n, 2n ** 32n, 2n ** 63n, 2n ** 64n - 1n])),
   truncation: (random, base) => {
     const bytes = assemble(base, headerOf(base));
-    return { bytes: bytes.subarray(0, int(random, 0, bytes.length - 1)) };
+    return bytes.subarray(0, int(random, 0, bytes.length - 1));
   },
   "appended bytes": (random, base) => {
     const bytes = assemble(base, headerOf(base));
-    const extra = fillerBytes(int(random, 1, 64), int(random, 0, 9));
-    const out = new Uint8Array(bytes.length + extra.length);
-    out.set(bytes);
-    out.set(extra, bytes.length);
-    return { bytes: out };
+    return Buffer.concat([bytes, fillerBytes(int(random, 1, 64), int(random, 0, 9))]);
   },
   "poisoned header bytes": (random, base) => {
     const bytes = assemble(base, headerOf(base));
-    const length = Number(new DataView(bytes.buffer).getBigUint64(0, true));
-    for (let k = int(random, 1, 4); k > 0; k--) bytes[8 + int(random, 0, length - 1)] = pick(random, POISON);
-    return { bytes };
+    const length = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
+    for (let k = int(random, 1, 3); k > 0; k--) bytes[8 + int(random, 0, length - 1)] = pick(random, POISON);
+    return bytes;
   },
-  "overlapping offsets": (random, base) => {
+  "overlapping, gapped or unsorted offsets": (random, base) => {
     const header = headerOf(base);
-    const name = pick(random, base.tensors.slice(1)).name;
-    const offsets = entry(header, name).data_offsets;
-    offsets[0] -= int(random, 1, offsets[0]);
-    return { bytes: assemble(base, header) };
-  },
-  "gapped offsets": (random, base) => {
-    const header = headerOf(base);
-    const from = int(random, 1, base.tensors.length - 1);
-    const gap = int(random, 1, 16);
-    for (const tensor of base.tensors.slice(from)) {
-      const offsets = entry(header, tensor.name).data_offsets;
-      offsets[0] += gap;
-      offsets[1] += gap;
+    const names = base.tensors.map((t) => t.name);
+    const choice = int(random, 0, 2);
+    if (choice === 0) entry(header, pick(random, names.slice(1))).data_offsets[0] -= 1;
+    else if (choice === 1) {
+      for (const n of names.slice(int(random, 1, names.length - 1)))
+        entry(header, n).data_offsets = entry(header, n).data_offsets.map((x) => x + 2) as [number, number];
+    } else {
+      const [a, b] = [entry(header, names[0] as string), entry(header, names[1] as string)];
+      [a.data_offsets, b.data_offsets] = [b.data_offsets, a.data_offsets];
     }
-    return { bytes: assemble(base, header) };
+    return assemble(base, header);
   },
-  "unsorted offsets": (random, base) => {
+  "wrong span or dtype": (random, base) => {
     const header = headerOf(base);
-    const i = int(random, 0, base.tensors.length - 1);
-    let j = i;
-    while (j === i) j = int(random, 0, base.tensors.length - 1);
-    const a = entry(header, (base.tensors[i] as TensorSpec).name);
-    const b = entry(header, (base.tensors[j] as TensorSpec).name);
-    [a.data_offsets, b.data_offsets] = [b.data_offsets, a.data_offsets];
-    return { bytes: assemble(base, header) };
-  },
-  "wrong span": (random, base) => {
-    const header = headerOf(base);
-    const offsets = entry(header, tensorName(random, base)).data_offsets;
-    offsets[1] = Math.max(offsets[0], offsets[1] + pick(random, [-3, -2, -1, 1, 2, 7, 1000]));
-    return { bytes: assemble(base, header) };
-  },
-  "data not starting at zero": (random, base) => {
-    const header = headerOf(base);
-    const shift = int(random, 1, 64);
-    for (const tensor of base.tensors) {
-      const offsets = entry(header, tensor.name).data_offsets;
-      offsets[0] += shift;
-      offsets[1] += shift;
-    }
-    return { bytes: assemble(base, header) };
+    const e = entry(header, tensorName(random, base));
+    if (random() < 0.5) e.data_offsets[1] = Math.max(e.data_offsets[0], e.data_offsets[1] + pick(random, [-1, 1, 7]));
+    else e.dtype = pick(random, [...DTYPES, "F4", "C64", "F8_E4M3"]);
+    return assemble(base, header);
   },
   "bad dtype": (random, base) => {
     const header = headerOf(base);
-    entry(header, tensorName(random, base)).dtype = pick(random, [
-      "F33",
-      "f32",
-      "",
-      "float32",
-      "Q4_0",
-      "INT8",
-      5,
-      null,
-      ["F32"],
-      { F32: 1 },
-    ]);
-    return { bytes: assemble(base, header) };
+    entry(header, tensorName(random, base)).dtype = pick(random, ["F33", "f32", "", "float32", 5, null, ["F32"], true]);
+    return assemble(base, header);
   },
-  "dtype of another size": (random, base) => {
-    const header = headerOf(base);
-    const tensor = pick(random, base.tensors);
-    const size = tensorBytes(tensor);
-    const other = pick(
-      random,
-      DTYPES.filter((d) => tensorBytes({ ...tensor, dtype: d }) !== size),
+  "numbers serde_json reads as other types": (random, base) => {
+    const text = json(base);
+    const name = tensorName(random, base);
+    const at = text.indexOf(`${JSON.stringify(name)}:{`);
+    const item = text.slice(at, text.indexOf("}", at) + 1);
+    const bent = item.replace(
+      /\[(\d+)/,
+      (_m, d: string) =>
+        `[${pick(random, [`${d}.0`, `${d}e0`, `-${d}`, "-0", `0${d}`, `${d}.`, `"${d}"`, "1E1", `${d}0000000000000000000000`])}`,
     );
-    entry(header, tensor.name).dtype = other;
-    return { bytes: assemble(base, header) };
+    return assemble(base, text.replace(item, bent));
   },
-  "bad shape": (random, base) => {
-    const header = headerOf(base);
-    const tensor = pick(random, base.tensors);
-    entry(header, tensor.name).shape = pick(random, [
-      [-1],
-      [1.5],
-      ["2"],
-      [[2]],
-      null,
-      "2",
-      [...tensor.shape, int(random, 2, 5)],
-      tensor.shape.map((d, i) => (i === 0 ? d * 2 : d)),
-      [2 ** 53],
-    ]);
-    return { bytes: assemble(base, header) };
-  },
-  "bad data_offsets": (random, base) => {
+  "bad shape or offsets": (random, base) => {
     const header = headerOf(base);
     const e = entry(header, tensorName(random, base));
-    const [begin, end] = e.data_offsets;
-    (e as { data_offsets: unknown }).data_offsets = pick(random, [
-      [begin],
-      [begin, end, end],
-      [-1, end],
-      [begin + 0.5, end],
-      [String(begin), end],
-      { begin, end },
-      null,
-      [end, begin - 1],
-      [],
-    ]);
-    return { bytes: assemble(base, header) };
+    if (random() < 0.5) e.shape = pick(random, [null, "2", {}, [[2]], [true]]);
+    else (e as { data_offsets: unknown }).data_offsets = pick(random, [[0], [0, 1, 2], null, { a: 1 }, [0, -1], []]);
+    return assemble(base, header);
   },
-  "non-string metadata value": (random, base) => {
+  "bad metadata": (random, base) => {
     const header = headerOf(base);
-    (header.__metadata__ as Record<string, unknown>)[pick(random, ["ss_network_dim", "new_key"])] = pick(random, [
-      16,
-      null,
-      true,
-      ["a"],
-      { a: "b" },
-      1.5,
-    ]);
-    return { bytes: assemble(base, header) };
+    if (random() < 0.5)
+      (header.__metadata__ as Record<string, unknown>).k = pick(random, [1, null, true, ["a"], { a: "b" }]);
+    else header.__metadata__ = pick(random, ["x", 1, ["a"], true]);
+    return assemble(base, header);
   },
-  "non-object metadata": (random, base) => {
-    const header = headerOf(base);
-    header.__metadata__ = pick(random, ["x", 1, null, ["a", "b"], true]);
-    return { bytes: assemble(base, header) };
-  },
-  "non-object entry": (random, base) => {
-    const header = headerOf(base);
-    header[pick(random, ["extra", tensorName(random, base)])] = pick(random, [5, "tensor", [0, 4], null, false]);
-    return { bytes: assemble(base, header) };
-  },
-  "missing or extra field": (random, base) => {
-    const header = headerOf(base);
-    const e = entry(header, tensorName(random, base)) as unknown as Record<string, unknown>;
-    if (random() < 0.5) delete e[pick(random, ["dtype", "shape", "data_offsets"])];
-    else e[pick(random, ["offsets", "name", "DTYPE", ""])] = 1;
-    return { bytes: assemble(base, header) };
-  },
-  "duplicate key": (random, base) => {
-    const json = JSON.stringify(headerOf(base));
-    const kind = int(random, 0, 2);
+  "missing or duplicate field": (random, base) => {
+    const text = json(base);
     const name = tensorName(random, base);
-    let text: string;
-    if (kind === 0) {
-      const first = json.indexOf(JSON.stringify(name));
-      text = `{${json.slice(first, json.indexOf("}", first) + 1)},${json.slice(1)}`;
-    } else if (kind === 1) {
-      text = json.replace('"__metadata__":{', '"__metadata__":{"ss_network_dim":"1",');
-    } else {
-      text = json.replace(`${JSON.stringify(name)}:{`, `${JSON.stringify(name)}:{"dtype":"F32",`);
+    if (random() < 0.5) {
+      const header = headerOf(base);
+      delete entry(header, name)[pick(random, ["dtype", "shape", "data_offsets"])];
+      return assemble(base, header);
     }
-    return { bytes: assemble(base, text) };
+    const field = pick(random, ['"dtype":"U8"', '"shape":[1]', '"data_offsets":[0,0]']);
+    return assemble(base, text.replace(`${JSON.stringify(name)}:{`, `${JSON.stringify(name)}:{${field},`));
   },
   "removed structural character": (random, base) => {
-    const json = JSON.stringify(headerOf(base));
-    const at = pick(random, structuralPositions(json));
-    return { bytes: assemble(base, json.slice(0, at) + json.slice(at + 1)) };
+    const text = json(base);
+    const at = pick(random, structuralPositions(text));
+    return assemble(base, text.slice(0, at) + text.slice(at + 1));
   },
-  "garbage around the JSON": (random, base) => {
-    const json = JSON.stringify(headerOf(base));
+  "garbage around the JSON": (random, base) =>
+    assemble(
+      base,
+      pick(random, [
+        `\ufeff${json(base)}`,
+        `${json(base)}x`,
+        `${json(base)}}`,
+        `${json(base)}\u0000`,
+        `[${json(base)}]`,
+      ]),
+    ),
+  "bad strings": (random, base) => {
     const choice = int(random, 0, 3);
-    const text =
-      choice === 0
-        ? ` ${json}`
-        : choice === 1
-          ? `\ufeff${json}`
-          : choice === 2
-            ? `${json}${pick(random, ["x", "}", "0", "\u0000", "{}"])}`
-            : `${json}\u0000\u0000`;
-    return { bytes: assemble(base, text) };
-  },
-  "invalid UTF-8 or escapes in strings": (random, base) => {
-    const header = headerOf(base);
-    const choice = int(random, 0, 2);
     if (choice === 0) {
-      const json = Buffer.from(JSON.stringify(header));
-      const at = json.indexOf("Fuzz");
-      json[at] = pick(random, [0x80, 0xbf, 0xc0, 0xff]);
-      return { bytes: assemble(base, json) };
+      const bytes = Buffer.from(json(base));
+      bytes[bytes.indexOf("Fuzz")] = pick(random, [0x80, 0xbf, 0xc0, 0xff]);
+      return assemble(base, bytes);
     }
-    const text = JSON.stringify(header).replace("Fuzz", choice === 1 ? "\\ud800" : "\\x41");
-    return { bytes: assemble(base, text) };
+    const escape = pick(random, ["\\ud800", "\\udc00", "\\x41", "\\u12", "\\ud83d\\ude00", "\\u0000", "\\/", "\\q"]);
+    return assemble(base, json(base).replace("Fuzz", choice === 1 ? escape : `${escape}z`));
   },
-  "too large for the limit": (random, base) => {
-    const bytes = assemble(base, headerOf(base));
-    return { bytes, maxSizeBytes: int(random, 1, bytes.length - 1) };
+  "deep nesting in an ignored field": (random, base) => {
+    const depth = int(random, 122, 128);
+    const nested = `${"[".repeat(depth)}${"]".repeat(depth)}`;
+    return assemble(base, json(base).replace('"shape":', `"x":${nested},"shape":`));
   },
 };
 
-function run(mutant: Mutant, random: Random): VerificationResult {
-  const verifier = new LoraVerifier({ expectedExtension: "safetensors", maxSizeBytes: mutant.maxSizeBytes ?? 1 << 30 });
+function run(bytes: Uint8Array, random: Random): VerificationResult {
+  const verifier = new LoraVerifier({ expectedExtension: "safetensors", maxSizeBytes: 1 << 30 });
   let at = 0;
-  while (at < mutant.bytes.length) {
+  while (at < bytes.length) {
     const size = random() < 0.2 ? 1 : int(random, 1, 4096);
-    verifier.update(mutant.bytes.subarray(at, at + size));
+    verifier.update(bytes.subarray(at, at + size));
     at += size;
   }
   return verifier.finish();
 }
 
-describe("safetensors header fuzzing", () => {
-  it(`rejects ${Object.keys(mutations).length * CASES_PER_MUTATION} mutated files without throwing`, () => {
+describe("safetensors against a model of the reference", () => {
+  const total = Object.keys(mutations).length * CASES_PER_MUTATION;
+
+  it(`agrees with the reference on ${total} mutated files`, () => {
     const random = prng(SEED);
-    let checked = 0;
-    const failures: string[] = [];
+    const disagreements: string[] = [];
+    let accepted = 0;
+    let refused = 0;
     for (const [label, mutate] of Object.entries(mutations)) {
       for (let n = 0; n < CASES_PER_MUTATION; n++) {
-        const caseId = `${label} #${n}`;
-        let result: VerificationResult;
-        let mutant: Mutant | undefined;
-        try {
-          mutant = mutate(random, randomBase(random));
-          result = run(mutant, random);
-        } catch (error) {
-          failures.push(`${caseId}: threw ${String(error)}`);
-          continue;
-        }
-        checked++;
-        const expected = mutant.maxSizeBytes === undefined ? "INVALID_FILE_FORMAT" : "FILE_TOO_LARGE";
-        if (result.ok || result.reason !== expected || !result.message) {
-          failures.push(`${caseId}: ${result.ok ? "accepted" : `${result.reason}: ${result.message}`}`);
+        const bytes = mutate(random, randomBase(random));
+        const expected = referenceAccepts(bytes);
+        const result = run(bytes, random);
+        if (expected) accepted++;
+        else refused++;
+        if (result.ok !== expected || (!result.ok && (result.reason !== "INVALID_FILE_FORMAT" || !result.message))) {
+          disagreements.push(
+            `${label} #${n}: reference ${expected ? "accepts" : "refuses"}, verifier ${result.ok ? "accepts" : `${result.reason}: ${result.message}`}` +
+              ` — header ${JSON.stringify(Buffer.from(bytes.subarray(8, Math.min(bytes.length, 8 + 300))).toString("latin1"))}`,
+          );
         }
       }
     }
-    expect(failures.slice(0, 20)).toEqual([]);
-    expect(checked).toBeGreaterThanOrEqual(5000);
+    expect(disagreements.slice(0, 10)).toEqual([]);
+    expect(accepted + refused).toBeGreaterThanOrEqual(2000);
+    // Both verdicts must be well represented, or the test would prove little.
+    expect(accepted).toBeGreaterThan(400);
+    expect(refused).toBeGreaterThan(1000);
   });
 });

@@ -70,6 +70,7 @@ export {
   type ZipOptions,
 } from "./fixtures/torch-zip.js";
 export { chunked, prng } from "./fixtures/feed.js";
+export { safetensorsReferenceAccepts } from "./fixtures/safetensors-reference.js";
 export {
   startFaultProxy,
   putBlockIndex,

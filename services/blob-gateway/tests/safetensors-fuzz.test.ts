@@ -7,6 +7,7 @@ import {
   padHeader,
   prng as mulberry32,
   safetensorsHeader,
+  safetensorsReferenceAccepts,
   tensorBytes,
   type TensorEntry,
 } from "@emprops/testkit";
@@ -298,11 +299,18 @@ describe("safetensors header fuzzing", () => {
     expect(v.tensorCount).toBe(BASE_TENSORS.length);
   });
 
-  it(`rejects ${STRUCTURED_CASES} broken headers as INVALID_FILE_FORMAT`, async () => {
+  // The verdict the reference crate gives (modelled in the test kit): most mutations break the file, some
+  // (duplicate keys, "__metadata__": null, unknown fields) are files the reference reads.
+  const asTheReference = (bytes: Buffer, v: { status: ValidationStatus; reason: ErrorReason; message: string }) =>
+    safetensorsReferenceAccepts(bytes)
+      ? v.status === ValidationStatus.SAFE
+      : v.status === ValidationStatus.REJECTED && v.reason === ErrorReason.INVALID_FILE_FORMAT && v.message !== "";
+
+  it(`gives the reference's verdict on ${STRUCTURED_CASES} mutated headers`, async () => {
     const cases = structuredCases(STRUCTURED_CASES);
     const outcomes = await runAll(cases, (c, v) => ({
       name: c.name,
-      ok: v.status === ValidationStatus.REJECTED && v.reason === ErrorReason.INVALID_FILE_FORMAT && v.message !== "",
+      ok: asTheReference(c.bytes, v),
       sha: v.sha256 === createHash("sha256").update(c.bytes).digest("hex"),
       got: `${ValidationStatus[v.status]} ${ErrorReason[v.reason]}: ${v.message}`,
     }));
@@ -310,13 +318,11 @@ describe("safetensors header fuzzing", () => {
     expect(outcomes.filter((o) => !o.sha).map((o) => o.name)).toEqual([]);
   }, 240_000);
 
-  it(`survives ${BYTE_FLIP_CASES} random byte flips in the header: each is safe or INVALID_FILE_FORMAT`, async () => {
+  it(`gives the reference's verdict on ${BYTE_FLIP_CASES} random byte flips in the header`, async () => {
     const outcomes = await runAll(byteFlipCases(BYTE_FLIP_CASES), (c, v) => ({
       name: c.name,
       status: v.status,
-      ok:
-        v.status === ValidationStatus.SAFE ||
-        (v.status === ValidationStatus.REJECTED && v.reason === ErrorReason.INVALID_FILE_FORMAT),
+      ok: asTheReference(c.bytes, v),
     }));
     expect(outcomes.filter((o) => !o.ok).map((o) => o.name)).toEqual([]);
     // Most flips break the header.

@@ -1,0 +1,146 @@
+import { bytesText } from "./describe.js";
+import { FormatError } from "./format-error.js";
+import { PickleScanner } from "./pickle-scanner.js";
+import { isTarHeader, TAR_BLOCK_BYTES } from "./tar-header.js";
+
+// A safetensors file is handed to machines; it must not also be a file some other loader would open as something
+// else. The checks follow those loaders:
+// - torch.load reads any file whose first four bytes are a ZIP local header as a checkpoint (_is_zipfile) and
+//   unpickles its data.pkl; a legal header length (0x04034b50 = 67,324,752) gives exactly those bytes;
+// - otherwise torch.load tries the file as a tar archive (tarfile.open checks only the first block's checksum),
+//   then unpickles it from byte 0 (the legacy format's first pickle);
+// - zipfile and other ZIP readers look for an end-of-central-directory record in the last 64 KiB and follow it to
+//   a central directory, wherever in the file (say, inside tensor bytes) it lies.
+// Random tensor data cannot pass these by chance (each needs specific bytes at specific places), so a file that
+// does was built to.
+
+const EOCD_SIGNATURE = Buffer.from([0x50, 0x4b, 0x05, 0x06]);
+const CENTRAL_SIGNATURE = Buffer.from([0x50, 0x4b, 0x01, 0x02]);
+const EOCD_BYTES = 22;
+/** Where readers look for the end record: its 22 bytes plus a comment of up to 65,535. */
+const TAIL_BYTES = EOCD_BYTES + 0xffff;
+const MAX_CENTRAL_POSITIONS = 10_000;
+/** A pickle walk from byte 0 that has not failed after this many bytes is treated as a pickle. */
+const MAX_PICKLE_WALK_BYTES = 1024 * 1024;
+
+export class PolyglotGuard {
+  private size = 0;
+  private readonly first = new Uint8Array(TAR_BLOCK_BYTES);
+  private firstLength = 0;
+  private pickle: PickleScanner | undefined = new PickleScanner({ maxBytes: MAX_PICKLE_WALK_BYTES });
+  private tail = Buffer.alloc(0);
+  /** Offsets of central directory signatures seen anywhere in the file (few in real data). */
+  private readonly centralAt = new Set<number>();
+  private centralOverflow = false;
+  /** The last up to 3 bytes of the previous chunk, so signatures across chunk boundaries are found. */
+  private carry = Buffer.alloc(0);
+
+  update(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (this.firstLength < TAR_BLOCK_BYTES) {
+      const take = Math.min(TAR_BLOCK_BYTES - this.firstLength, bytes.length);
+      this.first.set(bytes.subarray(0, take), this.firstLength);
+      this.firstLength += take;
+      if (this.firstLength >= 4 && isZipStart(this.first)) {
+        throw polyglot("its first bytes are a ZIP local file header, so torch.load would open it as a checkpoint");
+      }
+    }
+    this.walkPickle(bytes);
+    this.findCentralSignatures(bytes);
+    this.keepTail(bytes);
+    this.size += bytes.length;
+  }
+
+  finish(): void {
+    if (this.firstLength === TAR_BLOCK_BYTES && isTarHeader(this.first)) {
+      throw polyglot("its first 512 bytes are a valid tar header, so torch.load would open it as a tar archive");
+    }
+    if (this.pickle) {
+      try {
+        this.pickle.finish();
+        this.pickleFound();
+      } catch (error) {
+        if (!(error instanceof FormatError)) throw error;
+        if (this.pickle.globals.length > 0) this.pickleFound();
+      }
+    }
+    this.checkEndRecord();
+  }
+
+  private walkPickle(bytes: Buffer): void {
+    const scanner = this.pickle;
+    if (!scanner) return;
+    try {
+      scanner.update(bytes);
+    } catch (error) {
+      if (!(error instanceof FormatError)) throw error;
+      // Imports happen as the unpickler meets them, before a later error.
+      if (scanner.globals.length > 0 || scanner.bytesConsumed >= MAX_PICKLE_WALK_BYTES) this.pickleFound();
+      this.pickle = undefined;
+      return;
+    }
+    if (scanner.done || scanner.globals.length > 0) this.pickleFound();
+  }
+
+  private pickleFound(): never {
+    throw polyglot("its bytes from the start read as a pickle, which torch.load's legacy path would unpickle");
+  }
+
+  private findCentralSignatures(bytes: Buffer): void {
+    if (this.centralOverflow) return;
+    const joined = this.carry.length > 0 ? Buffer.concat([this.carry, bytes]) : bytes;
+    const base = this.size - this.carry.length;
+    for (let at = joined.indexOf(CENTRAL_SIGNATURE); at !== -1; at = joined.indexOf(CENTRAL_SIGNATURE, at + 1)) {
+      this.centralAt.add(base + at);
+      if (this.centralAt.size > MAX_CENTRAL_POSITIONS) {
+        this.centralOverflow = true;
+        break;
+      }
+    }
+    this.carry = Buffer.from(joined.subarray(Math.max(0, joined.length - 3)));
+  }
+
+  private keepTail(bytes: Buffer): void {
+    if (bytes.length >= TAIL_BYTES) {
+      this.tail = Buffer.from(bytes.subarray(bytes.length - TAIL_BYTES));
+    } else {
+      const joined = Buffer.concat([this.tail, bytes]);
+      this.tail = joined.length > TAIL_BYTES ? Buffer.from(joined.subarray(joined.length - TAIL_BYTES)) : joined;
+    }
+  }
+
+  // Python's zipfile._EndRecData takes the last signature in the tail; a reader then needs a central directory
+  // header where the record says (miniz: at its offset; zipfile: at the record's position minus the directory size).
+  private checkEndRecord(): void {
+    const tailStart = this.size - this.tail.length;
+    let at = this.tail.lastIndexOf(EOCD_SIGNATURE);
+    while (at !== -1) {
+      if (at + EOCD_BYTES <= this.tail.length) {
+        const entries = this.tail.readUInt16LE(at + 10);
+        const directoryBytes = this.tail.readUInt32LE(at + 12);
+        const directoryOffset = this.tail.readUInt32LE(at + 16);
+        const position = tailStart + at;
+        const candidates = [directoryOffset, position - directoryBytes];
+        const found = this.centralOverflow || candidates.some((offset) => this.centralAt.has(offset));
+        if (entries > 0 && found) {
+          throw polyglot(
+            `${bytesText(this.size - position)} before its end hold a ZIP end record pointing at a central directory, so ZIP readers would open it as an archive`,
+          );
+        }
+      }
+      if (at === 0) break;
+      at = this.tail.lastIndexOf(EOCD_SIGNATURE, at - 1);
+    }
+  }
+}
+
+function isZipStart(bytes: Uint8Array): boolean {
+  return bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
+}
+
+function polyglot(detail: string): FormatError {
+  return new FormatError(
+    `The file is a safetensors file but not only one: ${detail}. Such a file is refused; save the tensors again with safetensors.`,
+  );
+}
