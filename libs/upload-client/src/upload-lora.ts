@@ -2,6 +2,7 @@ import type { Client } from "@connectrpc/connect";
 import { type Lora, type LoraService, planBlocks, type QuotaSummary, remainingBlocks } from "@emprops/contracts";
 import { fetchPut, putBlockListRequest, type PutTransport } from "./blob-put.js";
 import { type RetryPolicy, sendBlocks, type UploadProgress, type UploadSource, withRetries } from "./send-blocks.js";
+import { inTrace, newTraceId } from "./trace-context.js";
 import { createSession, type NewUpload, pickUpSession, refreshUploadUrl, type UploadTarget } from "./upload-session.js";
 
 export interface UploadSession {
@@ -9,6 +10,8 @@ export interface UploadSession {
   loraId: string;
   /** Picked up from an earlier attempt rather than created now. */
   resumed: boolean;
+  /** The W3C trace id every registry call of this upload carries (`traceparent`). */
+  traceId: string;
 }
 
 export interface ResumeInfo {
@@ -59,6 +62,8 @@ export interface UploadLoraResult {
   resumed: boolean;
   /** The session was completed by an earlier attempt: nothing was sent. */
   alreadyCompleted: boolean;
+  /** The trace of this upload's registry calls. */
+  traceId: string;
 }
 
 /**
@@ -70,7 +75,10 @@ export interface UploadLoraResult {
  * read them.
  */
 export async function uploadLora(opts: UploadLoraOptions): Promise<UploadLoraResult> {
-  const { client, source } = opts;
+  const { source } = opts;
+  // One trace for the whole upload: every registry call carries its traceparent.
+  const traceId = newTraceId();
+  const client = inTrace(opts.client, traceId);
   const size = source.size;
   const signal = opts.signal ?? new AbortController().signal;
   const policy: RetryPolicy = { retries: opts.retries ?? 4, retryDelayMs: opts.retryDelayMs ?? 500 };
@@ -80,16 +88,16 @@ export async function uploadLora(opts: UploadLoraOptions): Promise<UploadLoraRes
   if (opts.resumeUploadId) {
     const earlier = await pickUpSession(client, opts.resumeUploadId, size);
     if (earlier?.kind === "completed") {
-      opts.onSession?.({ uploadId: opts.resumeUploadId, loraId: earlier.loraId, resumed: true });
+      opts.onSession?.({ uploadId: opts.resumeUploadId, loraId: earlier.loraId, resumed: true, traceId });
       const { lora } = await client.getLora({ loraId: earlier.loraId });
       if (!lora) throw new Error("GetLora answered without a LoRA");
-      return { lora, uploadId: opts.resumeUploadId, resumed: true, alreadyCompleted: true };
+      return { lora, uploadId: opts.resumeUploadId, resumed: true, alreadyCompleted: true, traceId };
     }
     target = earlier?.target;
   }
   target ??= await createSession(client, size, opts.create);
   const session = target;
-  opts.onSession?.({ uploadId: session.uploadId, loraId: session.loraId, resumed: session.resumed });
+  opts.onSession?.({ uploadId: session.uploadId, loraId: session.loraId, resumed: session.resumed, traceId });
   signal.throwIfAborted();
 
   const plan = planBlocks(size, session.blockSize);
@@ -136,5 +144,6 @@ export async function uploadLora(opts: UploadLoraOptions): Promise<UploadLoraRes
     uploadId: session.uploadId,
     resumed: session.resumed,
     alreadyCompleted: false,
+    traceId,
   };
 }

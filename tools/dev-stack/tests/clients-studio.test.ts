@@ -134,13 +134,14 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
         method: "OPTIONS",
         headers: { origin, "access-control-request-method": method, "access-control-request-headers": headers },
       });
-    const connectHeaders = "authorization,content-type,connect-protocol-version";
+    const connectHeaders = "authorization,content-type,connect-protocol-version,traceparent";
     const rpc = `${t.stack.registry.url}/emprops.lora.v1.LoraService/ListLoras`;
     const ok = await preflight(rpc, studio.origin, "POST", connectHeaders);
     expect(ok.status).toBe(204);
     expect(ok.headers.get("access-control-allow-origin")).toBe(studio.origin);
     expect(ok.headers.get("access-control-allow-headers")).toMatch(/Authorization/);
     expect(ok.headers.get("access-control-allow-headers")).toMatch(/Connect-Protocol-Version/);
+    expect(ok.headers.get("access-control-allow-headers")).toMatch(/Traceparent/);
     const evil = await preflight(rpc, "http://evil.example", "POST", connectHeaders);
     expect(evil.status).toBe(403);
     expect(evil.headers.get("access-control-allow-origin")).toBeNull();

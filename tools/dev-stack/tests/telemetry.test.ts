@@ -1,6 +1,9 @@
 import { BlobServiceClient } from "@azure/storage-blob";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { ErrorReason, LoraService, LoraSource, MachineCacheService } from "@emprops/contracts";
 import {
+  bearerInterceptor,
   createServiceClient,
   type InMemoryTelemetry,
   type MetricPoint,
@@ -9,6 +12,7 @@ import {
   tracer,
 } from "@emprops/platform";
 import { eventually, type TestContainers, randomLoraSafetensors } from "@emprops/testkit";
+import { uploadLora } from "@emprops/upload-client";
 import { SpanKind } from "@opentelemetry/api";
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import { type RunningStack } from "../src/index.js";
@@ -298,4 +302,31 @@ test("repeated download failures of one LoRA raise the failure metrics an alert 
     .filter((s) => s.name === "machine-cache.download" && s.attributes["lora.identifier"] === id);
   expect(failed.map((s) => s.attributes["lora.outcome"])).toEqual(["checksum", "checksum", "checksum"]);
   expect(failed.every((s) => s.attributes["lora.attempts"] === 2)).toBe(true);
+});
+
+test("the upload client (the CLI's and the page's) makes one upload one trace, with no tracer of its own", async () => {
+  const bytes = randomLoraSafetensors(4096);
+  // A plain Connect client, as the CLI and the Studio page have: no OpenTelemetry on the caller's side.
+  const client = createClient(
+    LoraService,
+    createConnectTransport({
+      baseUrl: stack.registry.url,
+      httpVersion: "1.1",
+      interceptors: [bearerInterceptor(await mintToken(SECRET, { subject: USER }))],
+    }),
+  );
+  const done = await uploadLora({
+    client,
+    source: { size: bytes.length, slice: (start, end) => new Uint8Array(bytes.subarray(start, end)) },
+    create: { name: "traced.safetensors" },
+  });
+  expect(done.traceId).toMatch(/^[0-9a-f]{32}$/);
+  await eventually(() => {
+    const spans = traceOf(done.traceId);
+    for (const rpc of ["CreateLoraUpload", "CompleteLoraUpload"]) {
+      expect(named(spans, `emprops.lora.v1.LoraService/${rpc}`, SpanKind.SERVER)).toHaveLength(1);
+    }
+    expect(named(spans, "emprops.blob.v1.BlobGatewayService/VerifyBlob", SpanKind.SERVER)).toHaveLength(1);
+    expect(named(spans, "blob.verify")).toHaveLength(1);
+  });
 });

@@ -163,7 +163,8 @@ type NodeHandler = (
 function withCors(next: NodeHandler, opts: CorsOptions): NodeHandler {
   const any = opts.allowedOrigins.includes("*");
   const origins = new Set(opts.allowedOrigins);
-  const allowHeaders = [...connectCors.allowedHeaders, "Authorization"].join(", ");
+  // The bearer token and W3C trace context (the Studio page sends traceparent) beside Connect's own.
+  const allowHeaders = [...connectCors.allowedHeaders, "Authorization", "Traceparent", "Tracestate"].join(", ");
   const allowMethods = connectCors.allowedMethods.join(", ");
   const exposeHeaders = connectCors.exposedHeaders.join(", ");
   const maxAge = String(opts.maxAgeSeconds ?? 7200);
