@@ -2,6 +2,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Readable, Writable } from "node:stream";
 import { blobEndpointOf } from "./infra/azurite.js";
+import { createTestContainers, type TestContainers } from "./isolation.js";
 
 /**
  * What a rule does to a request. The body it acts on is the one being sent:
@@ -54,6 +55,8 @@ export interface FaultProxy {
    * is removed once it has applied `times` times. Push to add, empty to clear.
    */
   rules: FaultRule[];
+  /** Forgets the requests seen and drops every rule. */
+  reset(): void;
   /** The same URL through the proxy. */
   via(url: string): string;
   /** The same storage connection string with its BlobEndpoint through the proxy (the account path kept). */
@@ -173,6 +176,10 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     origin,
     requests,
     rules,
+    reset: () => {
+      requests.length = 0;
+      rules.length = 0;
+    },
     via: (url) => {
       const u = new URL(url);
       return `${origin}${u.pathname}${u.search}`;
@@ -185,6 +192,25 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       for (const end of held) end();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Fresh test containers (createTestContainers) with a fault proxy in front of their storage. */
+export async function createProxiedTestContainers(
+  label: string,
+): Promise<{ containers: TestContainers; proxy: FaultProxy; stop(): Promise<void> }> {
+  const containers = await createTestContainers(label);
+  const proxy = await startFaultProxy(blobEndpointOf(containers.connectionString)).catch(async (err: unknown) => {
+    await containers.cleanup();
+    throw err;
+  });
+  return {
+    containers,
+    proxy,
+    stop: async () => {
+      await proxy.close();
+      await containers.cleanup();
     },
   };
 }

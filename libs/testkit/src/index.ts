@@ -73,6 +73,7 @@ export { chunked, prng } from "./fixtures/feed.js";
 export { safetensorsReferenceAccepts } from "./fixtures/safetensors-reference.js";
 export {
   startFaultProxy,
+  createProxiedTestContainers,
   putBlockIndex,
   type Fault,
   type FaultRule,

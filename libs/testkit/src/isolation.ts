@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { BlobServiceClient } from "@azure/storage-blob";
+import { BlobSASPermissions, BlobServiceClient, type BlockBlobClient } from "@azure/storage-blob";
 import { eventNames, type EventNames } from "@emprops/contracts";
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
@@ -89,6 +89,8 @@ export interface TestContainers {
   /** Stands in for the shared container (`emprops-share` in production). */
   sharedContainer: string;
   connectionString: string;
+  /** A blob of the user container, and signed URLs of it (Azurite's host; SAS permissions such as "r" or "cw"). */
+  userBlob(name: string): { client: BlockBlobClient; signedUrl(permissions: string, ttlMs?: number): Promise<string> };
   /** Deletes both containers and everything in them. */
   cleanup(): Promise<void>;
 }
@@ -105,6 +107,17 @@ export async function createTestContainers(label: string): Promise<TestContainer
     userContainer,
     sharedContainer,
     connectionString,
+    userBlob: (name) => {
+      const client = service.getContainerClient(userContainer).getBlockBlobClient(name);
+      return {
+        client,
+        signedUrl: (permissions, ttlMs = 600_000) =>
+          client.generateSasUrl({
+            permissions: BlobSASPermissions.parse(permissions),
+            expiresOn: new Date(Date.now() + ttlMs),
+          }),
+      };
+    },
     cleanup: async () => {
       await Promise.all(
         [userContainer, sharedContainer].map((name) => service.getContainerClient(name).deleteIfExists()),

@@ -1,33 +1,21 @@
 import { randomBytes } from "node:crypto";
-import { BlobSASPermissions, BlobServiceClient, type BlockBlobClient } from "@azure/storage-blob";
+import { BlobServiceClient, type BlockBlobClient } from "@azure/storage-blob";
 import { blockId } from "@emprops/contracts";
-import {
-  blobEndpointOf,
-  createTestContainers,
-  type FaultProxy,
-  putBlockIndex,
-  startFaultProxy,
-  type TestContainers,
-} from "@emprops/testkit";
+import { createProxiedTestContainers, type FaultProxy, putBlockIndex, type TestContainers } from "@emprops/testkit";
 
 const KIB = 1024;
 
 describe("the fault proxy in front of Azurite", () => {
   let containers: TestContainers;
   let proxy: FaultProxy;
+  let stop: (() => Promise<void>) | undefined;
   let n = 0;
 
   /** A fresh blob (with `content`, if given) and a read-write signed URL of it through the proxy. */
   const blob = async (content?: Buffer): Promise<{ client: BlockBlobClient; url: string }> => {
-    const client = BlobServiceClient.fromConnectionString(containers.connectionString)
-      .getContainerClient(containers.userContainer)
-      .getBlockBlobClient(`blob-${++n}.bin`);
+    const { client, signedUrl } = containers.userBlob(`blob-${++n}.bin`);
     if (content) await client.uploadData(content);
-    const sas = await client.generateSasUrl({
-      permissions: BlobSASPermissions.parse("rcw"),
-      expiresOn: new Date(Date.now() + 600_000),
-    });
-    return { client, url: proxy.via(sas) };
+    return { client, url: proxy.via(await signedUrl("rcw")) };
   };
   const putBlock = (url: string, index: number, body: Buffer) =>
     fetch(`${url}&comp=block&blockid=${encodeURIComponent(blockId(index))}`, { method: "PUT", body });
@@ -41,20 +29,10 @@ describe("the fault proxy in front of Azurite", () => {
       },
     );
 
-  beforeAll(async () => {
-    containers = await createTestContainers("fault-proxy");
-    proxy = await startFaultProxy(blobEndpointOf(containers.connectionString));
-  });
+  beforeAll(async () => ({ containers, proxy, stop } = await createProxiedTestContainers("fault-proxy")));
+  afterAll(() => stop?.());
 
-  afterAll(async () => {
-    await proxy?.close();
-    await containers?.cleanup();
-  });
-
-  beforeEach(() => {
-    proxy.requests.length = 0;
-    proxy.rules.length = 0;
-  });
+  beforeEach(() => proxy.reset());
 
   test("without rules it forwards every request and records method, path, range and status", async () => {
     const content = randomBytes(10 * KIB);

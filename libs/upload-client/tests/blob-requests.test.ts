@@ -1,14 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { BlobSASPermissions, BlobServiceClient, type BlockBlobClient } from "@azure/storage-blob";
+import type { BlockBlobClient } from "@azure/storage-blob";
 import { planBlocks } from "@emprops/contracts";
-import {
-  blobEndpointOf,
-  createTestContainers,
-  type FaultProxy,
-  putBlockIndex,
-  startFaultProxy,
-  type TestContainers,
-} from "@emprops/testkit";
+import { createProxiedTestContainers, type FaultProxy, putBlockIndex, type TestContainers } from "@emprops/testkit";
 import {
   BlobRequestError,
   fetchPut,
@@ -26,21 +19,13 @@ const quickRetries = { retries: 3, retryDelayMs: 1 };
 describe("Put Block and Put Block List against Azurite, through the fault proxy", () => {
   let containers: TestContainers;
   let proxy: FaultProxy;
+  let stop: (() => Promise<void>) | undefined;
   let n = 0;
 
   /** A fresh blob and a write signed URL for it through the proxy. */
   const blob = async (): Promise<{ client: BlockBlobClient; url: () => Promise<string> }> => {
-    const client = BlobServiceClient.fromConnectionString(containers.connectionString)
-      .getContainerClient(containers.userContainer)
-      .getBlockBlobClient(`upload-${++n}.safetensors`);
-    const url = async () =>
-      proxy.via(
-        await client.generateSasUrl({
-          permissions: BlobSASPermissions.parse("cw"),
-          expiresOn: new Date(Date.now() + 600_000),
-        }),
-      );
-    return { client, url };
+    const { client, signedUrl } = containers.userBlob(`upload-${++n}.safetensors`);
+    return { client, url: async () => proxy.via(await signedUrl("cw")) };
   };
   const target = (uploadUrl: string): UploadTarget => ({
     uploadId: "u",
@@ -54,20 +39,10 @@ describe("Put Block and Put Block List against Azurite, through the fault proxy"
   const signal = () => new AbortController().signal;
   const putsOfBlock = (index: number) => proxy.requests.filter((r) => putBlockIndex(r.path) === index);
 
-  beforeAll(async () => {
-    containers = await createTestContainers("upload-client");
-    proxy = await startFaultProxy(blobEndpointOf(containers.connectionString));
-  });
+  beforeAll(async () => ({ containers, proxy, stop } = await createProxiedTestContainers("upload-client")));
+  afterAll(() => stop?.());
 
-  afterAll(async () => {
-    await proxy?.close();
-    await containers?.cleanup();
-  });
-
-  beforeEach(() => {
-    proxy.requests.length = 0;
-    proxy.rules.length = 0;
-  });
+  beforeEach(() => proxy.reset());
 
   test("fetchPut stages blocks and commits them in plan order", async () => {
     const { client, url } = await blob();

@@ -52,10 +52,7 @@ afterAll(async () => {
   if (dir) await fs.rm(dir, { recursive: true, force: true });
 });
 
-beforeEach(() => {
-  proxy.requests.length = 0;
-  proxy.rules.length = 0;
-});
+beforeEach(() => proxy.reset());
 
 let n = 0;
 const target = () => path.join(dir, `lora-${++n}.safetensors`);

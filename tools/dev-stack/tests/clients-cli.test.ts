@@ -175,8 +175,7 @@ describe("the lora CLI against the real stack", () => {
     expect(storedBlocks().sort()).toEqual([0, 1]);
     expect(new Set(cutBlocks())).toEqual(new Set([2, 3]));
 
-    proxy.rules.length = 0;
-    proxy.requests.length = 0;
+    proxy.reset();
     const second = await lora(["upload", file]);
     expect(second.stderr).toContain("already uploaded");
     expect(second.stderr).toMatch(/Resuming upload [0-9a-f-]{36}: 2 of 4 blocks \(2\.0 MiB\) already uploaded/);

@@ -76,10 +76,7 @@ describe("the block-upload client against the real stack", () => {
     await proxy?.close();
   });
 
-  beforeEach(() => {
-    proxy.requests.length = 0;
-    proxy.rules.length = 0;
-  });
+  beforeEach(() => proxy.reset());
 
   test("uploads a file block by block and returns the verified LoRA, with progress from 0 to the whole file", async () => {
     const f = file(3);
@@ -124,8 +121,7 @@ describe("the block-upload client against the real stack", () => {
     expect(pending.upload?.state).toBe(UploadState.PENDING);
     expect(pending.stagedBlocks).toHaveLength(2);
 
-    proxy.rules.length = 0;
-    proxy.requests.length = 0;
+    proxy.reset();
     const resumes: ResumeInfo[] = [];
     const progress: UploadProgress[] = [];
     const result = await upload(f, {

@@ -1,54 +1,35 @@
 import { type FileHandle, open, stat } from "node:fs/promises";
 import path from "node:path";
-import type { Client } from "@connectrpc/connect";
-import type { Lora, LoraService, QuotaSummary, UserLoraMetadata } from "@emprops/contracts";
+import type { UserLoraMetadata } from "@emprops/contracts";
 import {
   BlobRequestError,
-  type UploadProgress,
+  type UploadLoraOptions as ClientOptions,
+  type UploadLoraResult,
   type UploadSource,
   UploadSessionEndedError,
   uploadLora as upload,
 } from "@emprops/upload-client";
 import { CliError, EXIT } from "./errors.js";
 
-export type { UploadProgress } from "@emprops/upload-client";
+export type { UploadLoraResult, UploadProgress } from "@emprops/upload-client";
 
 export interface UploadSessionInfo {
   uploadId: string;
   loraId: string;
 }
 
-export interface UploadLoraOptions {
-  client: Client<typeof LoraService>;
+export interface UploadLoraOptions extends Pick<
+  ClientOptions,
+  "client" | "resumeUploadId" | "onResume" | "onProgress" | "blocksInFlight" | "retries" | "retryDelayMs"
+> {
   file: string;
   /** Defaults to the file's base name. */
   name?: string;
   tags?: string[];
   metadata?: Partial<Pick<UserLoraMetadata, "baseModel" | "triggerWords" | "description">>;
   uploadSource?: string;
-  /** A session started earlier for this file: it is resumed when still pending. */
-  resumeUploadId?: string;
   /** Called once a new session exists, so the caller can remember it for a re-run. */
   onSession?: (session: UploadSessionInfo) => void;
-  /** Called when an earlier session is picked up again. */
-  onResume?: (info: { uploadId: string; stagedBlocks: number; stagedBytes: number; blocksTotal: number }) => void;
-  onProgress?: (progress: UploadProgress) => void;
-  /** Put Block calls in flight (default 4). */
-  blocksInFlight?: number;
-  /** Retries per block after the first attempt (default 4). */
-  retries?: number;
-  /** First retry delay in ms, doubling after each (default 500). */
-  retryDelayMs?: number;
-}
-
-export interface UploadLoraResult {
-  lora: Lora;
-  quota?: QuotaSummary;
-  uploadId: string;
-  /** The session had blocks (or the commit) from an earlier run. */
-  resumed: boolean;
-  /** The session was completed by an earlier run: nothing was sent. */
-  alreadyCompleted: boolean;
 }
 
 /**
