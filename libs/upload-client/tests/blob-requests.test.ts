@@ -9,7 +9,7 @@ import {
   putBlockRequest,
   type UploadProgress,
 } from "@emprops/upload-client";
-import { sendBlocks, withRetries } from "../src/send-blocks.js";
+import { sendBlocks, type SendBlocksOptions, withRetries } from "../src/send-blocks.js";
 import type { UploadTarget } from "../src/upload-session.js";
 
 const KIB = 1024;
@@ -176,48 +176,13 @@ describe("Put Block and Put Block List against Azurite, through the fault proxy"
   });
 
   describe("sendBlocks", () => {
-    test("sends only the missing blocks of a Blob, a few at a time, with progress", async () => {
+    /** Every block of `content` (or those of `todo`) to a fresh blob, two in flight, without retries. */
+    const send = async (content: Buffer, blockSize: number, opts: Partial<SendBlocksOptions> = {}) => {
       const { client, url } = await blob();
-      const content = randomBytes(10 * KIB);
-      const plan = planBlocks(content.length, 2 * KIB);
-      const t = target(await url());
-      const progress: UploadProgress[] = [];
-      await sendBlocks({
-        target: t,
-        source: new Blob([content]),
-        plan,
-        todo: plan.filter((b) => b.index !== 1),
-        blocksInFlight: 2,
-        put: fetchPut,
-        policy: noRetries,
-        refreshUrl: () => Promise.reject(new Error("no refresh expected")),
-        signal: signal(),
-        onProgress: (p) => progress.push(p),
-      });
-      expect(proxy.requests.map((r) => putBlockIndex(r.path)).sort()).toEqual([0, 2, 3, 4]);
-      expect(progress[0]).toEqual({ uploadedBytes: 2 * KIB, totalBytes: 10 * KIB, blocksDone: 1, blocksTotal: 5 });
-      expect(progress.at(-1)).toEqual({ uploadedBytes: 10 * KIB, totalBytes: 10 * KIB, blocksDone: 5, blocksTotal: 5 });
-      expect(progress.map((p) => p.blocksDone)).toEqual([1, 2, 3, 4, 5]);
-      const staged = (await client.getBlockList("uncommitted")).uncommittedBlocks!.map((b) => b.name).sort();
-      expect(staged).toEqual(
-        plan
-          .filter((b) => b.index !== 1)
-          .map((b) => b.id)
-          .sort(),
-      );
-    });
-
-    test("a block that gives up stops new blocks from starting; the blocks in flight finish", async () => {
-      const { url } = await blob();
-      const plan = planBlocks(8 * KIB, KIB);
-      proxy.rules.push(
-        // Block 0 fails for good; block 1 is slow, and still stored.
-        { method: "PUT", path: (p) => putBlockIndex(p) === 0, fault: { kind: "status", status: 400 } },
-        { method: "PUT", path: (p) => putBlockIndex(p) === 1, delayMs: 300 },
-      );
-      const failure = sendBlocks({
+      const plan = planBlocks(content.length, blockSize);
+      const sending = sendBlocks({
         target: target(await url()),
-        source: new Blob([randomBytes(8 * KIB)]),
+        source: new Blob([content]),
         plan,
         todo: plan,
         blocksInFlight: 2,
@@ -225,8 +190,35 @@ describe("Put Block and Put Block List against Azurite, through the fault proxy"
         policy: noRetries,
         refreshUrl: () => Promise.reject(new Error("no refresh expected")),
         signal: signal(),
+        ...opts,
       });
-      await expect(failure).rejects.toMatchObject({ status: 400 });
+      return { client, plan, sending };
+    };
+
+    test("sends only the missing blocks of a Blob, a few at a time, with progress", async () => {
+      const progress: UploadProgress[] = [];
+      const missing = planBlocks(10 * KIB, 2 * KIB).filter((b) => b.index !== 1);
+      const { client, sending } = await send(randomBytes(10 * KIB), 2 * KIB, {
+        todo: missing,
+        onProgress: (p) => progress.push(p),
+      });
+      await sending;
+      expect(proxy.requests.map((r) => putBlockIndex(r.path)).sort()).toEqual([0, 2, 3, 4]);
+      expect(progress[0]).toEqual({ uploadedBytes: 2 * KIB, totalBytes: 10 * KIB, blocksDone: 1, blocksTotal: 5 });
+      expect(progress.at(-1)).toEqual({ uploadedBytes: 10 * KIB, totalBytes: 10 * KIB, blocksDone: 5, blocksTotal: 5 });
+      expect(progress.map((p) => p.blocksDone)).toEqual([1, 2, 3, 4, 5]);
+      const staged = (await client.getBlockList("uncommitted")).uncommittedBlocks!.map((b) => b.name).sort();
+      expect(staged).toEqual(missing.map((b) => b.id).sort());
+    });
+
+    test("a block that gives up stops new blocks from starting; the blocks in flight finish", async () => {
+      proxy.rules.push(
+        // Block 0 fails for good; block 1 is slow, and still stored.
+        { method: "PUT", path: (p) => putBlockIndex(p) === 0, fault: { kind: "status", status: 400 } },
+        { method: "PUT", path: (p) => putBlockIndex(p) === 1, delayMs: 300 },
+      );
+      const { sending } = await send(randomBytes(8 * KIB), KIB);
+      await expect(sending).rejects.toMatchObject({ status: 400 });
       expect(proxy.requests.map((r) => [putBlockIndex(r.path), r.status])).toEqual([
         [0, 400],
         [1, 201],
@@ -234,21 +226,9 @@ describe("Put Block and Put Block List against Azurite, through the fault proxy"
     });
 
     test("an abort stops sending at once", async () => {
-      const { url } = await blob();
-      const plan = planBlocks(4 * KIB, KIB);
       proxy.rules.push({ method: "PUT", times: Infinity, delayMs: 2_000 });
       const controller = new AbortController();
-      const sending = sendBlocks({
-        target: target(await url()),
-        source: new Blob([randomBytes(4 * KIB)]),
-        plan,
-        todo: plan,
-        blocksInFlight: 2,
-        put: fetchPut,
-        policy: quickRetries,
-        refreshUrl: () => Promise.reject(new Error("no refresh expected")),
-        signal: controller.signal,
-      });
+      const { sending } = await send(randomBytes(4 * KIB), KIB, { policy: quickRetries, signal: controller.signal });
       await new Promise((r) => setTimeout(r, 50));
       controller.abort();
       await expect(sending).rejects.toMatchObject({ name: "AbortError" });
