@@ -1,25 +1,25 @@
 import { formatBytes, formatPercent } from "../src/format.js";
 
-describe("formatBytes", () => {
-  it("writes bytes below 1 KiB as they are, larger sizes in binary units with one decimal", () => {
-    expect(formatBytes(0)).toBe("0 B");
-    expect(formatBytes(1023)).toBe("1023 B");
-    expect(formatBytes(1024)).toBe("1.0 KiB");
-    expect(formatBytes(1536)).toBe("1.5 KiB");
-    expect(formatBytes(3.5 * 1024 ** 2)).toBe("3.5 MiB");
-    expect(formatBytes(10n * 1024n ** 3n)).toBe("10.0 GiB");
-    expect(formatBytes(2 * 1024 ** 4)).toBe("2.0 TiB");
-    expect(formatBytes(5000 * 1024 ** 4)).toBe("5000.0 TiB");
-  });
+describe("formatBytes: bytes below 1 KiB as they are, larger sizes in binary units with one decimal", () => {
+  it.each<[number | bigint, string]>([
+    [0, "0 B"],
+    [1023, "1023 B"],
+    [1024, "1.0 KiB"],
+    [1536, "1.5 KiB"],
+    [3.5 * 1024 ** 2, "3.5 MiB"],
+    [10n * 1024n ** 3n, "10.0 GiB"],
+    [2 * 1024 ** 4, "2.0 TiB"],
+    [5000 * 1024 ** 4, "5000.0 TiB"],
+  ])("%p → %s", (bytes, text) => expect(formatBytes(bytes)).toBe(text));
 });
 
-describe("formatPercent", () => {
-  it("keeps one decimal below 10% and rounds from there", () => {
-    expect(formatPercent(0)).toBe("0.0%");
-    expect(formatPercent(4.25)).toBe("4.3%");
-    expect(formatPercent(9.94)).toBe("9.9%");
-    expect(formatPercent(10.4)).toBe("10%");
-    expect(formatPercent(81.6)).toBe("82%");
-    expect(formatPercent(100)).toBe("100%");
-  });
+describe("formatPercent: one decimal below 10%, whole percents from there", () => {
+  it.each<[number, string]>([
+    [0, "0.0%"],
+    [4.25, "4.3%"],
+    [9.94, "9.9%"],
+    [10.4, "10%"],
+    [81.6, "82%"],
+    [100, "100%"],
+  ])("%p → %s", (value, text) => expect(formatPercent(value)).toBe(text));
 });
