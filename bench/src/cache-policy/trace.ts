@@ -5,6 +5,7 @@
  * users' sessions at a time (per-user locality): each session is one user
  * running a geometric number of jobs, each naming 1–3 of that user's LoRAs.
  */
+import { prng } from "@emprops/testkit";
 
 export interface TraceSpec {
   name: string;
@@ -31,18 +32,6 @@ export interface Trace {
   jobs: number[][];
 }
 
-/** mulberry32: small, fast, deterministic. */
-export function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Draws ranks 0..n-1 with P(k) ∝ 1 / (k+1)^skew. */
 export function zipf(n: number, skew: number, rnd: () => number): () => number {
   const cumulative = new Float64Array(n);
@@ -62,7 +51,7 @@ export function zipf(n: number, skew: number, rnd: () => number): () => number {
 }
 
 export function generateTrace(spec: TraceSpec): Trace {
-  const rnd = random(spec.seed);
+  const rnd = prng(spec.seed);
   const geometric = (mean: number) => Math.floor(-Math.log(1 - rnd()) * mean);
   const loras: Trace["loras"] = [];
   const owned: number[][] = [];
