@@ -30,3 +30,12 @@ export {
 export { layoutStateDict, type StateDictLayout, type StateDictTensor } from "./torch-state-dict.js";
 export { TorchCheckpointReader, type TorchCheckpoint } from "./torch-checkpoint.js";
 export { isTarHeader } from "./tar-header.js";
+export {
+  TorchToSafetensors,
+  bufferSource,
+  fileSource,
+  type ConvertedTensor,
+  type ConversionOptions,
+  type RandomAccessSource,
+} from "./torch-to-safetensors.js";
+export { MAX_VIEW_EXTENT_BYTES, MAX_METADATA_JSON_BYTES } from "./torch-state-dict.js";

@@ -21,6 +21,11 @@ import {
 
 /** Total size of the JSON kept in `__metadata__`; a LoRA's non-tensor values are bytes, not megabytes. */
 export const MAX_METADATA_JSON_BYTES = 8 * 1024 * 1024;
+/**
+ * A non-contiguous view (a transpose, a strided slice) is materialised from the part of its storage it spans, held
+ * in memory; larger ones are refused rather than read element by element. Contiguous tensors of any size stream.
+ */
+export const MAX_VIEW_EXTENT_BYTES = 64 * 1024 * 1024;
 /** Nesting of dicts, lists and tuples; a checkpoint nests a few levels. */
 const MAX_DEPTH = 256;
 
@@ -168,4 +173,26 @@ class Layout {
     this.jsonBytes += last.length;
     if (this.jsonBytes > MAX_METADATA_JSON_BYTES) this.refuse("its non-tensor values exceed 8 MiB as JSON");
   }
+}
+
+/** torch's is_contiguous(): strides are C order's, ignoring dimensions of size 1; empty tensors are contiguous. */
+export function isContiguous(tensor: PyTensor): boolean {
+  if (tensor.shape.includes(0n)) return true;
+  let expected = 1n;
+  for (let d = tensor.shape.length - 1; d >= 0; d--) {
+    const size = tensor.shape[d] as bigint;
+    if (size !== 1n && tensor.stride[d] !== expected) return false;
+    expected *= size;
+  }
+  return true;
+}
+
+/** The elements of its storage a non-empty view reaches: [first, first + count), and their size in bytes. */
+export function viewExtent(tensor: PyTensor): { first: bigint; count: bigint; bytes: bigint } {
+  if (tensor.shape.includes(0n)) return { first: tensor.storageOffset, count: 0n, bytes: 0n };
+  let last = tensor.storageOffset;
+  for (let d = 0; d < tensor.shape.length; d++)
+    last += ((tensor.shape[d] as bigint) - 1n) * (tensor.stride[d] as bigint);
+  const count = last - tensor.storageOffset + 1n;
+  return { first: tensor.storageOffset, count, bytes: count * BigInt(tensor.storage.elementBytes) };
 }
