@@ -19,7 +19,7 @@ export interface MetricPoint {
 export interface InMemoryTelemetry {
   /** Finished spans so far. */
   spans(): ReadableSpan[];
-  /** Collects every instrument now (cumulative) and returns its points. */
+  /** Collects every instrument now (cumulative) and returns its points; rejects when a callback failed. */
   collect(): Promise<MetricPoint[]>;
   stop(): Promise<void>;
 }
@@ -33,6 +33,7 @@ export function startInMemoryTelemetry(): InMemoryTelemetry {
   const spanExporter = new InMemorySpanExporter();
   const tracerProvider = new traceNode.NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(spanExporter)] });
   tracerProvider.register();
+  // collect() reads the reader directly; the exporter sets its temporality.
   const metricExporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
   const reader = new PeriodicExportingMetricReader({ exporter: metricExporter, exportIntervalMillis: 24 * 3600_000 });
   const meterProvider = new MeterProvider({ readers: [reader] });
@@ -40,11 +41,11 @@ export function startInMemoryTelemetry(): InMemoryTelemetry {
   return {
     spans: () => spanExporter.getFinishedSpans(),
     async collect() {
-      metricExporter.reset();
-      await reader.forceFlush();
-      return metricExporter
-        .getMetrics()
-        .flatMap((rm) => rm.scopeMetrics.flatMap((sm) => sm.metrics))
+      // The reader's own collection: a failing observable callback is an error here, not a log line.
+      const { resourceMetrics, errors } = await reader.collect();
+      if (errors.length > 0) throw new AggregateError(errors, "metric collection failed");
+      return resourceMetrics.scopeMetrics
+        .flatMap((sm) => sm.metrics)
         .flatMap((m) =>
           (m.dataPoints as DataPoint<unknown>[]).map((p) => ({
             name: m.descriptor.name,

@@ -272,6 +272,37 @@ test("lora_eviction_policy is read at each decision: switching it back to lru ta
   expect(await present(other, w)).toBe(true);
 });
 
+test("room made for a download is recorded under the policy that chose it; warming's budget counts either", async () => {
+  const w = await world({ maxBytes: 1000, policy: "gdsf" });
+  for (const n of [1, 2, 3, 4, 5, 6]) {
+    await seedLora(w.db, w.loraDir, {
+      relativePath: `users/${U}/${n}-old.safetensors`,
+      sizeBytes: 150,
+      lastUsed: new Date(w.clock.now().getTime() - (10 - n) * DAY),
+    });
+  }
+  const target = (n: number) => path.join(w.loraDir, `users/${U}/${10 + n}-new.safetensors`);
+  const evictions = () =>
+    w.db.prepare("SELECT reason, bytes FROM lora_cache_events WHERE kind = 'eviction' ORDER BY rowid").all();
+  // Warming may evict 20 % of the cache a day.
+  expect(w.space.warmEvictBudget()).toBe(200);
+
+  // 900 cached and 200 more: one of 150 goes, for warming, chosen by GDSF.
+  const warm = { path: target(0), sizeBytes: 200, userLora: true, maxEvictBytes: w.space.warmEvictBudget() };
+  (await w.space.reserve(warm)).release();
+  expect(evictions()).toEqual([{ reason: "gdsf-warm", bytes: 150 }]);
+  expect(w.space.warmEvictBudget()).toBe(50);
+
+  // 750 cached and 300 more, for a job, chosen by LRU: warming's budget stays as it was.
+  w.db.prepare("UPDATE settings SET value = 'lru' WHERE key = 'lora_eviction_policy'").run();
+  (await w.space.reserve({ path: target(1), sizeBytes: 300, userLora: true })).release();
+  expect(evictions()).toEqual([
+    { reason: "gdsf-warm", bytes: 150 },
+    { reason: "lru", bytes: 150 },
+  ]);
+  expect(w.space.warmEvictBudget()).toBe(50);
+});
+
 test("pure GDSF: fewest lowest-priority rows; among equal use counts the larger file goes first", () => {
   const MIB = 1024 * 1024;
   const row = (id: number, useCount: number, size: number, last = "2030-01-01T00:00:00") => ({
