@@ -127,6 +127,8 @@ export class JetStreamBus implements EventBus {
           const consumer = await jetstream(nc).consumers.get(this.opts.stream, opts.durable);
           const messages = await consumer.consume({ max_messages: 64 });
           current = messages;
+          // A stop() while attaching found nothing to close: close now, so the loop below ends.
+          if (stopped || this.closed) void messages.close().catch(() => {});
           for await (const m of messages) {
             const msg: BusMessage = {
               subject: m.subject,
