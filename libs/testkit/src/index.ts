@@ -81,6 +81,7 @@ export {
   type SeenRequest,
 } from "./fault-proxy.js";
 export { eventually, type EventuallyOptions } from "./eventually.js";
+export { readStream, publishToStream, type StreamMessage } from "./nats-stream.js";
 export { rpcFailure, type RpcFailure } from "./rpc-failure.js";
 export { debianGrpcTools, runDebianPython, DEBIAN_GRPC_PACKAGES, type DebianGrpcTools } from "./debian-grpc.js";
 export { freePort } from "./infra/free-port.js";

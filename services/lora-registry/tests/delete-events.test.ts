@@ -4,11 +4,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
 import { LoraDeletedSchema, UploadState } from "@emprops/contracts";
-import { eventually, startNatsServer, type StartedNatsServer } from "@emprops/testkit";
+import { eventually, readStream, startNatsServer, type StartedNatsServer } from "@emprops/testkit";
 import { sql } from "kysely";
 import { type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
 import { seedLoras, seedPendingUpload } from "./support/seed.js";
-import { readStream } from "./support/stream.js";
 
 // A NATS server of this file's own: the test stops and restarts it.
 let nats: StartedNatsServer;

@@ -7,10 +7,9 @@ import {
   MachineCacheStatsReportedSchema,
   MachineCacheStatsSchema,
 } from "@emprops/contracts";
-import { eventually } from "@emprops/testkit";
+import { eventually, publishToStream } from "@emprops/testkit";
 import { type RegistryUnderTest, startRegistryForTest } from "./support/registry.js";
 import { seedLoras } from "./support/seed.js";
-import { publish } from "./support/stream.js";
 
 let t: RegistryUnderTest;
 const owner = randomUUID();
@@ -68,17 +67,17 @@ describe("usage", () => {
     });
     const data = toBinary(LoraUsageBatchSchema, batch);
     const subject = t.namespace.names.loraUsage("machine-1");
-    await publish(t.namespace.natsUrl, subject, data, batch.batchId);
+    await publishToStream(t.namespace.natsUrl, subject, data, batch.batchId);
     await eventually(async () => expect(await appliedBatches()).toBe(1));
     // The same batch again, as a machine would resend it after a lost ack (a new Nats-Msg-Id gets past the stream).
-    await publish(t.namespace.natsUrl, subject, data, `${batch.batchId}-resent`);
+    await publishToStream(t.namespace.natsUrl, subject, data, `${batch.batchId}-resent`);
     // And a later batch, so that we know the resent one has been consumed before it.
     const later = create(LoraUsageBatchSchema, {
       batchId: randomUUID(),
       machineId: "machine-1",
       usages: [use(b, owner, "wf-portrait", t2)],
     });
-    await publish(t.namespace.natsUrl, subject, toBinary(LoraUsageBatchSchema, later), later.batchId);
+    await publishToStream(t.namespace.natsUrl, subject, toBinary(LoraUsageBatchSchema, later), later.batchId);
     await eventually(async () => expect(await appliedBatches()).toBe(2));
 
     const gotA = (await t.as(owner).lora.getLora({ loraId: a })).lora!;
@@ -143,26 +142,26 @@ describe("machine cache statistics", () => {
       );
     const names = t.namespace.names;
     const url = t.namespace.natsUrl;
-    await publish(
+    await publishToStream(
       url,
       names.cacheStats("gpu-1"),
       report("gpu-1", new Date(Date.UTC(2026, 10, 25, 10)), 23),
       randomUUID(),
     );
-    await publish(
+    await publishToStream(
       url,
       names.cacheStats("gpu-2"),
       report("gpu-2", new Date(Date.UTC(2026, 10, 25, 10)), 7),
       randomUUID(),
     );
     // An older report arriving late does not replace the newer one.
-    await publish(
+    await publishToStream(
       url,
       names.cacheStats("gpu-1"),
       report("gpu-1", new Date(Date.UTC(2026, 10, 25, 9)), 1),
       randomUUID(),
     );
-    await publish(
+    await publishToStream(
       url,
       names.cacheStats("gpu-3"),
       report("gpu-3", new Date(Date.UTC(2026, 10, 25, 9)), 1),

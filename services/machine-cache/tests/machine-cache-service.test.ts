@@ -14,7 +14,14 @@ import {
   MachineCacheStatsReportedSchema,
 } from "@emprops/contracts";
 import { bearerInterceptor, ManualClock, mintToken, type Role } from "@emprops/platform";
-import { eventually, rpcFailure, testNamespace, type TestNamespace } from "@emprops/testkit";
+import {
+  eventually,
+  publishToStream,
+  readStream,
+  rpcFailure,
+  testNamespace,
+  type TestNamespace,
+} from "@emprops/testkit";
 import { PARTIAL_SUFFIX } from "../src/cache/cache-layout.js";
 import { loadConfig } from "../src/config.js";
 import { findLoraFileByPath } from "../src/db/lora-files.js";
@@ -22,7 +29,6 @@ import { getModel } from "../src/db/models.js";
 import { type Db, openDatabase } from "../src/db/open-database.js";
 import { parsePythonIso } from "../src/db/python-time.js";
 import { type RunningMachineCache, startMachineCache } from "../src/service.js";
-import { publish, readStream } from "./support/nats.js";
 import { exists, type SeededLora, seedLora } from "./support/seed.js";
 
 const SECRET = "machine-cache-service-test-secret";
@@ -218,7 +224,11 @@ describe("EnsureLoras from the cache", () => {
   });
 
   test("usage of user LoRAs reaches NATS in batches whose message id is the batch id", async () => {
-    const messages = await readStream(ns.natsUrl, ns.names.stream, ns.names.loraUsage(MACHINE));
+    const messages = await eventually(async () => {
+      const published = await readStream(ns.natsUrl, ns.names.stream, ns.names.loraUsage(MACHINE));
+      expect(published.length).toBeGreaterThan(0);
+      return published;
+    });
     const batches = messages.map((m) => ({ msgId: m.msgId, batch: fromBinary(LoraUsageBatchSchema, m.data) }));
     const usages = batches.flatMap((b) => b.batch.usages);
     expect(batches.every((b) => b.msgId === b.batch.batchId && b.batch.machineId === MACHINE)).toBe(true);
@@ -372,7 +382,11 @@ describe("operators", () => {
       Number(stats?.hits24h) / (Number(stats?.hits24h) + Number(stats?.misses24h)),
     );
     expect(stats?.oldestLoraAgeDays).toBeGreaterThanOrEqual(40);
-    const published = await readStream(ns.natsUrl, ns.names.stream, ns.names.cacheStats(MACHINE));
+    const published = await eventually(async () => {
+      const messages = await readStream(ns.natsUrl, ns.names.stream, ns.names.cacheStats(MACHINE));
+      expect(messages.length).toBeGreaterThan(0);
+      return messages;
+    });
     const last = fromBinary(MachineCacheStatsReportedSchema, published[published.length - 1]!.data);
     expect(last.stats?.machineId).toBe(MACHINE);
     expect(last.stats?.userLoraCount).toBeGreaterThan(0);
@@ -464,7 +478,7 @@ describe("invalidation", () => {
       deleteTime: timestampFromDate(new Date()),
       reason: "user",
     });
-    await publish(ns.natsUrl, ns.names.loraDeleted(A), toBinary(LoraDeletedSchema, event), event.eventId);
+    await publishToStream(ns.natsUrl, ns.names.loraDeleted(A), toBinary(LoraDeletedSchema, event), event.eventId);
     await eventually(async () => {
       expect(await exists(seeded.a4!.path)).toBe(false);
       expect(getModel(db, seeded.a4!.path)).toBeUndefined();

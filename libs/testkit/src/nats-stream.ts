@@ -1,15 +1,19 @@
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { headers } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 
 export interface StreamMessage {
   seq: number;
   subject: string;
+  /** Nats-Msg-Id ("" when none). */
   msgId: string;
   data: Uint8Array;
 }
 
-/** Every message a stream holds (optionally only subjects starting with a prefix), in order. */
+/**
+ * Every message a JetStream stream holds (only subjects starting with
+ * `subjectPrefix`, when given), in order, read without a consumer. Rejects
+ * while the stream does not exist.
+ */
 export async function readStream(natsUrl: string, stream: string, subjectPrefix = ""): Promise<StreamMessage[]> {
   const nc = await connect({ servers: natsUrl });
   try {
@@ -27,12 +31,16 @@ export async function readStream(natsUrl: string, stream: string, subjectPrefix 
   }
 }
 
-/** Publishes to JetStream as a machine does (the stream must exist: the registry creates it). */
-export async function publish(natsUrl: string, subject: string, data: Uint8Array, msgId: string): Promise<void> {
+/** Publishes to JetStream as a service does: with a message id (the stream must exist). */
+export async function publishToStream(
+  natsUrl: string,
+  subject: string,
+  data: Uint8Array,
+  msgId: string,
+): Promise<void> {
   const nc = await connect({ servers: natsUrl });
   try {
-    const h = headers();
-    await jetstream(nc).publish(subject, data, { msgID: msgId, headers: h });
+    await jetstream(nc).publish(subject, data, { msgID: msgId });
   } finally {
     await nc.close();
   }
