@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import {
   adminAuditCommand,
@@ -36,6 +38,11 @@ Exit codes:
    9  upload session expired or already finished
   10  registry or storage unreachable, or upload interrupted (run it again: it resumes)`;
 
+/** This package's version (package.json sits one level above both src/ and dist/). */
+export const VERSION = (
+  JSON.parse(readFileSync(path.join(__dirname, "..", "package.json"), "utf8")) as { version: string }
+).version;
+
 function parseDate(value: string): Date {
   const d = new Date(value);
   if (Number.isNaN(d.getTime())) throw new InvalidArgumentError(`not a date or time: ${value}`);
@@ -58,6 +65,7 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv, streams: Strea
 
   program
     .description("Upload, list and manage your EmProps LoRAs")
+    .version(VERSION, "-V, --version", "print the version of lora")
     .option(
       "--registry <url>",
       `lora-registry URL (else $LORA_REGISTRY_URL, the one logged in to, ${DEFAULT_REGISTRY_URL})`,
