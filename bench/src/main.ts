@@ -20,6 +20,7 @@ import { describeMachine, loadAverage } from "./harness/machine.js";
 import { renderResults, spliceResults } from "./harness/report.js";
 import { type Mode, SIZES, type Suite, type SuiteContext, type SuiteReport } from "./harness/suite.js";
 import { cachePolicySuite } from "./suites/cache-policy.js";
+import { formatsSuite } from "./suites/formats.js";
 import { getLoraRpsSuite } from "./suites/get-lora-rps.js";
 import { listLatencySuite } from "./suites/list-latency.js";
 import { cachedHitSuite, coldFetchSuite, threeLorasSuite } from "./suites/machine-cache.js";
@@ -33,6 +34,7 @@ import { verifySuite } from "./suites/verify.js";
 const SUITES: Suite[] = [
   uploadSuite,
   verifySuite,
+  formatsSuite,
   coldFetchSuite,
   threeLorasSuite,
   cachedHitSuite,

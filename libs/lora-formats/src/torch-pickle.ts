@@ -39,7 +39,9 @@ export const MAX_TORCH_PICKLE_BYTES = 16 * 1024 * 1024;
 export const MAX_TORCH_TENSORS = 100_000;
 /** Values pushed by opcodes other than memo reads; about 25 per tensor. */
 const MAX_VALUES = 4_000_000;
-const MAX_MEMO = 1_000_000;
+/** Memo entries; torch.save stores about 9 per tensor. */
+const MAX_MEMO = 4_000_000;
+const MAX_SPARSE_MEMO = 1_000_000;
 const MAX_STACK = 1_000_000;
 const MAX_MARK_DEPTH = 10_000;
 const MAX_DIMS = 64;
@@ -104,7 +106,9 @@ class WeightsOnlyUnpickler {
   private opName = "";
   private stack: (PyValue | typeof MARK)[] = [];
   private markDepth = 0;
-  private readonly memo = new Map<number, PyValue>();
+  /** The memo: indices 0..n-1 as they are usually written, any others in a map; exact either way. */
+  private readonly memoDense: PyValue[] = [];
+  private readonly memoSparse = new Map<number, PyValue>();
   private readonly storages = new Map<string, PyStorage>();
   private protocol = -1;
   private values = 0;
@@ -158,23 +162,35 @@ class WeightsOnlyUnpickler {
     return out;
   }
 
+  /** Checks that `count` bytes of argument follow, within the current frame; returns where they start. */
+  private need(count: number): number {
+    const at = this.pos;
+    const limit = this.frameEnd >= 0 ? this.frameEnd : this.bytes.length;
+    if (at + count > limit) this.take(count);
+    this.pos = at + count;
+    return at;
+  }
+
   private u8(): number {
-    return this.take(1)[0] as number;
+    return this.bytes[this.need(1)] as number;
   }
 
   private u16(): number {
-    const b = this.take(2);
-    return (b[0] as number) | ((b[1] as number) << 8);
+    const at = this.need(2);
+    return (this.bytes[at] as number) | ((this.bytes[at + 1] as number) << 8);
   }
 
   private u32(): number {
-    const b = this.take(4);
-    return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
+    const at = this.need(4);
+    const b = this.bytes;
+    return (
+      ((b[at] as number) | ((b[at + 1] as number) << 8) | ((b[at + 2] as number) << 16)) +
+      (b[at + 3] as number) * 0x1000000
+    );
   }
 
   private i32(): number {
-    const b = this.take(4);
-    return new DataView(b.buffer, b.byteOffset, 4).getInt32(0, true);
+    return this.u32() | 0;
   }
 
   private u64(): bigint {
@@ -279,11 +295,11 @@ class WeightsOnlyUnpickler {
       case "NEWFALSE":
         return this.push(false);
       case "BININT":
-        return this.push(BigInt(this.i32()));
+        return this.push(int(this.i32()));
       case "BININT1":
-        return this.push(BigInt(this.u8()));
+        return this.push(int(this.u8()));
       case "BININT2":
-        return this.push(BigInt(this.u16()));
+        return this.push(int(this.u16()));
       case "LONG1":
         return this.push(decodeLong(this.take(this.u8())));
       case "BINFLOAT": {
@@ -353,7 +369,7 @@ class WeightsOnlyUnpickler {
       case "MEMOIZE":
         this.requireProtocol4(name);
         // CPython stores at len(memo), which is not the highest index once BINPUT wrote sparse ones.
-        return this.memoPut(this.memo.size);
+        return this.memoPut(this.memoDense.length + this.memoSparse.size);
       default:
         return this.unsafe(`opcode ${name}, which torch's weights-only unpickler does not accept`, name);
     }
@@ -546,16 +562,33 @@ class WeightsOnlyUnpickler {
   }
 
   private memoGet(index: number): PyValue {
-    const value = this.memo.get(index);
+    const value = index < this.memoDense.length ? this.memoDense[index] : this.memoSparse.get(index);
     if (value === undefined) return this.malformed(`memo index ${index} was never stored`);
     return value;
   }
 
   private memoPut(index: number): void {
     const value = this.top();
-    if (!this.memo.has(index) && this.memo.size >= MAX_MEMO)
+    const dense = this.memoDense;
+    if (index < dense.length) {
+      dense[index] = value;
+      return;
+    }
+    if (!this.memoSparse.has(index) && dense.length + this.memoSparse.size >= MAX_MEMO) {
       this.malformed(`its memo holds more than ${MAX_MEMO} values`);
-    this.memo.set(index, value);
+    }
+    if (index === dense.length) {
+      dense.push(value);
+      for (let next = this.memoSparse.get(dense.length); next !== undefined; next = this.memoSparse.get(dense.length)) {
+        this.memoSparse.delete(dense.length);
+        dense.push(next);
+      }
+      return;
+    }
+    if (this.memoSparse.size >= MAX_SPARSE_MEMO) {
+      this.malformed(`its memo holds more than ${MAX_SPARSE_MEMO} values out of order`);
+    }
+    this.memoSparse.set(index, value);
   }
 
   private listTarget(opcode: string): PyList {
@@ -593,6 +626,13 @@ class WeightsOnlyUnpickler {
     const at = this.opName ? ` (${this.opName} at byte ${this.opStart})` : "";
     throw new FormatError(`${this.label} is malformed: ${detail}${at}.`);
   }
+}
+
+const SMALL_INTS = Array.from({ length: 1024 }, (_, i) => BigInt(i));
+
+/** A Python int; the small ones shared, as they are on every shape and stride. */
+function int(value: number): bigint {
+  return value >= 0 && value < SMALL_INTS.length ? (SMALL_INTS[value] as bigint) : BigInt(value);
 }
 
 function isEmptyHooks(value: PyValue | undefined): boolean {

@@ -159,9 +159,13 @@ class Layout {
     if (known !== undefined) return known;
     if (open.has(value)) return false;
     open.add(value);
-    const items = value instanceof PyDict ? [...value.entries.values()].map((e) => e.value) : value.items;
     let found = false;
-    for (const item of items) if (this.containsTensor(item, open, depth + 1)) found = true;
+    const visit = (item: PyValue): void => {
+      // Primitives hold no tensor: skip them without a call, a list may hold millions.
+      if (typeof item === "object" && item !== null && this.containsTensor(item, open, depth + 1)) found = true;
+    };
+    if (value instanceof PyDict) for (const entry of value.entries.values()) visit(entry.value);
+    else for (const item of value.items) visit(item);
     open.delete(value);
     this.holdsTensor.set(value, found);
     return found;

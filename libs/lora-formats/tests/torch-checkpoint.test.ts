@@ -247,15 +247,20 @@ describe("the pickle follows torch's weights-only grammar", () => {
   });
 
   it("refuses a memo larger than its cap instead of forgetting values", () => {
-    // BINPUT stores the top of the stack without popping it: one value, a million memo entries.
-    const w = new PickleWriter().proto(2).none();
-    for (let i = 0; i <= 1_000_000; i++) w.longBinPut(i);
-    w.stop();
-    const result = verify(zipOf(w.bytes()), 1 << 20);
+    // MEMOIZE stores the top of the stack without popping it: one value, four million memo entries.
+    const w = new PickleWriter().proto(4).none();
+    for (let i = 0; i <= 4_000_000; i++) w.memoize();
+    const result = verify(zipOf(w.stop().bytes()), 1 << 20);
     expect(result).toMatchObject({
       reason: "INVALID_FILE_FORMAT",
-      message: expect.stringMatching(/memo holds more than 1000000 values/),
+      message: expect.stringMatching(/memo holds more than 4000000 values/),
     });
+    // Indices out of order are kept apart, and capped lower.
+    const sparse = new PickleWriter().proto(2).none();
+    for (let i = 1; i <= 1_000_001; i++) sparse.longBinPut(i * 2);
+    expect(verify(zipOf(sparse.stop().bytes()), 1 << 20).message).toMatch(
+      /holds more than 1000000 values out of order/,
+    );
   });
 
   it.each<[string, Uint8Array, RegExp]>([
