@@ -91,7 +91,9 @@ describe("the block-upload client against the real stack", () => {
     expect(result).toMatchObject({ resumed: false, alreadyCompleted: false });
     expect(result.lora).toMatchObject({ name: f.name, sha256: sha256(f.bytes), sizeBytes: BigInt(f.bytes.length) });
     expect(result.quota?.usedCount).toBeGreaterThanOrEqual(1);
-    expect(sessions).toEqual([{ uploadId: result.uploadId, loraId: result.lora.id, resumed: false }]);
+    expect(sessions).toEqual([
+      { uploadId: result.uploadId, loraId: result.lora.id, resumed: false, traceId: result.traceId },
+    ]);
     expect(verifying).toBe(true);
     expect(progress[0]).toEqual({ uploadedBytes: 0, totalBytes: f.bytes.length, blocksDone: 0, blocksTotal: 3 });
     expect(progress.at(-1)).toEqual({
