@@ -44,7 +44,7 @@ export async function startEvictionReplay(opts: {
   const loraDir = path.join(dir, "models", "loras");
   await fs.mkdir(loraDir, { recursive: true });
   const db = openDatabase(path.join(dir, "model_cache.db"));
-  seedSettings(db, {
+  await seedSettings(db, {
     loraCacheMaxGb: opts.cacheGiB,
     minFreeSpaceGb: 0,
     loraEvictionEnabled: true,

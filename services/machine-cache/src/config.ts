@@ -27,6 +27,10 @@ export interface MachineCacheConfig {
   modelCacheDbPath: string;
   /** Why that file: MODEL_CACHE_DB, the EmProps node package's database, or the default beside ComfyUI. */
   modelCacheDbChosenBy: "MODEL_CACHE_DB" | "emprops_comfy_nodes" | "default";
+  /** How long a write waits, without blocking, for another process's lock on model_cache.db before failing retriably. */
+  modelCacheDbLockWaitMs: number;
+  /** Start-up reconciliation also removes files with no row in model_cache.db (otherwise they are only reported). */
+  reconcileRemoveUnowned: boolean;
   registryUrl: string;
   /** Token with the machine role; minted from the JWT secret when empty. */
   machineToken: string;
@@ -69,6 +73,8 @@ const shape = {
     .default("local-machine"),
   COMFYUI_LORA_DIR: z.string().min(1).default("/workspace/ComfyUI/models/loras"),
   MODEL_CACHE_DB: z.string().optional(),
+  MODEL_CACHE_DB_LOCK_WAIT_MS: int(0, 600_000, 5_000),
+  LORA_RECONCILE_REMOVE_UNOWNED: env.bool(false),
   REGISTRY_URL: env.url(["http", "https"]).default("http://127.0.0.1:50051"),
   MACHINE_TOKEN: z.string().default(""),
   LORA_CACHE_MAX_GB: optionalNonNegative,
@@ -104,6 +110,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
     machineId: e.MACHINE_ID,
     loraDir,
     ...modelCacheDb(e.MODEL_CACHE_DB, loraDir),
+    modelCacheDbLockWaitMs: e.MODEL_CACHE_DB_LOCK_WAIT_MS,
+    reconcileRemoveUnowned: e.LORA_RECONCILE_REMOVE_UNOWNED,
     registryUrl: e.REGISTRY_URL,
     machineToken: e.MACHINE_TOKEN,
     settingOverrides: {

@@ -82,7 +82,7 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
     verifyToken: overrides.verifyToken ?? createTokenVerifier(cfg.auth),
     clock: overrides.clock ?? systemClock,
     newId: overrides.newId ?? randomUUID,
-    db: overrides.db ?? openDatabase(cfg.modelCacheDbPath),
+    db: overrides.db ?? openDatabase(cfg.modelCacheDbPath, { lockWaitMs: cfg.modelCacheDbLockWaitMs }),
     dispatcher:
       overrides.dispatcher ??
       new Agent({

@@ -1,8 +1,11 @@
+import path from "node:path";
 import { authInterceptor, type Consumer, startRpcServer, type RpcServer } from "@emprops/platform";
 import { machineCacheAccessPolicy } from "./access-policy.js";
+import { USERS_DIR } from "./cache/cache-layout.js";
 import type { MachineCacheConfig } from "./config.js";
 import { type AppContext, type BaseContext, createContext } from "./context.js";
 import { seedSettings } from "./db/settings.js";
+import { databaseBusyInterceptor } from "./db/write-transaction.js";
 import { startAgeEvictionJob } from "./jobs/age-eviction-job.js";
 import { startInvalidationConsumer } from "./jobs/invalidation-consumer.js";
 import { reconcile } from "./jobs/reconcile.js";
@@ -49,13 +52,16 @@ export async function startMachineCache(
       await ctx.bus.close();
     })());
   try {
-    seedSettings(ctx.db, cfg.settingOverrides);
+    await seedSettings(ctx.db, cfg.settingOverrides);
     await reconcile({
       db: ctx.db,
       loraDir: cfg.loraDir,
+      userLoraDir: path.join(cfg.loraDir, USERS_DIR),
       clock: ctx.clock,
       logger: ctx.logger,
       partialMaxAgeMs: cfg.download.partialMaxAgeMs,
+      removeUnownedFiles: cfg.reconcileRemoveUnowned,
+      metrics: ctx.metrics,
     });
     server = await startRpcServer({
       name: "machine-cache",
@@ -63,7 +69,7 @@ export async function startMachineCache(
       port: cfg.port,
       logger: ctx.logger,
       routes: routes(ctx),
-      interceptors: [authInterceptor(ctx.verifyToken, machineCacheAccessPolicy)],
+      interceptors: [authInterceptor(ctx.verifyToken, machineCacheAccessPolicy), databaseBusyInterceptor],
     });
     consumer = await startInvalidationConsumer({
       bus: ctx.bus,

@@ -32,7 +32,10 @@ export function createMetrics() {
     }),
     evictedBytes: m.createCounter("machine_cache.evicted_bytes", { unit: "By" }),
     revalidations: m.createCounter("machine_cache.revalidations", {
-      description: "Registry checks of cache hits by outcome: valid, gone, changed, unavailable",
+      description: "Registry checks of cache hits by outcome: valid, gone, changed, unavailable, late",
+    }),
+    unownedFiles: m.createCounter("machine_cache.unowned_files", {
+      description: "Files found at start-up in the cache's directories with no row in model_cache.db, by removed",
     }),
   };
 }

@@ -45,7 +45,7 @@ async function world(settings: {
   const loraDir = path.join(base, "models", "loras");
   await fs.mkdir(loraDir, { recursive: true });
   const db = openDatabase(path.join(base, "model_cache.db"));
-  seedSettings(db, {
+  await seedSettings(db, {
     loraCacheMaxGb: settings.maxBytes / GIB,
     loraMaxAgeDays: settings.maxAgeDays ?? 7,
     loraEvictionEnabled: settings.enabled ?? true,

@@ -1,12 +1,14 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { ManualClock } from "@emprops/platform";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { errorMetadata, errorReason, ManualClock } from "@emprops/platform";
 import { registerModel, getModel, touchModel, USER_LORA } from "../src/db/models.js";
-import { type Db, openDatabase } from "../src/db/open-database.js";
+import { type Db, openDatabase, SYNC_BUSY_TIMEOUT_MS } from "../src/db/open-database.js";
 import { parsePythonIso, toPythonIso } from "../src/db/python-time.js";
 import { readSettings, seedSettings } from "../src/db/settings.js";
-import { python, pythonUntil } from "./support/python.js";
+import { writeTransaction } from "../src/db/write-transaction.js";
+import { python, pythonLockHolder } from "./support/python.js";
 
 let dir: string;
 const opened: Db[] = [];
@@ -51,13 +53,15 @@ test("models and settings are the specification's tables, column for column", ()
     ],
   );
   expect(db.pragma("journal_mode", { simple: true })).toBe("wal");
-  expect(db.pragma("busy_timeout", { simple: true })).toBeGreaterThanOrEqual(5000);
+  // SQLite waits for a lock on the event loop only this long; writeTransaction waits longer asynchronously.
+  expect(db.pragma("busy_timeout", { simple: true })).toBe(SYNC_BUSY_TIMEOUT_MS);
+  expect(SYNC_BUSY_TIMEOUT_MS).toBeLessThanOrEqual(50);
 });
 
-test("settings are seeded once and the environment overrides them", () => {
+test("settings are seeded once and the environment overrides them", async () => {
   const file = path.join(dir, "settings.db");
   const db = open(file);
-  seedSettings(db, {});
+  await seedSettings(db, {});
   const rows = () =>
     Object.fromEntries(
       (db.prepare("SELECT key, value FROM settings").all() as { key: string; value: string }[]).map((r) => [
@@ -73,7 +77,7 @@ test("settings are seeded once and the environment overrides them", () => {
     lora_eviction_policy: "lru",
   });
   db.prepare("UPDATE settings SET value = '20' WHERE key = 'lora_cache_max_gb'").run();
-  seedSettings(db, { loraMaxAgeDays: 3, loraEvictionEnabled: false, loraEvictionPolicy: "gdsf" });
+  await seedSettings(db, { loraMaxAgeDays: 3, loraEvictionEnabled: false, loraEvictionPolicy: "gdsf" });
   expect(rows()).toMatchObject({
     lora_cache_max_gb: "20",
     lora_max_age_days: "3",
@@ -89,9 +93,9 @@ test("settings are seeded once and the environment overrides them", () => {
   });
 });
 
-test("a setting that cannot be read is an error naming it, not a default", () => {
+test("a setting that cannot be read is an error naming it, not a default", async () => {
   const db = open(path.join(dir, "bad-setting.db"));
-  seedSettings(db, {});
+  await seedSettings(db, {});
   db.prepare("UPDATE settings SET value = 'lots' WHERE key = 'lora_cache_max_gb'").run();
   expect(() => readSettings(db)).toThrow(/lora_cache_max_gb is "lots"/);
   db.prepare("UPDATE settings SET value = '20' WHERE key = 'lora_cache_max_gb'").run();
@@ -111,7 +115,7 @@ test("timestamps are Python isoformat text both ways", () => {
 test("the node package's Python code reads our rows and its writes land beside ours", async () => {
   const file = path.join(dir, "python.db");
   const db = open(file);
-  seedSettings(db, {});
+  await seedSettings(db, {});
   const lora = path.join(dir, "models", "loras", "users", "u", "1-style.safetensors");
   registerModel(db, {
     path: lora,
@@ -151,7 +155,7 @@ print(json.dumps({'rows': rows, 'min_free': conn.execute("SELECT value FROM sett
   expect(getModel(db, "/x/models/checkpoints/a.safetensors")).toMatchObject({ protected: 1, is_ignore: 1 });
 });
 
-test("our writes wait for a Python writer holding the lock instead of failing", async () => {
+test("our writes wait for a Python writer holding the lock, without blocking the event loop", async () => {
   const file = path.join(dir, "busy.db");
   const db = open(file);
   const lora = path.join(dir, "busy.safetensors");
@@ -163,23 +167,37 @@ test("our writes wait for a Python writer holding the lock instead of failing", 
     now: toPythonIso(new Date()),
     useCount: 0,
   });
-  const writer = await pythonUntil(
-    `
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute('BEGIN IMMEDIATE')
-conn.execute("UPDATE models SET use_count = 100 WHERE path = ?", (sys.argv[2],))
-print('locked', flush=True)
-time.sleep(0.7)
-conn.execute('COMMIT')
-`,
-    "locked",
-    file,
-    lora,
-  );
-  touchModel(db, lora, toPythonIso(new Date()));
-  await writer.done;
+  const writer = await pythonLockHolder(file, `UPDATE models SET use_count = 100 WHERE path = '${lora}'`);
+  let written = false;
+  const write = writeTransaction(db, () => touchModel(db, lora, toPythonIso(new Date()))).then(() => (written = true));
+  // Timers still fire while the write waits: it waits between attempts, not inside SQLite.
+  for (let tick = 0; tick < 5; tick++) await new Promise((r) => setTimeout(r, 10));
+  expect(written).toBe(false);
+  await writer.release();
+  await write;
   expect(getModel(db, lora)?.use_count).toBe(101);
+});
+
+test("a write that cannot get the lock within the lock wait fails with UNAVAILABLE / DEPENDENCY_UNAVAILABLE", async () => {
+  const file = path.join(dir, "held.db");
+  open(file).close();
+  const db = openDatabase(file, { lockWaitMs: 200 });
+  opened.push(db);
+  const writer = await pythonLockHolder(file);
+  try {
+    const err = await writeTransaction(db, () => touchModel(db, "/nowhere", toPythonIso(new Date()))).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as ConnectError).code).toBe(Code.Unavailable);
+    expect(errorReason(err)).toBe("DEPENDENCY_UNAVAILABLE");
+    expect(errorMetadata(err)).toMatchObject({ dependency: "model_cache.db" });
+    // Reads go on beside the writer (WAL).
+    expect(getModel(db, "/nowhere")).toBeUndefined();
+  } finally {
+    await writer.release();
+  }
 });
 
 test("a database the node package made (older schema, no is_ignore) is adopted as it is", async () => {
@@ -197,7 +215,7 @@ conn.commit()
     file,
   );
   const db = open(file);
-  seedSettings(db, {});
+  await seedSettings(db, {});
   expect(readSettings(db).minFreeBytes).toBe(25 * 1024 ** 3);
   expect(getModel(db, "/w/models/loras/old.safetensors")).toMatchObject({ model_type: "loras", is_ignore: 0 });
   expect(parsePythonIso(getModel(db, "/w/models/loras/old.safetensors")?.last_used)).toBeInstanceOf(Date);

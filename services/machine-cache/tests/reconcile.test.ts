@@ -9,6 +9,7 @@ import { openDatabase } from "../src/db/open-database.js";
 import { toPythonIso } from "../src/db/python-time.js";
 import { savePartialState } from "../src/download/partial-state.js";
 import { reconcile } from "../src/jobs/reconcile.js";
+import { createMetrics } from "../src/telemetry.js";
 import { exists, seedLora } from "./support/seed.js";
 
 const U = "0b7f2f9e-9a55-4b0e-8b8e-2f6d1c0a9e21";
@@ -58,9 +59,28 @@ test("after a crash the database and the disk are made to agree", async () => {
     lastUsed: now,
   });
   await fs.truncate(truncated.path, 10);
-  // A finished file whose rows were never written.
+  // A finished file whose rows were never written: not known to be ours, so reported and kept.
   const orphan = path.join(userDir, "4-orphan.safetensors");
   await fs.writeFile(orphan, "x");
+  // A file the node package registered itself (register_model): not ours to remove.
+  const registeredByPackage = path.join(loraDir, "shared", "package.safetensors");
+  await fs.mkdir(path.dirname(registeredByPackage), { recursive: true });
+  await fs.writeFile(registeredByPackage, "y");
+  registerModel(db, {
+    path: registeredByPackage,
+    modelType: "loras",
+    filename: "package.safetensors",
+    sizeBytes: 1,
+    now: toPythonIso(now),
+    useCount: 1,
+  });
+  // Ours (a lora_files row) but its models row is gone: removed.
+  const rowless = await seedLora(db, loraDir, {
+    relativePath: `users/${U}/7-rowless.safetensors`,
+    sizeBytes: 8,
+    lastUsed: now,
+  });
+  db.prepare("DELETE FROM models WHERE path = ?").run(rowless.path);
   // A partial download with its sidecar: kept for a resume.
   const resumable = path.join(userDir, "5-partial.safetensors");
   await fs.writeFile(resumable + PARTIAL_SUFFIX, Buffer.alloc(100));
@@ -88,12 +108,16 @@ test("after a crash the database and the disk are made to agree", async () => {
   const emptyUser = path.join(loraDir, "users", "1d0c2b7a-0000-4000-8000-000000000000");
   await fs.mkdir(emptyUser, { recursive: true });
 
+  const metrics = createMetrics();
   const report = await reconcile({
     db,
     loraDir,
+    userLoraDir: path.join(loraDir, "users"),
     clock,
     logger: createLogger("t", "silent"),
     partialMaxAgeMs: 24 * HOUR,
+    removeUnownedFiles: false,
+    metrics,
   });
 
   expect(await exists(intact.path)).toBe(true);
@@ -103,13 +127,58 @@ test("after a crash the database and the disk are made to agree", async () => {
   expect(getModel(db, foreign)).toBeUndefined();
   expect(await exists(truncated.path)).toBe(false);
   expect(getModel(db, truncated.path)).toBeUndefined();
-  expect(await exists(orphan)).toBe(false);
+  expect(await exists(orphan)).toBe(true);
+  expect(await exists(registeredByPackage)).toBe(true);
+  expect(getModel(db, registeredByPackage)).toBeDefined();
+  expect(await exists(rowless.path)).toBe(false);
+  expect(findLoraFileByPath(db, rowless.path)).toBeUndefined();
   expect(await exists(resumable + PARTIAL_SUFFIX)).toBe(true);
   expect(await exists(resumable + SIDECAR_SUFFIX)).toBe(true);
   expect(await exists(noSidecar + PARTIAL_SUFFIX)).toBe(false);
   expect(await exists(stale + PARTIAL_SUFFIX)).toBe(false);
   expect(await exists(stale + SIDECAR_SUFFIX)).toBe(false);
   expect(await exists(emptyUser)).toBe(false);
-  expect(report).toEqual({ droppedRows: 3, removedFiles: 2, keptPartials: 1, removedPartials: 2 });
+  expect(report).toEqual({
+    droppedRows: 4,
+    removedFiles: 2,
+    keptPartials: 1,
+    removedPartials: 2,
+    foreignFiles: 1,
+    unownedFiles: 1,
+  });
   db.close();
+});
+
+test("another model_cache.db (MODEL_CACHE_DB changed, or the node package's after an upgrade) deletes no file", async () => {
+  const base = path.join(root, "upgrade");
+  const loraDir = path.join(base, "models", "loras");
+  const clock = new ManualClock(new Date());
+  const before = openDatabase(path.join(base, "model_cache.db"));
+  const cached = [
+    await seedLora(before, loraDir, {
+      relativePath: `users/${U}/1-a.safetensors`,
+      sizeBytes: 16,
+      lastUsed: clock.now(),
+    }),
+    await seedLora(before, loraDir, { relativePath: "shared/b.safetensors", sizeBytes: 16, lastUsed: clock.now() }),
+  ];
+  before.close();
+  const after = openDatabase(path.join(base, "custom_nodes", "emprops_comfy_nodes", "db", "model_cache.db"));
+  const deps = {
+    db: after,
+    loraDir,
+    userLoraDir: path.join(loraDir, "users"),
+    clock,
+    logger: createLogger("t", "silent"),
+    partialMaxAgeMs: 24 * HOUR,
+  };
+  const report = await reconcile({ ...deps, removeUnownedFiles: false });
+  expect(report).toMatchObject({ removedFiles: 0, unownedFiles: 2 });
+  for (const lora of cached) expect(await exists(lora.path)).toBe(true);
+
+  // Only an operator's explicit setting removes files nobody owns.
+  const removing = await reconcile({ ...deps, removeUnownedFiles: true });
+  expect(removing).toMatchObject({ removedFiles: 2, unownedFiles: 2 });
+  for (const lora of cached) expect(await exists(lora.path)).toBe(false);
+  after.close();
 });

@@ -9,6 +9,7 @@ import { touchModel } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import { toPythonIso } from "../db/python-time.js";
 import { addUsages, type NewUsage } from "../db/usage-outbox.js";
+import { writeTransaction } from "../db/write-transaction.js";
 import type { Metrics } from "../telemetry.js";
 import { relativeToLoraDir } from "./cache-layout.js";
 import { isIntact } from "./cached-copy.js";
@@ -94,12 +95,12 @@ class Batch {
     const { hits, stale, misses } = await this.classify();
     const toFetch: FetchGroup[] = [];
     if (stale.length > 0 || misses.length > 0) await this.resolve(stale, misses, hits, toFetch);
-    this.answerHits(hits);
+    await this.answerHits(hits);
     await this.fetchAll(toFetch.sort((a, b) => (a.indices[0] as number) - (b.indices[0] as number)));
     const answered = this.results.map(
       (r, i) => r ?? errorResult(this.input.keys[i] as LoraKey, internalItem("no outcome"), 0),
     );
-    this.recordUsage(answered);
+    await this.recordUsage(answered);
     return answered;
   }
 
@@ -152,7 +153,7 @@ class Batch {
       }
       if (misses.length > 0) {
         logger.warn({ err }, "the registry did not resolve uncached LoRAs");
-        for (const g of misses) this.answerError(g, registryFailure(err));
+        for (const g of misses) await this.answerError(g, registryFailure(err));
       }
       return;
     }
@@ -160,7 +161,7 @@ class Batch {
     for (const [k, g] of misses.entries()) {
       const resolution = resolutions[stale.length + k] as Resolution;
       if (resolution.case === "lora") toFetch.push({ ...g, lora: resolution.value });
-      else this.answerError(g, resolution.value);
+      else await this.answerError(g, resolution.value);
     }
   }
 
@@ -170,7 +171,7 @@ class Batch {
     metrics.revalidations.add(1, { outcome: checked.verdict });
     switch (checked.verdict) {
       case "valid":
-        markValidated(db, g.row.path, clock.now().getTime());
+        await writeTransaction(db, () => markValidated(db, g.row.path, clock.now().getTime()));
         hits.push(g);
         return;
       case "changed":
@@ -179,7 +180,7 @@ class Batch {
         return;
       case "gone":
         await space.evict(g.row, "invalidation", { missed_event: true });
-        this.answerError(g, checked.error, g.row.path);
+        await this.answerError(g, checked.error, g.row.path);
         return;
       case "unavailable":
         logger.warn({ path: g.row.path, error: checked.error }, "registry could not check a cached LoRA; serving it");
@@ -187,9 +188,9 @@ class Batch {
     }
   }
 
-  private answerHits(hits: CachedGroup[]): void {
+  private async answerHits(hits: CachedGroup[]): Promise<void> {
     if (hits.length === 0) return;
-    this.answerPresent(
+    await this.answerPresent(
       hits.map(({ row, ...g }) => {
         const { path, size_bytes: sizeBytes, sha256 } = row;
         return { g, file: { path, sizeBytes, sha256, bytesDownloaded: 0, attempts: 0, resumed: false, present: true } };
@@ -204,26 +205,29 @@ class Batch {
     await Promise.all(
       groups.map(async (g) => {
         this.unpins.push(pins.pin([fetcher.targetPath(g.key, g.lora)]));
+        let file: FetchedLora;
         try {
-          this.answerPresent([{ g, file: await limit(() => fetcher.fetch(g.key, g.lora, who)) }]);
+          file = await limit(() => fetcher.fetch(g.key, g.lora, who));
         } catch (err) {
-          this.answerError(g, downloadItemError(err));
+          await this.answerError(g, downloadItemError(err));
+          return;
         }
+        await this.answerPresent([{ g, file }]);
       }),
     );
   }
 
   /** A hit when the file was present (`present`), a miss when it was fetched: one answer per position. */
-  private answerPresent(answers: { g: Group; file: FetchedLora }[]): void {
+  private async answerPresent(answers: { g: Group; file: FetchedLora }[]): Promise<void> {
     const { db, clock, metrics } = this.deps;
     const now = clock.now();
-    db.transaction(() => {
+    await writeTransaction(db, () => {
       for (const { g, file } of answers) {
         touchModel(db, file.path, toPythonIso(now));
         const kind = file.present ? "hit" : "miss";
         for (const _ of g.indices) recordEvent(db, { kind, atMs: now.getTime(), path: file.path });
       }
-    }).immediate();
+    });
     for (const { g, file } of answers) {
       for (const [n, i] of g.indices.entries()) {
         metrics.refs.add(1, { outcome: file.present ? "hit" : "miss" });
@@ -245,17 +249,20 @@ class Batch {
   }
 
   /** Every position of the reference fails with `error`: a miss in the statistics. */
-  private answerError(g: Group, error: ItemError, path?: string): void {
+  private async answerError(g: Group, error: ItemError, path?: string): Promise<void> {
     const { db, clock, metrics } = this.deps;
+    const atMs = clock.now().getTime();
+    await writeTransaction(db, () => {
+      for (const _ of g.indices) recordEvent(db, { kind: "miss", atMs, path });
+    });
     for (const i of g.indices) {
-      recordEvent(db, { kind: "miss", atMs: clock.now().getTime(), path });
       metrics.refs.add(1, { outcome: "error", reason: reasonName(error.reason) });
       this.results[i] = errorResult(g.key, error, this.elapsed());
     }
   }
 
   /** One usage per user LoRA and job, for the registry's usage counts. */
-  private recordUsage(answered: EnsuredLora[]): void {
+  private async recordUsage(answered: EnsuredLora[]): Promise<void> {
     const { input } = this;
     const seen = new Set<string>();
     const usages: NewUsage[] = [];
@@ -273,7 +280,7 @@ class Batch {
         used_at_ms: at,
       });
     }
-    if (usages.length > 0) addUsages(this.deps.db, usages);
+    if (usages.length > 0) await writeTransaction(this.deps.db, () => addUsages(this.deps.db, usages));
   }
 
   private elapsed(): number {

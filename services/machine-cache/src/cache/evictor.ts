@@ -5,6 +5,7 @@ import { deleteLoraFile } from "../db/lora-files.js";
 import { deleteModel } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import type { EvictionPolicy } from "../db/settings.js";
+import { writeTransaction } from "../db/write-transaction.js";
 import type { Metrics } from "../telemetry.js";
 import { PARTIAL_SUFFIX, relativeToLoraDir, SIDECAR_SUFFIX } from "./cache-layout.js";
 
@@ -47,7 +48,7 @@ export class Evictor {
           [row.path, row.path + PARTIAL_SUFFIX, row.path + SIDECAR_SUFFIX].map((p) => fs.rm(p, { force: true })),
         );
         const eventReason = detail.for_warm ? warmEvictionReason(reason) : reason;
-        db.transaction(() => {
+        await writeTransaction(db, () => {
           deleteModel(db, row.path);
           deleteLoraFile(db, row.path);
           recordEvent(db, {
@@ -57,7 +58,7 @@ export class Evictor {
             reason: eventReason,
             path: row.path,
           });
-        }).immediate();
+        });
         const relativePath = relativeToLoraDir(loraDir, row.path) ?? row.path;
         metrics.evictions.add(1, { reason });
         metrics.evictedBytes.add(row.size_bytes, { reason });

@@ -6,6 +6,7 @@ import { registerModel, SHARED_LORA, USER_LORA } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import { toPythonIso } from "../db/python-time.js";
 import { isTombstoned } from "../db/tombstones.js";
+import { writeTransaction } from "../db/write-transaction.js";
 import { notFound } from "./item-errors.js";
 import type { LoraKey } from "./lora-key.js";
 
@@ -35,31 +36,29 @@ export function isDeleted(db: Db, key: LoraKey): boolean {
  */
 export async function registerDownloaded(db: Db, file: DownloadedFile, now: Date): Promise<void> {
   const { key } = file;
-  const deleted = db
-    .transaction(() => {
-      if (isDeleted(db, key)) return true;
-      registerModel(db, {
-        path: file.path,
-        modelType: key.source === "user" ? USER_LORA : SHARED_LORA,
-        filename: path.basename(file.path),
-        sizeBytes: file.sizeBytes,
-        now: toPythonIso(now),
-        useCount: 0,
-      });
-      upsertLoraFile(db, {
-        path: file.path,
-        source: key.source,
-        identifier: key.identifier,
-        user_id: key.userId,
-        file_name: file.fileName,
-        sha256: file.sha256,
-        size_bytes: file.sizeBytes,
-        validated_at_ms: now.getTime(),
-      });
-      recordEvent(db, { kind: "download", atMs: now.getTime(), bytes: file.bytesDownloaded, path: file.path });
-      return false;
-    })
-    .immediate();
+  const deleted = await writeTransaction(db, () => {
+    if (isDeleted(db, key)) return true;
+    registerModel(db, {
+      path: file.path,
+      modelType: key.source === "user" ? USER_LORA : SHARED_LORA,
+      filename: path.basename(file.path),
+      sizeBytes: file.sizeBytes,
+      now: toPythonIso(now),
+      useCount: 0,
+    });
+    upsertLoraFile(db, {
+      path: file.path,
+      source: key.source,
+      identifier: key.identifier,
+      user_id: key.userId,
+      file_name: file.fileName,
+      sha256: file.sha256,
+      size_bytes: file.sizeBytes,
+      validated_at_ms: now.getTime(),
+    });
+    recordEvent(db, { kind: "download", atMs: now.getTime(), bytes: file.bytesDownloaded, path: file.path });
+    return false;
+  });
   if (deleted) {
     await fs.rm(file.path, { force: true });
     throw notFound(key);

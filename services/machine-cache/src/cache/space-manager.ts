@@ -93,7 +93,7 @@ export class SpaceManager {
             ...(req.maxEvictBytes !== undefined ? { for_warm: true } : {}),
           });
         }
-        choice.commit();
+        await choice.commit();
       }
       this.reservedUserBytes += needUser;
       this.reservedBytes += req.sizeBytes;
@@ -192,11 +192,14 @@ export class SpaceManager {
    * The victims the configured policy picks to free `bytes` (undefined when
    * not enough may go), and what to record once they are gone.
    */
-  private chooseVictims(settings: CacheSettings, bytes: number): { victims: ModelRow[]; commit(): void } | undefined {
+  private chooseVictims(
+    settings: CacheSettings,
+    bytes: number,
+  ): { victims: ModelRow[]; commit(): Promise<void> } | undefined {
     const candidates = this.candidates();
     if (settings.evictionPolicy === "lru") {
       const victims = pickLru(candidates, bytes);
-      return victims && { victims, commit: () => {} };
+      return victims && { victims, commit: async () => {} };
     }
     const { db, clock } = this.deps;
     const inflationAt = inflationReader(db);
@@ -207,7 +210,7 @@ export class SpaceManager {
       commit: () => {
         const now = clock.now().getTime();
         const oldestUse = evictableUserLoras(db).reduce((min, row) => Math.min(min, lastUsedMs(row)), now);
-        raiseInflation(db, now, Math.max(inflationAt(now), picked.inflation), oldestUse);
+        return raiseInflation(db, now, Math.max(inflationAt(now), picked.inflation), oldestUse);
       },
     };
   }

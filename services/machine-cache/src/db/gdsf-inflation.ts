@@ -1,4 +1,5 @@
 import type { Db } from "./open-database.js";
+import { writeTransaction } from "./write-transaction.js";
 
 /** GDSF's inflation value in force at `atMs`: the last one raised at or before it (0 before any). */
 export function inflationReader(db: Db): (atMs: number) => number {
@@ -12,8 +13,8 @@ export function inflationReader(db: Db): (atMs: number) => number {
  * Raises the inflation value from `atMs` on, and forgets the values no row
  * can still need: those before `oldestUseMs` except the last of them.
  */
-export function raiseInflation(db: Db, atMs: number, value: number, oldestUseMs: number): void {
-  db.transaction(() => {
+export function raiseInflation(db: Db, atMs: number, value: number, oldestUseMs: number): Promise<void> {
+  return writeTransaction(db, () => {
     db.prepare(
       `INSERT INTO lora_gdsf_inflation (at_ms, value) VALUES (?, ?)
        ON CONFLICT(at_ms) DO UPDATE SET value = max(value, excluded.value)`,
@@ -22,5 +23,5 @@ export function raiseInflation(db: Db, atMs: number, value: number, oldestUseMs:
       `DELETE FROM lora_gdsf_inflation
        WHERE at_ms < (SELECT max(at_ms) FROM lora_gdsf_inflation WHERE at_ms <= ?)`,
     ).run(oldestUseMs);
-  }).immediate();
+  });
 }

@@ -83,12 +83,32 @@ const MIGRATIONS: string[] = [
   `,
 ];
 
+/** How long a write waits for another process's lock, in all, when nothing else is said (milliseconds). */
+export const DEFAULT_LOCK_WAIT_MS = 5_000;
+
+/**
+ * How long SQLite itself may wait for a lock on the event loop. Longer waits
+ * are asynchronous retries (writeTransaction), so no call stalls the
+ * process: SQLite's busy handler sleeps 1, 2, 5, 10 ms… up to this.
+ */
+export const SYNC_BUSY_TIMEOUT_MS = 20;
+
+/** Lock waits of open databases (a Db is better-sqlite3's own handle). */
+const lockWaits = new WeakMap<Db, number>();
+
+export interface OpenDatabaseOptions {
+  /** How long a write waits, asynchronously, for another process's lock before failing retriably. */
+  lockWaitMs?: number;
+}
+
 /**
  * Opens (or creates) model_cache.db: WAL so the node package's readers never
- * wait for us, and a busy timeout so its short writes and ours queue instead
- * of failing with SQLITE_BUSY.
+ * wait for us and ours never wait for its writers. Creating and migrating the
+ * schema at start-up may wait up to 10 s for a lock; from then on SQLite
+ * waits at most SYNC_BUSY_TIMEOUT_MS on the event loop and writes go through
+ * writeTransaction, which retries asynchronously for up to `lockWaitMs`.
  */
-export function openDatabase(file: string): Db {
+export function openDatabase(file: string, opts: OpenDatabaseOptions = {}): Db {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const db = new Database(file);
   db.pragma("busy_timeout = 10000");
@@ -97,7 +117,14 @@ export function openDatabase(file: string): Db {
   db.exec(COMPATIBLE_SCHEMA);
   addMissingColumns(db);
   migrate(db);
+  db.pragma(`busy_timeout = ${SYNC_BUSY_TIMEOUT_MS}`);
+  lockWaits.set(db, opts.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS);
   return db;
+}
+
+/** The lock wait `db` was opened with. */
+export function lockWaitOf(db: Db): number {
+  return lockWaits.get(db) ?? DEFAULT_LOCK_WAIT_MS;
 }
 
 /** Databases made by older node packages lack is_ignore. */

@@ -2,6 +2,7 @@ import { Code } from "@connectrpc/connect";
 import { ErrorReason } from "@emprops/contracts";
 import { rpcError } from "@emprops/platform";
 import type { Db } from "./open-database.js";
+import { writeTransaction } from "./write-transaction.js";
 
 export const GIB = 1024 ** 3;
 
@@ -37,7 +38,7 @@ export interface SettingOverrides {
 }
 
 /** Seeds missing settings, then writes the environment's overrides so the table shows what is in force. */
-export function seedSettings(db: Db, overrides: SettingOverrides): void {
+export async function seedSettings(db: Db, overrides: SettingOverrides): Promise<void> {
   const insert = db.prepare("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)");
   const upsert = db.prepare(
     "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -49,10 +50,10 @@ export function seedSettings(db: Db, overrides: SettingOverrides): void {
     ["min_free_space_gb", overrides.minFreeSpaceGb?.toString()],
     ["lora_eviction_policy", overrides.loraEvictionPolicy],
   ];
-  db.transaction(() => {
+  await writeTransaction(db, () => {
     for (const [key, value] of Object.entries(SETTING_DEFAULTS)) insert.run(key, value);
     for (const [key, value] of forced) if (value !== undefined) upsert.run(key, value);
-  }).immediate();
+  });
   readSettings(db);
 }
 

@@ -13,14 +13,13 @@ export interface UsageRow {
 
 export type NewUsage = Omit<UsageRow, "id" | "batch_id">;
 
+/** Inside writeTransaction. */
 export function addUsages(db: Db, usages: NewUsage[]): void {
   const insert = db.prepare(
     `INSERT INTO lora_usage_outbox (lora_id, user_id, job_id, workflow_id, workflow_name, used_at_ms)
      VALUES (@lora_id, @user_id, @job_id, @workflow_id, @workflow_name, @used_at_ms)`,
   );
-  db.transaction(() => {
-    for (const u of usages) insert.run(u);
-  })();
+  for (const u of usages) insert.run(u);
 }
 
 /** Gives up to `limit` unassigned rows a batch id; a failed publish later resends the same id. */

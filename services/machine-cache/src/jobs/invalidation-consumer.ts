@@ -5,6 +5,7 @@ import type { SpaceManager } from "../cache/space-manager.js";
 import { findUserLoraFiles } from "../db/lora-files.js";
 import type { Db } from "../db/open-database.js";
 import { addTombstone } from "../db/tombstones.js";
+import { writeTransaction } from "../db/write-transaction.js";
 
 /**
  * The durable consumer named after this machine on every LoraDeleted: the
@@ -39,7 +40,7 @@ export function startInvalidationConsumer(deps: {
         logger.error({ event_id: event.eventId, subject: msg.subject }, "LoraDeleted without user or LoRA id dropped");
         return;
       }
-      addTombstone(db, userId, event.loraId, clock.now().getTime());
+      await writeTransaction(db, () => addTombstone(db, userId, event.loraId, clock.now().getTime()));
       const copies = findUserLoraFiles(db, event.loraId, userId);
       for (const row of copies) {
         await space.evict(row, "invalidation", { event_id: event.eventId, lora_id: event.loraId });

@@ -2,46 +2,74 @@ import type { Dirent } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import type { Clock, Logger } from "@emprops/platform";
-import { PARTIAL_SUFFIX, SHARED_DIR, SIDECAR_SUFFIX, USERS_DIR } from "../cache/cache-layout.js";
+import { PARTIAL_SUFFIX, SHARED_DIR, SIDECAR_SUFFIX } from "../cache/cache-layout.js";
 import { allLoraFiles, deleteLoraFile, findLoraFileByPath } from "../db/lora-files.js";
 import { deleteModel, getModel, modelsUnder } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
+import { writeTransaction } from "../db/write-transaction.js";
 import { readPartialState } from "../download/partial-state.js";
+import type { Metrics } from "../telemetry.js";
 
 export interface ReconcileReport {
   droppedRows: number;
   removedFiles: number;
   keptPartials: number;
   removedPartials: number;
+  /** Files with a models row this service did not write (the node package's): left alone. */
+  foreignFiles: number;
+  /** Files with no row at all: reported, removed only with `removeUnownedFiles`. */
+  unownedFiles: number;
 }
 
-/**
- * Makes model_cache.db and models/loras agree after a crash at any point,
- * before the first request: rows under models/loras whose file is missing
- * (or, for this service's files, has the wrong size) are dropped; files in
- * users/ and shared/ without rows are removed; a partial download with a
- * readable sidecar younger than `partialMaxAgeMs` is kept so the next
- * request for it resumes, any other is removed; empty user directories go.
- */
-export async function reconcile(deps: {
+export interface ReconcileDeps {
   db: Db;
   loraDir: string;
+  /** Where user LoRAs are cached ({dir}/{user_id}/{lora_id}-{name}). */
+  userLoraDir: string;
   clock: Clock;
   logger: Logger;
   partialMaxAgeMs: number;
-}): Promise<ReconcileReport> {
-  const { db, loraDir, clock, logger } = deps;
-  const report: ReconcileReport = { droppedRows: 0, removedFiles: 0, keptPartials: 0, removedPartials: 0 };
-  const usersDir = path.join(loraDir, USERS_DIR);
+  /** An operator's choice: files with no row in model_cache.db are removed too. */
+  removeUnownedFiles: boolean;
+  metrics?: Pick<Metrics, "unownedFiles">;
+}
+
+/**
+ * Makes model_cache.db and the cache's directories agree after a crash,
+ * before the first request, removing only what this service owns: files it
+ * downloaded (its lora_files rows) and its partial downloads.
+ * - rows under the cache's directories whose file is missing are dropped
+ *   (rows only);
+ * - this service's files with the wrong size, or whose models row is gone,
+ *   are removed with their rows;
+ * - a partial download with a readable sidecar younger than
+ *   `partialMaxAgeMs` is kept so the next request resumes it, any other is
+ *   removed;
+ * - a file with a models row written by other code (the node package's
+ *   register_model) is left alone, and a file with no row at all is
+ *   reported (log, metric) and kept unless `removeUnownedFiles`: another
+ *   model_cache.db, an operator or another tool may own it;
+ * - empty user directories go.
+ */
+export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
+  const { db, loraDir, userLoraDir, clock, logger } = deps;
+  const report: ReconcileReport = {
+    droppedRows: 0,
+    removedFiles: 0,
+    keptPartials: 0,
+    removedPartials: 0,
+    foreignFiles: 0,
+    unownedFiles: 0,
+  };
   const sharedDir = path.join(loraDir, SHARED_DIR);
-  await fs.mkdir(usersDir, { recursive: true });
+  await fs.mkdir(userLoraDir, { recursive: true });
   await fs.mkdir(sharedDir, { recursive: true });
 
-  const dropRows = (p: string, why: string) => {
-    db.transaction(() => {
+  const dropRows = async (p: string, why: string) => {
+    await writeTransaction(db, () => {
       deleteModel(db, p);
       deleteLoraFile(db, p);
-    }).immediate();
+    });
     report.droppedRows++;
     logger.info({ path: p, why }, "reconcile: dropped row");
   };
@@ -51,22 +79,22 @@ export async function reconcile(deps: {
     logger.info({ path: p, why }, "reconcile: removed file");
   };
 
-  for (const row of modelsUnder(db, loraDir)) {
+  const rows = new Map([...modelsUnder(db, loraDir), ...modelsUnder(db, userLoraDir)].map((r) => [r.path, r]));
+  for (const row of rows.values()) {
     const stat = await statOrUndefined(row.path);
-    const ours = !!findLoraFileByPath(db, row.path);
-    if (!stat?.isFile()) dropRows(row.path, "file missing");
-    else if (ours && stat.size !== row.size_bytes) {
+    if (!stat?.isFile()) await dropRows(row.path, "file missing");
+    else if (findLoraFileByPath(db, row.path) && stat.size !== row.size_bytes) {
       await removeFile(row.path, `size ${stat.size} differs from the recorded ${row.size_bytes}`);
-      dropRows(row.path, "file truncated");
+      await dropRows(row.path, "file truncated");
     }
   }
   for (const row of allLoraFiles(db)) {
     if (getModel(db, row.path)) continue;
     await removeFile(row.path, "no models row");
-    dropRows(row.path, "no models row");
+    await dropRows(row.path, "no models row");
   }
 
-  const dirs = [sharedDir, ...(await subdirectories(usersDir))];
+  const dirs = [sharedDir, ...(await subdirectories(userLoraDir))];
   for (const dir of dirs) {
     const entries = await fs.readdir(dir, { withFileTypes: true });
     const names = new Set(entries.map((e) => e.name));
@@ -91,18 +119,27 @@ export async function reconcile(deps: {
           await removeFile(p, "orphan sidecar");
       } else if (entry.name.endsWith(`${SIDECAR_SUFFIX}.tmp`)) {
         await removeFile(p, "unfinished sidecar");
-      } else if (!getModel(db, p) || !findLoraFileByPath(db, p)) {
-        await removeFile(p, "no row");
-        if (getModel(db, p)) dropRows(p, "not a file this cache downloaded");
+      } else if (findLoraFileByPath(db, p)) {
+        continue;
+      } else if (getModel(db, p)) {
+        report.foreignFiles++;
+        logger.info({ path: p }, "reconcile: file registered in models by other code; left alone");
+      } else if (deps.removeUnownedFiles) {
+        report.unownedFiles++;
+        await removeFile(p, "no row in model_cache.db (LORA_RECONCILE_REMOVE_UNOWNED)");
+      } else {
+        report.unownedFiles++;
+        logger.warn({ path: p }, "reconcile: file with no row in model_cache.db; kept");
       }
     }
   }
-  for (const dir of await subdirectories(usersDir)) {
+  deps.metrics?.unownedFiles.add(report.unownedFiles, { removed: String(deps.removeUnownedFiles) });
+  for (const dir of await subdirectories(userLoraDir)) {
     await fs.rmdir(dir).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
     });
   }
-  logger.info({ ...report }, "reconciled model_cache.db with the LoRA directory");
+  logger.info({ ...report }, "reconciled model_cache.db with the LoRA directories");
   return report;
 }
 

@@ -4,6 +4,7 @@ import type { Clock, EventBus, Logger } from "@emprops/platform";
 import { pruneEvents } from "../db/cache-events.js";
 import type { Db } from "../db/open-database.js";
 import { pruneTombstones } from "../db/tombstones.js";
+import { writeTransaction } from "../db/write-transaction.js";
 import { cacheStats } from "./cache-stats.js";
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -53,10 +54,12 @@ export class StatsPublisher {
   async publish(): Promise<boolean> {
     const { db, bus, names, machineId, clock, logger } = this.deps;
     const nowMs = clock.now().getTime();
-    pruneEvents(db, nowMs - 7 * DAY_MS);
-    pruneTombstones(db, nowMs - 30 * DAY_MS);
-    if (!bus.connected) return false;
     try {
+      await writeTransaction(db, () => {
+        pruneEvents(db, nowMs - 7 * DAY_MS);
+        pruneTombstones(db, nowMs - 30 * DAY_MS);
+      });
+      if (!bus.connected) return false;
       const stats = await cacheStats(this.deps);
       const message = create(MachineCacheStatsReportedSchema, { stats });
       await bus.publish(names.cacheStats(machineId), toBinary(MachineCacheStatsReportedSchema, message), {

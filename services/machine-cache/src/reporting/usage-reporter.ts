@@ -4,6 +4,7 @@ import { type EventNames, LoraUsageBatchSchema } from "@emprops/contracts";
 import type { EventBus, Logger } from "@emprops/platform";
 import type { Db } from "../db/open-database.js";
 import { assignBatch, batchRows, deleteBatch, pendingBatchIds, unbatchedCount } from "../db/usage-outbox.js";
+import { writeTransaction } from "../db/write-transaction.js";
 
 export interface UsageReporterDeps {
   db: Db;
@@ -29,7 +30,13 @@ export class UsageReporter {
   constructor(private readonly deps: UsageReporterDeps) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.flush(), this.deps.intervalMs);
+    this.timer = setInterval(
+      () =>
+        void this.flush().catch((err: unknown) =>
+          this.deps.logger.warn({ err }, "usage rows not batched (model_cache.db busy); will retry"),
+        ),
+      this.deps.intervalMs,
+    );
     this.timer.unref();
   }
 
@@ -47,7 +54,7 @@ export class UsageReporter {
   private async flushOnce(): Promise<number> {
     const { db, bus, names, machineId, newId, logger, batchSize } = this.deps;
     if (!bus.connected) return 0;
-    while (unbatchedCount(db) > 0) assignBatch(db, newId(), batchSize);
+    while (unbatchedCount(db) > 0) await writeTransaction(db, () => assignBatch(db, newId(), batchSize));
     let sent = 0;
     for (const batchId of pendingBatchIds(db)) {
       const rows = batchRows(db, batchId);
@@ -69,7 +76,7 @@ export class UsageReporter {
         logger.warn({ err, batch_id: batchId, usages: rows.length }, "usage batch not published; will retry");
         return sent;
       }
-      deleteBatch(db, batchId);
+      await writeTransaction(db, () => deleteBatch(db, batchId));
       sent++;
     }
     return sent;
