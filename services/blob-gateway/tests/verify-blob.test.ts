@@ -164,6 +164,28 @@ describe("VerifyBlob", () => {
     });
   });
 
+  it("with report_uncommitted answers the staged blocks of an upload not committed yet, in the same call", async () => {
+    const blob = newBlob();
+    const client = t.userContainer.getBlockBlobClient(pathOf(blob));
+    const nothing = await t.client.verifyBlob({ blob, reportUncommitted: true });
+    expect(nothing).toMatchObject({ committed: false, uncommittedBlocks: [] });
+    expect(nothing.verification).toBeUndefined();
+
+    const file = buildSafetensors(loraTensors(1));
+    const id = Buffer.from("block-000000").toString("base64");
+    await client.stageBlock(id, file, file.length);
+    const staged = await t.client.verifyBlob({ blob, reportUncommitted: true });
+    expect(staged.committed).toBe(false);
+    expect(staged.verification).toBeUndefined();
+    expect(staged.uncommittedBlocks.map((b) => [b.blockId, b.sizeBytes])).toEqual([[id, BigInt(file.length)]]);
+
+    await client.commitBlockList([id]);
+    const done = await t.client.verifyBlob({ blob, reportUncommitted: true, expectedSha256: sha256(file) });
+    expect(done.committed).toBe(true);
+    expect(done.uncommittedBlocks).toEqual([]);
+    expect(done.verification).toMatchObject({ status: ValidationStatus.SAFE, sha256: sha256(file) });
+  });
+
   it("answers NOT_FOUND for a blob that does not exist, and INVALID_ARGUMENT for bad fields", async () => {
     const missing = await rpcFailure(t.client.verifyBlob({ blob: newBlob() }));
     expect([missing.code, missing.reason]).toEqual(["NotFound", "BLOB_NOT_FOUND"]);

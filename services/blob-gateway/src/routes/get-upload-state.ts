@@ -2,6 +2,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { BlobGatewayService } from "@emprops/contracts";
 import type { AppContext } from "../context.js";
 import { userBlob } from "../storage/blob-paths.js";
+import { stagedBlocks } from "../storage/staged-blocks.js";
 import { isNotFound, storageError } from "../storage/storage-errors.js";
 import { inSpan } from "../telemetry.js";
 
@@ -18,19 +19,16 @@ export function getUploadState(ctx: AppContext): Partial<ServiceImpl<typeof Blob
       return inSpan("blob.upload_state", { "blob.path": ref.path }, async () => {
         // A blob with only staged blocks does not exist yet for Get Properties,
         // but Get Block List answers for it.
-        const [props, list] = await Promise.all([
+        const [props, uncommittedBlocks] = await Promise.all([
           blob.getProperties().catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err))),
-          blob.getBlockList("all").catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err))),
+          stagedBlocks(blob),
         ]).catch((err: unknown) => {
           throw storageError(err, ref.path);
         });
         return {
           committed: props !== undefined,
           committedSizeBytes: BigInt(props?.contentLength ?? 0),
-          uncommittedBlocks: (list?.uncommittedBlocks ?? []).map((b) => ({
-            blockId: b.name,
-            sizeBytes: BigInt(b.size),
-          })),
+          uncommittedBlocks,
         };
       });
     },

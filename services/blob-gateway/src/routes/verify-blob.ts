@@ -4,7 +4,8 @@ import type { VerificationResult } from "@emprops/lora-formats";
 import type { AppContext } from "../context.js";
 import { userBlob } from "../storage/blob-paths.js";
 import { openBlob } from "../storage/blob-reader.js";
-import { storageError } from "../storage/storage-errors.js";
+import { stagedBlocks } from "../storage/staged-blocks.js";
+import { isNotFound, storageError } from "../storage/storage-errors.js";
 import { inSpan } from "../telemetry.js";
 import { toBlobVerification } from "../verification/blob-verification.js";
 import { recordVerification, StorageReadError, tooLarge, verifyChunks } from "../verification/verify-chunks.js";
@@ -13,7 +14,8 @@ import { optionalBytes, optionalSha256 } from "./request-fields.js";
 /**
  * One streaming pass over the committed blob: format, strict safetensors
  * header or pickle scan, sha256, size, metadata. A rejected file is a normal
- * answer (status REJECTED with its reason); a missing blob is NOT_FOUND.
+ * answer (status REJECTED with its reason); a missing blob is NOT_FOUND, or
+ * with report_uncommitted the answer committed = false and the staged blocks.
  */
 export function verifyBlob(ctx: AppContext): Partial<ServiceImpl<typeof BlobGatewayService>> {
   return {
@@ -27,7 +29,16 @@ export function verifyBlob(ctx: AppContext): Partial<ServiceImpl<typeof BlobGate
 
       return inSpan("blob.verify", { "blob.path": ref.path }, async (span) => {
         const blob = ctx.storage.blob(ref);
-        const opened = await openBlob(blob).catch((err: unknown) => Promise.reject(storageError(err, ref.path)));
+        const opened = await openBlob(blob).catch((err: unknown) =>
+          req.reportUncommitted && isNotFound(err) ? undefined : Promise.reject(storageError(err, ref.path)),
+        );
+        if (!opened) {
+          const uncommittedBlocks = await stagedBlocks(blob).catch((err: unknown) => {
+            throw storageError(err, ref.path);
+          });
+          span.setAttribute("blob.verification", "uncommitted");
+          return { committed: false, uncommittedBlocks };
+        }
         span.setAttribute("blob.size_bytes", opened.size);
         let result: VerificationResult;
         if (opened.size > maxSizeBytes) {
@@ -45,7 +56,7 @@ export function verifyBlob(ctx: AppContext): Partial<ServiceImpl<typeof BlobGate
         }
         span.setAttributes({ "blob.verification": result.ok ? "safe" : (result.reason ?? "rejected") });
         recordVerification(ctx, "verify", ref.path, result);
-        return { verification: toBlobVerification(result) };
+        return { verification: toBlobVerification(result), committed: true };
       });
     },
   };
