@@ -1,7 +1,15 @@
-import { type Attributes, type Counter, type Span, SpanStatusCode } from "@opentelemetry/api";
+import {
+  type Attributes,
+  type BatchObservableCallback,
+  type Counter,
+  type Span,
+  SpanStatusCode,
+} from "@opentelemetry/api";
 import { type Clock, meter, tracer } from "@emprops/platform";
-import { type Kysely, sql } from "kysely";
+import type { Kysely } from "kysely";
 import type { QuotaConfig } from "./config.js";
+import { outboxBacklog } from "./db/queries/outbox.js";
+import { quotaUseBands } from "./db/queries/quota.js";
 import type { Database } from "./db/schema/index.js";
 
 /** The registry's counters; created after telemetry starts, so they bind to the real meter. */
@@ -47,9 +55,10 @@ export async function withSpan<T>(name: string, attributes: Attributes, fn: (spa
 /**
  * Gauges read from the database at each collection: the outbox backlog
  * (events not yet on NATS) and the age of its oldest event, and users by how
- * much of their byte quota is in use (used + reserved).
+ * much of their byte quota is in use (used + reserved). Returns the function
+ * that removes them (at stop: the database is gone then).
  */
-export function observeRegistry(db: Kysely<Database>, quota: QuotaConfig, clock: Clock): void {
+export function observeRegistry(db: Kysely<Database>, quota: QuotaConfig, clock: Clock): () => void {
   const m = meter();
   const backlog = m.createObservableGauge("lora_registry.outbox.backlog", {
     description: "Outbox events not yet published to NATS",
@@ -61,30 +70,15 @@ export function observeRegistry(db: Kysely<Database>, quota: QuotaConfig, clock:
   const users = m.createObservableGauge("lora_registry.quota.users", {
     description: "Users by share of their byte quota in use: under_half, half_to_warning, warning, full",
   });
-  m.addBatchObservableCallback(
-    async (r) => {
-      const outbox = await db
-        .selectFrom("lora_outbox")
-        .select((eb) => [eb.fn.countAll<string>().as("n"), eb.fn.min("created_at").as("oldest")])
-        .where("sent_at", "is", null)
-        .executeTakeFirstOrThrow();
-      r.observe(backlog, Number(outbox.n));
-      const since = outbox.oldest ? clock.now().getTime() - new Date(outbox.oldest).getTime() : 0;
-      r.observe(oldest, Math.max(0, since) / 1000);
-      // Bands by exact integer comparisons, as the quota warning itself (no rounded share).
-      const { rows } = await sql<{ under_half: string; half_to_warning: string; warning: string; full: string }>`
-        SELECT count(*) FILTER (WHERE used * 2 < max) AS under_half,
-               count(*) FILTER (WHERE used * 2 >= max AND used * 100 < max * ${quota.warningPercent}) AS half_to_warning,
-               count(*) FILTER (WHERE used * 100 >= max * ${quota.warningPercent} AND used < max) AS warning,
-               count(*) FILTER (WHERE used >= max) AS full
-        FROM (SELECT (used_bytes + reserved_bytes)::numeric AS used,
-                     coalesce(max_bytes, ${quota.defaultMaxBytes})::numeric AS max
-              FROM lora_quota) q`.execute(db);
-      const row = rows[0];
-      for (const band of ["under_half", "half_to_warning", "warning", "full"] as const) {
-        r.observe(users, Number(row?.[band] ?? 0), { utilization_band: band });
-      }
-    },
-    [backlog, oldest, users],
-  );
+  const observables = [backlog, oldest, users];
+  const observe: BatchObservableCallback = async (r) => {
+    const outbox = await outboxBacklog(db);
+    r.observe(backlog, outbox.count);
+    const since = outbox.oldest ? clock.now().getTime() - outbox.oldest.getTime() : 0;
+    r.observe(oldest, Math.max(0, since) / 1000);
+    const bands = await quotaUseBands(db, quota.defaultMaxBytes, quota.warningPercent);
+    for (const [band, count] of Object.entries(bands)) r.observe(users, count, { utilization_band: band });
+  };
+  m.addBatchObservableCallback(observe, observables);
+  return () => m.removeBatchObservableCallback(observe, observables);
 }

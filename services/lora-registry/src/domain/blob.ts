@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorReason, type UserLoraBlob, UserLoraBlobSchema } from "@emprops/contracts";
 import { rpcError } from "@emprops/platform";
 import type { Logger } from "pino";
-import type { LoraGenOutData } from "../db/schema/index.js";
+import type { LoraBlobRow } from "../db/queries/loras.js";
 
 /** Deadline of a gateway call; verification streams the whole blob and gets longer. */
 export const GATEWAY_TIMEOUT_MS = 15_000;
@@ -32,7 +32,7 @@ export async function viaGateway<T>(logger: Logger, what: string, call: () => Pr
 }
 
 /** users/{user_id}/loras/{id}.{ext}, as recorded at upload (or as the gateway builds it). */
-export function blobPathOf(row: { id: string; user_id: string; name: string; gen_out_data: LoraGenOutData | null }) {
+export function blobPathOf(row: LoraBlobRow) {
   const extension = row.gen_out_data?.extension ?? row.name.slice(row.name.lastIndexOf(".") + 1).toLowerCase();
   return {
     extension,

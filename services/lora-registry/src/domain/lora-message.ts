@@ -8,21 +8,16 @@ import {
   LoraSchema,
   LoraState,
   type WorkflowRef,
+  WorkflowRefSchema,
 } from "@emprops/contracts";
-import type { LoraGenOutData, StoredLoraMetadata, StoredUserMetadata } from "../db/schema/index.js";
-
-/** The columns a Lora message is built from. */
-export interface LoraRow {
-  id: string;
-  user_id: string;
-  name: string;
-  url: string | null;
-  created_at: Date | null;
-  tags: string[] | null;
-  gen_out_data: LoraGenOutData | null;
-  usage_count?: string | null;
-  last_used_at?: Date | null;
-}
+import type { Selectable } from "kysely";
+import type { LoraRow } from "../db/queries/loras.js";
+import type {
+  LoraGenOutData,
+  LoraWorkflowUsageTable,
+  StoredLoraMetadata,
+  StoredUserMetadata,
+} from "../db/schema/index.js";
 
 const FORMATS: Record<string, FileFormat> = {
   safetensors: FileFormat.SAFETENSORS,
@@ -112,5 +107,14 @@ export function toLora(row: LoraRow, extra: { workflows?: WorkflowRef[]; withRaw
     state: pending ? LoraState.PENDING : LoraState.READY,
     uploadSource: data?.upload_source ?? "",
     validationStatus: pending ? "" : (data?.validation_status ?? ""),
+  });
+}
+
+export function toWorkflowRef(w: Selectable<LoraWorkflowUsageTable>): WorkflowRef {
+  return create(WorkflowRefSchema, {
+    id: w.workflow_id,
+    name: w.workflow_name,
+    useCount: BigInt(w.use_count),
+    lastUsedAt: timestampFromDate(w.last_used_at),
   });
 }

@@ -3,6 +3,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type EventNames, LoraDeletedSchema } from "@emprops/contracts";
 import { captureTraceContext } from "@emprops/platform";
 import type { Kysely } from "kysely";
+import { insertOutboxEvents } from "../db/queries/outbox.js";
 import type { Database } from "../db/schema/index.js";
 
 export interface DeletedLora {
@@ -45,6 +46,6 @@ export async function enqueueLoraDeleted(
       trace_context: traceContext,
     };
   });
-  await db.insertInto("lora_outbox").values(rows).execute();
+  await insertOutboxEvents(db, rows);
   return rows.map((r) => r.event_id);
 }

@@ -1,15 +1,19 @@
 import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import {
   ErrorReason,
   formatBytes,
+  type LoraSize,
+  LoraSizeSchema,
   type QuotaSummary,
   QuotaExceededDetailSchema,
   QuotaSummarySchema,
 } from "@emprops/contracts";
 import { rpcError } from "@emprops/platform";
-import { type Kysely, sql } from "kysely";
+import type { Kysely } from "kysely";
 import type { QuotaConfig } from "../config.js";
+import { type LedgerRow, loraSizes, type LoraSizeRow, readLedgerRow, reserveQuota } from "../db/queries/quota.js";
 import type { Database } from "../db/schema/index.js";
 
 const GIB = 1024 ** 3;
@@ -26,16 +30,6 @@ export interface Ledger {
   overridden: boolean;
 }
 
-interface LedgerRow {
-  user_id: string;
-  max_bytes: string | null;
-  max_count: number | null;
-  used_bytes: string;
-  used_count: number;
-  reserved_bytes: string;
-  reserved_count: number;
-}
-
 function toLedger(row: LedgerRow, cfg: QuotaConfig): Ledger {
   return {
     userId: row.user_id,
@@ -49,102 +43,24 @@ function toLedger(row: LedgerRow, cfg: QuotaConfig): Ledger {
   };
 }
 
-/**
- * Creates the user's ledger if missing, starting from what the rows say (a
- * user may have LoRAs from before the ledger existed). A no-op when it
- * exists; true when it was created.
- */
-export async function ensureLedger(db: Kysely<Database>, userId: string, now: Date): Promise<boolean> {
-  const res = await sql`
-    INSERT INTO lora_quota (user_id, used_bytes, used_count, reserved_bytes, reserved_count, updated_at)
-    SELECT ${userId}::uuid, used.bytes, used.count, pending.bytes, pending.count, ${now}::timestamptz
-    FROM (SELECT coalesce(sum(lora_size_bytes(gen_out_data)), 0) AS bytes, count(*) AS count
-          FROM flat_file
-          WHERE user_id = ${userId} AND 'lora' = ANY (tags) AND hidden IS NOT TRUE) AS used,
-         (SELECT coalesce(sum(declared_size_bytes), 0) AS bytes, count(*) AS count
-          FROM lora_upload WHERE user_id = ${userId} AND state = 'pending') AS pending
-    WHERE NOT EXISTS (SELECT 1 FROM lora_quota WHERE user_id = ${userId})
-    ON CONFLICT (user_id) DO NOTHING`.execute(db);
-  return (res.numAffectedRows ?? 0n) > 0n;
+/** The user's ledger with the limits in force; computed from the rows when there is none yet. */
+export async function readLedger(db: Kysely<Database>, cfg: QuotaConfig, userId: string): Promise<Ledger> {
+  return toLedger(await readLedgerRow(db, userId), cfg);
 }
 
 /**
- * Reserves bytes and one LoRA in ONE statement: the row lock serialises
- * concurrent reservations and each re-checks the limits against the row as
- * the previous one left it, so the quota can never be overshot. Undefined
- * when a limit refuses it.
+ * Reserves `bytes` and one LoRA against the user's limits (the ledger must
+ * exist); the ledger after it, or undefined when a limit refuses it.
  */
-export async function reserveQuota(
+export async function reserve(
   db: Kysely<Database>,
   cfg: QuotaConfig,
   userId: string,
   bytes: number,
   now: Date,
 ): Promise<Ledger | undefined> {
-  const res = await sql<LedgerRow>`
-    UPDATE lora_quota
-    SET reserved_bytes = reserved_bytes + ${bytes}, reserved_count = reserved_count + 1, updated_at = ${now}
-    WHERE user_id = ${userId}
-      AND used_bytes + reserved_bytes + ${bytes} <= coalesce(max_bytes, ${cfg.defaultMaxBytes})
-      AND used_count + reserved_count + 1 <= coalesce(max_count, ${cfg.defaultMaxCount})
-    RETURNING user_id, max_bytes, max_count, used_bytes, used_count, reserved_bytes, reserved_count`.execute(db);
-  const row = res.rows[0];
+  const row = await reserveQuota(db, cfg, userId, bytes, now);
   return row ? toLedger(row, cfg) : undefined;
-}
-
-/** Returns an upload's reservation, optionally turning `usedBytes` of it into usage. */
-export async function settleReservation(
-  db: Kysely<Database>,
-  userId: string,
-  reservedBytes: number,
-  now: Date,
-  usedBytes?: number,
-): Promise<void> {
-  const used = usedBytes ?? 0;
-  const count = usedBytes === undefined ? 0 : 1;
-  // GREATEST: a drifted ledger must not block the user; ReconcileQuota repairs drift.
-  await sql`
-    UPDATE lora_quota
-    SET reserved_bytes = greatest(reserved_bytes - ${reservedBytes}, 0),
-        reserved_count = greatest(reserved_count - 1, 0),
-        used_bytes = used_bytes + ${used},
-        used_count = used_count + ${count},
-        updated_at = ${now}
-    WHERE user_id = ${userId}`.execute(db);
-}
-
-/** Returns deleted LoRAs' bytes and count to the quota. */
-export async function releaseUsage(
-  db: Kysely<Database>,
-  userId: string,
-  bytes: number,
-  count: number,
-  now: Date,
-): Promise<void> {
-  await sql`
-    UPDATE lora_quota
-    SET used_bytes = greatest(used_bytes - ${bytes}, 0),
-        used_count = greatest(used_count - ${count}, 0),
-        updated_at = ${now}
-    WHERE user_id = ${userId}`.execute(db);
-}
-
-/** The ledger, or what it would be from the rows when the user has none yet (reads never write). */
-export async function readLedger(db: Kysely<Database>, cfg: QuotaConfig, userId: string): Promise<Ledger> {
-  const res = await sql<LedgerRow>`
-    SELECT user_id, max_bytes, max_count, used_bytes, used_count, reserved_bytes, reserved_count
-    FROM lora_quota WHERE user_id = ${userId}
-    UNION ALL
-    SELECT ${userId}::uuid, NULL, NULL, used.bytes, used.count::int, pending.bytes, pending.count::int
-    FROM (SELECT coalesce(sum(lora_size_bytes(gen_out_data)), 0) AS bytes, count(*) AS count
-          FROM flat_file
-          WHERE user_id = ${userId} AND 'lora' = ANY (tags) AND hidden IS NOT TRUE) AS used,
-         (SELECT coalesce(sum(declared_size_bytes), 0) AS bytes, count(*) AS count
-          FROM lora_upload WHERE user_id = ${userId} AND state = 'pending') AS pending
-    WHERE NOT EXISTS (SELECT 1 FROM lora_quota WHERE user_id = ${userId})`.execute(db);
-  const row = res.rows[0];
-  if (!row) throw new Error("ledger query returned no row");
-  return toLedger(row, cfg);
 }
 
 /** The share in percent, rounded to two decimals: for display only, never for a threshold. */
@@ -184,6 +100,27 @@ export function quotaSummary(l: Ledger, cfg: QuotaConfig): QuotaSummary {
     availableGb: available / GIB,
     overridden: l.overridden,
   });
+}
+
+function toLoraSize(r: LoraSizeRow): LoraSize {
+  return create(LoraSizeSchema, {
+    id: r.id,
+    name: r.name,
+    sizeBytes: BigInt(r.size_bytes),
+    sizeGb: Number(r.size_bytes) / GIB,
+    pending: r.pending,
+    lastUsedAt: r.last_used_at ? timestampFromDate(r.last_used_at) : undefined,
+  });
+}
+
+/** GetQuota's answer: the summary and every LoRA counted (pending ones marked), largest first. */
+export async function quotaReport(
+  db: Kysely<Database>,
+  cfg: QuotaConfig,
+  userId: string,
+): Promise<{ quota: QuotaSummary; loras: LoraSize[] }> {
+  const [ledger, sizes] = await Promise.all([readLedger(db, cfg, userId), loraSizes(db, userId)]);
+  return { quota: quotaSummary(ledger, cfg), loras: sizes.map(toLoraSize) };
 }
 
 /** RESOURCE_EXHAUSTED / QUOTA_EXCEEDED with the numbers a UI shows. */

@@ -1,151 +1,170 @@
-import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { ErrorReason, type UploadSession, UploadSessionSchema, UploadState } from "@emprops/contracts";
-import { failedPrecondition, notFound } from "@emprops/platform";
-import { type Kysely, sql } from "kysely";
-import type { Database, LoraUploadTable, UploadSessionState } from "../db/schema/index.js";
+import type { CreateUploadUrlResponse, GetUploadStateResponse, LoraUploadExtension } from "@emprops/contracts";
+import { errorReason } from "@emprops/platform";
+import { writeAudit } from "../db/queries/audit.js";
+import { insertPendingLora, type LoraRow, updateLoraRow } from "../db/queries/loras.js";
+import { ensureLedger } from "../db/queries/quota.js";
+import { insertSession, type SessionRow, setSessionBlobPath } from "../db/queries/upload-sessions.js";
+import type { LoraGenOutData, StoredUserMetadata } from "../db/schema/index.js";
 import type { AppContext } from "../context.js";
-import { type AuditEntry, writeAudit } from "./audit.js";
-import { blobPathOf, GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "./blob.js";
-import { enqueueLoraDeleted } from "./outbox.js";
-import { settleReservation } from "./quota.js";
+import { withSpan } from "../telemetry.js";
+import { GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "./blob.js";
+import { mergeMetadata } from "./lora-message.js";
+import { type Ledger, quotaExceeded, readLedger, reserve } from "./quota.js";
+import { effectiveState, endSession, findSession, notPending, uploadUrlTtl } from "./upload-session.js";
 
-export type SessionRow = Omit<LoraUploadTable, "declared_size_bytes"> & { declared_size_bytes: string };
-
-const STATES: Record<UploadSessionState, UploadState> = {
-  pending: UploadState.PENDING,
-  completed: UploadState.COMPLETED,
-  aborted: UploadState.ABORTED,
-  expired: UploadState.EXPIRED,
-  failed: UploadState.FAILED,
-};
-
-/** Past its expiry a pending session is expired, whether or not the reaper has been yet. */
-export function effectiveState(s: SessionRow, now: Date): UploadSessionState {
-  return s.state === "pending" && s.expires_at.getTime() <= now.getTime() ? "expired" : s.state;
+/** A validated CreateLoraUpload request. */
+export interface NewUpload {
+  name: string;
+  extension: LoraUploadExtension;
+  sizeBytes: number;
+  tags: string[];
+  userMetadata: StoredUserMetadata;
+  sha256?: string;
+  uploadSource: string;
 }
 
-export function toUploadSession(s: SessionRow, now: Date): UploadSession {
-  return create(UploadSessionSchema, {
-    uploadId: s.id,
-    loraId: s.lora_id,
-    state: STATES[effectiveState(s, now)],
-    declaredSizeBytes: BigInt(s.declared_size_bytes),
-    createTime: timestampFromDate(s.created_at),
-    expireTime: timestampFromDate(s.expires_at),
-    failureReason: s.failure_reason ?? "",
-    failureMessage: s.failure_message ?? "",
-  });
-}
-
-/** The caller's own session; UPLOAD_NOT_FOUND for a missing one and for someone else's alike. */
-export async function findSession(db: Kysely<Database>, userId: string, uploadId: string): Promise<SessionRow> {
-  const row = await db
-    .selectFrom("lora_upload")
-    .selectAll()
-    .where("id", "=", uploadId)
-    .where("user_id", "=", userId)
-    .executeTakeFirst();
-  if (!row) {
-    throw notFound(ErrorReason.UPLOAD_NOT_FOUND, `Upload ${uploadId} not found or access denied`, {
-      upload_id: uploadId,
-    });
-  }
-  return row;
-}
-
-/** FAILED_PRECONDITION for a session that is no longer pending. */
-export function notPending(s: SessionRow, now: Date) {
-  const state = effectiveState(s, now);
-  if (state === "expired") {
-    return failedPrecondition(ErrorReason.UPLOAD_EXPIRED, `Upload ${s.id} expired before it was completed`, {
-      upload_id: s.id,
-      expire_time: s.expires_at.toISOString(),
-    });
-  }
-  return failedPrecondition(ErrorReason.UPLOAD_STATE_CONFLICT, `Upload ${s.id} is already ${state}`, {
-    upload_id: s.id,
-    state,
-  });
-}
-
-/** Why an upload's blob is deleted, as LoraDeleted.reason. */
-const DELETION_REASONS = {
-  aborted: "upload_aborted",
-  expired: "upload_expired",
-  failed: "upload_rejected",
-} as const;
-
-export interface SessionEnd {
-  state: "aborted" | "expired" | "failed";
-  audit: Omit<AuditEntry, "userId" | "loraId">;
-  failure?: { reason: string; message: string };
-  /** False only when no upload URL was ever handed out. */
-  blobMayExist: boolean;
+export interface StartedUpload {
+  session: SessionRow;
+  lora: LoraRow;
+  signed: CreateUploadUrlResponse;
+  ledger: Ledger;
+  /** When the session began. */
+  now: Date;
 }
 
 /**
- * Ends a pending session without publishing it (aborted, expired, failed):
- * returns its reservation, marks the hidden row, writes the audit row and,
- * if anything may have been uploaded, a LoraDeleted event to the outbox (the
- * gateway's consumer deletes the blob even if the direct deletion below
- * fails). The state guard makes it happen once however many callers race —
- * a CompleteLoraUpload verifying at the same time then fails instead of
- * publishing; false when someone else ended the session first.
+ * Reserves the quota and creates the hidden row and the session in one short
+ * transaction, then has the gateway sign an upload URL (no lock is held
+ * across the network). No URL, no upload: the reservation is given back.
  */
-export async function endSession(ctx: AppContext, s: SessionRow, end: SessionEnd): Promise<boolean> {
+export async function startUpload(ctx: AppContext, userId: string, u: NewUpload): Promise<StartedUpload> {
   const now = ctx.clock.now();
-  const ended = await ctx.db.transaction().execute(async (trx) => {
-    const row = await trx
-      .updateTable("lora_upload")
-      .set({
-        state: end.state,
-        finished_at: now,
-        failure_reason: end.failure?.reason ?? null,
-        failure_message: end.failure?.message ?? null,
-      })
-      .where("id", "=", s.id)
-      .where("state", "=", "pending")
-      .returning("id")
-      .executeTakeFirst();
-    if (!row) return false;
-    await settleReservation(trx, s.user_id, Number(s.declared_size_bytes), now);
-    const status = end.state === "failed" ? "rejected" : end.state;
-    await sql`
-      UPDATE flat_file
-      SET hidden = true,
-          gen_out_data = coalesce(gen_out_data, '{}'::jsonb) || jsonb_build_object('validation_status', ${status}::text)
-      WHERE id = ${s.lora_id}`.execute(trx);
-    if (end.blobMayExist) {
-      await enqueueLoraDeleted(trx, ctx.names, ctx.newId, now, DELETION_REASONS[end.state], [
-        { loraId: s.lora_id, userId: s.user_id, ...blobPathOf(uploadRow(s)) },
+  const expiresAt = new Date(now.getTime() + ctx.cfg.upload.sessionTtlSeconds * 1000);
+  const uploadId = ctx.newId();
+  const genOut: LoraGenOutData = {
+    size_bytes: u.sizeBytes,
+    validation_status: "pending",
+    upload_source: u.uploadSource,
+    extension: u.extension,
+    user_metadata: u.userMetadata,
+    lora_metadata: mergeMetadata({}, u.userMetadata),
+  };
+
+  const created = await withSpan("reserve_quota", { "lora.size_bytes": u.sizeBytes }, () =>
+    ctx.db.transaction().execute(async (trx) => {
+      await ensureLedger(trx, userId, now);
+      const ledger = await reserve(trx, ctx.cfg.quota, userId, u.sizeBytes, now);
+      if (!ledger) return { refused: true as const, ledger: await readLedger(trx, ctx.cfg.quota, userId) };
+      const lora = await insertPendingLora(trx, { userId, name: u.name, tags: u.tags, genOut, createdAt: now });
+      const session = await insertSession(trx, {
+        id: uploadId,
+        user_id: userId,
+        lora_id: lora.id,
+        state: "pending",
+        declared_size_bytes: u.sizeBytes,
+        extension: u.extension,
+        expected_sha256: u.sha256 ?? null,
+        created_at: now,
+        expires_at: expiresAt,
+      });
+      await writeAudit(trx, now, [
+        {
+          actorId: userId,
+          actorRole: "user",
+          action: "lora.upload.create",
+          userId,
+          loraId: lora.id,
+          details: { upload_id: uploadId, name: u.name, size_bytes: u.sizeBytes, upload_source: u.uploadSource },
+        },
       ]);
-    }
-    await writeAudit(trx, now, [{ ...end.audit, userId: s.user_id, loraId: s.lora_id }]);
-    return true;
-  });
-  if (ended && end.blobMayExist) {
-    ctx.outboxWritten.notify();
-    // At once if storage answers; otherwise the deletion event does it.
-    try {
-      await viaGateway(ctx.logger, "DeleteBlob", () =>
-        ctx.blobGateway.deleteBlob(
-          { blob: userLoraBlob(s.user_id, s.lora_id, s.extension) },
-          { timeoutMs: GATEWAY_TIMEOUT_MS },
-        ),
-      );
-    } catch {
-      ctx.logger.warn({ upload_id: s.id, lora_id: s.lora_id }, "blob of an ended upload left to its deletion event");
-    }
+      return { refused: false as const, ledger, lora, session };
+    }),
+  );
+  if (created.refused) {
+    ctx.metrics.uploads.add(1, { outcome: "quota_exceeded" });
+    throw quotaExceeded(created.ledger, ctx.cfg.quota, u.sizeBytes);
   }
-  return ended;
+  const { ledger, lora, session } = created;
+
+  let signed: CreateUploadUrlResponse;
+  try {
+    signed = await signUploadUrl(ctx, session);
+  } catch (err) {
+    await endSession(ctx, session, {
+      state: "failed",
+      blobMayExist: false,
+      audit: { actorId: "system", actorRole: "system", action: "lora.upload.fail", details: { upload_id: uploadId } },
+      failure: { reason: errorReason(err) || "DEPENDENCY_UNAVAILABLE", message: "no upload URL could be signed" },
+    });
+    throw err;
+  }
+
+  const stored = await ctx.db.transaction().execute(async (trx) => {
+    await setSessionBlobPath(trx, uploadId, signed.blobPath);
+    return updateLoraRow(trx, lora.id, { url: signed.blobUrl, genOut: { ...genOut, blob_path: signed.blobPath } });
+  });
+  ctx.metrics.uploads.add(1, { outcome: "created" });
+  ctx.logger.info(
+    { user_id: userId, lora_id: lora.id, upload_id: uploadId, size_bytes: u.sizeBytes },
+    "upload started",
+  );
+  return { session: { ...session, blob_path: signed.blobPath }, lora: stored, signed, ledger, now };
 }
 
-function uploadRow(s: SessionRow) {
-  return {
-    id: s.lora_id,
-    user_id: s.user_id,
-    name: `.${s.extension}`,
-    gen_out_data: { extension: s.extension, ...(s.blob_path ? { blob_path: s.blob_path } : {}) },
-  };
+/** A write-only URL for the session's blob, living no longer than the session. */
+function signUploadUrl(ctx: AppContext, s: SessionRow): Promise<CreateUploadUrlResponse> {
+  return viaGateway(ctx.logger, "CreateUploadUrl", () =>
+    ctx.blobGateway.createUploadUrl(
+      {
+        blob: userLoraBlob(s.user_id, s.lora_id, s.extension),
+        sizeBytes: BigInt(s.declared_size_bytes),
+        ttlSeconds: uploadUrlTtl(ctx.cfg.upload, ctx.clock.now(), s.expires_at),
+      },
+      { timeoutMs: GATEWAY_TIMEOUT_MS },
+    ),
+  );
+}
+
+export interface UploadProgress {
+  session: SessionRow;
+  /** The time the session's state was read at. */
+  now: Date;
+  /** While pending: what storage holds and a fresh URL to go on with. */
+  resume?: { state: GetUploadStateResponse; signed: CreateUploadUrlResponse };
+}
+
+/** The session and, while it is pending, what was staged (a write-only URL cannot read it) and a fresh URL. */
+export async function uploadProgress(ctx: AppContext, userId: string, uploadId: string): Promise<UploadProgress> {
+  const session = await findSession(ctx.db, userId, uploadId);
+  const now = ctx.clock.now();
+  if (effectiveState(session, now) !== "pending") return { session, now };
+  const blob = userLoraBlob(userId, session.lora_id, session.extension);
+  const [state, signed] = await withSpan("resume_upload", { "lora.upload_id": uploadId }, () =>
+    Promise.all([
+      viaGateway(ctx.logger, "GetUploadState", () =>
+        ctx.blobGateway.getUploadState({ blob }, { timeoutMs: GATEWAY_TIMEOUT_MS }),
+      ),
+      signUploadUrl(ctx, session),
+    ]),
+  );
+  return { session, now, resume: { state, signed } };
+}
+
+/** Deletes what was uploaded and returns the reservation; aborting twice is harmless. */
+export async function abortUpload(ctx: AppContext, userId: string, uploadId: string): Promise<void> {
+  const session = await findSession(ctx.db, userId, uploadId);
+  if (session.state === "aborted") return;
+  if (session.state !== "pending") throw notPending(session, ctx.clock.now());
+  const ended = await endSession(ctx, session, {
+    state: "aborted",
+    blobMayExist: true,
+    audit: { actorId: userId, actorRole: "user", action: "lora.upload.abort", details: { upload_id: uploadId } },
+  });
+  if (ended) {
+    ctx.metrics.uploads.add(1, { outcome: "aborted" });
+    return;
+  }
+  // Someone ended it first: aborting twice is harmless, anything else is a conflict.
+  const current = await findSession(ctx.db, userId, uploadId);
+  if (current.state !== "aborted") throw notPending(current, ctx.clock.now());
 }

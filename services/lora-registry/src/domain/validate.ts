@@ -196,15 +196,6 @@ export function parseUploadSource(value: string): string {
   return value;
 }
 
-/** AIP-158 page size: 0 means the default, above the maximum is clamped, negative is an error. */
-export function parsePageSize(value: number, fallback: number, max: number, field = "page_size"): number {
-  if (!Number.isInteger(value) || value < 0) {
-    throw invalidArgument(ErrorReason.INVALID_PAGE_SIZE, `${field} must not be negative, got ${value}`, { field });
-  }
-  if (value === 0) return fallback;
-  return Math.min(value, max);
-}
-
 /** A short free-text field (job id, machine id, reason): at most `max` printable characters. */
 export function parseShortText(value: string, field: string, max: number): string {
   if (value.length > max || CONTROL.test(value)) {
@@ -213,6 +204,44 @@ export function parseShortText(value: string, field: string, max: number): strin
     });
   }
   return value;
+}
+
+/** What UpdateLora may change. */
+export const LORA_UPDATE_FIELDS = ["name", "tags", "description", "trigger_words"] as const;
+export type LoraUpdateField = (typeof LORA_UPDATE_FIELDS)[number];
+
+/** The mask's fields; with no mask, the fields the request sets (AIP-134). */
+export function parseLoraUpdateMask(
+  paths: readonly string[],
+  req: { name: string; tags: string[]; description: string; triggerWords: string[] },
+): Set<LoraUpdateField> {
+  const set = new Set<LoraUpdateField>();
+  if (paths.length === 0) {
+    if (req.name !== "") set.add("name");
+    if (req.tags.length > 0) set.add("tags");
+    if (req.description !== "") set.add("description");
+    if (req.triggerWords.length > 0) set.add("trigger_words");
+    if (set.size === 0) {
+      throw invalidArgument(
+        ErrorReason.INVALID_UPDATE_MASK,
+        `nothing to update: set update_mask to some of ${LORA_UPDATE_FIELDS.join(", ")}`,
+        { field: "update_mask" },
+      );
+    }
+    return set;
+  }
+  for (const path of paths) {
+    const field = path === "triggerWords" ? "trigger_words" : path;
+    if (!(LORA_UPDATE_FIELDS as readonly string[]).includes(field)) {
+      throw invalidArgument(
+        ErrorReason.INVALID_UPDATE_MASK,
+        `update_mask names ${JSON.stringify(path)}, which cannot be updated; use ${LORA_UPDATE_FIELDS.join(", ")}`,
+        { field: "update_mask", path },
+      );
+    }
+    set.add(field as LoraUpdateField);
+  }
+  return set;
 }
 
 function clip(value: string, max = 80): string {

@@ -2,7 +2,7 @@ import { fromBinary, toJsonString } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { MachineCacheStatsReportedSchema, MachineCacheStatsSchema } from "@emprops/contracts";
 import type { Consumer } from "@emprops/platform";
-import { sql } from "kysely";
+import { storeCacheStats } from "../db/queries/cache-stats.js";
 import type { AppContext } from "../context.js";
 
 /** Keeps the latest MachineCacheStats of each machine; an older report never replaces a newer one. */
@@ -24,25 +24,12 @@ export function startCacheStatsConsumer(ctx: AppContext): Promise<Consumer> {
       }
       const now = ctx.clock.now();
       const reportTime = stats.reportTime ? timestampDate(stats.reportTime) : now;
-      await ctx.db
-        .insertInto("machine_cache_stats")
-        .values({
-          machine_id: stats.machineId,
-          report_time: reportTime,
-          stats: toJsonString(MachineCacheStatsSchema, stats),
-          received_at: now,
-        })
-        .onConflict((oc) =>
-          oc
-            .column("machine_id")
-            .doUpdateSet({
-              report_time: sql`excluded.report_time`,
-              stats: sql`excluded.stats`,
-              received_at: sql`excluded.received_at`,
-            })
-            .where(sql<boolean>`machine_cache_stats.report_time <= excluded.report_time`),
-        )
-        .execute();
+      await storeCacheStats(ctx.db, {
+        machineId: stats.machineId,
+        reportTime,
+        statsJson: toJsonString(MachineCacheStatsSchema, stats),
+        receivedAt: now,
+      });
     },
   });
 }

@@ -1,5 +1,6 @@
 import pRetry, { AbortError } from "p-retry";
 import { withTraceContext } from "@emprops/platform";
+import { lockUnsentEvents, markEventsSent, recordPublishFailure } from "../db/queries/outbox.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
 
@@ -8,16 +9,7 @@ const BATCH = 100;
 /** Publishes up to one batch of unsent outbox rows; throws if one could not be published. */
 export async function relayBatch(ctx: AppContext): Promise<number> {
   const outcome = await ctx.db.transaction().execute(async (trx) => {
-    // SKIP LOCKED: replicas relay side by side without publishing a row twice at once.
-    const rows = await trx
-      .selectFrom("lora_outbox")
-      .select(["id", "event_id", "subject", "payload", "trace_context", "created_at"])
-      .where("sent_at", "is", null)
-      .orderBy("id")
-      .limit(BATCH)
-      .forUpdate()
-      .skipLocked()
-      .execute();
+    const rows = await lockUnsentEvents(trx, BATCH);
     const sent: string[] = [];
     let failure: { id: string; error: unknown } | undefined;
     for (const row of rows) {
@@ -30,16 +22,8 @@ export async function relayBatch(ctx: AppContext): Promise<number> {
       }
     }
     const now = ctx.clock.now();
-    if (sent.length > 0) {
-      await trx.updateTable("lora_outbox").set({ sent_at: now }).where("id", "in", sent).execute();
-    }
-    if (failure) {
-      await trx
-        .updateTable("lora_outbox")
-        .set((eb) => ({ attempts: eb("attempts", "+", 1), last_error: String(failure.error).slice(0, 500) }))
-        .where("id", "=", failure.id)
-        .execute();
-    }
+    await markEventsSent(trx, sent, now);
+    if (failure) await recordPublishFailure(trx, failure.id, String(failure.error));
     return { sent: sent.length, failure, more: rows.length === BATCH };
   });
   if (outcome.sent > 0) ctx.metrics.outbox.add(outcome.sent, { outcome: "published" });

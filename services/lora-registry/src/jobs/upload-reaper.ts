@@ -1,5 +1,7 @@
 import { Cron } from "croner";
-import { endSession, type SessionRow } from "../domain/uploads.js";
+import { expiredSessions } from "../db/queries/upload-sessions.js";
+import { forgetUsageBatches } from "../db/queries/usage.js";
+import { endSession } from "../domain/upload-session.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
 
@@ -15,14 +17,7 @@ export async function reapOnce(ctx: AppContext): Promise<number> {
   return withSpan("reap_uploads", {}, async () => {
     const now = ctx.clock.now();
     let reaped = 0;
-    const expired = (await ctx.db
-      .selectFrom("lora_upload")
-      .selectAll()
-      .where("state", "=", "pending")
-      .where("expires_at", "<=", now)
-      .orderBy("expires_at")
-      .limit(BATCH)
-      .execute()) as SessionRow[];
+    const expired = await expiredSessions(ctx.db, now, BATCH);
     for (const s of expired) {
       const ended = await endSession(ctx, s, {
         state: "expired",
@@ -40,7 +35,7 @@ export async function reapOnce(ctx: AppContext): Promise<number> {
       }
     }
     const cutoff = new Date(now.getTime() - ctx.cfg.usageBatchRetentionDays * 86_400_000);
-    await ctx.db.deleteFrom("lora_usage_batch").where("applied_at", "<", cutoff).execute();
+    await forgetUsageBatches(ctx.db, cutoff);
     if (reaped > 0) ctx.logger.info({ reaped }, "expired upload sessions reaped");
     return reaped;
   });

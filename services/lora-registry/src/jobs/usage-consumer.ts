@@ -2,7 +2,8 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { LoraUsageBatchSchema, type LoraUsageBatch } from "@emprops/contracts";
 import type { BusMessage, Consumer } from "@emprops/platform";
-import { sql } from "kysely";
+import { loraOwners } from "../db/queries/loras.js";
+import { addLoraUsage, addWorkflowUsage, recordUsageBatch } from "../db/queries/usage.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
 
@@ -25,27 +26,12 @@ export async function applyUsageBatch(ctx: AppContext, batch: LoraUsageBatch): P
   const now = ctx.clock.now();
   return withSpan("apply_usage_batch", { "lora.batch_id": batch.batchId, "lora.usages": batch.usages.length }, () =>
     ctx.db.transaction().execute(async (trx) => {
-      const fresh = await trx
-        .insertInto("lora_usage_batch")
-        .values({ batch_id: batch.batchId, machine_id: batch.machineId, applied_at: now })
-        .onConflict((oc) => oc.column("batch_id").doNothing())
-        .returning("batch_id")
-        .executeTakeFirst();
-      if (!fresh) return "duplicate";
+      if (!(await recordUsageBatch(trx, batch, now))) return "duplicate";
 
       const usages = batch.usages.filter((u) => LORA_ID.test(u.loraId) && UUID.test(u.userId));
       const ids = [...new Set(usages.map((u) => u.loraId))];
       if (ids.length === 0) return "applied";
-      const owners = new Map(
-        (
-          await trx
-            .selectFrom("flat_file")
-            .select(["id", "user_id"])
-            .where("id", "in", ids)
-            .where(sql<boolean>`'lora' = ANY (tags)`)
-            .execute()
-        ).map((r) => [r.id, r.user_id]),
-      );
+      const owners = await loraOwners(trx, ids);
       const perLora = new Map<string, Tally & { userId: string }>();
       const perWorkflow = new Map<string, Tally & { loraId: string; workflowId: string }>();
       for (const u of usages) {
@@ -71,47 +57,25 @@ export async function applyUsageBatch(ctx: AppContext, batch: LoraUsageBatch): P
           perWorkflow.set(key, w);
         }
       }
-      if (perLora.size > 0) {
-        await trx
-          .insertInto("lora_usage")
-          .values(
-            [...perLora].map(([loraId, l]) => ({
-              lora_id: loraId,
-              user_id: l.userId,
-              usage_count: l.count,
-              last_used_at: l.last,
-            })),
-          )
-          .onConflict((oc) =>
-            oc.column("lora_id").doUpdateSet({
-              usage_count: sql`lora_usage.usage_count + excluded.usage_count`,
-              last_used_at: sql`greatest(lora_usage.last_used_at, excluded.last_used_at)`,
-            }),
-          )
-          .execute();
-      }
-      if (perWorkflow.size > 0) {
-        await trx
-          .insertInto("lora_workflow_usage")
-          .values(
-            [...perWorkflow.values()].map((w) => ({
-              lora_id: w.loraId,
-              workflow_id: w.workflowId.slice(0, 256),
-              workflow_name: w.name.slice(0, 256),
-              use_count: w.count,
-              last_used_at: w.last,
-            })),
-          )
-          .onConflict((oc) =>
-            oc.columns(["lora_id", "workflow_id"]).doUpdateSet({
-              use_count: sql`lora_workflow_usage.use_count + excluded.use_count`,
-              last_used_at: sql`greatest(lora_workflow_usage.last_used_at, excluded.last_used_at)`,
-              workflow_name: sql`CASE WHEN excluded.workflow_name <> '' THEN excluded.workflow_name
-                                      ELSE lora_workflow_usage.workflow_name END`,
-            }),
-          )
-          .execute();
-      }
+      await addLoraUsage(
+        trx,
+        [...perLora].map(([loraId, l]) => ({
+          lora_id: loraId,
+          user_id: l.userId,
+          usage_count: l.count,
+          last_used_at: l.last,
+        })),
+      );
+      await addWorkflowUsage(
+        trx,
+        [...perWorkflow.values()].map((w) => ({
+          lora_id: w.loraId,
+          workflow_id: w.workflowId.slice(0, 256),
+          workflow_name: w.name.slice(0, 256),
+          use_count: w.count,
+          last_used_at: w.last,
+        })),
+      );
       return "applied";
     }),
   );

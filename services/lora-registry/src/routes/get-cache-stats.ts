@@ -1,6 +1,7 @@
 import { create, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { GetCacheStatsResponseSchema, type LoraAdminService, MachineCacheStatsSchema } from "@emprops/contracts";
+import { latestCacheStats } from "../db/queries/cache-stats.js";
 import { parseShortText } from "../domain/validate.js";
 import type { AppContext } from "../context.js";
 
@@ -8,9 +9,7 @@ export function getCacheStats(ctx: AppContext): Partial<ServiceImpl<typeof LoraA
   return {
     async getCacheStats(req) {
       const machineId = parseShortText(req.machineId, "machine_id", 128);
-      let q = ctx.db.selectFrom("machine_cache_stats").select(["stats"]).orderBy("machine_id");
-      if (machineId) q = q.where("machine_id", "=", machineId);
-      const rows = await q.execute();
+      const rows = await latestCacheStats(ctx.db, machineId || undefined);
       return create(GetCacheStatsResponseSchema, {
         machines: rows.map((r) =>
           fromJson(MachineCacheStatsSchema, r.stats as JsonValue, { ignoreUnknownFields: true }),

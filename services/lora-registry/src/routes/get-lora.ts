@@ -3,7 +3,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { GetLoraResponseSchema, type LoraService } from "@emprops/contracts";
 import { userOf } from "../domain/caller.js";
 import { toLora } from "../domain/lora-message.js";
-import { findOwnLora, workflowsUsing } from "../domain/lora-query.js";
+import { findOwnLora, workflowRefs } from "../domain/loras.js";
 import { parseLoraId } from "../domain/validate.js";
 import type { AppContext } from "../context.js";
 
@@ -13,7 +13,7 @@ export function getLora(ctx: AppContext): Partial<ServiceImpl<typeof LoraService
       const userId = userOf(hctx);
       const loraId = parseLoraId(req.loraId);
       const row = await findOwnLora(ctx.db, userId, loraId);
-      const workflows = await workflowsUsing(ctx.db, loraId);
+      const workflows = await workflowRefs(ctx.db, loraId);
       return create(GetLoraResponseSchema, { lora: toLora(row, { workflows, withRaw: true }) });
     },
   };

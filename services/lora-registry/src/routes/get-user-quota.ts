@@ -1,9 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { GetUserQuotaResponseSchema, type LoraAdminService } from "@emprops/contracts";
-import { loraSizes } from "../domain/lora-query.js";
-import { toLoraSize } from "../domain/lora-sizes.js";
-import { quotaSummary, readLedger } from "../domain/quota.js";
+import { quotaReport } from "../domain/quota.js";
 import { parseUuid } from "../domain/validate.js";
 import type { AppContext } from "../context.js";
 
@@ -11,11 +9,7 @@ export function getUserQuota(ctx: AppContext): Partial<ServiceImpl<typeof LoraAd
   return {
     async getUserQuota(req) {
       const userId = parseUuid(req.userId, "user_id");
-      const [ledger, sizes] = await Promise.all([readLedger(ctx.db, ctx.cfg.quota, userId), loraSizes(ctx.db, userId)]);
-      return create(GetUserQuotaResponseSchema, {
-        quota: quotaSummary(ledger, ctx.cfg.quota),
-        loras: sizes.map(toLoraSize),
-      });
+      return create(GetUserQuotaResponseSchema, await quotaReport(ctx.db, ctx.cfg.quota, userId));
     },
   };
 }

@@ -3,8 +3,8 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { ErrorReason, type LoraAdminService, SetUserQuotaResponseSchema } from "@emprops/contracts";
 import { invalidArgument } from "@emprops/platform";
 import { actorOf } from "../domain/caller.js";
-import { writeAudit } from "../domain/audit.js";
-import { ensureLedger, quotaSummary, readLedger } from "../domain/quota.js";
+import { quotaSummary, readLedger } from "../domain/quota.js";
+import { changeLimits } from "../domain/quota-admin.js";
 import { parseUuid } from "../domain/validate.js";
 import type { AppContext } from "../context.js";
 
@@ -39,32 +39,10 @@ export function setUserQuota(ctx: AppContext): Partial<ServiceImpl<typeof LoraAd
           field: "max_count",
         });
       }
-      const now = ctx.clock.now();
-      await ctx.db.transaction().execute(async (trx) => {
-        await ensureLedger(trx, userId, now);
-        await trx
-          .updateTable("lora_quota")
-          .set({
-            ...(req.resetToDefaults ? { max_bytes: null, max_count: null } : {}),
-            ...(req.maxBytes !== undefined ? { max_bytes: Number(req.maxBytes) } : {}),
-            ...(req.maxCount !== undefined ? { max_count: req.maxCount } : {}),
-            updated_at: now,
-          })
-          .where("user_id", "=", userId)
-          .execute();
-        await writeAudit(trx, now, [
-          {
-            actorId: actorOf(hctx),
-            actorRole: "admin",
-            action: "quota.set",
-            userId,
-            details: {
-              reset_to_defaults: req.resetToDefaults,
-              ...(req.maxBytes !== undefined ? { max_bytes: Number(req.maxBytes) } : {}),
-              ...(req.maxCount !== undefined ? { max_count: req.maxCount } : {}),
-            },
-          },
-        ]);
+      await changeLimits(ctx, userId, actorOf(hctx), {
+        resetToDefaults: req.resetToDefaults,
+        maxBytes: req.maxBytes === undefined ? undefined : Number(req.maxBytes),
+        maxCount: req.maxCount,
       });
       const ledger = await readLedger(ctx.db, ctx.cfg.quota, userId);
       return create(SetUserQuotaResponseSchema, { quota: quotaSummary(ledger, ctx.cfg.quota) });

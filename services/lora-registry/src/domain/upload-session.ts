@@ -1,0 +1,147 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { ErrorReason, type UploadSession, UploadSessionSchema, UploadState } from "@emprops/contracts";
+import { failedPrecondition, notFound } from "@emprops/platform";
+import type { Kysely } from "kysely";
+import type { UploadConfig } from "../config.js";
+import { type AuditEntry, writeAudit } from "../db/queries/audit.js";
+import { markUploadEnded } from "../db/queries/loras.js";
+import { settleReservation } from "../db/queries/quota.js";
+import * as sessions from "../db/queries/upload-sessions.js";
+import type { SessionRow } from "../db/queries/upload-sessions.js";
+import type { Database, UploadSessionState } from "../db/schema/index.js";
+import type { AppContext } from "../context.js";
+import { blobPathOf, GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "./blob.js";
+import { enqueueLoraDeleted } from "./outbox.js";
+
+const STATES: Record<UploadSessionState, UploadState> = {
+  pending: UploadState.PENDING,
+  completed: UploadState.COMPLETED,
+  aborted: UploadState.ABORTED,
+  expired: UploadState.EXPIRED,
+  failed: UploadState.FAILED,
+};
+
+/**
+ * Seconds an upload URL handed out now may live: UPLOAD_URL_TTL_SECONDS,
+ * never past the session's expiry (UPLOAD_SESSION_TTL_SECONDS after it began).
+ */
+export function uploadUrlTtl(cfg: UploadConfig, now: Date, expiresAt: Date): number {
+  const left = Math.floor((expiresAt.getTime() - now.getTime()) / 1000);
+  return Math.max(1, Math.min(cfg.urlTtlSeconds, left));
+}
+
+/** Past its expiry a pending session is expired, whether or not the reaper has been yet. */
+export function effectiveState(s: SessionRow, now: Date): UploadSessionState {
+  return s.state === "pending" && s.expires_at.getTime() <= now.getTime() ? "expired" : s.state;
+}
+
+export function toUploadSession(s: SessionRow, now: Date): UploadSession {
+  return create(UploadSessionSchema, {
+    uploadId: s.id,
+    loraId: s.lora_id,
+    state: STATES[effectiveState(s, now)],
+    declaredSizeBytes: BigInt(s.declared_size_bytes),
+    createTime: timestampFromDate(s.created_at),
+    expireTime: timestampFromDate(s.expires_at),
+    failureReason: s.failure_reason ?? "",
+    failureMessage: s.failure_message ?? "",
+  });
+}
+
+/** The caller's own session; UPLOAD_NOT_FOUND for a missing one and for someone else's alike. */
+export async function findSession(db: Kysely<Database>, userId: string, uploadId: string): Promise<SessionRow> {
+  const row = await sessions.findSession(db, userId, uploadId);
+  if (!row) {
+    throw notFound(ErrorReason.UPLOAD_NOT_FOUND, `Upload ${uploadId} not found or access denied`, {
+      upload_id: uploadId,
+    });
+  }
+  return row;
+}
+
+/** FAILED_PRECONDITION for a session that is no longer pending. */
+export function notPending(s: SessionRow, now: Date) {
+  const state = effectiveState(s, now);
+  if (state === "expired") {
+    return failedPrecondition(ErrorReason.UPLOAD_EXPIRED, `Upload ${s.id} expired before it was completed`, {
+      upload_id: s.id,
+      expire_time: s.expires_at.toISOString(),
+    });
+  }
+  return failedPrecondition(ErrorReason.UPLOAD_STATE_CONFLICT, `Upload ${s.id} is already ${state}`, {
+    upload_id: s.id,
+    state,
+  });
+}
+
+/** Why an upload's blob is deleted, as LoraDeleted.reason. */
+const DELETION_REASONS = {
+  aborted: "upload_aborted",
+  expired: "upload_expired",
+  failed: "upload_rejected",
+} as const;
+
+export interface SessionEnd {
+  state: "aborted" | "expired" | "failed";
+  audit: Omit<AuditEntry, "userId" | "loraId">;
+  failure?: { reason: string; message: string };
+  /** False only when no upload URL was ever handed out. */
+  blobMayExist: boolean;
+}
+
+/**
+ * Ends a pending session without publishing it (aborted, expired, failed):
+ * returns its reservation, marks the hidden row, writes the audit row and,
+ * if anything may have been uploaded, a LoraDeleted event to the outbox (the
+ * gateway's consumer deletes the blob even if the direct deletion below
+ * fails). The state guard makes it happen once however many callers race —
+ * a CompleteLoraUpload verifying at the same time then fails instead of
+ * publishing; false when someone else ended the session first.
+ */
+export async function endSession(ctx: AppContext, s: SessionRow, end: SessionEnd): Promise<boolean> {
+  const now = ctx.clock.now();
+  const ended = await ctx.db.transaction().execute(async (trx) => {
+    const finished = await sessions.finishPendingSession(trx, s.id, {
+      state: end.state,
+      finished_at: now,
+      failure_reason: end.failure?.reason ?? null,
+      failure_message: end.failure?.message ?? null,
+    });
+    if (!finished) return false;
+    await settleReservation(trx, s.user_id, Number(s.declared_size_bytes), now);
+    await markUploadEnded(trx, s.lora_id, end.state === "failed" ? "rejected" : end.state);
+    if (end.blobMayExist) {
+      await enqueueLoraDeleted(trx, ctx.names, ctx.newId, now, DELETION_REASONS[end.state], [
+        { loraId: s.lora_id, userId: s.user_id, ...blobPathOf(uploadRow(s)) },
+      ]);
+    }
+    await writeAudit(trx, now, [{ ...end.audit, userId: s.user_id, loraId: s.lora_id }]);
+    return true;
+  });
+  if (ended && end.blobMayExist) {
+    ctx.outboxWritten.notify();
+    // At once if storage answers; otherwise the deletion event does it.
+    try {
+      await viaGateway(ctx.logger, "DeleteBlob", () =>
+        ctx.blobGateway.deleteBlob(
+          { blob: userLoraBlob(s.user_id, s.lora_id, s.extension) },
+          { timeoutMs: GATEWAY_TIMEOUT_MS },
+        ),
+      );
+    } catch {
+      ctx.logger.warn({ upload_id: s.id, lora_id: s.lora_id }, "blob of an ended upload left to its deletion event");
+    }
+  }
+  return ended;
+}
+
+/** The session's blob as blobPathOf reads a row. */
+function uploadRow(s: SessionRow) {
+  return {
+    id: s.lora_id,
+    user_id: s.user_id,
+    name: `.${s.extension}`,
+    gen_out_data: { extension: s.extension, ...(s.blob_path ? { blob_path: s.blob_path } : {}) },
+  };
+}
