@@ -5,6 +5,7 @@ import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   BlobGatewayService,
+  ErrorReason,
   FileFormat,
   LoraAdminService,
   LoraResolverService,
@@ -379,6 +380,69 @@ describe("50 concurrent CreateLoraUpload calls at the quota edge", () => {
       if (r.status === "rejected") expect(errorMetadata(r.reason)).toMatchObject({ limit: "count" });
     expect((await me.lora.getQuota({})).quota).toMatchObject({ reservedCount: 7, reservedBytes: 700n });
     expect((await admin.reconcileQuota({ userId: user })).drifts).toEqual([]);
+  });
+});
+
+describe("the gateway's own refusals", () => {
+  let refusalDb: TestDatabase;
+  let registry: RunningRegistry;
+
+  beforeAll(async () => {
+    refusalDb = await createTestDatabase("upload-refusals");
+    // This registry accepts LoRAs twice as large as the gateway does (2 GiB), and asks for longer read URLs.
+    registry = await startLoraRegistry(
+      registryConfig({
+        REGISTRY_PORT: "0",
+        DATABASE_URL: refusalDb.url,
+        JWT_SECRET: SECRET,
+        LOG_LEVEL: "silent",
+        NATS_URL: "memory",
+        BLOB_GATEWAY_URL: stack.gateway.url,
+        MAX_LORA_BYTES: String(4 * 1024 ** 3),
+        // Longer than the gateway signs read URLs for (at most an hour).
+        DOWNLOAD_URL_TTL_SECONDS: "7200",
+      }),
+    );
+  });
+
+  afterAll(async () => {
+    await registry?.stop();
+    await refusalDb?.cleanup();
+  });
+
+  it("reach the caller with the gateway's code, reason and message, not as storage being unavailable", async () => {
+    const user = randomUUID();
+    const me = clients(registry.url, user);
+    const refused = await rpcFailure(
+      me.lora.createLoraUpload({ name: "huge.safetensors", sizeBytes: 3n * 1024n ** 3n }),
+    );
+    expect(refused).toMatchObject({
+      code: "InvalidArgument",
+      reason: "FILE_TOO_LARGE",
+      message: `size_bytes is larger than the limit of ${2 * 1024 ** 3} bytes`,
+      metadata: { max_size_bytes: String(2 * 1024 ** 3) },
+    });
+    // No URL, no upload: the reservation is back and the session says why.
+    expect((await me.lora.getQuota({})).quota).toMatchObject({ reservedBytes: 0n, reservedCount: 0 });
+    const audit = await clients(registry.url, "root", ["admin"]).admin.listAuditEvents({ action: "lora.upload.fail" });
+    expect(audit.events.map((e) => e.userId)).toEqual([user]);
+
+    // A reference the gateway refuses to sign fails with the gateway's reason, not as storage being down.
+    const resolved = await clients(registry.url, "gpu-1", ["machine"]).resolver.resolveLoras({
+      userId: user,
+      jobId: "job-7",
+      machineId: "gpu-1",
+      refs: [{ source: LoraSource.SHARED, identifier: "popular_style.safetensors" }],
+    });
+    expect(resolved.results[0]?.outcome).toMatchObject({
+      case: "error",
+      value: {
+        code: "invalid_argument",
+        reason: ErrorReason.INVALID_REQUEST,
+        message: "ttl_seconds must be at most 3600",
+        metadata: { max_ttl_seconds: "3600" },
+      },
+    });
   });
 });
 
