@@ -30,7 +30,7 @@ export async function startLoraRegistry(
   overrides: Partial<AppContext> = {},
 ): Promise<RunningRegistry> {
   const ctx = createContext(cfg, overrides);
-  observeRegistry(ctx.db, cfg.quota, ctx.clock);
+  const stopObserving = observeRegistry(ctx.db, cfg.quota, ctx.clock);
   const jobs: { stop(): Promise<void> }[] = [];
   const stopJobs = async () => {
     for (const job of jobs.splice(0).reverse()) await job.stop();
@@ -55,12 +55,14 @@ export async function startLoraRegistry(
       (stopping ??= (async () => {
         await server.close();
         await stopJobs();
+        stopObserving();
         await ctx.bus.close();
         await ctx.db.destroy();
       })());
     return { ctx, server, url: server.url, ready: ctx.bus.whenReady(), stop };
   } catch (err) {
     await stopJobs().catch(() => {});
+    stopObserving();
     await ctx.bus.close().catch(() => {});
     await ctx.db.destroy().catch(() => {});
     throw err;
