@@ -63,7 +63,8 @@ async function convertSeconds(file: string): Promise<number> {
 function maxEntriesHeader(bytes: number): Buffer {
   const count = Math.min(MAX_TENSORS, Math.floor(bytes / 140));
   const tensors = Array.from({ length: count }, (_, i) => `"t${i}":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}`);
-  const metadata = Array.from({ length: count }, (_, i) => `"k${i}":"v"`);
+  // One entry short of the cap: the long value below is the last.
+  const metadata = Array.from({ length: count - 1 }, (_, i) => `"k${i}":"v"`);
   const head = `{${tensors.join(",")},"__metadata__":{${metadata.join(",")},"pad":"`;
   return Buffer.from(`${head}${"x".repeat(Math.max(0, bytes - head.length - 3))}"}}`);
 }
@@ -86,7 +87,7 @@ function nestedIgnoredHeader(bytes: number): Buffer {
 function opcodeDensePt(): Buffer {
   const w = new PickleWriter().proto(2).global("collections", "OrderedDict").emptyTuple().reduce();
   w.mark().binUnicode("x").emptyList().none().binPut(1).append();
-  const body = 16 * 1024 * 1024 - w.length - 16;
+  const body = 32 * 1024 * 1024 - w.length - 16;
   for (let i = 0; i < Math.floor(body / 3); i++) w.binGet(1).append();
   return torchZip(w.setItems().stop().bytes(), []);
 }
@@ -101,9 +102,11 @@ function manyTensorsPt(bytes: number): Buffer {
     numel: 1,
     shape: [1],
   }));
+  // Past 65,535 entries the end record needs its ZIP64 form, as torch's writer does.
   return torchZip(
     stateDictPickle(tensors),
     tensors.map(() => Buffer.from([1])),
+    { zip64End: count > 65_000 },
   );
 }
 
@@ -170,7 +173,7 @@ export const formatsSuite: Suite = {
           extension: "safetensors",
         },
         {
-          label: ".pt: a 16 MiB data.pkl of memo reads and appends",
+          label: ".pt: a 32 MiB data.pkl of memo reads and appends",
           file: await write("dense.pt", opcodeDensePt()),
           extension: "pt",
         },
@@ -250,7 +253,7 @@ export const formatsSuite: Suite = {
         details: [
           `In the harness process: \`verifyStream\` over the file read in 4 MiB chunks, as VerifyBlob reads a blob; ` +
             `${ctx.sizes.rounds} rounds, rotated, median. Inputs are built at the caps the verifier allows ` +
-            `(100,000 tensors and metadata entries, a 16 MiB data.pkl, 100,000 tensors in a .pt) and at a ` +
+            `(100,000 tensors and metadata entries, a 32 MiB data.pkl, 100,000 tensors in a .pt) and at a ` +
             `${headerMb} header; each is refused or accepted as its verdict shows.`,
           "",
           table(

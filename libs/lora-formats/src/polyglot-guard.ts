@@ -89,16 +89,24 @@ export class PolyglotGuard {
 
   private findCentralSignatures(bytes: Buffer): void {
     if (this.centralOverflow) return;
-    const joined = this.carry.length > 0 ? Buffer.concat([this.carry, bytes]) : bytes;
-    const base = this.size - this.carry.length;
-    for (let at = joined.indexOf(CENTRAL_SIGNATURE); at !== -1; at = joined.indexOf(CENTRAL_SIGNATURE, at + 1)) {
-      this.centralAt.add(base + at);
-      if (this.centralAt.size > MAX_CENTRAL_POSITIONS) {
-        this.centralOverflow = true;
-        break;
-      }
+    // A signature across the chunk boundary: the previous chunk's last 3 bytes and this one's first 3.
+    if (this.carry.length > 0) {
+      const edge = Buffer.concat([this.carry, bytes.subarray(0, 3)]);
+      const at = edge.indexOf(CENTRAL_SIGNATURE);
+      if (at !== -1 && at < this.carry.length) this.addCentral(this.size - this.carry.length + at);
     }
-    this.carry = Buffer.from(joined.subarray(Math.max(0, joined.length - 3)));
+    for (let at = bytes.indexOf(CENTRAL_SIGNATURE); at !== -1; at = bytes.indexOf(CENTRAL_SIGNATURE, at + 1)) {
+      if (!this.addCentral(this.size + at)) break;
+    }
+    const keep = Math.min(3, bytes.length);
+    this.carry = Buffer.concat([this.carry, bytes.subarray(bytes.length - keep)]).subarray(-3);
+  }
+
+  /** Records a signature's offset; false once there are too many to track. */
+  private addCentral(offset: number): boolean {
+    this.centralAt.add(offset);
+    if (this.centralAt.size > MAX_CENTRAL_POSITIONS) this.centralOverflow = true;
+    return !this.centralOverflow;
   }
 
   private keepTail(bytes: Buffer): void {

@@ -1,3 +1,4 @@
+import { createHash, type Hash } from "node:crypto";
 import type { ContentReader } from "./content-reader.js";
 import { bytesText, quote } from "./describe.js";
 import { FormatError } from "./format-error.js";
@@ -32,13 +33,15 @@ export interface TorchCheckpoint {
   layout: StateDictLayout;
   /** The archive entry of each storage, by key. */
   storageEntries: Map<string, ZipEntry>;
+  /** sha256 (hex) of each storage record's bytes as read, by key; only when the reader was asked to hash them. */
+  storageSha256: Map<string, string>;
 }
 
 type Role = { kind: "pickle" } | { kind: "storage"; key: string } | { kind: "record"; name: string };
 
 /**
  * Reads a .pt file as torch.save writes it since torch 1.6: a ZIP archive holding one state-dict pickle and its
- * storages, nothing else. The pickle is buffered (≤ 16 MiB) and evaluated under the weights-only grammar when its
+ * storages, nothing else. The pickle is buffered (≤ 32 MiB) and evaluated under the weights-only grammar when its
  * entry ends; every storage record must be one its persistent ids reference, with exactly the bytes that storage
  * needs.
  */
@@ -59,6 +62,11 @@ export class TorchCheckpointReader implements ContentReader {
   private readonly seenNames = new Set<string>();
   private readonly storageEntries = new Map<string, ZipEntry>();
   private readonly records = new Set<string>();
+  private readonly storageSha256 = new Map<string, string>();
+  private storageHash: Hash | undefined;
+
+  /** `hashStorages`: also compute each storage record's sha256 (the converter compares its output with them). */
+  constructor(private readonly options: { hashStorages?: boolean } = {}) {}
 
   get tensorCount(): number {
     return this.layoutValue?.tensors.length ?? 0;
@@ -67,7 +75,13 @@ export class TorchCheckpointReader implements ContentReader {
   /** The checkpoint, once the whole archive was read and found valid. */
   get checkpoint(): TorchCheckpoint | undefined {
     if (!this.pickle || !this.layoutValue || !this.zip.done) return undefined;
-    return { prefix: this.prefix, pickle: this.pickle, layout: this.layoutValue, storageEntries: this.storageEntries };
+    return {
+      prefix: this.prefix,
+      pickle: this.pickle,
+      layout: this.layoutValue,
+      storageEntries: this.storageEntries,
+      storageSha256: this.storageSha256,
+    };
   }
 
   update(chunk: Uint8Array): void {
@@ -126,6 +140,7 @@ export class TorchCheckpointReader implements ContentReader {
     }
     this.parts = [];
     this.partsBytes = 0;
+    this.storageHash = this.role.kind === "storage" && this.options.hashStorages ? createHash("sha256") : undefined;
   }
 
   private roleOf(name: string): Role {
@@ -149,7 +164,11 @@ export class TorchCheckpointReader implements ContentReader {
 
   private entryData(bytes: Uint8Array): void {
     const role = this.role;
-    if (!role || role.kind === "storage") return;
+    if (!role) return;
+    if (role.kind === "storage") {
+      this.storageHash?.update(bytes);
+      return;
+    }
     this.partsBytes += bytes.length;
     const limit = role.kind === "pickle" ? MAX_TORCH_PICKLE_BYTES : MAX_METADATA_RECORD_BYTES;
     if (this.partsBytes > limit) {
@@ -173,6 +192,7 @@ export class TorchCheckpointReader implements ContentReader {
         );
       }
       this.storageEntries.set(role.key, entry);
+      if (this.storageHash) this.storageSha256.set(role.key, this.storageHash.digest("hex"));
       return;
     }
     const bytes = Buffer.concat(this.parts);

@@ -33,8 +33,11 @@ import { UnsafePickleError } from "./unsafe-pickle-error.js";
 // STACK_GLOBAL are read exactly as CPython's unpickler reads them (framing exact, STACK_GLOBAL operands must be
 // str values) and resolve to the same allow-list.
 
-/** A state dict's data.pkl is kilobytes (about 150 bytes per tensor); this bounds time and memory. */
-export const MAX_TORCH_PICKLE_BYTES = 16 * 1024 * 1024;
+/**
+ * A state dict's data.pkl takes about 100 bytes per tensor plus its name: a LoRA's is well under a MiB; this allows
+ * the 100,000 tensors below with long names, and bounds time and memory.
+ */
+export const MAX_TORCH_PICKLE_BYTES = 32 * 1024 * 1024;
 /** Tensors one checkpoint may rebuild. */
 export const MAX_TORCH_TENSORS = 100_000;
 /** Values pushed by opcodes other than memo reads; about 25 per tensor. */

@@ -13,9 +13,11 @@ import type { PyTensor } from "./torch-values.js";
 // Converts a verified torch checkpoint into the safetensors file machines receive, streaming: same tensor names,
 // dtypes, shapes and bytes (shared storages and non-contiguous views materialised in C order), the state dict's
 // other values as JSON in __metadata__. Pass 1 reads the checkpoint once in order, with every check of
-// TorchCheckpointReader; pass 2 reads each tensor's bytes by offset and emits header and data. The output is
-// re-read as it is emitted by the strict SafetensorsStreamReader, and each tensor's sha256 in it must equal the
-// sha256 of the bytes gathered from the checkpoint.
+// TorchCheckpointReader, hashing each storage record; pass 2 reads each tensor's bytes by offset and emits header
+// and data. The output is re-read as it is emitted by the strict SafetensorsStreamReader, and each tensor's sha256
+// in it (at the offsets the re-read header gives) must equal the source's: the sha256 pass 1 took of its storage
+// record when the tensor is that whole record, else the sha256 of the bytes pass 2 gathered. So a source that
+// changes between the passes fails the conversion too.
 
 /** Where the checkpoint's bytes come from: a blob read by range, a file, a buffer. */
 export interface RandomAccessSource {
@@ -40,6 +42,15 @@ export interface ConversionOptions {
 }
 
 const DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024;
+/** Reads in flight during pass 2 (each at most chunkBytes, or one view's span). */
+const READ_AHEAD = 2;
+
+interface ReadJob {
+  offset: number;
+  length: number;
+  /** A non-contiguous view's storage span, to gather from. */
+  view: boolean;
+}
 /** The reference's writer sorts by dtype alignment (the order of its Dtype enum, descending), then by name. */
 const DTYPE_ORDER: readonly SafetensorsDtype[] = [
   "BOOL",
@@ -93,7 +104,7 @@ export class TorchToSafetensors {
 
   static async open(source: RandomAccessSource, options: ConversionOptions = {}): Promise<TorchToSafetensors> {
     const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
-    const reader = new TorchCheckpointReader();
+    const reader = new TorchCheckpointReader({ hashStorages: true });
     const first = await source.read(0, Math.min(4, source.size));
     if (!(first[0] === 0x50 && first[1] === 0x4b && first[2] === 0x03 && first[3] === 0x04)) {
       throw new FormatError("The file is not a PyTorch checkpoint in torch.save's ZIP format.");
@@ -136,35 +147,69 @@ export class TorchToSafetensors {
     const check = new OutputCheck();
     check.update(this.header);
     yield this.header;
-    for (const tensor of this.planned) {
-      const hash = createHash("sha256");
-      for await (const piece of this.tensorBytes(tensor.tensor)) {
-        hash.update(piece);
-        check.update(piece);
-        yield piece;
+    // Reads are issued READ_AHEAD ahead, so the source works while the bytes before are hashed and passed on.
+    const reads = this.reads();
+    const pending: Promise<Uint8Array>[] = [];
+    const fill = () => {
+      while (pending.length < READ_AHEAD) {
+        const next = reads.next();
+        if (next.done) return;
+        const read = this.read(next.value.offset, next.value.length);
+        read.catch(() => {}); // awaited in turn below; this only keeps an early failure from going unobserved
+        pending.push(read);
       }
-      tensor.sha256 = hash.digest("hex");
+    };
+    fill();
+    for (const tensor of this.planned) {
+      const whole = this.wholeStorageSha256(tensor.tensor);
+      const hash = whole === undefined ? createHash("sha256") : undefined;
+      for (const job of this.jobsOf(tensor.tensor)) {
+        const bytes = await (pending.shift() as Promise<Uint8Array>);
+        fill();
+        const pieces = job.view
+          ? gather(bytes, tensor.tensor, tensor.tensor.storage.elementBytes, this.chunkBytes)
+          : [bytes];
+        for (const piece of pieces) {
+          hash?.update(piece);
+          check.update(piece);
+          yield piece;
+        }
+      }
+      tensor.sha256 = whole ?? (hash as Hash).digest("hex");
     }
     this.outputSha256 = check.finish(this.planned);
   }
 
-  private async *tensorBytes(tensor: PyTensor): AsyncGenerator<Uint8Array> {
+  /** The sha256 pass 1 took of the tensor's storage record, when the tensor is exactly that record's bytes. */
+  private wholeStorageSha256(tensor: PyTensor): string | undefined {
+    if (tensor.storageOffset !== 0n || tensor.numel !== tensor.storage.numel || !isContiguous(tensor)) return undefined;
+    return this.checkpoint.storageSha256.get(tensor.storage.key);
+  }
+
+  /** Every read of the output, in order. */
+  private *reads(): Generator<ReadJob> {
+    for (const tensor of this.planned) yield* this.jobsOf(tensor.tensor);
+  }
+
+  /**
+   * The reads that produce one tensor: a contiguous tensor in chunks; a view (transpose, strided slice) as the
+   * span of storage it reaches (bounded when the checkpoint was verified), gathered in C order.
+   */
+  private *jobsOf(tensor: PyTensor): Generator<ReadJob> {
     const entry = this.checkpoint.storageEntries.get(tensor.storage.key);
     if (!entry) throw new FormatError(`Storage ${quote(tensor.storage.key)} is missing.`);
     const element = tensor.storage.elementBytes;
     const { first, count } = viewExtent(tensor);
     if (count === 0n) return;
     const start = entry.dataOffset + Number(first) * element;
-    if (isContiguous(tensor)) {
-      const total = Number(tensor.numel) * element;
-      for (let done = 0; done < total; done += this.chunkBytes) {
-        yield await this.read(start + done, Math.min(this.chunkBytes, total - done));
-      }
+    if (!isContiguous(tensor)) {
+      yield { offset: start, length: Number(count) * element, view: true };
       return;
     }
-    // A view: the span of storage it reaches (bounded when the checkpoint was verified), gathered in C order.
-    const span = await this.read(start, Number(count) * element);
-    yield* gather(span, tensor, element, this.chunkBytes);
+    const total = Number(tensor.numel) * element;
+    for (let done = 0; done < total; done += this.chunkBytes) {
+      yield { offset: start + done, length: Math.min(this.chunkBytes, total - done), view: false };
+    }
   }
 
   private async read(offset: number, length: number): Promise<Uint8Array> {

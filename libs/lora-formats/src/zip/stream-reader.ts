@@ -34,7 +34,8 @@ import {
 // stream showed (see CentralDirectory).
 
 const DESCRIPTOR_SIGNATURE = Buffer.from([0x50, 0x4b, 0x07, 0x08]);
-const MAX_ENTRIES = 100_000;
+// A checkpoint has one entry per storage (at most 100,000 tensors) plus a few records.
+const MAX_ENTRIES = 100_016;
 const MAX_TOTAL_NAME_BYTES = 16 * 1024 * 1024;
 
 /** What the reader tells its owner about each entry as its bytes stream past. */
