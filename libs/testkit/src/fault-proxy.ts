@@ -1,5 +1,5 @@
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { Readable, Writable } from "node:stream";
 import { blobEndpointOf } from "./infra/azurite.js";
 import { createTestContainers, type TestContainers } from "./isolation.js";
@@ -45,6 +45,29 @@ export interface SeenRequest {
   fault?: Fault["kind"] | "delay";
 }
 
+/**
+ * A network like the one between a cloud VM and Blob Storage: each TCP
+ * connection carries a limited rate (what one stream gets from the storage
+ * front end and the TCP window over the round trip), the round trip adds
+ * latency, and the VM's NIC caps all connections together.
+ */
+export interface LinkShape {
+  /** Bytes per second one client connection carries in each direction; unlimited when left out. */
+  connectionBytesPerSecond?: number;
+  /** Bytes per second all connections together carry in each direction; unlimited when left out. */
+  totalBytesPerSecond?: number;
+  /**
+   * Added round-trip time: each request's answer starts this much later, and
+   * a new connection's first request one round trip more (its handshake).
+   */
+  rttMs?: number;
+}
+
+export interface FaultProxyOptions {
+  /** Shape every connection's traffic like a cloud link (rules still apply on top). */
+  shape?: LinkShape;
+}
+
 export interface FaultProxy {
   /** http://127.0.0.1:port */
   origin: string;
@@ -61,6 +84,8 @@ export interface FaultProxy {
   via(url: string): string;
   /** The same storage connection string with its BlobEndpoint through the proxy (the account path kept). */
   viaConnectionString(connectionString: string): string;
+  /** Client connections accepted so far. */
+  connections(): number;
   close(): Promise<void>;
 }
 
@@ -69,13 +94,17 @@ export interface FaultProxy {
  * request and applies request-level faults: a status code, a delay, a
  * connection cut or stalled after N bytes, a corrupted byte — on downloads
  * (GET) and uploads (PUT) alike, the faults a client meets on a real network.
+ * With `shape` it also paces every connection like a cloud link (rate per
+ * connection, total rate, round-trip time).
  */
-export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
+export async function startFaultProxy(upstream: string, options: FaultProxyOptions = {}): Promise<FaultProxy> {
   const target = new URL(upstream);
   const requests: SeenRequest[] = [];
   const rules: FaultRule[] = [];
   /** Stalled or delayed exchanges, ended by close(). */
   const held = new Set<() => void>();
+  const link = options.shape ? new ShapedLink(options.shape) : undefined;
+  let accepted = 0;
 
   const take = (seen: SeenRequest): FaultRule | undefined => {
     const i = rules.findIndex((rule) => matches(rule, seen));
@@ -93,12 +122,14 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     const rule = take(seen);
     const fault = rule?.fault;
     if (rule) seen.fault = fault?.kind ?? "delay";
-    if (rule?.delayMs) {
+    // A rule's delay, and on a shaped link the round trip (two for a new connection's handshake).
+    const wait = (rule?.delayMs ?? 0) + (link?.latencyOf(req.socket) ?? 0);
+    if (wait > 0) {
       const waited = await new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => {
           held.delete(stop);
           resolve(true);
-        }, rule.delayMs);
+        }, wait);
         const stop = () => {
           clearTimeout(timer);
           resolve(false);
@@ -108,6 +139,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       // close() ended the wait: the proxy is going away.
       if (!waited) return void req.socket.destroy();
     }
+    const pace = link?.pacersOf(req.socket);
 
     if (fault?.kind === "status") {
       req.resume();
@@ -135,7 +167,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         seen.status = up.statusCode ?? 502;
         res.writeHead(seen.status, up.headers);
         res.on("close", () => up.destroy());
-        relay(up, res, upload ? undefined : fault, {
+        relay(up, res, upload ? undefined : fault, pace?.down, {
           cut: (last) => {
             up.destroy();
             res.write(last, () => res.socket?.destroy());
@@ -152,7 +184,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     req.on("close", () => {
       if (!req.complete) upstreamReq.destroy();
     });
-    relay(req, upstreamReq, upload ? fault : undefined, {
+    relay(req, upstreamReq, upload ? fault : undefined, pace?.up, {
       cut: (last) =>
         upstreamReq.write(last, () => {
           upstreamReq.destroy();
@@ -169,6 +201,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   };
 
   const server = http.createServer((req, res) => void handle(req, res));
+  server.on("connection", () => accepted++);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
   const origin = `http://127.0.0.1:${port}`;
@@ -188,6 +221,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       const account = new URL(blobEndpointOf(connectionString)).pathname;
       return connectionString.replace(/BlobEndpoint=[^;]+/, `BlobEndpoint=${origin}${account}`);
     },
+    connections: () => accepted,
     close: async () => {
       for (const end of held) end();
       server.closeAllConnections();
@@ -228,15 +262,94 @@ function matches(rule: FaultRule, seen: SeenRequest): boolean {
 const test = (pattern: RegExp | ((s: string) => boolean), s: string) =>
   typeof pattern === "function" ? pattern(s) : pattern.test(s);
 
-/** Copies a body, applying a cut, stall or corrupt fault on the way. */
+/**
+ * Spaces bytes out to a rate. A chunk is delivered when the link would have
+ * finished carrying it; a little credit (BURST_MS) makes up for timers that
+ * fire late, so the rate holds on a busy machine without exceeding it.
+ */
+class Pacer {
+  private freeAt = 0;
+
+  constructor(private readonly bytesPerMs: number) {}
+
+  /** Books `bytes` on the link; milliseconds until they have crossed it. */
+  book(bytes: number, now: number): number {
+    const start = Math.max(this.freeAt, now - BURST_MS);
+    this.freeAt = start + bytes / this.bytesPerMs;
+    return this.freeAt - now;
+  }
+}
+
+const BURST_MS = 10;
+
+/** Milliseconds until `bytes` may be delivered. */
+type Pace = (bytes: number) => number;
+
+/** The pacers and round trips of one shaped proxy. */
+class ShapedLink {
+  private readonly total?: { up: Pacer; down: Pacer };
+  private readonly perSocket = new WeakMap<Socket, { up: Pace; down: Pace }>();
+  private readonly used = new WeakSet<Socket>();
+
+  constructor(private readonly shape: LinkShape) {
+    const rate = shape.totalBytesPerSecond;
+    if (rate) this.total = { up: new Pacer(rate / 1000), down: new Pacer(rate / 1000) };
+  }
+
+  /** The round trip of a request, and one more for a new connection's handshake. */
+  latencyOf(socket: Socket): number {
+    const rtt = this.shape.rttMs ?? 0;
+    if (this.used.has(socket)) return rtt;
+    this.used.add(socket);
+    return 2 * rtt;
+  }
+
+  /** Pacing of a connection's two directions: its own rate and the total, whichever is later. */
+  pacersOf(socket: Socket): { up: Pace; down: Pace } | undefined {
+    const existing = this.perSocket.get(socket);
+    if (existing) return existing;
+    const rate = this.shape.connectionBytesPerSecond;
+    if (!rate && !this.total) return undefined;
+    const direction = (total: Pacer | undefined): Pace => {
+      const own = rate ? new Pacer(rate / 1000) : undefined;
+      return (bytes) => {
+        const now = performance.now();
+        return Math.max(own?.book(bytes, now) ?? 0, total?.book(bytes, now) ?? 0);
+      };
+    };
+    const paces = { up: direction(this.total?.up), down: direction(this.total?.down) };
+    this.perSocket.set(socket, paces);
+    return paces;
+  }
+}
+
+/** Copies a body, paced when the link is shaped, applying a cut, stall or corrupt fault on the way. */
 function relay(
   from: Readable,
   to: Writable,
   fault: Fault | undefined,
+  pace: Pace | undefined,
   on: { cut: (last: Buffer) => void; stall: (last: Buffer) => void },
 ): void {
   let sent = 0;
   let stopped = false;
+  /** A paced chunk waits for its time: the end (which a paused stream still emits) must wait for it. */
+  let waiting = false;
+  let ended = false;
+  const send = (out: Buffer, paused: boolean) => {
+    waiting = false;
+    const more = to.write(out);
+    if (ended) {
+      to.end();
+      return;
+    }
+    if (more) {
+      if (paused) from.resume();
+      return;
+    }
+    if (!paused) from.pause();
+    to.once("drain", () => from.resume());
+  };
   from.on("data", (chunk: Buffer) => {
     if (stopped) return;
     let out = chunk;
@@ -254,13 +367,15 @@ function relay(
       return;
     }
     sent += out.length;
-    if (!to.write(out)) {
-      from.pause();
-      to.once("drain", () => from.resume());
-    }
+    const wait = pace?.(out.length) ?? 0;
+    if (wait < 1) return send(out, false);
+    from.pause();
+    waiting = true;
+    setTimeout(() => send(out, true), wait);
   });
   from.on("end", () => {
-    if (!stopped) to.end();
+    ended = true;
+    if (!stopped && !waiting) to.end();
   });
 }
 

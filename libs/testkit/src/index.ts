@@ -78,6 +78,8 @@ export {
   type Fault,
   type FaultRule,
   type FaultProxy,
+  type FaultProxyOptions,
+  type LinkShape,
   type SeenRequest,
 } from "./fault-proxy.js";
 export { eventually, type EventuallyOptions } from "./eventually.js";

@@ -1,7 +1,15 @@
 import { randomBytes } from "node:crypto";
+import http from "node:http";
 import { BlobServiceClient, type BlockBlobClient } from "@azure/storage-blob";
 import { blockId } from "@emprops/contracts";
-import { createProxiedTestContainers, type FaultProxy, putBlockIndex, type TestContainers } from "@emprops/testkit";
+import {
+  blobEndpointOf,
+  createProxiedTestContainers,
+  type FaultProxy,
+  putBlockIndex,
+  startFaultProxy,
+  type TestContainers,
+} from "@emprops/testkit";
 
 const KIB = 1024;
 
@@ -203,6 +211,88 @@ describe("the fault proxy in front of Azurite", () => {
       expect(putBlockIndex(`http://h/c/b?sv=1&comp=block&blockid=${encodeURIComponent(blockId(42))}`)).toBe(42);
       expect(putBlockIndex(new URL(`http://h/c/b?comp=block&blockid=${encodeURIComponent(btoa("other"))}`))).toBe(-1);
       expect(putBlockIndex("/c/b?comp=blocklist")).toBe(-1);
+    });
+  });
+
+  // Shaping guarantees a floor, never a ceiling: these assert only that nothing crossed the link faster than
+  // its shape allows (a machine under load may be slower still), and that every byte arrived intact.
+  describe("a shaped link", () => {
+    const MIB = 1024 * 1024;
+    let shaped: FaultProxy | undefined;
+    afterEach(async () => {
+      await shaped?.close();
+      shaped = undefined;
+    });
+    const timed = async <T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> => {
+      const started = performance.now();
+      const value = await fn();
+      return { value, ms: performance.now() - started };
+    };
+    const download = async (url: string) => Buffer.from(await (await fetch(url)).arrayBuffer());
+
+    test("one connection carries at most connectionBytesPerSecond, every byte intact", async () => {
+      const content = randomBytes(2 * MIB);
+      const { url } = await blob(content);
+      shaped = await startFaultProxy(blobEndpointOf(containers.connectionString), {
+        shape: { connectionBytesPerSecond: 4 * MIB },
+      });
+      const { value, ms } = await timed(() => download(shaped!.via(url)));
+      expect(value.equals(content)).toBe(true);
+      // 2 MiB at 4 MiB/s, less the burst credit.
+      expect(ms).toBeGreaterThanOrEqual(450);
+    });
+
+    test("all connections together carry at most totalBytesPerSecond", async () => {
+      const contents = [randomBytes(MIB), randomBytes(MIB)];
+      const urls = await Promise.all(contents.map(async (c) => (await blob(c)).url));
+      shaped = await startFaultProxy(blobEndpointOf(containers.connectionString), {
+        shape: { totalBytesPerSecond: 4 * MIB },
+      });
+      const { value, ms } = await timed(() => Promise.all(urls.map((u) => download(shaped!.via(u)))));
+      expect(value.map((v, i) => v.equals(contents[i]!))).toEqual([true, true]);
+      expect(shaped.connections()).toBe(2);
+      expect(ms).toBeGreaterThanOrEqual(450);
+    });
+
+    test("uploads are paced too", async () => {
+      const { client, url } = await blob();
+      shaped = await startFaultProxy(blobEndpointOf(containers.connectionString), {
+        shape: { connectionBytesPerSecond: 2 * MIB },
+      });
+      const content = randomBytes(MIB);
+      const { value, ms } = await timed(() => putBlock(shaped!.via(url), 0, content));
+      expect(value.status).toBe(201);
+      expect(ms).toBeGreaterThanOrEqual(450);
+      await client.commitBlockList([blockId(0)]);
+      expect((await client.downloadToBuffer()).equals(content)).toBe(true);
+    });
+
+    test("rttMs delays each answer by a round trip, a new connection's first by two", async () => {
+      const content = randomBytes(KIB);
+      const { url } = await blob(content);
+      shaped = await startFaultProxy(blobEndpointOf(containers.connectionString), { shape: { rttMs: 150 } });
+      // One keep-alive connection, so the second request rides on the first one's connection.
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      const get = (u: string) =>
+        new Promise<Buffer>((resolve, reject) => {
+          http
+            .get(u, { agent }, (res) => {
+              const chunks: Buffer[] = [];
+              res.on("data", (c: Buffer) => chunks.push(c));
+              res.on("end", () => resolve(Buffer.concat(chunks)));
+            })
+            .on("error", reject);
+        });
+      try {
+        const first = await timed(() => get(shaped!.via(url)));
+        const second = await timed(() => get(shaped!.via(url)));
+        expect([first.value.equals(content), second.value.equals(content)]).toEqual([true, true]);
+        expect(shaped.connections()).toBe(1);
+        expect(first.ms).toBeGreaterThanOrEqual(300);
+        expect(second.ms).toBeGreaterThanOrEqual(150);
+      } finally {
+        agent.destroy();
+      }
     });
   });
 });
