@@ -1,10 +1,10 @@
 /**
  * The machine cache against the real registry, gateway and Azurite, measured
  * side by side in one run:
- *   1. cold fetch of a 500 MiB LoRA through EnsureLoras against a plain
- *      download of the same blob with the same HTTP client (undici), and the
- *      plain download followed by a sha256 of the file (what hashing after the
- *      download would cost);
+ *   1. cold fetch of a 500 MiB LoRA through EnsureLoras against one curl
+ *      stream of the same signed URL (its CPU counted with a sha256sum of the
+ *      file), aria2c with the connections and part size the cache used, and
+ *      a plain download with the same HTTP client (undici);
  *   2. three LoRAs in one EnsureLoras against three sequential requests;
  *   3. a cached EnsureLoras against a health check on the same server (p50/p99);
  *   4. the service's peak memory while it fetches a 2 GB LoRA.
@@ -12,31 +12,41 @@
  *   npm run bench -w services/machine-cache
  *   BENCH_SIZE_MIB=100 BENCH_BIG_BYTES=500000000 BENCH_ROUNDS=1 npm run bench -w services/machine-cache
  *
+ * The shaped-link suites of `npm run bench` run the same steps through a
+ * proxy shaped like a cloud link (bench/src/suites/shaped-link.ts).
+ *
  * Every service runs as a child process (its built dist/main.js, the shared
  * harness in bench/), so the machine cache's memory is its own: VmRSS sampled
  * every 10 ms and VmHWM from /proc. Every file is deleted at the end. The
  * suite (`npm run bench`) runs the same measurements with the sizes of its mode.
  */
-import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
-import path from "node:path";
 import { pipeline } from "node:stream/promises";
-import type { Client } from "@connectrpc/connect";
-import { type LoraResolverService, LoraSource } from "@emprops/contracts";
 import { type Dispatcher, request } from "undici";
 import { connectJson } from "../../../bench/src/harness/connect-json.js";
+import { cpuSecondsOf } from "../../../bench/src/harness/cpu.js";
+import {
+  aria2Download,
+  curlDownload,
+  ensureDownloadTools,
+  removeDownload,
+  sha256sum,
+} from "../../../bench/src/harness/download-tools.js";
 import { startBenchEnvironment } from "../../../bench/src/harness/environment.js";
 import { type PeakMemory, peakMemoryDuring } from "../../../bench/src/harness/memory.js";
 import { mb, median, MiB, percentile } from "../../../bench/src/harness/stats.js";
 import { rotatedRounds } from "../../../bench/src/harness/rounds.js";
+import { signedReadUrl } from "../../../bench/src/harness/shaped-link.js";
 import { uploadLora } from "../../../bench/src/harness/upload.js";
 
 /** A machine cache under measurement. */
 export interface MachineCacheUnderTest {
   url: string;
   pid: number;
+  /** The last few kilobytes it logged. */
+  output(): string;
 }
 
 interface EnsuredJson {
@@ -82,81 +92,118 @@ export function expectDownloaded(results: EnsuredJson[], n: number): void {
   }
 }
 
-/** A plain download of a LoRA's blob to a file with the same client (undici), optionally hashed after; seconds. */
-export async function plainDownload(opts: {
-  resolver: Client<typeof LoraResolverService>;
-  userId: string;
-  loraId: string;
-  file: string;
-  dispatcher: Dispatcher;
-  hashAfter: boolean;
-}): Promise<number> {
-  const { results } = await opts.resolver.resolveLoras({
-    userId: opts.userId,
-    jobId: "bench",
-    machineId: "bench",
-    refs: [{ source: LoraSource.USER, identifier: opts.loraId }],
-  });
-  const outcome = results[0]?.outcome;
-  if (outcome?.case !== "lora") throw new Error(`could not resolve ${opts.loraId}`);
-  const started = performance.now();
-  const res = await request(outcome.value.downloadUrl, {
-    dispatcher: opts.dispatcher,
-    headersTimeout: 600_000,
-    bodyTimeout: 600_000,
-  });
-  await pipeline(res.body, createWriteStream(opts.file));
-  if (opts.hashAfter) {
-    const hash = createHash("sha256");
-    await pipeline((await fs.open(opts.file)).createReadStream({ highWaterMark: 4 * MiB }), hash);
-    hash.digest("hex");
-  }
-  const seconds = (performance.now() - started) / 1000;
-  await fs.rm(opts.file);
-  return seconds;
+/** What one step of a measured round took: wall time, and the CPU time of the process (or tool) doing it. */
+export interface StepRun {
+  seconds: number;
+  cpuSeconds?: number;
 }
 
-export const PLAIN_DOWNLOAD = "plain download to a file";
-export const PLAIN_DOWNLOAD_SHA = "plain download + sha256 after";
-export const coldLabel = (parts: number) =>
-  parts === 1 ? "EnsureLoras, cold, 1 stream" : `EnsureLoras, cold, ${parts} parts`;
+/** Named steps, each run once per round. */
+export type Steps = Record<string, () => Promise<StepRun>>;
 
 /**
- * Rounds of: plain download, plain download + sha256, then an evicted-then-
- * ensured fetch on each machine cache (one per parts setting). Interleaved,
- * so each round compares the same moment of a shared machine, and rotated.
- * Seconds per round.
+ * Every step once per round, interleaved (each round compares the same moment
+ * of a shared machine) and rotated; what each step measured, by label.
  */
-export async function coldFetch(opts: {
-  variants: { parts: number; calls: MachineCacheCalls }[];
-  plain: (hashAfter: boolean) => Promise<number>;
-  loraId: string;
-  rounds: number;
-  log?: (line: string) => void;
-}): Promise<Record<string, number[]>> {
-  await opts.plain(false); // warm-up: Azurite's first read of its extents is slower
-  const rows: Record<string, number[]> = {
-    [PLAIN_DOWNLOAD]: [],
-    [PLAIN_DOWNLOAD_SHA]: [],
-    ...Object.fromEntries(opts.variants.map((v) => [coldLabel(v.parts), []])),
-  };
-  let job = 0;
+export async function measureRounds(
+  steps: Steps,
+  rounds: number,
+  log?: (line: string) => void,
+  what = "round",
+): Promise<Record<string, StepRun[]>> {
+  const rows: Record<string, StepRun[]> = Object.fromEntries(Object.keys(steps).map((label) => [label, []]));
   await rotatedRounds(
-    opts.rounds,
-    [
-      async () => void rows[PLAIN_DOWNLOAD]!.push(await opts.plain(false)),
-      async () => void rows[PLAIN_DOWNLOAD_SHA]!.push(await opts.plain(true)),
-      ...opts.variants.map((v) => async () => {
-        await v.calls.evict([opts.loraId]);
-        const { ms, results } = await v.calls.ensure([opts.loraId], `cold-${++job}`);
-        expectDownloaded(results, 1);
-        rows[coldLabel(v.parts)]!.push(ms / 1000);
-      }),
-    ],
-    (round) => opts.log?.(`cold fetch round ${round}/${opts.rounds}`),
+    rounds,
+    Object.entries(steps).map(
+      ([label, step]) =>
+        async () =>
+          void rows[label]!.push(await step()),
+    ),
+    (round) => log?.(`${what} ${round}/${rounds}`),
   );
   return rows;
 }
+
+/** The copy evicted, then one EnsureLoras that downloads it; with the machine cache's CPU seconds meanwhile. */
+export async function coldEnsure(
+  calls: MachineCacheCalls,
+  cache: MachineCacheUnderTest,
+  loraId: string,
+  job: string,
+): Promise<StepRun> {
+  await calls.evict([loraId]);
+  const before = cpuSecondsOf(cache.pid);
+  const { ms, results } = await calls.ensure([loraId], job);
+  const cpuSeconds = cpuSecondsOf(cache.pid) - before;
+  expectDownloaded(results, 1);
+  return { seconds: ms / 1000, cpuSeconds };
+}
+
+/** What the machine cache logged about its last download ("downloaded LoRA"). */
+export interface DownloadLog {
+  ms: number;
+  size_bytes: number;
+  /** Most ranged requests it had in flight at once. */
+  connections?: number;
+  part_bytes?: number;
+}
+
+export function lastDownloadLog(cache: { output(): string }): DownloadLog | undefined {
+  const line = cache
+    .output()
+    .split("\n")
+    .filter((l) => l.includes('"downloaded LoRA"'))
+    .pop();
+  return line ? (JSON.parse(line) as DownloadLog) : undefined;
+}
+
+/** A plain download of a URL to a file with undici (what the service's HTTP client can do alone). */
+export async function plainDownload(opts: { url: string; file: string; dispatcher: Dispatcher }): Promise<StepRun> {
+  const started = performance.now();
+  const res = await request(opts.url, { dispatcher: opts.dispatcher, headersTimeout: 600_000, bodyTimeout: 600_000 });
+  if (res.statusCode !== 200) throw new Error(`plain download: HTTP ${res.statusCode}`);
+  await pipeline(res.body, createWriteStream(opts.file));
+  const seconds = (performance.now() - started) / 1000;
+  await fs.rm(opts.file);
+  return { seconds };
+}
+
+export const CURL = "one curl stream";
+export const UNDICI = "plain download (undici, one stream)";
+export const aria2Label = (connections: number, partBytes: number) =>
+  `aria2c, ${connections} connections, ${(partBytes / MiB).toFixed(0)} MiB splits`;
+
+/**
+ * The downloads a user would compare with, of the same signed URL to the same
+ * disk: one curl stream (its CPU counted with a sha256sum of the file, what
+ * a download verified afterwards costs), aria2c with the connections and part
+ * size the machine cache used, and undici.
+ */
+export function baselineSteps(opts: {
+  url: () => Promise<string>;
+  file: string;
+  dispatcher: Dispatcher;
+  aria2: { connections: number; partBytes: number };
+}): Steps {
+  const { file } = opts;
+  return {
+    [CURL]: async () => {
+      const got = await curlDownload(await opts.url(), file);
+      const hashed = await sha256sum(file);
+      await removeDownload(file);
+      return { seconds: got.seconds, cpuSeconds: got.cpuSeconds + hashed.cpuSeconds };
+    },
+    [aria2Label(opts.aria2.connections, opts.aria2.partBytes)]: async () => {
+      const got = await aria2Download(await opts.url(), file, opts.aria2);
+      await removeDownload(file);
+      return got;
+    },
+    [UNDICI]: async () => plainDownload({ url: await opts.url(), file, dispatcher: opts.dispatcher }),
+  };
+}
+
+export const coldLabel = (parts: number) =>
+  parts === 1 ? "EnsureLoras, cold, 1 stream" : `EnsureLoras, cold, ${parts} parts`;
 
 export const THREE_TOGETHER = "3 LoRAs, one EnsureLoras";
 export const THREE_SEQUENTIAL = "3 LoRAs, 3 sequential EnsureLoras";
@@ -236,10 +283,9 @@ async function main(): Promise<void> {
   const big = Number(process.env.BENCH_BIG_BYTES ?? 2_000_000_000);
   const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
   const latencyCalls = Number(process.env.BENCH_LATENCY_CALLS ?? 2000);
-  /** Ranged parts in flight per file for the cold fetch, one child process each ("1" is a single stream). */
-  const partsList = (process.env.BENCH_PARTS ?? "4,1").split(",").map(Number);
   // In memory by default (as the gateway's bench); BENCH_AZURITE_DISK=1 keeps blobs on local disk instead.
   const onDisk = process.env.BENCH_AZURITE_DISK === "1";
+  ensureDownloadTools(console.log);
   const env = await startBenchEnvironment({ azuriteOnDisk: onDisk });
   try {
     console.log(env.summary);
@@ -260,27 +306,32 @@ async function main(): Promise<void> {
     const bigId = (await uploadLora(env.lora, "bench-big.safetensors", big)).loraId;
     console.log(`  ${mb(size).toFixed(0)} MB, 3 × ${mb(threeSize).toFixed(0)} MB, ${mb(big).toFixed(0)} MB uploaded`);
 
-    // One machine-cache process per parts setting, each with its own directory; the first serves phases 2 and 3.
-    const variants = [];
-    for (const parts of partsList) {
-      const cache = await env.startMachineCache(`parts-${parts}`, { env: { LORA_DOWNLOAD_PARTS: String(parts) } });
-      variants.push({ parts, cache, calls: callsOf(cache) });
-    }
-    const first = variants[0]!;
-    const plainFile = path.join(env.work, "plain.download");
-    const rows = await coldFetch({
-      variants,
-      plain: (hashAfter) =>
-        plainDownload({ resolver: env.resolver, userId, loraId: mainId, file: plainFile, dispatcher, hashAfter }),
-      loraId: mainId,
+    const cache = await env.startMachineCache("cold");
+    const calls = callsOf(cache);
+    await coldEnsure(calls, cache, mainId, "warm-up");
+    const used = lastDownloadLog(cache);
+    const ensure = "EnsureLoras, cold";
+    const rows = await measureRounds(
+      {
+        ...baselineSteps({
+          url: () => signedReadUrl(env.resolver, userId, mainId),
+          file: `${env.work}/plain.download`,
+          dispatcher,
+          aria2: { connections: used?.connections ?? 4, partBytes: used?.part_bytes ?? 16 * MiB },
+        }),
+        [ensure]: (() => {
+          let job = 0;
+          return () => coldEnsure(calls, cache, mainId, `cold-${++job}`);
+        })(),
+      },
       rounds,
-      log: console.log,
-    });
-    for (const v of variants.slice(1)) await v.cache.stop();
-    const three = await threeLoras({ calls: first.calls, ids: threeIds, rounds, log: console.log });
-    const { hitMs, healthMs } = await cachedVsHealth({ calls: first.calls, loraId: mainId, count: latencyCalls });
+      console.log,
+      "cold fetch round",
+    );
+    const three = await threeLoras({ calls, ids: threeIds, rounds, log: console.log });
+    const { hitMs, healthMs } = await cachedVsHealth({ calls, loraId: mainId, count: latencyCalls });
     console.log(`  ${latencyCalls} cached EnsureLoras and health checks`);
-    await first.cache.stop();
+    await cache.stop();
     const fresh = await env.startMachineCache("big");
     const bigFetch = await fetchMemory({ cache: fresh, calls: callsOf(fresh), loraId: bigId });
 
@@ -288,18 +339,21 @@ async function main(): Promise<void> {
       `\nmachine: ${os.cpus().length} cores, ${(os.totalmem() / 1e9).toFixed(0)} GB RAM, load average ${os.loadavg()[0]!.toFixed(1)}; Azurite ${onDisk ? "on local disk" : "in memory"}`,
     );
     console.log(`\n1. cold fetch of ${mb(size).toFixed(0)} MB (${rounds} rounds, median)`);
-    const plainS = median(rows[PLAIN_DOWNLOAD]!);
-    for (const [label, seconds] of Object.entries(rows)) {
-      const s = median(seconds);
+    const curlS = median(rows[CURL]!.map((r) => r.seconds));
+    for (const [label, runs] of Object.entries(rows)) {
+      const s = median(runs.map((r) => r.seconds));
+      const cpu = runs.every((r) => r.cpuSeconds !== undefined)
+        ? `${median(runs.map((r) => r.cpuSeconds!)).toFixed(2)} CPU s`
+        : "";
       console.log(
-        `   ${label.padEnd(34)} ${s.toFixed(2).padStart(6)} s ${(mb(size) / s).toFixed(0).padStart(6)} MB/s  ${(plainS / s).toFixed(2)} × plain   [${seconds.map((x) => x.toFixed(2)).join(" ")}]`,
+        `   ${label.padEnd(44)} ${s.toFixed(2).padStart(6)} s ${(mb(size) / s).toFixed(0).padStart(6)} MB/s  ${(s / curlS).toFixed(2)} × curl's time  ${cpu}`,
       );
     }
     console.log(`\n2. three LoRAs of ${mb(threeSize).toFixed(0)} MB (${rounds} rounds, median)`);
     for (const [label, seconds] of Object.entries(three)) {
       const s = median(seconds);
       console.log(
-        `   ${label.padEnd(34)} ${s.toFixed(2).padStart(6)} s ${((3 * mb(threeSize)) / s).toFixed(0).padStart(6)} MB/s   [${seconds.map((x) => x.toFixed(2)).join(" ")}]`,
+        `   ${label.padEnd(44)} ${s.toFixed(2).padStart(6)} s ${((3 * mb(threeSize)) / s).toFixed(0).padStart(6)} MB/s   [${seconds.map((x) => x.toFixed(2)).join(" ")}]`,
       );
     }
     console.log(`\n3. latency over ${latencyCalls} calls each (Connect JSON, HTTP/1.1 keep-alive)`);
@@ -308,7 +362,7 @@ async function main(): Promise<void> {
       ["health check", healthMs],
     ] as const) {
       console.log(
-        `   ${label.padEnd(34)} p50 ${percentile(xs, 50).toFixed(2)} ms   p99 ${percentile(xs, 99).toFixed(2)} ms`,
+        `   ${label.padEnd(44)} p50 ${percentile(xs, 50).toFixed(2)} ms   p99 ${percentile(xs, 99).toFixed(2)} ms`,
       );
     }
     const m = bigFetch.memory;

@@ -22,6 +22,7 @@ import { SpaceManager } from "./cache/space-manager.js";
 import { Warmer } from "./cache/warmer.js";
 import type { MachineCacheConfig } from "./config.js";
 import { type Db, openDatabase } from "./db/open-database.js";
+import { HashPool } from "./download/hash-pool.js";
 import { SingleFlight } from "./download/singleflight.js";
 import { StatsPublisher } from "./reporting/stats-publisher.js";
 import { UsageReporter } from "./reporting/usage-reporter.js";
@@ -114,6 +115,7 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
     loraDir,
     download: cfg.download,
     dispatcher,
+    hashes: new HashPool(),
     clock,
     metrics,
     space,

@@ -12,6 +12,7 @@ import {
 import { Agent } from "undici";
 import { PARTIAL_SUFFIX, SIDECAR_SUFFIX } from "../src/cache/cache-layout.js";
 import { DownloadError, downloadFile, type DownloadSettings } from "../src/download/download-file.js";
+import { HashPool } from "../src/download/hash-pool.js";
 import { loadPartialState } from "../src/download/partial-state.js";
 import { signedUrl, type TestBlob, uploadRandomBlob } from "./support/blobs.js";
 
@@ -30,23 +31,29 @@ const logger = createLogger("downloader-test", "silent");
 let containers: TestContainers;
 let proxy: FaultProxy;
 let dispatcher: Agent;
+let hashes: HashPool;
 let dir: string;
 let small: TestBlob;
 let large: TestBlob;
+/** Longer than many write buffers (1 MiB each) per request. */
+let long: TestBlob;
 
 beforeAll(async () => {
   containers = await createTestContainers("downloader");
   proxy = await startFaultProxy(blobEndpointOf(containers.connectionString));
   dispatcher = new Agent();
+  hashes = new HashPool();
   dir = await fs.mkdtemp(path.join(os.tmpdir(), "mc-downloader-"));
-  [small, large] = await Promise.all([
+  [small, large, long] = await Promise.all([
     uploadRandomBlob(containers.connectionString, containers.userContainer, "small.safetensors", 300 * KIB),
     uploadRandomBlob(containers.connectionString, containers.userContainer, "large.safetensors", 2 * 1024 * KIB + 123),
+    uploadRandomBlob(containers.connectionString, containers.userContainer, "long.safetensors", 24 * 1024 * KIB + 7),
   ]);
 });
 
 afterAll(async () => {
   await dispatcher?.close();
+  await hashes?.close();
   await proxy?.close();
   await containers?.cleanup();
   if (dir) await fs.rm(dir, { recursive: true, force: true });
@@ -62,7 +69,7 @@ async function download(blob: TestBlob, finalPath: string, overrides: Partial<Do
   return downloadFile(
     { finalPath, sizeBytes: blob.bytes.length, sha256: blob.sha256, url: async () => url },
     { ...settings, ...overrides },
-    { dispatcher, logger },
+    { dispatcher, logger, hashes },
   );
 }
 
@@ -75,21 +82,54 @@ async function expectOnlyFinalFile(finalPath: string, blob: TestBlob) {
 test("a small file arrives in one ranged stream with its sha256 checked", async () => {
   const file = target();
   const result = await download(small, file);
-  expect(result).toEqual({ sha256: small.sha256, bytesDownloaded: small.bytes.length, attempts: 1, resumed: false });
+  expect(result).toEqual({
+    sha256: small.sha256,
+    bytesDownloaded: small.bytes.length,
+    attempts: 1,
+    resumed: false,
+    connections: 1,
+    partBytes: settings.partSizeBytes,
+  });
   expect(proxy.requests.map((r) => r.range)).toEqual([`bytes=0-${small.bytes.length - 1}`]);
   await expectOnlyFinalFile(file, small);
 });
 
-test("a large file arrives in ranged parts, each byte asked for once", async () => {
+test("a large file arrives in parallel ranged requests covering each byte once, longest first", async () => {
   const file = target();
   const result = await download(large, file);
-  expect(result.sha256).toBe(large.sha256);
-  expect(result.bytesDownloaded).toBe(large.bytes.length);
-  const parts = Math.ceil(large.bytes.length / settings.partSizeBytes);
-  expect(proxy.requests).toHaveLength(parts);
-  const starts = proxy.requests.map((r) => Number(/bytes=(\d+)-/.exec(r.range ?? "")?.[1])).sort((a, b) => a - b);
-  expect(starts).toEqual(Array.from({ length: parts }, (_, i) => i * settings.partSizeBytes));
+  expect(result).toMatchObject({ sha256: large.sha256, bytesDownloaded: large.bytes.length, connections: 3 });
+  const ranges = proxy.requests
+    .map(
+      (r) =>
+        /bytes=(\d+)-(\d+)/
+          .exec(r.range ?? "")!
+          .slice(1)
+          .map(Number) as [number, number],
+    )
+    .sort((a, b) => a[0] - b[0]);
+  // The ranges tile the file: no byte asked for twice, none left out, each run ending on a part boundary.
+  let at = 0;
+  for (const [from, to] of ranges) {
+    expect(from).toBe(at);
+    expect((to + 1) % settings.partSizeBytes === 0 || to + 1 === large.bytes.length).toBe(true);
+    at = to + 1;
+  }
+  expect(at).toBe(large.bytes.length);
+  // 9 parts for 3 connections: runs of 2, 2, then single parts.
+  const sizes = ranges.map(([from, to]) => Math.ceil((to + 1 - from) / settings.partSizeBytes));
+  expect(sizes).toEqual([2, 2, 1, 1, 1, 1, 1]);
   await expectOnlyFinalFile(file, large);
+});
+
+test("responses many write buffers long arrive intact, in one stream and in parallel runs", async () => {
+  const one = target();
+  const single = await download(long, one, { parallelThresholdBytes: 1024 * 1024 * KIB });
+  expect(single).toMatchObject({ sha256: long.sha256, connections: 1, bytesDownloaded: long.bytes.length });
+  await expectOnlyFinalFile(one, long);
+  const many = target();
+  const parallel = await download(long, many, { partSizeBytes: 3 * 1024 * KIB, partsPerFile: 2 });
+  expect(parallel).toMatchObject({ sha256: long.sha256, connections: 2, bytesDownloaded: long.bytes.length });
+  await expectOnlyFinalFile(many, long);
 });
 
 test("a response cut mid-stream resumes from the bytes already written", async () => {
@@ -141,7 +181,7 @@ test("an expired read URL is replaced by a fresh one", async () => {
       },
     },
     settings,
-    { dispatcher, logger },
+    { dispatcher, logger, hashes },
   );
   expect(asked).toEqual([false, true]);
   expect(result.attempts).toBe(2);
@@ -154,6 +194,7 @@ test("a missing blob fails at once as not found", async () => {
   const failure = await downloadFile({ finalPath: file, sizeBytes: 10, sha256: "", url: async () => url }, settings, {
     dispatcher,
     logger,
+    hashes,
   }).catch((err: unknown) => err);
   expect(failure).toMatchObject({ kind: "not_found", attempts: 1 });
   expect(proxy.requests).toHaveLength(1);
@@ -201,7 +242,7 @@ test("a sidecar describing other content is ignored", async () => {
   const result = await downloadFile(
     { finalPath: file, sizeBytes: small.bytes.length, sha256: small.sha256, url: async () => url },
     settings,
-    { dispatcher, logger },
+    { dispatcher, logger, hashes },
   );
   expect(result).toMatchObject({ resumed: false, bytesDownloaded: small.bytes.length });
   await expectOnlyFinalFile(file, small);

@@ -77,7 +77,8 @@ export function ensureBatch(deps: EnsureDeps, input: EnsureInput): Promise<Ensur
 /**
  * One EnsureLoras: classifies each distinct reference as a hit, a copy to
  * check again (stale) or a miss, asks the registry once about the stale
- * and missing ones, answers the hits, fetches the rest, and records usage.
+ * and missing ones, answers the hits, fetches the rest, and records each
+ * use with its answer.
  */
 class Batch {
   private readonly started = performance.now();
@@ -97,11 +98,7 @@ class Batch {
     if (stale.length > 0 || misses.length > 0) await this.resolve(stale, misses, hits, toFetch);
     await this.answerHits(hits);
     await this.fetchAll(toFetch.sort((a, b) => (a.indices[0] as number) - (b.indices[0] as number)));
-    const answered = this.results.map(
-      (r, i) => r ?? errorResult(this.input.keys[i] as LoraKey, internalItem("no outcome"), 0),
-    );
-    await this.recordUsage(answered);
-    return answered;
+    return this.results.map((r, i) => r ?? errorResult(this.input.keys[i] as LoraKey, internalItem("no outcome"), 0));
   }
 
   unpin(): void {
@@ -217,16 +214,23 @@ class Batch {
     );
   }
 
-  /** A hit when the file was present (`present`), a miss when it was fetched: one answer per position. */
+  /**
+   * A hit when the file was present (`present`), a miss when it was fetched:
+   * one answer per position. The use (last_used, use_count), the hit or miss
+   * events and the usage row for the registry are written in one transaction.
+   */
   private async answerPresent(answers: { g: Group; file: FetchedLora }[]): Promise<void> {
     const { db, clock, metrics } = this.deps;
     const now = clock.now();
+    const atMs = now.getTime();
+    const usages = answers.flatMap(({ g }) => this.usageOf(g.key, atMs));
     await writeTransaction(db, () => {
       for (const { g, file } of answers) {
         touchModel(db, file.path, toPythonIso(now));
         const kind = file.present ? "hit" : "miss";
-        for (const _ of g.indices) recordEvent(db, { kind, atMs: now.getTime(), path: file.path });
+        for (const _ of g.indices) recordEvent(db, { kind, atMs, path: file.path });
       }
+      addUsages(db, usages);
     });
     for (const { g, file } of answers) {
       for (const [n, i] of g.indices.entries()) {
@@ -261,26 +265,20 @@ class Batch {
     }
   }
 
-  /** One usage per user LoRA and job, for the registry's usage counts. */
-  private async recordUsage(answered: EnsuredLora[]): Promise<void> {
+  /** The usage of a user LoRA by this job, for the registry's usage counts (one per distinct reference). */
+  private usageOf(key: LoraKey, atMs: number): NewUsage[] {
+    if (key.source !== "user") return [];
     const { input } = this;
-    const seen = new Set<string>();
-    const usages: NewUsage[] = [];
-    const at = this.deps.clock.now().getTime();
-    for (const [i, r] of answered.entries()) {
-      const key = input.keys[i] as LoraKey;
-      if (r.error || key.source !== "user" || seen.has(keyString(key))) continue;
-      seen.add(keyString(key));
-      usages.push({
+    return [
+      {
         lora_id: key.identifier,
         user_id: key.userId,
         job_id: input.jobId,
         workflow_id: input.workflowId,
         workflow_name: input.workflowName,
-        used_at_ms: at,
-      });
-    }
-    if (usages.length > 0) await writeTransaction(this.deps.db, () => addUsages(this.deps.db, usages));
+        used_at_ms: atMs,
+      },
+    ];
   }
 
   private elapsed(): number {

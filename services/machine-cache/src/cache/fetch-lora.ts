@@ -8,6 +8,7 @@ import { findLoraFile, findLoraFileByPath, type LoraFileRow } from "../db/lora-f
 import { getModel } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import { DownloadError, type DownloadResult, downloadFile } from "../download/download-file.js";
+import type { HashPool } from "../download/hash-pool.js";
 import type { SingleFlight } from "../download/singleflight.js";
 import { type Metrics, sizeBucket } from "../telemetry.js";
 import { absoluteInLoraDir, relativeToLoraDir, sharedLoraRelPath, userLoraRelPath } from "./cache-layout.js";
@@ -47,6 +48,8 @@ export interface LoraFetcherDeps extends ResolveDeps {
   loraDir: string;
   download: DownloadConfig;
   dispatcher: Dispatcher;
+  /** The threads that hash downloads while they arrive. */
+  hashes: HashPool;
   clock: Clock;
   metrics: Metrics;
   space: SpaceManager;
@@ -88,6 +91,7 @@ export class LoraFetcher {
   async stop(): Promise<void> {
     this.stopping.abort();
     await this.deps.downloads.settled();
+    await this.deps.hashes.close();
   }
 
   private flight(key: LoraKey, lora: ResolvedLora, target: string, ctx: FetchContext): Promise<FetchedLora> {
@@ -125,7 +129,7 @@ export class LoraFetcher {
               signal: this.stopping.signal,
             },
             this.deps.download,
-            { dispatcher: this.deps.dispatcher, logger: this.deps.logger },
+            { dispatcher: this.deps.dispatcher, logger: this.deps.logger, hashes: this.deps.hashes },
           );
           await registerDownloaded(
             db,
@@ -194,6 +198,8 @@ export class LoraFetcher {
         bytes_downloaded: result.bytesDownloaded,
         attempts: result.attempts,
         resumed: result.resumed,
+        connections: result.connections,
+        part_bytes: result.partBytes,
         ms: Math.round(ms),
         warm,
       },

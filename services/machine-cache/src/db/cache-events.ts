@@ -1,4 +1,5 @@
 import type { Db } from "./open-database.js";
+import { prepared } from "./prepared.js";
 
 export type CacheEventKind = "hit" | "miss" | "download" | "eviction";
 
@@ -12,7 +13,7 @@ export interface CacheEvent {
 }
 
 export function recordEvent(db: Db, e: CacheEvent): void {
-  db.prepare("INSERT INTO lora_cache_events (at_ms, kind, bytes, reason, path) VALUES (?, ?, ?, ?, ?)").run(
+  prepared(db, "INSERT INTO lora_cache_events (at_ms, kind, bytes, reason, path) VALUES (?, ?, ?, ?, ?)").run(
     e.atMs,
     e.kind,
     e.bytes ?? 0,
@@ -29,11 +30,10 @@ export interface EventTotals {
 }
 
 export function eventTotalsSince(db: Db, sinceMs: number): EventTotals {
-  const rows = db
-    .prepare<[number], { kind: string; n: number; bytes: number | null }>(
-      "SELECT kind, COUNT(*) AS n, SUM(bytes) AS bytes FROM lora_cache_events WHERE at_ms >= ? GROUP BY kind",
-    )
-    .all(sinceMs);
+  const rows = prepared<[number], { kind: string; n: number; bytes: number | null }>(
+    db,
+    "SELECT kind, COUNT(*) AS n, SUM(bytes) AS bytes FROM lora_cache_events WHERE at_ms >= ? GROUP BY kind",
+  ).all(sinceMs);
   const of = (kind: string) => rows.find((r) => r.kind === kind);
   return {
     hits: of("hit")?.n ?? 0,
@@ -45,14 +45,13 @@ export function eventTotalsSince(db: Db, sinceMs: number): EventTotals {
 
 /** Bytes evicted with the given reason since a time. */
 export function evictedBytesSince(db: Db, reason: string, sinceMs: number): number {
-  const row = db
-    .prepare<[string, number], { bytes: number | null }>(
-      "SELECT SUM(bytes) AS bytes FROM lora_cache_events WHERE kind = 'eviction' AND reason = ? AND at_ms >= ?",
-    )
-    .get(reason, sinceMs);
+  const row = prepared<[string, number], { bytes: number | null }>(
+    db,
+    "SELECT SUM(bytes) AS bytes FROM lora_cache_events WHERE kind = 'eviction' AND reason = ? AND at_ms >= ?",
+  ).get(reason, sinceMs);
   return row?.bytes ?? 0;
 }
 
 export function pruneEvents(db: Db, beforeMs: number): number {
-  return db.prepare("DELETE FROM lora_cache_events WHERE at_ms < ?").run(beforeMs).changes;
+  return prepared(db, "DELETE FROM lora_cache_events WHERE at_ms < ?").run(beforeMs).changes;
 }

@@ -1,4 +1,5 @@
 import type { Db } from "./open-database.js";
+import { prepared } from "./prepared.js";
 
 export type LoraSourceName = "user" | "shared";
 
@@ -24,42 +25,43 @@ export function findLoraFile(
   db: Db,
   key: { source: LoraSourceName; userId: string; identifier: string },
 ): LoraFileRow | undefined {
-  return db
-    .prepare<[string, string, string], LoraFileRow>(
-      `SELECT ${COLUMNS} FROM lora_files WHERE source = ? AND user_id = ? AND identifier = ?`,
-    )
-    .get(key.source, key.userId, key.identifier);
+  return prepared<[string, string, string], LoraFileRow>(
+    db,
+    `SELECT ${COLUMNS} FROM lora_files WHERE source = ? AND user_id = ? AND identifier = ?`,
+  ).get(key.source, key.userId, key.identifier);
 }
 
 export function findLoraFileByPath(db: Db, path: string): LoraFileRow | undefined {
-  return db.prepare<[string], LoraFileRow>(`SELECT ${COLUMNS} FROM lora_files WHERE path = ?`).get(path);
+  return prepared<[string], LoraFileRow>(db, `SELECT ${COLUMNS} FROM lora_files WHERE path = ?`).get(path);
 }
 
 /** Every cached copy of a user LoRA id (of any owner, or of one). */
 export function findUserLoraFiles(db: Db, loraId: string, userId?: string): LoraFileRow[] {
   return userId
-    ? db
-        .prepare<[string, string], LoraFileRow>(
-          `SELECT ${COLUMNS} FROM lora_files WHERE source = 'user' AND identifier = ? AND user_id = ?`,
-        )
-        .all(loraId, userId)
-    : db
-        .prepare<[string], LoraFileRow>(`SELECT ${COLUMNS} FROM lora_files WHERE source = 'user' AND identifier = ?`)
-        .all(loraId);
+    ? prepared<[string, string], LoraFileRow>(
+        db,
+        `SELECT ${COLUMNS} FROM lora_files WHERE source = 'user' AND identifier = ? AND user_id = ?`,
+      ).all(loraId, userId)
+    : prepared<[string], LoraFileRow>(
+        db,
+        `SELECT ${COLUMNS} FROM lora_files WHERE source = 'user' AND identifier = ?`,
+      ).all(loraId);
 }
 
 export function loraFilesOfUser(db: Db, userId: string): LoraFileRow[] {
-  return db
-    .prepare<[string], LoraFileRow>(`SELECT ${COLUMNS} FROM lora_files WHERE source = 'user' AND user_id = ?`)
-    .all(userId);
+  return prepared<[string], LoraFileRow>(
+    db,
+    `SELECT ${COLUMNS} FROM lora_files WHERE source = 'user' AND user_id = ?`,
+  ).all(userId);
 }
 
 export function allLoraFiles(db: Db): LoraFileRow[] {
-  return db.prepare<[], LoraFileRow>(`SELECT ${COLUMNS} FROM lora_files`).all();
+  return prepared<[], LoraFileRow>(db, `SELECT ${COLUMNS} FROM lora_files`).all();
 }
 
 export function upsertLoraFile(db: Db, row: LoraFileRow): void {
-  db.prepare(
+  prepared(
+    db,
     `INSERT INTO lora_files (${COLUMNS})
      VALUES (@path, @source, @identifier, @user_id, @file_name, @sha256, @size_bytes, @validated_at_ms)
      ON CONFLICT(path) DO UPDATE SET source = excluded.source, identifier = excluded.identifier,
@@ -69,9 +71,9 @@ export function upsertLoraFile(db: Db, row: LoraFileRow): void {
 }
 
 export function deleteLoraFile(db: Db, path: string): void {
-  db.prepare("DELETE FROM lora_files WHERE path = ?").run(path);
+  prepared(db, "DELETE FROM lora_files WHERE path = ?").run(path);
 }
 
 export function markValidated(db: Db, path: string, atMs: number): void {
-  db.prepare("UPDATE lora_files SET validated_at_ms = ? WHERE path = ?").run(atMs, path);
+  prepared(db, "UPDATE lora_files SET validated_at_ms = ? WHERE path = ?").run(atMs, path);
 }

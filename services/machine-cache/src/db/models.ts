@@ -1,4 +1,5 @@
 import type { Db } from "./open-database.js";
+import { prepared } from "./prepared.js";
 
 /** A row of the node package's models table. */
 export interface ModelRow {
@@ -26,7 +27,7 @@ export const SHARED_LORA = "loras";
 const COLUMNS = "id, path, model_type, filename, size_bytes, last_used, use_count, download_date, protected, is_ignore";
 
 export function getModel(db: Db, path: string): ModelRow | undefined {
-  return db.prepare<[string], ModelRow>(`SELECT ${COLUMNS} FROM models WHERE path = ?`).get(path);
+  return prepared<[string], ModelRow>(db, `SELECT ${COLUMNS} FROM models WHERE path = ?`).get(path);
 }
 
 /**
@@ -37,7 +38,8 @@ export function registerModel(
   db: Db,
   row: { path: string; modelType: string; filename: string; sizeBytes: number; now: string; useCount: number },
 ): void {
-  db.prepare(
+  prepared(
+    db,
     `INSERT INTO models (path, model_type, filename, size_bytes, last_used, use_count, download_date, protected, is_ignore)
      VALUES (@path, @modelType, @filename, @sizeBytes, @now, @useCount, @now, 0, 0)
      ON CONFLICT(path) DO UPDATE SET model_type = excluded.model_type, filename = excluded.filename,
@@ -48,46 +50,47 @@ export function registerModel(
 
 /** A use: last_used and use_count, as the node package's update_model_usage. */
 export function touchModel(db: Db, path: string, now: string): void {
-  db.prepare("UPDATE models SET last_used = ?, use_count = IFNULL(use_count, 0) + 1 WHERE path = ?").run(now, path);
+  prepared(db, "UPDATE models SET last_used = ?, use_count = IFNULL(use_count, 0) + 1 WHERE path = ?").run(now, path);
 }
 
 export function deleteModel(db: Db, path: string): void {
-  db.prepare("DELETE FROM models WHERE path = ?").run(path);
+  prepared(db, "DELETE FROM models WHERE path = ?").run(path);
 }
 
 /** User LoRAs that eviction may remove: neither protected nor ignored (NULL counts as 0, as in the node package). */
 export function evictableUserLoras(db: Db): ModelRow[] {
-  return db
-    .prepare<[string], ModelRow>(
-      `SELECT ${COLUMNS} FROM models
+  return prepared<[string], ModelRow>(
+    db,
+    `SELECT ${COLUMNS} FROM models
        WHERE model_type = ? AND IFNULL(protected, 0) = 0 AND IFNULL(is_ignore, 0) = 0`,
-    )
-    .all(USER_LORA);
+  ).all(USER_LORA);
 }
 
 export function userLoraBytes(db: Db): number {
-  const row = db
-    .prepare<[string], { total: number | null }>("SELECT SUM(size_bytes) AS total FROM models WHERE model_type = ?")
-    .get(USER_LORA);
+  const row = prepared<[string], { total: number | null }>(
+    db,
+    "SELECT SUM(size_bytes) AS total FROM models WHERE model_type = ?",
+  ).get(USER_LORA);
   return row?.total ?? 0;
 }
 
 /** Rows whose path lies under dir (absolute, without trailing separator). */
 export function modelsUnder(db: Db, dir: string): ModelRow[] {
   const prefix = dir.endsWith("/") ? dir : `${dir}/`;
-  return db
-    .prepare<[{ p: string }], ModelRow>(`SELECT ${COLUMNS} FROM models WHERE substr(path, 1, length(@p)) = @p`)
-    .all({ p: prefix });
+  return prepared<[{ p: string }], ModelRow>(
+    db,
+    `SELECT ${COLUMNS} FROM models WHERE substr(path, 1, length(@p)) = @p`,
+  ).all({ p: prefix });
 }
 
 export function modelsPage(db: Db, opts: { afterId: number; modelType: string; limit: number }): ModelRow[] {
   return opts.modelType
-    ? db
-        .prepare<[number, string, number], ModelRow>(
-          `SELECT ${COLUMNS} FROM models WHERE id > ? AND model_type = ? ORDER BY id LIMIT ?`,
-        )
-        .all(opts.afterId, opts.modelType, opts.limit)
-    : db
-        .prepare<[number, number], ModelRow>(`SELECT ${COLUMNS} FROM models WHERE id > ? ORDER BY id LIMIT ?`)
-        .all(opts.afterId, opts.limit);
+    ? prepared<[number, string, number], ModelRow>(
+        db,
+        `SELECT ${COLUMNS} FROM models WHERE id > ? AND model_type = ? ORDER BY id LIMIT ?`,
+      ).all(opts.afterId, opts.modelType, opts.limit)
+    : prepared<[number, number], ModelRow>(db, `SELECT ${COLUMNS} FROM models WHERE id > ? ORDER BY id LIMIT ?`).all(
+        opts.afterId,
+        opts.limit,
+      );
 }

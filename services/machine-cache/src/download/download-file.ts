@@ -2,9 +2,9 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "@emprops/platform";
 import pRetry, { AbortError } from "p-retry";
-import { type Dispatcher, request } from "undici";
+import type { Dispatcher } from "undici";
 import { PARTIAL_SUFFIX, SIDECAR_SUFFIX } from "../cache/cache-layout.js";
-import { InOrderHasher } from "./in-order-hasher.js";
+import type { HashPool } from "./hash-pool.js";
 import {
   contiguousBytes,
   doneBytes,
@@ -13,12 +13,14 @@ import {
   planParts,
   savePartialState,
 } from "./partial-state.js";
+import { BlobSizeError, fetchRange, HttpStatusError, WriteBuffers } from "./range-fetch.js";
+import { type Run, RunPlan } from "./run-plan.js";
 
 export interface DownloadSettings {
   /** Files at least this large are fetched in ranged parts. */
   parallelThresholdBytes: number;
   partSizeBytes: number;
-  /** Ranged parts of one file in flight at the same time. */
+  /** Ranged requests of one file in flight at the same time (connections). */
   partsPerFile: number;
   /** Attempts per file before DOWNLOAD_FAILED (a checksum mismatch counts as one). */
   maxAttempts: number;
@@ -46,6 +48,10 @@ export interface DownloadResult {
   attempts: number;
   /** True when bytes already on disk (from an earlier attempt or process) were kept. */
   resumed: boolean;
+  /** Most ranged requests in flight at once. */
+  connections: number;
+  /** Size of the parts the file was planned in (resume granularity). */
+  partBytes: number;
 }
 
 export type DownloadFailure = "not_found" | "checksum" | "failed" | "aborted";
@@ -62,34 +68,29 @@ export class DownloadError extends Error {
   }
 }
 
-class HttpStatusError extends Error {
-  constructor(readonly status: number) {
-    super(`blob storage answered HTTP ${status}`);
-  }
-}
-
+/** The bytes are not the blob's (size or sha256). */
 class ChecksumError extends Error {}
 
-/** Bytes gathered before one positional write. */
-const WRITE_BATCH = 1024 * 1024;
 /** The sidecar is rewritten at most this often while parts are in flight. */
 const SIDECAR_INTERVAL_MS = 1_000;
 /** Written bytes flushed to disk in the background, so the final fsync has little left to wait for. */
 const SYNC_EVERY = 64 * 1024 * 1024;
 
 /**
- * Downloads one blob to `finalPath`: ranged parts in parallel (one stream for
- * small files) written with positional writes into `finalPath.partial`, a
- * sidecar recording each part's progress so any later attempt or process
- * resumes, retries with exponential backoff and jitter, a fresh URL after a
- * 403, sha256 of the bytes in order while they arrive, then fsync and an
- * atomic rename. A checksum mismatch discards the bytes and counts as a
- * failed attempt.
+ * Downloads one blob to `finalPath`: ranged GETs in parallel (one stream for
+ * small files), each covering a run of parts sized so that early requests
+ * are long and the last ones short (few round trips, an even finish),
+ * written with positional writes from reused buffers into
+ * `finalPath.partial`; a sidecar records each part's progress so any later
+ * attempt or process resumes; sha256 of the bytes in order is computed on a
+ * hashing thread while they arrive; retries with exponential backoff and
+ * jitter, a fresh URL after a 403; then fsync and an atomic rename. A
+ * checksum mismatch discards the bytes and counts as a failed attempt.
  */
 export async function downloadFile(
   req: DownloadRequest,
   settings: DownloadSettings,
-  deps: { dispatcher: Dispatcher; logger: Logger },
+  deps: { dispatcher: Dispatcher; logger: Logger; hashes: HashPool },
 ): Promise<DownloadResult> {
   const partialPath = req.finalPath + PARTIAL_SUFFIX;
   const sidecarPath = req.finalPath + SIDECAR_SUFFIX;
@@ -98,12 +99,18 @@ export async function downloadFile(
   let parts = await resumableParts(partialPath, sidecarPath, req);
   const file = await fs.open(partialPath, parts ? "r+" : "w+");
   let closed = false;
-  const hasher = new InOrderHasher(file);
+  if (!parts) {
+    await file.truncate(req.sizeBytes);
+    parts = planParts(req.sizeBytes, settings.partSizeBytes, settings.parallelThresholdBytes);
+  }
+  const plan = parts;
+  const hash = deps.hashes.begin(partialPath);
   let bytesDownloaded = 0;
   let attempts = 0;
   let resumed = false;
   let refreshUrl = false;
-  let lastSidecar = 0;
+  let connections = 0;
+
   let unsynced = 0;
   let syncing: Promise<void> | undefined;
   let syncFailure: unknown;
@@ -115,106 +122,84 @@ export async function downloadFile(
       .catch((err: unknown) => void (syncFailure ??= err))
       .finally(() => (syncing = undefined));
   };
-  if (!parts) {
-    await file.truncate(req.sizeBytes);
-    parts = planParts(req.sizeBytes, settings.partSizeBytes, settings.parallelThresholdBytes);
-  }
-  const plan = parts;
-  // Bytes kept from an earlier process are hashed while the rest arrives.
-  hasher.advance(contiguousBytes(plan));
+  let lastSidecar = 0;
+  let saving: Promise<void> | undefined;
   const saveSidecar = () =>
     savePartialState(sidecarPath, { version: 1, sizeBytes: req.sizeBytes, sha256: req.sha256, parts: plan });
+  const saveSidecarNow = async () => {
+    await saving;
+    await saveSidecar();
+  };
+  /** At most one sidecar write at a time, at most once a second, while bytes arrive. */
+  const saveSidecarSoon = () => {
+    const now = Date.now();
+    if (saving || now - lastSidecar < SIDECAR_INTERVAL_MS) return;
+    lastSidecar = now;
+    saving = saveSidecar()
+      .catch((err: unknown) => deps.logger.warn({ err, path: sidecarPath }, "could not save download progress"))
+      .finally(() => (saving = undefined));
+  };
+  // Bytes kept from an earlier process are hashed while the rest arrives.
+  hash.advance(contiguousBytes(plan));
 
-  const fetchPart = async (url: string, part: Part): Promise<void> => {
-    const from = part.start + part.done;
-    const res = await request(url, {
-      method: "GET",
-      headers: { range: `bytes=${from}-${part.end - 1}` },
-      dispatcher: deps.dispatcher,
+  const fetchRun = async (url: URL, run: Run, buffers: WriteBuffers): Promise<void> => {
+    let at = run.from;
+    let k = 0;
+    await fetchRange(deps.dispatcher, {
+      url,
+      from: run.from,
+      to: run.to,
+      blobSize: req.sizeBytes,
+      fd: file.fd,
+      buffers,
       signal: req.signal,
-      headersTimeout: settings.stallTimeoutMs,
-      bodyTimeout: settings.stallTimeoutMs,
+      stallTimeoutMs: settings.stallTimeoutMs,
+      onWritten: (upTo) => {
+        bytesDownloaded += upTo - at;
+        unsynced += upTo - at;
+        at = upTo;
+        // The parts this run covers, in order: each is done up to `upTo`.
+        while (k < run.parts.length) {
+          const p = run.parts[k] as Part;
+          p.done = Math.max(p.done, Math.min(p.end, upTo) - p.start);
+          if (upTo < p.end) break;
+          k++;
+        }
+        hash.advance(contiguousBytes(plan));
+        syncInBackground();
+        saveSidecarSoon();
+      },
     });
-    if (res.statusCode !== 206 && !(res.statusCode === 200 && from === 0)) {
-      await res.body.dump().catch(() => {});
-      if (res.statusCode === 403) refreshUrl = true;
-      if (res.statusCode === 404 || res.statusCode === 410) {
-        throw new AbortError(new DownloadError("not_found", "the blob is missing from storage", attempts));
-      }
-      if (res.statusCode === 416)
-        throw new ChecksumError(`the blob is smaller than the expected ${req.sizeBytes} bytes`);
-      throw new HttpStatusError(res.statusCode);
-    }
-    const total = blobSize(res.statusCode, res.headers);
-    if (total !== undefined && total !== req.sizeBytes) {
-      await res.body.dump().catch(() => {});
-      throw new ChecksumError(`the blob has ${total} bytes, expected ${req.sizeBytes}`);
-    }
-    let position = from;
-    let batch: Buffer[] = [];
-    let batched = 0;
-    const flush = async () => {
-      if (batched === 0) return;
-      const buffers = batch;
-      const length = batched;
-      batch = [];
-      batched = 0;
-      await file.writev(buffers, position);
-      position += length;
-      part.done += length;
-      bytesDownloaded += length;
-      unsynced += length;
-      syncInBackground();
-      hasher.advance(contiguousBytes(plan));
-      const now = Date.now();
-      if (now - lastSidecar >= SIDECAR_INTERVAL_MS) {
-        lastSidecar = now;
-        await saveSidecar();
-      }
-    };
-    try {
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        const room = part.end - position - batched;
-        const piece = chunk.length > room ? chunk.subarray(0, room) : chunk;
-        batch.push(piece);
-        batched += piece.length;
-        if (batched >= WRITE_BATCH) await flush();
-        if (position + batched >= part.end) break;
-      }
-    } finally {
-      // What arrived before a cut is kept: the next attempt asks only for the rest.
-      await flush();
-    }
-    if (position < part.end) throw new Error(`the response ended after ${position - from} of ${part.end - from} bytes`);
   };
 
   const attempt = async (): Promise<string> => {
     attempts++;
     if (doneBytes(plan) > 0) resumed = true;
-    const pending = plan.filter((p) => p.done < p.end - p.start);
-    if (pending.length > 0) {
-      const url = await req.url(refreshUrl);
+    const runs = new RunPlan(plan);
+    if (runs.pending > 0) {
+      const url = new URL(await req.url(refreshUrl));
       refreshUrl = false;
       let failure: unknown;
-      let next = 0;
-      const worker = async () => {
-        while (failure === undefined && next < pending.length) {
-          const part = pending[next++] as Part;
+      const slots = Math.min(settings.partsPerFile, runs.pending);
+      connections = Math.max(connections, slots);
+      const slot = async () => {
+        const buffers = new WriteBuffers();
+        for (let run = runs.take(slots); run && failure === undefined; run = runs.take(slots)) {
           try {
-            await fetchPart(url, part);
+            await fetchRun(url, run, buffers);
           } catch (err) {
             failure ??= err;
           }
         }
       };
-      await Promise.all(Array.from({ length: Math.min(settings.partsPerFile, pending.length) }, worker));
-      await saveSidecar();
-      if (failure !== undefined) throw failure;
+      await Promise.all(Array.from({ length: slots }, slot));
+      await saveSidecarNow();
+      if (failure !== undefined) throw classify(failure, attempts, () => (refreshUrl = true));
     }
-    const digest = await hasher.digest(req.sizeBytes);
+    const digest = await hash.digest(req.sizeBytes);
     if (req.sha256 && digest !== req.sha256) {
       for (const p of plan) p.done = 0;
-      await hasher.reset();
+      await hash.reset();
       await fs.rm(sidecarPath, { force: true });
       throw new ChecksumError(`sha256 ${digest} differs from the expected ${req.sha256}`);
     }
@@ -244,9 +229,10 @@ export async function downloadFile(
     await fs.rename(partialPath, req.finalPath);
     await syncDirectory(path.dirname(req.finalPath));
     await fs.rm(sidecarPath, { force: true });
-    return { sha256: digest, bytesDownloaded, attempts, resumed };
+    return { sha256: digest, bytesDownloaded, attempts, resumed, connections, partBytes: settings.partSizeBytes };
   } catch (err) {
     await syncing;
+    await saving;
     if (!closed) await file.close().catch(() => {});
     const failure = toDownloadError(err, attempts, req.signal);
     // Bytes that failed verification are worthless; any other failure keeps them for a resume.
@@ -254,7 +240,21 @@ export async function downloadFile(
       await Promise.all([fs.rm(partialPath, { force: true }), fs.rm(sidecarPath, { force: true })]);
     }
     throw failure;
+  } finally {
+    hash.close();
   }
+}
+
+/** What a failed request means for the attempt: a missing blob ends the download, a 403 asks for a fresh URL. */
+function classify(err: unknown, attempts: number, refreshUrl: () => void): unknown {
+  if (err instanceof HttpStatusError) {
+    if (err.status === 403) refreshUrl();
+    if (err.status === 404 || err.status === 410) {
+      return new AbortError(new DownloadError("not_found", "the blob is missing from storage", attempts));
+    }
+  }
+  if (err instanceof BlobSizeError) return new ChecksumError(err.message);
+  return err;
 }
 
 /** The parts recorded beside an existing partial file of the same size, or undefined to start afresh. */
@@ -266,16 +266,6 @@ async function resumableParts(partialPath: string, sidecarPath: string, req: Dow
     throw err;
   });
   return stat?.size === req.sizeBytes ? parts : undefined;
-}
-
-/** The blob's full size from Content-Range (206) or Content-Length (200). */
-function blobSize(status: number, headers: Record<string, string | string[] | undefined>): number | undefined {
-  if (status === 206) {
-    const range = /\/(\d+)\s*$/.exec(String(headers["content-range"] ?? ""));
-    return range ? Number(range[1]) : undefined;
-  }
-  const length = headers["content-length"];
-  return length === undefined ? undefined : Number(length);
 }
 
 async function syncDirectory(dir: string): Promise<void> {
