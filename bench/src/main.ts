@@ -7,6 +7,8 @@
  *   npm run bench:quick                    CI: small sizes, same code paths, writes test-artifacts/
  *   npm run bench -- --only cold-fetch,verify   some suites (written to test-artifacts/)
  *   npm run bench -- --out /tmp/x.md       anywhere else
+ *   npm run bench -- --link 40,20,400      the shaped link: MB/s per connection, RTT ms, total MB/s
+ *   npm run bench -- --only shaped-fetch --rounds 2   fewer rounds while working on one figure
  *
  * Exits non-zero when any suite fails; numbers never fail a run.
  */
@@ -23,9 +25,11 @@ import { cachePolicySuite } from "./suites/cache-policy.js";
 import { formatsSuite } from "./suites/formats.js";
 import { getLoraRpsSuite } from "./suites/get-lora-rps.js";
 import { listLatencySuite } from "./suites/list-latency.js";
+import { CLOUD_LINK, describeLink, parseLink } from "./harness/shaped-link.js";
 import { cachedHitSuite, coldFetchSuite, threeLorasSuite } from "./suites/machine-cache.js";
 import { peakMemorySuite } from "./suites/peak-memory.js";
 import { profilesSuite } from "./suites/profiles.js";
+import { shapedFetchSuite, shapedThreeSuite, shapedVerifySuite } from "./suites/shaped-link.js";
 import { singleFlightSuite } from "./suites/single-flight.js";
 import { uploadSuite } from "./suites/upload.js";
 import { verifySuite } from "./suites/verify.js";
@@ -36,7 +40,10 @@ const SUITES: Suite[] = [
   verifySuite,
   formatsSuite,
   coldFetchSuite,
+  shapedFetchSuite,
   threeLorasSuite,
+  shapedThreeSuite,
+  shapedVerifySuite,
   cachedHitSuite,
   singleFlightSuite,
   getLoraRpsSuite,
@@ -63,6 +70,8 @@ async function main(): Promise<number> {
       only: { type: "string" },
       out: { type: "string" },
       "azurite-disk": { type: "boolean", default: false },
+      link: { type: "string" },
+      rounds: { type: "string" },
     },
   });
   const mode: Mode = values.quick ? "quick" : "full";
@@ -73,11 +82,17 @@ async function main(): Promise<number> {
     return 2;
   }
   const suites = only ? SUITES.filter((s) => only.includes(s.id)) : SUITES;
+  const link = values.link ? parseLink(values.link) : CLOUD_LINK;
   const complete = !only && mode === "full";
   const out =
     values.out ??
     (complete ? path.join(REPO, "docs", "benchmarks.md") : path.join(REPO, "test-artifacts", `benchmarks-${mode}.md`));
-  const command = ["npm run", mode === "full" ? "bench" : "bench:quick", only ? `-- --only ${only.join(",")}` : ""]
+  const extra = [
+    only ? `--only ${only.join(",")}` : "",
+    values.link ? `--link ${values.link}` : "",
+    values.rounds ? `--rounds ${values.rounds}` : "",
+  ].filter(Boolean);
+  const command = ["npm run", mode === "full" ? "bench" : "bench:quick", extra.length ? `-- ${extra.join(" ")}` : ""]
     .join(" ")
     .trim();
 
@@ -99,7 +114,8 @@ async function main(): Promise<number> {
     const machine = describeMachine(env?.work ?? REPO);
     const ctx: SuiteContext = {
       mode,
-      sizes: SIZES[mode],
+      // --rounds N: fewer (or more) rounds while working on one figure.
+      sizes: values.rounds ? { ...SIZES[mode], rounds: Number(values.rounds) } : SIZES[mode],
       env,
       loras: new LoraPool(() => {
         if (!env) throw new Error("no services");
@@ -107,6 +123,7 @@ async function main(): Promise<number> {
       }),
       log,
       profileDir,
+      link,
       earlier: new Map(),
     };
     for (const suite of suites) {
@@ -133,6 +150,7 @@ async function main(): Promise<number> {
         machine,
         loadAtEnd: loadAverage(),
         dependencies: env ? `${env.summary}; Azurite ${values["azurite-disk"] ? "on disk" : "in memory"}` : "none",
+        link: describeLink(link),
       },
       results,
     );

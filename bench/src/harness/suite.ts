@@ -1,3 +1,4 @@
+import type { LinkShape } from "@emprops/testkit";
 import type { BenchEnvironment } from "./environment.js";
 import type { LoraPool } from "./lora-pool.js";
 
@@ -79,6 +80,8 @@ export interface SuiteContext {
   log(line: string): void;
   /** Where --cpu-prof profiles go. */
   profileDir: string;
+  /** The shape of the shaped-link suites' link (`--link`, default CLOUD_LINK). */
+  link: Required<LinkShape>;
   /** Results of earlier suites of the run, by suite id (the profile suite reads the step timings). */
   earlier: Map<string, SuiteReport & { data?: unknown }>;
 }
