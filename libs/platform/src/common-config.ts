@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { DEFAULT_CLOCK_SKEW_SECONDS, DEFAULT_TOKEN_LIFETIME_LIMITS, type TokenLifetimeLimits } from "./auth.js";
-import { env } from "./config.js";
+import { ConfigError, env } from "./config.js";
 
 const lifetime = (fallback: number) =>
   z.coerce
@@ -57,7 +57,14 @@ export interface AuthConfig {
   clockSkewSeconds: number;
 }
 
-/** Auth settings from the common variables; one of secret or JWKS is required. */
+/**
+ * Auth settings from the common variables. One of JWT_SECRET (HS256,
+ * development) or JWT_JWKS_URL (production) is required. `callTokens` are
+ * the variables (name → value) holding the tokens this service sends to
+ * other services: left empty, a token is minted from JWT_SECRET, so with
+ * JWKS and no secret each must be set. A ConfigError names every variable
+ * at fault, at start rather than at the first call.
+ */
 export function authConfig(
   e: {
     JWT_SECRET?: string;
@@ -65,7 +72,21 @@ export function authConfig(
     JWT_ISSUER?: string;
     JWT_AUDIENCE?: string;
   } & TokenEnv,
+  callTokens: Record<string, string> = {},
 ): AuthConfig {
+  const problems: string[] = [];
+  if (!e.JWT_SECRET && !e.JWT_JWKS_URL) {
+    problems.push("JWT_SECRET: required, or JWT_JWKS_URL instead (production); neither is set");
+  } else if (!e.JWT_SECRET) {
+    for (const [name, value] of Object.entries(callTokens)) {
+      if (!value) {
+        problems.push(
+          `${name}: required with JWT_JWKS_URL and no JWT_SECRET (no token can be minted without a secret)`,
+        );
+      }
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
   return {
     secret: e.JWT_SECRET,
     jwksUrl: e.JWT_JWKS_URL,

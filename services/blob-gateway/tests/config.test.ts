@@ -105,3 +105,14 @@ describe("storage configuration", () => {
     });
   });
 });
+
+describe("auth configuration", () => {
+  it("needs JWT_SECRET or JWT_JWKS_URL; JWKS alone is enough (the gateway calls no one)", () => {
+    const storage = { AZURE_STORAGE_CONNECTION_STRING: "UseDevelopmentStorage=true" };
+    expect(problems({ ...storage, JWT_SECRET: "" })).toEqual([
+      expect.stringMatching(/^JWT_SECRET: required, or JWT_JWKS_URL instead/),
+    ]);
+    const jwks = "https://auth.example.com/.well-known/jwks.json";
+    expect(loadConfig({ ...storage, JWT_JWKS_URL: jwks }).auth.jwksUrl).toBe(jwks);
+  });
+});

@@ -107,7 +107,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): RegistryCon
     databasePoolSize: e.DATABASE_POOL_SIZE,
     blobGatewayUrl: e.BLOB_GATEWAY_URL,
     serviceToken: e.REGISTRY_SERVICE_TOKEN,
-    auth: authConfig(e),
+    auth: authConfig(e, { REGISTRY_SERVICE_TOKEN: e.REGISTRY_SERVICE_TOKEN }),
     natsUrl: e.NATS_URL,
     natsNamespace: e.NATS_NAMESPACE,
     quota: {

@@ -48,7 +48,33 @@ describe("configuration", () => {
     expect(() => loadConfig({ ...base, QUOTA_WARNING_PERCENT: "79.5" })).toThrow(/QUOTA_WARNING_PERCENT/);
   });
 
+  it("needs JWT_SECRET or JWT_JWKS_URL", () => {
+    expect(problemsOf({ DATABASE_URL: base.DATABASE_URL })).toEqual([
+      expect.stringMatching(/^JWT_SECRET: required, or JWT_JWKS_URL instead/),
+    ]);
+  });
+
+  it("with JWKS and no secret needs REGISTRY_SERVICE_TOKEN for the gateway calls, at start", () => {
+    const jwks = { DATABASE_URL: base.DATABASE_URL, JWT_JWKS_URL: "https://auth.example.com/.well-known/jwks.json" };
+    expect(problemsOf(jwks)).toEqual([expect.stringMatching(/^REGISTRY_SERVICE_TOKEN: required with JWT_JWKS_URL/)]);
+    const cfg = loadConfig({ ...jwks, REGISTRY_SERVICE_TOKEN: "a-token-issued-for-the-registry" });
+    expect(cfg.auth.jwksUrl).toBe(jwks.JWT_JWKS_URL);
+    expect(cfg.serviceToken).toBe("a-token-issued-for-the-registry");
+    // With a secret too, the token can still be minted.
+    expect(loadConfig({ ...base, JWT_JWKS_URL: jwks.JWT_JWKS_URL }).serviceToken).toBe("");
+  });
+
   it("needs a database", () => {
     expect(() => loadConfig({ JWT_SECRET: base.JWT_SECRET })).toThrow(/DATABASE_URL/);
   });
 });
+
+function problemsOf(env: NodeJS.ProcessEnv): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error("the configuration was accepted");
+}

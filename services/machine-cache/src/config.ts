@@ -138,7 +138,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
     usageFlushIntervalMs: e.USAGE_FLUSH_INTERVAL_SECONDS * 1000,
     usageBatchSize: e.USAGE_BATCH_SIZE,
     warmMaxEvictPercent: e.LORA_WARM_MAX_EVICT_PERCENT,
-    auth: authConfig(e),
+    auth: authConfig(e, { MACHINE_TOKEN: e.MACHINE_TOKEN }),
     natsUrl: e.NATS_URL,
     natsNamespace: e.NATS_NAMESPACE,
   };

@@ -87,6 +87,13 @@ describe("configuration is validated at start-up", () => {
     ["lora-registry", { DATABASE_URL: "postgres//missing-colon" }, "DATABASE_URL"],
     ["machine-cache", { LORA_CACHE_MAX_GB: "-1" }, "LORA_CACHE_MAX_GB"],
     ["blob-gateway", { GATEWAY_PORT: "port" }, "GATEWAY_PORT"],
+    ["blob-gateway", { JWT_SECRET: "", AZURE_STORAGE_CONNECTION_STRING: "UseDevelopmentStorage=true" }, "JWT_SECRET"],
+    [
+      "lora-registry",
+      { JWT_SECRET: "", JWT_JWKS_URL: "https://auth.example.com/jwks.json", DATABASE_URL: "postgres://127.0.0.1:1/x" },
+      "REGISTRY_SERVICE_TOKEN",
+    ],
+    ["machine-cache", { JWT_SECRET: "", JWT_JWKS_URL: "https://auth.example.com/jwks.json" }, "MACHINE_TOKEN"],
   ])("the built %s exits with code 78 and names %s", (service, bad, variable) => {
     const result = spawnSync(process.execPath, [path.join(root, "services", service, "dist", "main.js")], {
       env: { PATH: process.env.PATH, JWT_SECRET: SECRET, NATS_URL: "memory", ...bad },
