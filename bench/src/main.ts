@@ -9,6 +9,7 @@
  *   npm run bench -- --out /tmp/x.md       anywhere else
  *   npm run bench -- --link 40,20,400      the shaped link: MB/s per connection, RTT ms, total MB/s
  *   npm run bench -- --only shaped-fetch --rounds 2   fewer rounds while working on one figure
+ *   npm run bench -- --only formats --merge   those suites' figures into docs/benchmarks.md, keeping the others'
  *
  * Exits non-zero when any suite fails; numbers never fail a run.
  */
@@ -19,7 +20,7 @@ import { parseArgs } from "node:util";
 import { type BenchEnvironment, startBenchEnvironment } from "./harness/environment.js";
 import { LoraPool } from "./harness/lora-pool.js";
 import { describeMachine, loadAverage } from "./harness/machine.js";
-import { renderResults, spliceResults } from "./harness/report.js";
+import { mergeResults, renderResults, spliceResults } from "./harness/report.js";
 import { type Mode, SIZES, type Suite, type SuiteContext, type SuiteReport } from "./harness/suite.js";
 import { cachePolicySuite } from "./suites/cache-policy.js";
 import { formatsSuite } from "./suites/formats.js";
@@ -72,6 +73,7 @@ async function main(): Promise<number> {
       "azurite-disk": { type: "boolean", default: false },
       link: { type: "string" },
       rounds: { type: "string" },
+      merge: { type: "boolean", default: false },
     },
   });
   const mode: Mode = values.quick ? "quick" : "full";
@@ -84,11 +86,15 @@ async function main(): Promise<number> {
   const suites = only ? SUITES.filter((s) => only.includes(s.id)) : SUITES;
   const link = values.link ? parseLink(values.link) : CLOUD_LINK;
   const complete = !only && mode === "full";
+  const merge = values.merge && only !== undefined && mode === "full";
   const out =
     values.out ??
-    (complete ? path.join(REPO, "docs", "benchmarks.md") : path.join(REPO, "test-artifacts", `benchmarks-${mode}.md`));
+    (complete || merge
+      ? path.join(REPO, "docs", "benchmarks.md")
+      : path.join(REPO, "test-artifacts", `benchmarks-${mode}.md`));
   const extra = [
     only ? `--only ${only.join(",")}` : "",
+    merge ? "--merge" : "",
     values.link ? `--link ${values.link}` : "",
     values.rounds ? `--rounds ${values.rounds}` : "",
   ].filter(Boolean);
@@ -140,25 +146,26 @@ async function main(): Promise<number> {
       }
       log(`  ${suite.id} took ${((performance.now() - began) / 1000).toFixed(0)} s`);
     }
-    const generated = renderResults(
-      {
-        mode,
-        command,
-        started,
-        seconds: (Date.now() - started.getTime()) / 1000,
-        commit: describeCommit(),
-        machine,
-        loadAtEnd: loadAverage(),
-        dependencies: env ? `${env.summary}; Azurite ${values["azurite-disk"] ? "on disk" : "in memory"}` : "none",
-        link: describeLink(link),
-      },
-      results,
-    );
+    const run = {
+      mode,
+      command,
+      started,
+      seconds: (Date.now() - started.getTime()) / 1000,
+      commit: describeCommit(),
+      machine,
+      loadAtEnd: loadAverage(),
+      dependencies: env ? `${env.summary}; Azurite ${values["azurite-disk"] ? "on disk" : "in memory"}` : "none",
+      link: describeLink(link),
+    };
     // A failed full run never replaces the committed figures.
-    const target = failures.length > 0 && complete ? path.join(REPO, "test-artifacts", "benchmarks-failed.md") : out;
+    const target =
+      failures.length > 0 && (complete || merge) ? path.join(REPO, "test-artifacts", "benchmarks-failed.md") : out;
     await fs.mkdir(path.dirname(target), { recursive: true });
     const existing = await fs.readFile(target, "utf8").catch(() => "# Benchmarks\n");
-    await fs.writeFile(target, spliceResults(existing, generated));
+    await fs.writeFile(
+      target,
+      merge ? mergeResults(existing, run, results) : spliceResults(existing, renderResults(run, results)),
+    );
     log(`written to ${path.relative(REPO, target)}`);
   } finally {
     await env?.stop();

@@ -81,6 +81,51 @@ export function renderResults(run: RunInfo, results: { suite: Suite; report: Sui
   return out.join("\n");
 }
 
+/**
+ * Puts some suites' figures and sections into the generated part of a document, keeping every other suite's:
+ * rows of the ratio table reproduced by `--only <id>` and the `### <title>` section of each suite are replaced
+ * (or added), and each section says which run it comes from. With no generated part yet, renders one.
+ */
+export function mergeResults(document: string, run: RunInfo, results: { suite: Suite; report: SuiteReport }[]): string {
+  const begin = document.indexOf(BEGIN);
+  const end = document.indexOf(END);
+  if (begin === -1 || end === -1 || end < begin) return spliceResults(document, renderResults(run, results));
+  let lines = document.slice(begin, end).split("\n");
+  const when = run.started.toISOString().slice(0, 16).replace("T", " ");
+  for (const { suite, report } of results) {
+    const marker = `\`${suiteCommand(run.mode, suite.id)}\``;
+    const rows = report.figures.map(
+      (f) =>
+        `| ${f.benchmark} | ${f.measured} | ${f.baseline} | **${fmt(f.ratio)}** (${f.ratioOf}) | ${f.target ?? ""} | ${marker} |`,
+    );
+    const firstRow = lines.findIndex((l) => l.startsWith("| ") && l.endsWith(`| ${marker} |`));
+    lines = lines.filter((l) => !(l.startsWith("| ") && l.endsWith(`| ${marker} |`)));
+    const ratios = lines.indexOf("### Ratios");
+    const tableEnd = lines.findIndex((l, i) => i > ratios && lines[i - 1]?.startsWith("|") && !l.startsWith("|"));
+    lines.splice(firstRow >= 0 ? firstRow : tableEnd, 0, ...rows);
+    const section = [
+      `### ${suite.title}`,
+      "",
+      marker,
+      "",
+      `From a run of this suite alone (\`${run.command}\`) on ${when} UTC, commit ${run.commit}, load average at ` +
+        `the start ${run.machine.loadAverage}, at the end ${run.loadAtEnd}.`,
+      "",
+      report.details.trim(),
+      "",
+    ];
+    const start = lines.indexOf(`### ${suite.title}`);
+    if (start >= 0) {
+      let stop = lines.findIndex((l, i) => i > start && l.startsWith("### "));
+      if (stop < 0) stop = lines.length;
+      lines.splice(start, stop - start, ...section);
+    } else {
+      lines.push(...section);
+    }
+  }
+  return document.slice(0, begin) + lines.join("\n") + document.slice(end);
+}
+
 /** Replaces the generated part of a document (or appends it when there is none). */
 export function spliceResults(document: string, generated: string): string {
   const begin = document.indexOf(BEGIN);
