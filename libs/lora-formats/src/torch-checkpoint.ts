@@ -2,7 +2,7 @@ import { createHash, type Hash } from "node:crypto";
 import type { ContentReader } from "./content-reader.js";
 import { bytesText, quote } from "./describe.js";
 import { FormatError } from "./format-error.js";
-import { MAX_TORCH_PICKLE_BYTES, readTorchPickle, type TorchPickle } from "./torch-pickle.js";
+import { isDecimalKey, MAX_TORCH_PICKLE_BYTES, readTorchPickle, type TorchPickle } from "./torch-pickle.js";
 import { layoutStateDict, type StateDictLayout } from "./torch-state-dict.js";
 import type { ZipEntry } from "./zip/entry.js";
 import { METHOD_STORED } from "./zip/fields.js";
@@ -148,7 +148,7 @@ export class TorchCheckpointReader implements ContentReader {
       throw this.invalid(`entry ${quote(name)} lies outside the archive's folder ${quote(this.prefix)}`);
     }
     const rest = name.slice(this.prefix.length + 1);
-    const key = /^data\/(0|[1-9][0-9]{0,8})$/.exec(rest)?.[1];
+    const key = rest.startsWith("data/") && isDecimalKey(rest.slice(5)) ? rest.slice(5) : undefined;
     if (key !== undefined) {
       if (!this.pickle?.storages.has(key)) {
         throw this.invalid(`entry ${quote(name)} is a storage no tensor of its pickle references`);

@@ -119,10 +119,14 @@ class WeightsOnlyUnpickler {
   /** End of the current FRAME (exclusive), or -1 outside a frame. */
   private frameEnd = -1;
 
+  /** The pickle as a Buffer, to decode strings from without a view per string. */
+  private readonly buf: Buffer;
+
   constructor(
     private readonly bytes: Uint8Array,
     private readonly label: string,
   ) {
+    this.buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     if (bytes.length > MAX_TORCH_PICKLE_BYTES) {
       throw new FormatError(
         `${label} is ${bytesText(bytes.length)}, above the limit of ${bytesText(MAX_TORCH_PICKLE_BYTES)}; a state dict's pickle is far smaller.`,
@@ -223,6 +227,16 @@ class WeightsOnlyUnpickler {
     }
   }
 
+  /** The next `length` bytes as a str: ASCII (nearly every key and name) decoded directly, the rest as UTF-8. */
+  private str(length: number): string {
+    const at = this.need(length);
+    const b = this.bytes;
+    for (let i = at; i < at + length; i++) {
+      if ((b[i] as number) >= 0x80) return this.text(b.subarray(at, at + length));
+    }
+    return this.buf.toString("latin1", at, at + length);
+  }
+
   // ---- the grammar -------------------------------------------------------------------------------------------
 
   private execute(name: string): void {
@@ -310,13 +324,13 @@ class WeightsOnlyUnpickler {
         return this.push(new DataView(b.buffer, b.byteOffset, 8).getFloat64(0, false));
       }
       case "BINUNICODE":
-        return this.push(this.text(this.take(this.u32())));
+        return this.push(this.str(this.u32()));
       case "SHORT_BINSTRING":
         // torch.load passes encoding="utf-8", so these read as str.
-        return this.push(this.text(this.take(this.u8())));
+        return this.push(this.str(this.u8()));
       case "SHORT_BINUNICODE":
         this.requireProtocol4(name);
-        return this.push(this.text(this.take(this.u8())));
+        return this.push(this.str(this.u8()));
       case "BINUNICODE8": {
         this.requireProtocol4(name);
         const length = this.u64();
@@ -411,7 +425,7 @@ class WeightsOnlyUnpickler {
   }
 
   private call(callable: PyValue, args: PyValue): PyValue {
-    if (!(callable instanceof PyGlobal) || !ALLOWED_FUNCTIONS.has(`${callable.module}\n${callable.name}`)) {
+    if (!(callable instanceof PyGlobal) || !ALLOWED_FUNCTIONS.has(callable.pair)) {
       this.unsafe(`REDUCE calling ${describePy(callable)}`, "REDUCE");
     }
     if (!(args instanceof PyTuple)) this.unsafe(`REDUCE with ${describePy(args)} as arguments`, "REDUCE");
@@ -500,12 +514,12 @@ class WeightsOnlyUnpickler {
     if (!(type instanceof PyGlobal) || !Object.prototype.hasOwnProperty.call(TORCH_STORAGE_TYPES, type.name)) {
       this.unsafe(`a persistent id whose storage type is ${describePy(type as PyValue)}`, "BINPERSID");
     }
-    if (typeof key !== "string" || !/^(0|[1-9][0-9]{0,8})$/.test(key)) {
+    if (typeof key !== "string" || !isDecimalKey(key)) {
       return this.malformed(
         `a persistent id whose key is ${typeof key === "string" ? quote(key) : describePy(key as PyValue)}`,
       );
     }
-    if (typeof location !== "string" || !/^(cpu|cuda|mps|xpu)(:[0-9]{1,4})?$/.test(location)) {
+    if (typeof location !== "string" || (location !== "cpu" && !/^(cpu|cuda|mps|xpu)(:[0-9]{1,4})?$/.test(location))) {
       return this.malformed(
         `a persistent id whose device is ${typeof location === "string" ? quote(location) : describePy(location as PyValue)}`,
       );
@@ -613,7 +627,7 @@ class WeightsOnlyUnpickler {
     if (hash === undefined) this.malformed(`a dict key is ${describePy(key)}, which Python cannot hash`);
     const existing = dict.entries.get(hash);
     if (existing) existing.value = value;
-    else dict.entries.set(hash, { key, value });
+    else dict.set(hash, { key, value });
   }
 
   // ---- refusals ----------------------------------------------------------------------------------------------
@@ -629,6 +643,16 @@ class WeightsOnlyUnpickler {
     const at = this.opName ? ` (${this.opName} at byte ${this.opStart})` : "";
     throw new FormatError(`${this.label} is malformed: ${detail}${at}.`);
   }
+}
+
+/** A storage key as torch.save writes it: a decimal number without leading zeros, at most 9 digits. */
+export function isDecimalKey(key: string): boolean {
+  if (key.length === 0 || key.length > 9 || (key.length > 1 && key.charCodeAt(0) === 0x30)) return false;
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
 }
 
 const SMALL_INTS = Array.from({ length: 1024 }, (_, i) => BigInt(i));

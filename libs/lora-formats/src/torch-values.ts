@@ -37,12 +37,16 @@ export const TORCH_DTYPE_NAMES: ReadonlySet<string> = new Set([
 
 /** An allow-listed global: a class, function or dtype object, identified by "module.name". */
 export class PyGlobal {
+  /** "module.name". */
+  readonly label: string;
+  /** "module\nname": the pair, unambiguous (a name may contain dots). */
+  readonly pair: string;
   constructor(
     readonly module: string,
     readonly name: string,
-  ) {}
-  get label(): string {
-    return `${this.module}.${this.name}`;
+  ) {
+    this.label = `${module}.${name}`;
+    this.pair = `${module}\n${name}`;
   }
 }
 
@@ -54,9 +58,20 @@ export class PyList {
   readonly items: PyValue[] = [];
 }
 
+type DictEntry = { key: PyValue; value: PyValue };
+const NO_ENTRIES: ReadonlyMap<string, DictEntry> = new Map();
+
 /** dict or collections.OrderedDict; keys kept in insertion order as Python does. */
 export class PyDict {
-  readonly entries = new Map<string, { key: PyValue; value: PyValue }>();
+  // Created on the first item: every tensor carries an empty OrderedDict of hooks.
+  private map: Map<string, DictEntry> | undefined;
+  /** Items by hash key (see hashKey), in insertion order. */
+  get entries(): ReadonlyMap<string, DictEntry> {
+    return this.map ?? NO_ENTRIES;
+  }
+  set(hash: string, entry: DictEntry): void {
+    (this.map ??= new Map()).set(hash, entry);
+  }
   /** Attribute state set by BUILD (an OrderedDict's `_metadata`); not part of the mapping. */
   attributes: PyDict | undefined;
   constructor(readonly ordered: boolean) {}
