@@ -10,6 +10,7 @@ export * from "./telemetry-sdk.js";
 export * from "./rpc/server.js";
 export * from "./rpc/health.js";
 export * from "./rpc/clients.js";
+export * from "./rpc/deadline.js";
 export * from "./bus/index.js";
 export * from "./clock.js";
 export * from "./telemetry-messaging.js";

@@ -26,6 +26,26 @@ export function handlePostgresClientErrors<T extends EventEmitter>(client: T, lo
   return client;
 }
 
+/** SQLSTATEs of a connection ended or refused by the server: admin shutdown, crash shutdown, cannot connect now. */
+const CONNECTION_ENDED = new Set(["57P01", "57P02", "57P03"]);
+/** Socket errors of a database that cannot be reached. */
+const UNREACHABLE = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH"]);
+
+/**
+ * A query failed because PostgreSQL could not be reached or ended the
+ * connection (SQLSTATE 57P01-57P03 or class 08, a refused or reset socket,
+ * node-postgres' own "Connection terminated" and connect timeout): the
+ * database's unavailability, not the request's fault.
+ */
+export function isPostgresConnectionError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && (CONNECTION_ENDED.has(code) || code.startsWith("08") || UNREACHABLE.has(code))) {
+    return true;
+  }
+  const message = err instanceof Error ? err.message : "";
+  return /^Connection terminated|timeout exceeded when trying to connect|Connection ended/.test(message);
+}
+
 function connectionLost(logger: Logger, what: string): (err: Error & { code?: string }, client: object) => void {
   const reported = new WeakSet<object>();
   return (err, client) => {

@@ -43,6 +43,10 @@ export interface RegistryConfig {
   downloadUrlTtlSeconds: number;
   /** The outbox relay also polls at this interval (other replicas' rows, missed wake-ups). */
   outboxPollMs: number;
+  /** PostgreSQL and the blob-gateway are checked this often for the per-service health statuses. */
+  dependencyCheckIntervalMs: number;
+  /** A dependency check that takes longer counts as down. */
+  dependencyCheckTimeoutMs: number;
   /** Applied usage batch ids are kept this long to drop redeliveries. */
   usageBatchRetentionDays: number;
   /** Browser origins (Connect-Web, e.g. the Studio) allowed by CORS; empty: none. */
@@ -92,6 +96,8 @@ const shape = {
     .max(24 * 3600)
     .default(0),
   OUTBOX_POLL_MS: z.coerce.number().int().min(50).max(600_000).default(5_000),
+  DEPENDENCY_CHECK_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
+  DEPENDENCY_CHECK_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(2_000),
   USAGE_BATCH_RETENTION_DAYS: env.positiveInt(14),
   CORS_ALLOWED_ORIGINS: env.origins(),
 };
@@ -123,6 +129,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): RegistryCon
     },
     downloadUrlTtlSeconds: e.DOWNLOAD_URL_TTL_SECONDS,
     outboxPollMs: e.OUTBOX_POLL_MS,
+    dependencyCheckIntervalMs: e.DEPENDENCY_CHECK_INTERVAL_MS,
+    dependencyCheckTimeoutMs: e.DEPENDENCY_CHECK_TIMEOUT_MS,
     usageBatchRetentionDays: e.USAGE_BATCH_RETENTION_DAYS,
     corsAllowedOrigins: e.CORS_ALLOWED_ORIGINS,
   };

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { BlobGatewayService, type EventNames } from "@emprops/contracts";
+import { BlobGatewayService, type EventNames, health } from "@emprops/contracts";
 import {
   type Clock,
   createEventBus,
@@ -28,6 +28,8 @@ export interface AppContext {
   logger: Logger;
   db: Kysely<Database>;
   blobGateway: Client<typeof BlobGatewayService>;
+  /** The gateway's grpc.health.v1, for this service's readiness. */
+  blobGatewayHealth: Client<typeof health.Health>;
   bus: EventBus;
   names: EventNames;
   verifyToken: TokenVerifier;
@@ -63,6 +65,7 @@ export function createContext(cfg: RegistryConfig, overrides: Partial<AppContext
     logger,
     db,
     blobGateway: createServiceClient(BlobGatewayService, cfg.blobGatewayUrl, serviceToken),
+    blobGatewayHealth: createServiceClient(health.Health, cfg.blobGatewayUrl, serviceToken),
     bus: bus.bus,
     names: bus.names,
     verifyToken: createTokenVerifier(cfg.auth),

@@ -4,6 +4,8 @@ import type { RegistryConfig } from "./config.js";
 import { type AppContext, createContext } from "./context.js";
 import { observeRegistry } from "./telemetry.js";
 import { ensureDatabase } from "./db/ensure-database.js";
+import { dependencyErrorInterceptor } from "./dependency-errors.js";
+import { startDependencyHealth } from "./jobs/dependency-health.js";
 import { migrateToLatest } from "./db/migrate.js";
 import { startCacheStatsConsumer } from "./jobs/cache-stats-consumer.js";
 import { startOutboxRelay } from "./jobs/outbox-relay.js";
@@ -48,11 +50,14 @@ export async function startLoraRegistry(
       logger: ctx.logger,
       routes: routes(ctx),
       cors: { allowedOrigins: cfg.corsAllowedOrigins },
-      interceptors: [authInterceptor(ctx.verifyToken, registryAccessPolicy)],
+      interceptors: [authInterceptor(ctx.verifyToken, registryAccessPolicy), dependencyErrorInterceptor(ctx.logger)],
     });
+    const dependencies = startDependencyHealth(ctx, server.health);
+    await dependencies.firstChecked;
     let stopping: Promise<void> | undefined;
     const stop = () =>
       (stopping ??= (async () => {
+        await dependencies.stop();
         await server.close();
         await stopJobs();
         stopObserving();

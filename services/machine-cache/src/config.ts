@@ -46,6 +46,10 @@ export interface MachineCacheConfig {
   ageEvictionCron: string;
   /** A cache hit older than this since its last registry check is checked again (0: every hit). */
   revalidateAfterMs: number;
+  /** How long a hit waits for that check before its cached copy is served unchecked. */
+  revalidateBudgetMs: number;
+  /** Deadline of every call to the registry (a caller's shorter deadline wins). */
+  registryTimeoutMs: number;
   download: DownloadConfig;
   /** MachineCacheStatsReported is published this often. */
   statsIntervalMs: number;
@@ -83,7 +87,9 @@ const shape = {
   MIN_FREE_SPACE_GB: optionalNonNegative,
   LORA_EVICTION_POLICY: z.enum(EVICTION_POLICIES, { message: `must be ${EVICTION_POLICIES.join(" or ")}` }).optional(),
   LORA_AGE_EVICTION_CRON: env.cron("0 3 * * *"),
-  LORA_REVALIDATE_AFTER_SECONDS: int(0, 30 * 24 * 3600, 900),
+  LORA_REVALIDATE_AFTER_SECONDS: int(0, 30 * 24 * 3600, 60),
+  LORA_REVALIDATE_BUDGET_MS: int(0, 60_000, 1_500),
+  REGISTRY_TIMEOUT_MS: int(100, 600_000, 5_000),
   LORA_DOWNLOAD_CONCURRENCY: int(1, 64, 4),
   LORA_DOWNLOAD_PARALLEL_MIN_MB: int(1, 1 << 20, 64),
   LORA_DOWNLOAD_PART_MB: int(1, 1024, 16),
@@ -123,6 +129,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
     },
     ageEvictionCron: e.LORA_AGE_EVICTION_CRON,
     revalidateAfterMs: e.LORA_REVALIDATE_AFTER_SECONDS * 1000,
+    revalidateBudgetMs: e.LORA_REVALIDATE_BUDGET_MS,
+    registryTimeoutMs: e.REGISTRY_TIMEOUT_MS,
     download: {
       concurrency: e.LORA_DOWNLOAD_CONCURRENCY,
       parallelThresholdBytes: e.LORA_DOWNLOAD_PARALLEL_MIN_MB * MIB,

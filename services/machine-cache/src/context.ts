@@ -108,7 +108,7 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
     busy: (p) => pins.has(p) || downloads.has(p),
     warmMaxEvictPercent: cfg.warmMaxEvictPercent,
   });
-  const resolving = { resolver, machineId, logger };
+  const resolving = { resolver, machineId, logger, registryTimeoutMs: cfg.registryTimeoutMs };
   const fetcher = new LoraFetcher({
     ...resolving,
     db,
@@ -128,6 +128,7 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
     clock,
     metrics,
     revalidateAfterMs: cfg.revalidateAfterMs,
+    revalidateBudgetMs: cfg.revalidateBudgetMs,
     concurrency: cfg.download.concurrency,
     pins,
     space,

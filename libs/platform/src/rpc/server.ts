@@ -6,6 +6,7 @@ import { type ConnectRouter, cors as connectCors, type Interceptor } from "@conn
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { health } from "@emprops/contracts";
 import type { Logger } from "pino";
+import { callerDeadlineInterceptor } from "./deadline.js";
 import { withSpecGrpcMessage } from "./grpc-message.js";
 import { HealthState, registerHealth, ServingStatus } from "./health.js";
 import { registerReflection } from "./reflection.js";
@@ -56,7 +57,7 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   let appServices: DescService[] = [];
   let healthState: HealthState | undefined;
   const handler = connectNodeAdapter({
-    interceptors: [serverTracingInterceptor(), ...(opts.interceptors ?? [])],
+    interceptors: [serverTracingInterceptor(), callerDeadlineInterceptor, ...(opts.interceptors ?? [])],
     readMaxBytes: opts.readMaxBytes ?? 8 * 1024 * 1024,
     routes(router) {
       opts.routes(router);

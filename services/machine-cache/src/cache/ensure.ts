@@ -14,9 +14,10 @@ import type { Metrics } from "../telemetry.js";
 import { relativeToLoraDir } from "./cache-layout.js";
 import { isIntact } from "./cached-copy.js";
 import type { FetchedLora, LoraFetcher } from "./fetch-lora.js";
-import { downloadItemError, errorResult, internalItem, registryFailure } from "./item-errors.js";
+import { downloadItemError, errorResult, internalItem, notFoundItem, registryFailure } from "./item-errors.js";
 import { type LoraKey, keyString, referenceOf } from "./lora-key.js";
 import type { Pins } from "./pins.js";
+import { isDeleted } from "./register.js";
 import { type Resolution, type ResolveDeps, resolveAll, revalidation } from "./resolve.js";
 import type { SpaceManager } from "./space-manager.js";
 
@@ -27,6 +28,8 @@ export interface EnsureDeps extends ResolveDeps {
   metrics: Metrics;
   /** A hit not confirmed by the registry for this long is checked again. */
   revalidateAfterMs: number;
+  /** How long a hit waits for that check before the cached copy is served unchecked. */
+  revalidateBudgetMs: number;
   /** LoRAs of one request downloaded at once. */
   concurrency: number;
   pins: Pins;
@@ -42,6 +45,8 @@ export interface EnsureInput {
   workflowId: string;
   workflowName: string;
   keys: LoraKey[];
+  /** What is left of the caller's deadline when the request arrived (ms); undefined: none. */
+  timeoutMs?: number;
 }
 
 /** The positions in a batch that name one reference. */
@@ -134,32 +139,103 @@ class Batch {
     return { hits, stale, misses };
   }
 
-  /** One registry call: the stale copies' verdicts and the misses' resolutions. */
+  /**
+   * One registry call: the stale copies' verdicts and the misses'
+   * resolutions, within the caller's deadline. Stale copies wait for it at
+   * most the revalidation budget; then they are served unchecked (a late
+   * answer still evicts a copy found deleted or changed) while the misses
+   * wait on.
+   */
   private async resolve(stale: CachedGroup[], misses: Group[], hits: CachedGroup[], toFetch: FetchGroup[]) {
-    const { metrics, logger } = this.deps;
-    let resolutions: Resolution[];
-    try {
-      const keys = [...stale, ...misses].map((g) => g.key);
-      resolutions = await resolveAll(this.deps, this.input, keys, misses.length > 0);
-    } catch (err) {
-      if (stale.length > 0) {
-        // The copy on disk was valid when last checked, and deletions also arrive through NATS: serve it.
-        metrics.revalidations.add(stale.length, { outcome: "unavailable" });
-        logger.warn({ err, refs: stale.length }, "registry unreachable; serving cached LoRAs unchecked");
-        hits.push(...stale);
+    const { logger, revalidateBudgetMs } = this.deps;
+    const keys = [...stale, ...misses].map((g) => g.key);
+    const call = resolveAll(this.deps, this.input, keys, misses.length > 0, { timeoutMs: this.remainingMs() }).then(
+      (resolutions) => ({ resolutions }),
+      (err: unknown) => ({ err }),
+    );
+    let answer: Awaited<typeof call> | undefined;
+    if (stale.length > 0) {
+      let budget: NodeJS.Timeout | undefined;
+      answer = await Promise.race([
+        call,
+        new Promise<undefined>((resolve) => (budget = setTimeout(() => resolve(undefined), revalidateBudgetMs))),
+      ]);
+      clearTimeout(budget);
+      if (!answer) {
+        await this.serveUnchecked(stale, hits, "late", "the registry did not answer within the revalidation budget");
+        void call.then((late) => this.lateVerdicts(stale, late));
+        if (misses.length === 0) return;
       }
+    }
+    const checkedStale = answer ? stale : [];
+    answer ??= await call;
+    if ("err" in answer) {
+      const { err } = answer;
+      await this.serveUnchecked(checkedStale, hits, "unavailable", "registry unreachable", err);
       if (misses.length > 0) {
         logger.warn({ err }, "the registry did not resolve uncached LoRAs");
         for (const g of misses) await this.answerError(g, registryFailure(err));
       }
       return;
     }
-    for (const [k, g] of stale.entries()) await this.revalidate(g, resolutions[k] as Resolution, hits, toFetch);
+    const { resolutions } = answer;
+    for (const [k, g] of checkedStale.entries()) await this.revalidate(g, resolutions[k] as Resolution, hits, toFetch);
     for (const [k, g] of misses.entries()) {
       const resolution = resolutions[stale.length + k] as Resolution;
       if (resolution.case === "lora") toFetch.push({ ...g, lora: resolution.value });
       else await this.answerError(g, resolution.value);
     }
+  }
+
+  /**
+   * Copies the registry could not check (in time) are served as they are:
+   * each was valid when last checked, and deletions also arrive through NATS.
+   * A copy whose deletion did arrive (a tombstone) is evicted and NOT_FOUND.
+   */
+  private async serveUnchecked(
+    stale: CachedGroup[],
+    hits: CachedGroup[],
+    outcome: "late" | "unavailable",
+    why: string,
+    err?: unknown,
+  ): Promise<void> {
+    if (stale.length === 0) return;
+    const { db, metrics, logger, space } = this.deps;
+    for (const g of stale) {
+      if (isDeleted(db, g.key)) {
+        metrics.revalidations.add(1, { outcome: "gone" });
+        await space.evict(g.row, "invalidation", { tombstone: true });
+        await this.answerError(g, notFoundItem(g.key), g.row.path);
+      } else {
+        metrics.revalidations.add(1, { outcome });
+        hits.push(g);
+      }
+    }
+    logger.warn({ err, refs: stale.length, outcome }, `${why}; serving cached LoRAs unchecked`);
+  }
+
+  /** The registry's answer about copies already served unchecked: deleted or changed ones go now. */
+  private async lateVerdicts(stale: CachedGroup[], late: { resolutions: Resolution[] } | { err: unknown }) {
+    if ("err" in late) return;
+    const { db, clock, logger, space } = this.deps;
+    try {
+      for (const [k, g] of stale.entries()) {
+        const checked = revalidation(g.row, late.resolutions[k] as Resolution);
+        if (checked.verdict === "valid") {
+          await writeTransaction(db, () => markValidated(db, g.row.path, clock.now().getTime()));
+        } else if (checked.verdict === "gone" || checked.verdict === "changed") {
+          await space.evict(g.row, "invalidation", { late_revalidation: checked.verdict });
+        }
+      }
+    } catch (err) {
+      logger.warn({ err }, "a late registry answer about cached LoRAs could not be applied");
+    }
+  }
+
+  /** The caller's deadline left for a registry call (undefined: none). */
+  private remainingMs(): number | undefined {
+    const { timeoutMs } = this.input;
+    return timeoutMs === undefined ? undefined : timeoutMs - (performance.now() - this.started);
   }
 
   private async revalidate(g: CachedGroup, resolution: Resolution, hits: CachedGroup[], toFetch: FetchGroup[]) {

@@ -16,7 +16,12 @@ export interface ResolveDeps {
   resolver: Client<typeof LoraResolverService>;
   machineId: string;
   logger: Logger;
+  /** Deadline of every ResolveLoras (ms); a caller's shorter deadline wins. */
+  registryTimeoutMs: number;
 }
+
+/** Kept back from a caller's deadline so an answer (an error at worst) still reaches it in time. */
+const ANSWER_MARGIN_MS = 100;
 
 /** On whose behalf: the registry's access check is keyed by the job's user; the job is for its audit log. */
 export interface Requester {
@@ -31,21 +36,29 @@ export type Resolution = { case: "lora"; value: ResolvedLora } | { case: "error"
  * One ResolveLoras for the distinct references of a batch: cached copies to
  * check again and references to fetch, together. Read URLs are signed only
  * when something is to be fetched (`signUrls`); a copy found changed without
- * one gets it when its download starts. Throws when the call itself fails.
+ * one gets it when its download starts. The call has the registry deadline,
+ * or what is left of the caller's (`timeoutMs`) less a margin to answer, if
+ * shorter. Throws when the call itself fails (DEADLINE_EXCEEDED when late).
  */
 export async function resolveAll(
   deps: ResolveDeps,
   who: Requester,
   keys: LoraKey[],
   signUrls: boolean,
+  opts: { timeoutMs?: number } = {},
 ): Promise<Resolution[]> {
-  const answer = await deps.resolver.resolveLoras({
-    userId: who.userId,
-    jobId: who.jobId,
-    machineId: deps.machineId,
-    refs: keys.map(referenceOf),
-    skipDownloadUrls: !signUrls,
-  });
+  const callerMs = opts.timeoutMs === undefined ? Infinity : opts.timeoutMs - ANSWER_MARGIN_MS;
+  const answer = await deps.resolver.resolveLoras(
+    {
+      userId: who.userId,
+      jobId: who.jobId,
+      machineId: deps.machineId,
+      refs: keys.map(referenceOf),
+      skipDownloadUrls: !signUrls,
+    },
+    // Whole milliseconds (grpc-timeout takes integers), at least 1: a deadline of 0 would mean none.
+    { timeoutMs: Math.max(1, Math.floor(Math.min(deps.registryTimeoutMs, callerMs))) },
+  );
   return keys.map((key, k) => checked(deps.logger, key, answer.results[k]));
 }
 

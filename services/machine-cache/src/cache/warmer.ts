@@ -1,3 +1,4 @@
+import { detachedFromCaller } from "@emprops/platform";
 import type { Db } from "../db/open-database.js";
 import { cachedCopy } from "./cached-copy.js";
 import type { LoraFetcher } from "./fetch-lora.js";
@@ -42,7 +43,8 @@ export class Warmer {
       this.queue.push(item);
       added++;
     }
-    this.running ??= this.drain().finally(() => (this.running = undefined));
+    // The queue outlives the WarmLoras call that filled it: its registry calls must not inherit that call's deadline.
+    this.running ??= detachedFromCaller(() => this.drain()).finally(() => (this.running = undefined));
     return added;
   }
 

@@ -10,7 +10,7 @@ import { checkLength } from "./field-checks.js";
 /** EnsureLoras: ComfyUI's loader asks for local paths of a job's LoRAs. */
 export function ensureLoras(ctx: AppContext): Partial<ServiceImpl<typeof MachineCacheService>> {
   return {
-    async ensureLoras(req) {
+    async ensureLoras(req, call) {
       // "" when the job has no user: enough for shared LoRAs, a user LoRA then fails on its own.
       const userId = req.userId === "" ? "" : parseUserId(req.userId);
       checkLength("job_id", req.jobId, 128);
@@ -34,6 +34,7 @@ export function ensureLoras(ctx: AppContext): Partial<ServiceImpl<typeof Machine
         workflowId: req.workflowId,
         workflowName: req.workflowName,
         keys,
+        timeoutMs: call.timeoutMs(),
       });
       return create(EnsureLorasResponseSchema, { results });
     },
