@@ -8,6 +8,7 @@ export * from "./gen/emprops/lora/v1/lora_pb.js";
 export * from "./gen/emprops/lora/v1/lora_service_pb.js";
 export * from "./gen/emprops/lora/v1/lora_admin_service_pb.js";
 export * from "./gen/emprops/lora/v1/lora_resolver_service_pb.js";
+export * from "./gen/emprops/lora/v1/placement_service_pb.js";
 export * from "./gen/emprops/blob/v1/blob_gateway_service_pb.js";
 export * from "./gen/emprops/cache/v1/machine_cache_service_pb.js";
 // GetCacheStats exists on both LoraAdminService and MachineCacheService: the

@@ -19,6 +19,17 @@ export interface EventNames {
   /** MachineCacheStatsReported from a machine. */
   cacheStats(machineId: string): string;
   cacheStatsAll: string;
+  /** The holdings stream: what each machine-cache holds (MachineHoldingsReported). */
+  holdings: {
+    stream: StreamSpec;
+    /** The machine's latest full list (the stream keeps the latest per machine). */
+    snapshot(machineId: string): string;
+    /** The machine's latest heartbeat (the stream keeps the latest per machine). */
+    heartbeat(machineId: string): string;
+    /** One change; the subject is unique, so the stream keeps every delta for its retention. */
+    delta(machineId: string, generation: bigint, sequence: bigint): string;
+    all: string;
+  };
   /** Durable consumer names. */
   durables: {
     blobGatewayDeletions: string;
@@ -27,6 +38,27 @@ export interface EventNames {
     machineInvalidations(machineId: string): string;
   };
 }
+
+/** A JetStream stream with its own limits. */
+export interface StreamSpec {
+  name: string;
+  subjects: string[];
+  /** Messages older than this are dropped. */
+  maxAgeMs: number;
+  /** Only the latest N messages of each subject are kept (0: no limit). */
+  maxMsgsPerSubject: number;
+  /** Window in which a repeated Nats-Msg-Id is dropped (at most maxAgeMs). */
+  duplicateWindowMs: number;
+}
+
+/**
+ * How long LORA_HOLDINGS keeps a message: a live machine's snapshot and
+ * heartbeat are always newer (the latest per machine is kept), and every
+ * delta since its latest snapshot is inside it, so a registry replica
+ * replaying the stream at start folds the same index as one that saw every
+ * message. A machine's snapshot interval must stay below it.
+ */
+export const HOLDINGS_RETENTION_MS = 3600_000;
 
 const TOKEN = /^[A-Za-z0-9_-]*$/;
 
@@ -44,6 +76,20 @@ export function eventNames(namespace = ""): EventNames {
     loraUsageAll: subject("lora.usage.>"),
     cacheStats: (machineId) => subject(`cache.stats.${safe(machineId)}`),
     cacheStatsAll: subject("cache.stats.>"),
+    holdings: {
+      stream: {
+        name: durable("LORA_HOLDINGS"),
+        subjects: [subject("cache.holdings.>")],
+        maxAgeMs: HOLDINGS_RETENTION_MS,
+        maxMsgsPerSubject: 1,
+        duplicateWindowMs: 120_000,
+      },
+      snapshot: (machineId) => subject(`cache.holdings.${safe(machineId)}.snapshot`),
+      heartbeat: (machineId) => subject(`cache.holdings.${safe(machineId)}.heartbeat`),
+      delta: (machineId, generation, sequence) =>
+        subject(`cache.holdings.${safe(machineId)}.delta.${generation}.${sequence}`),
+      all: subject("cache.holdings.>"),
+    },
     durables: {
       blobGatewayDeletions: durable("blob-gateway-deletions"),
       registryUsage: durable("lora-registry-usage"),

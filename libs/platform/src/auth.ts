@@ -12,13 +12,17 @@ import {
 import { type Clock, systemClock } from "./clock.js";
 import { rpcError } from "./errors.js";
 
-/** Roles a token may carry in its "roles" claim; a plain user has none. */
-export type Role = "admin" | "machine" | "service";
+/**
+ * Roles a token may carry in its "roles" claim; a plain user has none. The
+ * job broker's token carries "scheduler": it may ask the registry where to
+ * place jobs, and nothing else.
+ */
+export type Role = "admin" | "machine" | "service" | "scheduler";
 
 /** Who an RPC may admit: "user" is a token that carries no role, acting as its subject. */
 export type Principal = "user" | Role;
 
-export const ROLES: readonly Role[] = ["admin", "machine", "service"];
+export const ROLES: readonly Role[] = ["admin", "machine", "service", "scheduler"];
 
 /** The verified caller of an RPC. */
 export interface Caller {
@@ -41,12 +45,13 @@ export type TokenLifetimeLimits = Readonly<Record<Principal, number>>;
 const HOUR = 3600;
 const DAY = 24 * HOUR;
 
-/** Human tokens live at most a day; machine and service tokens may be minted for 30 days. */
+/** Human tokens live at most a day; machine, service and scheduler tokens may be minted for 30 days. */
 export const DEFAULT_TOKEN_LIFETIME_LIMITS: TokenLifetimeLimits = {
   user: DAY,
   admin: DAY,
   machine: 30 * DAY,
   service: 30 * DAY,
+  scheduler: 30 * DAY,
 };
 
 /** How far ahead of this server's clock a token's iat or nbf may be. */

@@ -16,6 +16,7 @@ export const tokenEnvShape = {
   JWT_MAX_LIFETIME_ADMIN_SECONDS: lifetime(DEFAULT_TOKEN_LIFETIME_LIMITS.admin),
   JWT_MAX_LIFETIME_MACHINE_SECONDS: lifetime(DEFAULT_TOKEN_LIFETIME_LIMITS.machine),
   JWT_MAX_LIFETIME_SERVICE_SECONDS: lifetime(DEFAULT_TOKEN_LIFETIME_LIMITS.service),
+  JWT_MAX_LIFETIME_SCHEDULER_SECONDS: lifetime(DEFAULT_TOKEN_LIFETIME_LIMITS.scheduler),
   JWT_CLOCK_SKEW_SECONDS: z.coerce.number().int().min(0).max(600).default(DEFAULT_CLOCK_SKEW_SECONDS),
 };
 
@@ -28,6 +29,7 @@ export function tokenLifetimeLimits(e: TokenEnv): TokenLifetimeLimits {
     admin: e.JWT_MAX_LIFETIME_ADMIN_SECONDS,
     machine: e.JWT_MAX_LIFETIME_MACHINE_SECONDS,
     service: e.JWT_MAX_LIFETIME_SERVICE_SECONDS,
+    scheduler: e.JWT_MAX_LIFETIME_SCHEDULER_SECONDS,
   };
 }
 

@@ -162,7 +162,9 @@ describe("token claims", () => {
     expect(await call(server, "getQuota", await token(["admin", "machine"], 7 * DAY))).toMatchObject(
       refused("TOKEN_LIFETIME_TOO_LONG", /at most 86400 s/),
     );
-    expect(maxTokenLifetimeSeconds(["machine", "service"], { user: 1, admin: 2, machine: 30, service: 20 })).toBe(20);
+    expect(
+      maxTokenLifetimeSeconds(["machine", "service"], { user: 1, admin: 2, machine: 30, service: 20, scheduler: 25 }),
+    ).toBe(20);
   });
 
   test("iat and nbf may be ahead of the server's clock by the skew (60 s), not more", async () => {
@@ -229,7 +231,7 @@ describe("configured limits", () => {
   let server: RpcServer;
   beforeAll(async () => {
     server = await startServer({
-      maxLifetimeSeconds: { user: 600, admin: 300, machine: 7 * DAY, service: 7 * DAY },
+      maxLifetimeSeconds: { user: 600, admin: 300, machine: 7 * DAY, service: 7 * DAY, scheduler: 7 * DAY },
       clockSkewSeconds: 0,
     });
   });

@@ -1,4 +1,5 @@
-import { testEnv, testNamespace, type TestNamespace } from "@emprops/testkit";
+import { eventNames } from "@emprops/contracts";
+import { eventually, testEnv, testNamespace, type TestNamespace } from "@emprops/testkit";
 import { createEventBus, createLogger, type EventBus, JetStreamBus } from "../src/index.js";
 
 describe.each(["memory", "nats"])("the %s event bus", (kind) => {
@@ -44,4 +45,55 @@ describe.each(["memory", "nats"])("the %s event bus", (kind) => {
     await delivered;
     expect(seen).toEqual([7]);
   });
+
+  test("followers read a stream from its start in stream order, then each new message, and catch up", async () => {
+    const names = eventNames(ns.namespace);
+    const { stream, all } = { stream: names.holdings.stream.name, all: names.holdings.all };
+    const publish = (machine: string, n: number) =>
+      bus.publish(names.holdings.delta(machine, 1n, BigInt(n)), new Uint8Array([n]), {
+        msgId: `${kind}-${machine}-${n}`,
+      });
+    await publish("m1", 1);
+    await publish("m2", 2);
+    await publish("m1", 3);
+    const read = () => {
+      const seen: { subject: string; byte: number; sequence: number; storedAt: Date }[] = [];
+      const follower = bus.follow({
+        stream,
+        filterSubject: all,
+        handler: (m) =>
+          seen.push({ subject: m.subject, byte: m.data[0]!, sequence: m.streamSequence, storedAt: m.storedAt }),
+      });
+      return { seen, follower };
+    };
+    const a = read();
+    const b = read();
+    await Promise.all([a.follower.caughtUp, b.follower.caughtUp]);
+    expect(a.seen.map((m) => m.byte)).toEqual([1, 2, 3]);
+    expect(a.seen[0]!.subject).toBe(names.holdings.delta("m1", 1n, 1n));
+    expect(a.seen.every((m) => m.storedAt.getTime() > Date.now() - 60_000)).toBe(true);
+    await publish("m2", 4);
+    await eventually(() => expect(b.seen.map((m) => m.byte)).toEqual([1, 2, 3, 4]));
+    await eventually(() => expect(a.seen.map((m) => m.byte)).toEqual([1, 2, 3, 4]));
+    expect(a.seen.map((m) => m.sequence)).toEqual(b.seen.map((m) => m.sequence));
+    await Promise.all([a.follower.stop(), b.follower.stop()]);
+  });
+
+  (kind === "nats" ? test : test.skip)(
+    "the holdings stream keeps only the latest snapshot of each machine",
+    async () => {
+      const names = eventNames(ns.namespace);
+      for (const n of [1, 2, 3]) {
+        await bus.publish(names.holdings.snapshot("m9"), new Uint8Array([n]), { msgId: `snapshot-${n}` });
+      }
+      const seen: number[] = [];
+      const follower = bus.follow({
+        stream: names.holdings.stream.name,
+        filterSubject: names.holdings.snapshot("m9"),
+        handler: (m) => seen.push(m.data[0]!),
+      });
+      await eventually(() => expect(seen).toEqual([3]));
+      await follower.stop();
+    },
+  );
 });

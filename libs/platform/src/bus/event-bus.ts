@@ -23,6 +23,30 @@ export interface Consumer {
   stop(): Promise<void>;
 }
 
+/** A message of a stream as a follower reads it. */
+export interface StreamMessage {
+  subject: string;
+  data: Uint8Array;
+  /** The stream's own sequence number. */
+  streamSequence: number;
+  /** When the stream stored it (the server's clock: the same for every reader). */
+  storedAt: Date;
+}
+
+export interface FollowOptions {
+  /** The stream read, from its first message. */
+  stream: string;
+  filterSubject: string;
+  /** Called in stream order; a throw is logged and the message skipped (nothing is acknowledged). */
+  handler: (msg: StreamMessage) => void;
+}
+
+export interface Follower {
+  /** Resolves once every message stored when following began has been handled. */
+  readonly caughtUp: Promise<void>;
+  stop(): Promise<void>;
+}
+
 /**
  * The event bus: JetStream in production, an in-process stand-in only for
  * `npm start` on a machine without NATS.
@@ -31,6 +55,12 @@ export interface EventBus {
   /** Stores a message; msgId de-duplicates republished events. Throws while disconnected. */
   publish(subject: string, data: Uint8Array, opts: { msgId: string; headers?: Record<string, string> }): Promise<void>;
   consume(opts: ConsumerOptions): Promise<Consumer>;
+  /**
+   * Reads a whole stream and then every new message, in stream order, with
+   * no durable state and no acknowledgements (an ordered consumer of its
+   * own): each reader of the stream sees the same messages in the same order.
+   */
+  follow(opts: FollowOptions): Follower;
   /** True while connected to the broker. */
   readonly connected: boolean;
   /** Resolves once first connected (and the stream exists); rejects only when closed before that. */

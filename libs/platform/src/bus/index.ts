@@ -21,6 +21,7 @@ export function createEventBus(opts: { natsUrl: string; namespace: string; logge
           url: opts.natsUrl,
           stream: names.stream,
           subjects: names.streamSubjects,
+          streams: [names.holdings.stream],
           logger: opts.logger,
           name: opts.name,
         });

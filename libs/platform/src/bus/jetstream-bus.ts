@@ -1,9 +1,18 @@
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import { headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
+import type { StreamSpec } from "@emprops/contracts";
 import type { Logger } from "pino";
 import { MessagingTelemetry } from "../telemetry-messaging.js";
-import { type BusMessage, type Consumer, type ConsumerOptions, type EventBus, redeliveryDelayMs } from "./event-bus.js";
+import {
+  type BusMessage,
+  type Consumer,
+  type ConsumerOptions,
+  type EventBus,
+  type Follower,
+  type FollowOptions,
+  redeliveryDelayMs,
+} from "./event-bus.js";
 
 export interface JetStreamBusOptions {
   url: string;
@@ -12,6 +21,8 @@ export interface JetStreamBusOptions {
   logger: Logger;
   /** Window in which a repeated msgId is dropped (default 10 minutes). */
   duplicateWindowMs?: number;
+  /** Further streams with limits of their own (e.g. LORA_HOLDINGS). */
+  streams?: StreamSpec[];
   name?: string;
 }
 
@@ -80,17 +91,28 @@ export class JetStreamBus implements EventBus {
 
   private async ensureStream(nc: NatsConnection): Promise<void> {
     const jsm = await jetstreamManager(nc);
-    const config = {
-      name: this.opts.stream,
-      subjects: this.opts.subjects,
-      duplicate_window: (this.opts.duplicateWindowMs ?? 10 * 60_000) * NANOS_PER_MS,
-    };
-    try {
-      await jsm.streams.info(this.opts.stream);
-      await jsm.streams.update(this.opts.stream, config);
-    } catch (err) {
-      if (!String(err).includes("not found")) throw err;
-      await jsm.streams.add(config);
+    const configs = [
+      {
+        name: this.opts.stream,
+        subjects: this.opts.subjects,
+        duplicate_window: (this.opts.duplicateWindowMs ?? 10 * 60_000) * NANOS_PER_MS,
+      },
+      ...(this.opts.streams ?? []).map((s) => ({
+        name: s.name,
+        subjects: s.subjects,
+        max_age: s.maxAgeMs * NANOS_PER_MS,
+        max_msgs_per_subject: s.maxMsgsPerSubject || -1,
+        duplicate_window: s.duplicateWindowMs * NANOS_PER_MS,
+      })),
+    ];
+    for (const config of configs) {
+      try {
+        await jsm.streams.info(config.name);
+        await jsm.streams.update(config.name, config);
+      } catch (err) {
+        if (!String(err).includes("not found")) throw err;
+        await jsm.streams.add(config);
+      }
     }
   }
 
@@ -159,6 +181,71 @@ export class JetStreamBus implements EventBus {
     };
     const done = run();
     const handle = {
+      stop: async () => {
+        stopped = true;
+        await current?.close();
+        await done.catch(() => {});
+      },
+    };
+    this.consumers.add(handle);
+    return handle;
+  }
+
+  follow(opts: FollowOptions): Follower {
+    let stopped = false;
+    let current: { close(): Promise<void | Error> } | undefined;
+    let reachedEnd = false;
+    let markCaughtUp!: () => void;
+    const caughtUp = new Promise<void>((resolve) => (markCaughtUp = resolve));
+    const reached = () => {
+      if (reachedEnd) return;
+      reachedEnd = true;
+      markCaughtUp();
+    };
+    let lastSequence = 0;
+    const run = async () => {
+      await this.ready;
+      while (!stopped && !this.closed) {
+        try {
+          const nc = this.nc as NatsConnection;
+          if (!reachedEnd) {
+            const { state } = await (await jetstreamManager(nc)).streams.info(opts.stream);
+            if (state.messages === 0 || state.last_seq <= lastSequence) reached();
+          }
+          // An ordered consumer: ephemeral, in stream order, re-created by the client after a gap.
+          const consumer = await jetstream(nc).consumers.get(opts.stream, {
+            filter_subjects: opts.filterSubject,
+            ...(lastSequence > 0
+              ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: lastSequence + 1 }
+              : { deliver_policy: DeliverPolicy.All }),
+          });
+          const messages = await consumer.consume();
+          current = messages;
+          if (stopped || this.closed) void messages.close().catch(() => {});
+          for await (const m of messages) {
+            lastSequence = m.seq;
+            try {
+              opts.handler({
+                subject: m.subject,
+                data: m.data,
+                streamSequence: m.seq,
+                storedAt: new Date(Math.floor(m.info.timestampNanos / 1_000_000)),
+              });
+            } catch (err) {
+              this.opts.logger.error({ err, subject: m.subject, stream: opts.stream }, "stream message skipped");
+            }
+            if (m.info.pending === 0) reached();
+          }
+        } catch (err) {
+          if (stopped || this.closed) return;
+          this.opts.logger.warn({ err, stream: opts.stream }, "stream follower interrupted; resuming");
+          await new Promise((r) => setTimeout(r, 1_000));
+        }
+      }
+    };
+    const done = run();
+    const handle = {
+      caughtUp,
       stop: async () => {
         stopped = true;
         await current?.close();

@@ -5,6 +5,8 @@ import {
   type Consumer,
   type ConsumerOptions,
   type EventBus,
+  type Follower,
+  type FollowOptions,
   redeliveryDelayMs,
   subjectMatches,
 } from "./event-bus.js";
@@ -14,6 +16,7 @@ interface Stored {
   subject: string;
   data: Uint8Array;
   headers: Record<string, string>;
+  storedAt: Date;
 }
 
 /**
@@ -42,7 +45,7 @@ export class MemoryBus implements EventBus {
     if (this.seenIds.has(opts.msgId)) return;
     this.seenIds.add(opts.msgId);
     await this.telemetry.publish("memory", subject, opts.msgId, opts.headers, async (headers) => {
-      this.log.push({ seq: this.log.length + 1, subject, data, headers });
+      this.log.push({ seq: this.log.length + 1, subject, data, headers, storedAt: new Date() });
     });
     for (const wake of this.wakers) wake();
   }
@@ -80,6 +83,44 @@ export class MemoryBus implements EventBus {
     };
     const done = run();
     return {
+      stop: async () => {
+        stopped = true;
+        this.wakers.delete(waker);
+        wake();
+        await done;
+      },
+    };
+  }
+
+  /** Every stored message matching the filter (the stand-in has one log, no stream limits). */
+  follow(opts: FollowOptions): Follower {
+    let stopped = false;
+    let wake = () => {};
+    const waker = () => wake();
+    this.wakers.add(waker);
+    let markCaughtUp!: () => void;
+    const caughtUp = new Promise<void>((resolve) => (markCaughtUp = resolve));
+    const run = async () => {
+      let next = 0;
+      while (!stopped && !this.closed) {
+        const item = this.log[next];
+        if (!item) {
+          markCaughtUp();
+          await new Promise<void>((resolve) => (wake = resolve));
+          continue;
+        }
+        next++;
+        if (!subjectMatches(opts.filterSubject, item.subject)) continue;
+        try {
+          opts.handler({ subject: item.subject, data: item.data, streamSequence: item.seq, storedAt: item.storedAt });
+        } catch {
+          // skipped, as on JetStream
+        }
+      }
+    };
+    const done = run();
+    return {
+      caughtUp,
       stop: async () => {
         stopped = true;
         this.wakers.delete(waker);

@@ -7,7 +7,7 @@ import { parseEnv } from "../config.js";
 
 const USAGE = `Mints an HS256 bearer token for local development and prints only the token.
 
-  npm run -s mint-token -- --sub <uuid|id> [--role admin|machine|service]... [--ttl 1h]
+  npm run -s mint-token -- --sub <uuid|id> [--role admin|machine|service|scheduler]... [--ttl 1h]
   export TOKEN=$(npm run -s mint-token -- --sub 00000000-0000-4000-8000-000000000001)
 
   --sub          the token's subject: a user's UUID, or a machine/service id
@@ -15,7 +15,7 @@ const USAGE = `Mints an HS256 bearer token for local development and prints only
   --ttl          lifetime: seconds, or a number with s, m, h or d (default 1h); at
                  most the services' limit for the token's roles
                  (JWT_MAX_LIFETIME_*_SECONDS: a day for users and admins, 30 days
-                 for machine and service tokens)
+                 for machine, service and scheduler tokens)
   --secret-file  a file holding the secret
 
 The secret: JWT_SECRET when set, else --secret-file, else the one npm start

@@ -6,6 +6,8 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { MachineCacheStats } from "../../common/v1/cache_stats_pb.js";
 import { file_emprops_common_v1_cache_stats } from "../../common/v1/cache_stats_pb.js";
+import type { LoraSource } from "../../common/v1/lora_reference_pb.js";
+import { file_emprops_common_v1_lora_reference } from "../../common/v1/lora_reference_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file emprops/events/v1/events.proto.
  */
 export const file_emprops_events_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch5lbXByb3BzL2V2ZW50cy92MS9ldmVudHMucHJvdG8SEWVtcHJvcHMuZXZlbnRzLnYxIqgBCgtMb3JhRGVsZXRlZBIQCghldmVudF9pZBgBIAEoCRIPCgdsb3JhX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSEQoJYmxvYl9wYXRoGAQgASgJEhEKCWV4dGVuc2lvbhgFIAEoCRIvCgtkZWxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAcgASgJIpYBCglMb3JhVXNhZ2USDwoHbG9yYV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg4KBmpvYl9pZBgDIAEoCRITCgt3b3JrZmxvd19pZBgEIAEoCRIVCg13b3JrZmxvd19uYW1lGAUgASgJEisKB3VzZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImQKDkxvcmFVc2FnZUJhdGNoEhAKCGJhdGNoX2lkGAEgASgJEhIKCm1hY2hpbmVfaWQYAiABKAkSLAoGdXNhZ2VzGAMgAygLMhwuZW1wcm9wcy5ldmVudHMudjEuTG9yYVVzYWdlIlAKGU1hY2hpbmVDYWNoZVN0YXRzUmVwb3J0ZWQSMwoFc3RhdHMYASABKAsyJC5lbXByb3BzLmNvbW1vbi52MS5NYWNoaW5lQ2FjaGVTdGF0c2IGcHJvdG8z", [file_emprops_common_v1_cache_stats, file_google_protobuf_timestamp]);
+  fileDesc("Ch5lbXByb3BzL2V2ZW50cy92MS9ldmVudHMucHJvdG8SEWVtcHJvcHMuZXZlbnRzLnYxIqgBCgtMb3JhRGVsZXRlZBIQCghldmVudF9pZBgBIAEoCRIPCgdsb3JhX2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSEQoJYmxvYl9wYXRoGAQgASgJEhEKCWV4dGVuc2lvbhgFIAEoCRIvCgtkZWxldGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAcgASgJIpYBCglMb3JhVXNhZ2USDwoHbG9yYV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg4KBmpvYl9pZBgDIAEoCRITCgt3b3JrZmxvd19pZBgEIAEoCRIVCg13b3JrZmxvd19uYW1lGAUgASgJEisKB3VzZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImQKDkxvcmFVc2FnZUJhdGNoEhAKCGJhdGNoX2lkGAEgASgJEhIKCm1hY2hpbmVfaWQYAiABKAkSLAoGdXNhZ2VzGAMgAygLMhwuZW1wcm9wcy5ldmVudHMudjEuTG9yYVVzYWdlIlAKGU1hY2hpbmVDYWNoZVN0YXRzUmVwb3J0ZWQSMwoFc3RhdHMYASABKAsyJC5lbXByb3BzLmNvbW1vbi52MS5NYWNoaW5lQ2FjaGVTdGF0cyKBAQoHSG9sZGluZxItCgZzb3VyY2UYASABKA4yHS5lbXByb3BzLmNvbW1vbi52MS5Mb3JhU291cmNlEhIKCmlkZW50aWZpZXIYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIOCgZzaGEyNTYYBCABKAkSEgoKc2l6ZV9ieXRlcxgFIAEoAyJAChBIb2xkaW5nc1NuYXBzaG90EiwKCGhvbGRpbmdzGAEgAygLMhouZW1wcm9wcy5ldmVudHMudjEuSG9sZGluZyJnCg1Ib2xkaW5nc0RlbHRhEikKBWFkZGVkGAEgAygLMhouZW1wcm9wcy5ldmVudHMudjEuSG9sZGluZxIrCgdyZW1vdmVkGAIgAygLMhouZW1wcm9wcy5ldmVudHMudjEuSG9sZGluZyIqChFIb2xkaW5nc0hlYXJ0YmVhdBIVCg1ob2xkaW5nX2NvdW50GAEgASgFIqYDChdNYWNoaW5lSG9sZGluZ3NSZXBvcnRlZBISCgptYWNoaW5lX2lkGAEgASgJEhIKCmdlbmVyYXRpb24YAiABKAMSEAoIc2VxdWVuY2UYAyABKAMSLwoLcmVwb3J0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBHBvb2wYBSABKAkSFAoMcGVlcl9hZGRyZXNzGAYgASgJEhgKEGZyZWVfY2FjaGVfYnl0ZXMYByABKAMSFwoPY2FjaGVfbWF4X2J5dGVzGAggASgDEhgKEGV2aWN0ZWRfYnl0ZXNfMWgYCSABKAMSNwoIc25hcHNob3QYCiABKAsyIy5lbXByb3BzLmV2ZW50cy52MS5Ib2xkaW5nc1NuYXBzaG90SAASMQoFZGVsdGEYCyABKAsyIC5lbXByb3BzLmV2ZW50cy52MS5Ib2xkaW5nc0RlbHRhSAASOQoJaGVhcnRiZWF0GAwgASgLMiQuZW1wcm9wcy5ldmVudHMudjEuSG9sZGluZ3NIZWFydGJlYXRIAEIICgZyZXBvcnRiBnByb3RvMw", [file_emprops_common_v1_cache_stats, file_emprops_common_v1_lora_reference, file_google_protobuf_timestamp]);
 
 /**
  * Published on NATS JetStream subject "lora.deleted.{user_id}" (stream
@@ -193,4 +195,238 @@ export type MachineCacheStatsReported = Message<"emprops.events.v1.MachineCacheS
  */
 export const MachineCacheStatsReportedSchema: GenMessage<MachineCacheStatsReported> = /*@__PURE__*/
   messageDesc(file_emprops_events_v1_events, 3);
+
+/**
+ * One cached copy a machine holds: what the holdings index keeps per machine.
+ *
+ * @generated from message emprops.events.v1.Holding
+ */
+export type Holding = Message<"emprops.events.v1.Holding"> & {
+  /**
+   * LORA_SOURCE_USER or LORA_SOURCE_SHARED.
+   *
+   * @generated from field: emprops.common.v1.LoraSource source = 1;
+   */
+  source: LoraSource;
+
+  /**
+   * flat_file id (user LoRA) or file name (shared LoRA).
+   *
+   * @generated from field: string identifier = 2;
+   */
+  identifier: string;
+
+  /**
+   * Owner of a user LoRA; empty for a shared one.
+   *
+   * @generated from field: string user_id = 3;
+   */
+  userId: string;
+
+  /**
+   * Lower-case hex sha256 of the cached file, as verified when it was downloaded.
+   *
+   * @generated from field: string sha256 = 4;
+   */
+  sha256: string;
+
+  /**
+   * Size of the cached file in bytes.
+   *
+   * @generated from field: int64 size_bytes = 5;
+   */
+  sizeBytes: bigint;
+};
+
+/**
+ * Describes the message emprops.events.v1.Holding.
+ * Use `create(HoldingSchema)` to create a new message.
+ */
+export const HoldingSchema: GenMessage<Holding> = /*@__PURE__*/
+  messageDesc(file_emprops_events_v1_events, 4);
+
+/**
+ * Every cached copy a machine holds, as of the report's (generation, sequence).
+ *
+ * @generated from message emprops.events.v1.HoldingsSnapshot
+ */
+export type HoldingsSnapshot = Message<"emprops.events.v1.HoldingsSnapshot"> & {
+  /**
+   * The holdings.
+   *
+   * @generated from field: repeated emprops.events.v1.Holding holdings = 1;
+   */
+  holdings: Holding[];
+};
+
+/**
+ * Describes the message emprops.events.v1.HoldingsSnapshot.
+ * Use `create(HoldingsSnapshotSchema)` to create a new message.
+ */
+export const HoldingsSnapshotSchema: GenMessage<HoldingsSnapshot> = /*@__PURE__*/
+  messageDesc(file_emprops_events_v1_events, 5);
+
+/**
+ * What changed since the previous report: a download added a copy, an eviction removed one.
+ *
+ * @generated from message emprops.events.v1.HoldingsDelta
+ */
+export type HoldingsDelta = Message<"emprops.events.v1.HoldingsDelta"> & {
+  /**
+   * Copies now held.
+   *
+   * @generated from field: repeated emprops.events.v1.Holding added = 1;
+   */
+  added: Holding[];
+
+  /**
+   * Copies no longer held (source, identifier and user_id name them).
+   *
+   * @generated from field: repeated emprops.events.v1.Holding removed = 2;
+   */
+  removed: Holding[];
+};
+
+/**
+ * Describes the message emprops.events.v1.HoldingsDelta.
+ * Use `create(HoldingsDeltaSchema)` to create a new message.
+ */
+export const HoldingsDeltaSchema: GenMessage<HoldingsDelta> = /*@__PURE__*/
+  messageDesc(file_emprops_events_v1_events, 6);
+
+/**
+ * Nothing changed; the machine is alive.
+ *
+ * @generated from message emprops.events.v1.HoldingsHeartbeat
+ */
+export type HoldingsHeartbeat = Message<"emprops.events.v1.HoldingsHeartbeat"> & {
+  /**
+   * Copies held now (a reader may compare it with its own count).
+   *
+   * @generated from field: int32 holding_count = 1;
+   */
+  holdingCount: number;
+};
+
+/**
+ * Describes the message emprops.events.v1.HoldingsHeartbeat.
+ * Use `create(HoldingsHeartbeatSchema)` to create a new message.
+ */
+export const HoldingsHeartbeatSchema: GenMessage<HoldingsHeartbeat> = /*@__PURE__*/
+  messageDesc(file_emprops_events_v1_events, 7);
+
+/**
+ * What a machine-cache reports to the holdings index, on JetStream stream
+ * LORA_HOLDINGS: snapshots on "cache.holdings.{machine_id}.snapshot" and
+ * heartbeats on "cache.holdings.{machine_id}.heartbeat" (the stream keeps the
+ * latest of each), deltas on "cache.holdings.{machine_id}.delta.{generation}.{sequence}"
+ * (kept for the stream's retention). (generation, sequence) orders the
+ * reports of one machine: a reader applies each copy's latest change and
+ * ignores anything a later snapshot covers, so a redelivered, repeated or
+ * late report changes nothing. Nats-Msg-Id is "{machine_id}:{generation}:{sequence}".
+ *
+ * @generated from message emprops.events.v1.MachineHoldingsReported
+ */
+export type MachineHoldingsReported = Message<"emprops.events.v1.MachineHoldingsReported"> & {
+  /**
+   * The reporting machine.
+   *
+   * @generated from field: string machine_id = 1;
+   */
+  machineId: string;
+
+  /**
+   * When the reporting process started (ms since the epoch): a restart begins a new, later generation.
+   *
+   * @generated from field: int64 generation = 2;
+   */
+  generation: bigint;
+
+  /**
+   * Starts at 1 and increases by one with every report of the generation.
+   *
+   * @generated from field: int64 sequence = 3;
+   */
+  sequence: bigint;
+
+  /**
+   * When the machine sent it.
+   *
+   * @generated from field: google.protobuf.Timestamp report_time = 4;
+   */
+  reportTime?: Timestamp | undefined;
+
+  /**
+   * The machine's pool (MACHINE_POOL): peers and placement are grouped by it.
+   *
+   * @generated from field: string pool = 5;
+   */
+  pool: string;
+
+  /**
+   * Where peers of the pool reach this machine's cached files (MACHINE_PEER_ADDRESS); empty: it serves none.
+   *
+   * @generated from field: string peer_address = 6;
+   */
+  peerAddress: string;
+
+  /**
+   * Bytes the cache can still take without evicting (budget and disk, whichever is less).
+   *
+   * @generated from field: int64 free_cache_bytes = 7;
+   */
+  freeCacheBytes: bigint;
+
+  /**
+   * The cache budget, lora_cache_max_gb in bytes.
+   *
+   * @generated from field: int64 cache_max_bytes = 8;
+   */
+  cacheMaxBytes: bigint;
+
+  /**
+   * Bytes evicted to make room for downloads in the last hour: eviction pressure.
+   *
+   * @generated from field: int64 evicted_bytes_1h = 9;
+   */
+  evictedBytes1h: bigint;
+
+  /**
+   * The report.
+   *
+   * @generated from oneof emprops.events.v1.MachineHoldingsReported.report
+   */
+  report: {
+    /**
+     * Every copy held.
+     *
+     * @generated from field: emprops.events.v1.HoldingsSnapshot snapshot = 10;
+     */
+    value: HoldingsSnapshot;
+    case: "snapshot";
+  } | {
+    /**
+     * The copies that changed.
+     *
+     * @generated from field: emprops.events.v1.HoldingsDelta delta = 11;
+     */
+    value: HoldingsDelta;
+    case: "delta";
+  } | {
+    /**
+     * Alive, nothing changed.
+     *
+     * @generated from field: emprops.events.v1.HoldingsHeartbeat heartbeat = 12;
+     */
+    value: HoldingsHeartbeat;
+    case: "heartbeat";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message emprops.events.v1.MachineHoldingsReported.
+ * Use `create(MachineHoldingsReportedSchema)` to create a new message.
+ */
+export const MachineHoldingsReportedSchema: GenMessage<MachineHoldingsReported> = /*@__PURE__*/
+  messageDesc(file_emprops_events_v1_events, 8);
 
