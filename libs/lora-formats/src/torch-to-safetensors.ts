@@ -42,8 +42,8 @@ export interface ConversionOptions {
 }
 
 const DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024;
-/** Reads in flight during pass 2 (each at most chunkBytes, or one view's span). */
-const READ_AHEAD = 2;
+/** Bytes read ahead during pass 2 (at least one read is always in flight, a chunk or one view's span). */
+const READ_AHEAD_BYTES = 16 * 1024 * 1024;
 
 interface ReadJob {
   offset: number;
@@ -147,16 +147,19 @@ export class TorchToSafetensors {
     const check = new OutputCheck();
     check.update(this.header);
     yield this.header;
-    // Reads are issued READ_AHEAD ahead, so the source works while the bytes before are hashed and passed on.
+    // Reads are issued up to READ_AHEAD_BYTES ahead, so the source works while the bytes before are hashed and
+    // passed on (many small tensors would otherwise wait for one read after another).
     const reads = this.reads();
-    const pending: Promise<Uint8Array>[] = [];
+    const pending: { bytes: Promise<Uint8Array>; length: number }[] = [];
+    let ahead = 0;
     const fill = () => {
-      while (pending.length < READ_AHEAD) {
+      while (pending.length === 0 || ahead < READ_AHEAD_BYTES) {
         const next = reads.next();
         if (next.done) return;
         const read = this.read(next.value.offset, next.value.length);
         read.catch(() => {}); // awaited in turn below; this only keeps an early failure from going unobserved
-        pending.push(read);
+        pending.push({ bytes: read, length: next.value.length });
+        ahead += next.value.length;
       }
     };
     fill();
@@ -164,7 +167,9 @@ export class TorchToSafetensors {
       const whole = this.wholeStorageSha256(tensor.tensor);
       const hash = whole === undefined ? createHash("sha256") : undefined;
       for (const job of this.jobsOf(tensor.tensor)) {
-        const bytes = await (pending.shift() as Promise<Uint8Array>);
+        const next = pending.shift() as { bytes: Promise<Uint8Array>; length: number };
+        ahead -= next.length;
+        const bytes = await next.bytes;
         fill();
         const pieces = job.view
           ? gather(bytes, tensor.tensor, tensor.tensor.storage.elementBytes, this.chunkBytes)
