@@ -13,5 +13,7 @@ export const gatewayAccessPolicy: ServicePolicy[] = [
     createDownloadUrls: INTERNAL,
     deleteBlob: INTERNAL,
     uploadBlob: INTERNAL,
+    storePreview: INTERNAL,
+    deletePreview: INTERNAL,
   }),
 ];

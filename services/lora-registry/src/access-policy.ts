@@ -19,6 +19,10 @@ export const registryAccessPolicy: ServicePolicy[] = [
     updateLora: USER,
     deleteLora: USER,
     getQuota: USER,
+    getLoraDownloadUrl: USER,
+    setLoraPreview: USER,
+    deleteLoraPreview: USER,
+    getLoraPreviewUrls: USER,
   }),
   servicePolicy(LoraAdminService, {
     setUserQuota: ADMIN,

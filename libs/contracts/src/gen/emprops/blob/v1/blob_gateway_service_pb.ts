@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file emprops/blob/v1/blob_gateway_service.proto.
  */
 export const file_emprops_blob_v1_blob_gateway_service: GenFile = /*@__PURE__*/
-  fileDesc("CiplbXByb3BzL2Jsb2IvdjEvYmxvYl9nYXRld2F5X3NlcnZpY2UucHJvdG8SD2VtcHJvcHMuYmxvYi52MSJDCgxVc2VyTG9yYUJsb2ISDwoHdXNlcl9pZBgBIAEoCRIPCgdsb3JhX2lkGAIgASgJEhEKCWV4dGVuc2lvbhgDIAEoCSIeCg5TaGFyZWRMb3JhQmxvYhIMCgRuYW1lGAEgASgJIm4KFkNyZWF0ZVVwbG9hZFVybFJlcXVlc3QSKwoEYmxvYhgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2ISEgoKc2l6ZV9ieXRlcxgCIAEoAxITCgt0dGxfc2Vjb25kcxgDIAEoBSKdAQoXQ3JlYXRlVXBsb2FkVXJsUmVzcG9uc2USEgoKdXBsb2FkX3VybBgBIAEoCRIQCghibG9iX3VybBgCIAEoCRIRCglibG9iX3BhdGgYAyABKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGJsb2NrX3NpemVfYnl0ZXMYBSABKAMiRAoVR2V0VXBsb2FkU3RhdGVSZXF1ZXN0EisKBGJsb2IYASABKAsyHS5lbXByb3BzLmJsb2IudjEuVXNlckxvcmFCbG9iIjEKCUJsb2JCbG9jaxIQCghibG9ja19pZBgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgDIoEBChZHZXRVcGxvYWRTdGF0ZVJlc3BvbnNlEhEKCWNvbW1pdHRlZBgBIAEoCBIcChRjb21taXR0ZWRfc2l6ZV9ieXRlcxgCIAEoAxI2ChJ1bmNvbW1pdHRlZF9ibG9ja3MYAyADKAsyGi5lbXByb3BzLmJsb2IudjEuQmxvYkJsb2NrIqoBChFWZXJpZnlCbG9iUmVxdWVzdBIrCgRibG9iGAEgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlVzZXJMb3JhQmxvYhIWCg5tYXhfc2l6ZV9ieXRlcxgCIAEoAxIbChNleHBlY3RlZF9zaXplX2J5dGVzGAMgASgDEhcKD2V4cGVjdGVkX3NoYTI1NhgEIAEoCRIaChJyZXBvcnRfdW5jb21taXR0ZWQYBSABKAgi0QIKEEJsb2JWZXJpZmljYXRpb24SMQoGc3RhdHVzGAEgASgOMiEuZW1wcm9wcy5ibG9iLnYxLlZhbGlkYXRpb25TdGF0dXMSLgoGcmVhc29uGAIgASgOMh4uZW1wcm9wcy5jb21tb24udjEuRXJyb3JSZWFzb24SDwoHbWVzc2FnZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCRItCgZmb3JtYXQYBiABKA4yHS5lbXByb3BzLmNvbW1vbi52MS5GaWxlRm9ybWF0EhUKDWRldGVjdGVkX3R5cGUYByABKAkSMQoIbWV0YWRhdGEYCCABKAsyHy5lbXByb3BzLmNvbW1vbi52MS5Mb3JhTWV0YWRhdGESFgoOdW5zYWZlX2dsb2JhbHMYCSADKAkSFAoMdGVuc29yX2NvdW50GAogASgFIpgBChJWZXJpZnlCbG9iUmVzcG9uc2USNwoMdmVyaWZpY2F0aW9uGAEgASgLMiEuZW1wcm9wcy5ibG9iLnYxLkJsb2JWZXJpZmljYXRpb24SEQoJY29tbWl0dGVkGAIgASgIEjYKEnVuY29tbWl0dGVkX2Jsb2NrcxgDIAMoCzIaLmVtcHJvcHMuYmxvYi52MS5CbG9iQmxvY2sihgEKDkRvd25sb2FkVGFyZ2V0EjIKCXVzZXJfbG9yYRgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2JIABI2CgtzaGFyZWRfbG9yYRgCIAEoCzIfLmVtcHJvcHMuYmxvYi52MS5TaGFyZWRMb3JhQmxvYkgAQggKBnRhcmdldCJ+ChlDcmVhdGVEb3dubG9hZFVybHNSZXF1ZXN0EjAKB3RhcmdldHMYASADKAsyHy5lbXByb3BzLmJsb2IudjEuRG93bmxvYWRUYXJnZXQSEwoLdHRsX3NlY29uZHMYAiABKAUSGgoSaW5jbHVkZV9wcm9wZXJ0aWVzGAMgASgIInIKC0Rvd25sb2FkVXJsEgsKA3VybBgBIAEoCRIRCglibG9iX3BhdGgYAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYBCABKAMiSAoaQ3JlYXRlRG93bmxvYWRVcmxzUmVzcG9uc2USKgoEdXJscxgBIAMoCzIcLmVtcHJvcHMuYmxvYi52MS5Eb3dubG9hZFVybCJAChFEZWxldGVCbG9iUmVxdWVzdBIrCgRibG9iGAEgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlVzZXJMb3JhQmxvYiIlChJEZWxldGVCbG9iUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCCJsChBVcGxvYWRCbG9iSGVhZGVyEisKBGJsb2IYASABKAsyHS5lbXByb3BzLmJsb2IudjEuVXNlckxvcmFCbG9iEhIKCnNpemVfYnl0ZXMYAiABKAMSFwoPZXhwZWN0ZWRfc2hhMjU2GAMgASgJImQKEVVwbG9hZEJsb2JSZXF1ZXN0EjMKBmhlYWRlchgBIAEoCzIhLmVtcHJvcHMuYmxvYi52MS5VcGxvYWRCbG9iSGVhZGVySAASDwoFY2h1bmsYAiABKAxIAEIJCgdwYXlsb2FkIl8KElVwbG9hZEJsb2JSZXNwb25zZRI3Cgx2ZXJpZmljYXRpb24YASABKAsyIS5lbXByb3BzLmJsb2IudjEuQmxvYlZlcmlmaWNhdGlvbhIQCghibG9iX3VybBgCIAEoCSpxChBWYWxpZGF0aW9uU3RhdHVzEiEKHVZBTElEQVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWVkFMSURBVElPTl9TVEFUVVNfU0FGRRABEh4KGlZBTElEQVRJT05fU1RBVFVTX1JFSkVDVEVEEAIy0wQKEkJsb2JHYXRld2F5U2VydmljZRJkCg9DcmVhdGVVcGxvYWRVcmwSJy5lbXByb3BzLmJsb2IudjEuQ3JlYXRlVXBsb2FkVXJsUmVxdWVzdBooLmVtcHJvcHMuYmxvYi52MS5DcmVhdGVVcGxvYWRVcmxSZXNwb25zZRJhCg5HZXRVcGxvYWRTdGF0ZRImLmVtcHJvcHMuYmxvYi52MS5HZXRVcGxvYWRTdGF0ZVJlcXVlc3QaJy5lbXByb3BzLmJsb2IudjEuR2V0VXBsb2FkU3RhdGVSZXNwb25zZRJVCgpWZXJpZnlCbG9iEiIuZW1wcm9wcy5ibG9iLnYxLlZlcmlmeUJsb2JSZXF1ZXN0GiMuZW1wcm9wcy5ibG9iLnYxLlZlcmlmeUJsb2JSZXNwb25zZRJtChJDcmVhdGVEb3dubG9hZFVybHMSKi5lbXByb3BzLmJsb2IudjEuQ3JlYXRlRG93bmxvYWRVcmxzUmVxdWVzdBorLmVtcHJvcHMuYmxvYi52MS5DcmVhdGVEb3dubG9hZFVybHNSZXNwb25zZRJVCgpEZWxldGVCbG9iEiIuZW1wcm9wcy5ibG9iLnYxLkRlbGV0ZUJsb2JSZXF1ZXN0GiMuZW1wcm9wcy5ibG9iLnYxLkRlbGV0ZUJsb2JSZXNwb25zZRJXCgpVcGxvYWRCbG9iEiIuZW1wcm9wcy5ibG9iLnYxLlVwbG9hZEJsb2JSZXF1ZXN0GiMuZW1wcm9wcy5ibG9iLnYxLlVwbG9hZEJsb2JSZXNwb25zZSgBYgZwcm90bzM", [file_emprops_common_v1_error_reason, file_emprops_common_v1_lora_metadata, file_google_protobuf_timestamp]);
+  fileDesc("CiplbXByb3BzL2Jsb2IvdjEvYmxvYl9nYXRld2F5X3NlcnZpY2UucHJvdG8SD2VtcHJvcHMuYmxvYi52MSJDCgxVc2VyTG9yYUJsb2ISDwoHdXNlcl9pZBgBIAEoCRIPCgdsb3JhX2lkGAIgASgJEhEKCWV4dGVuc2lvbhgDIAEoCSIeCg5TaGFyZWRMb3JhQmxvYhIMCgRuYW1lGAEgASgJIm4KFkNyZWF0ZVVwbG9hZFVybFJlcXVlc3QSKwoEYmxvYhgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2ISEgoKc2l6ZV9ieXRlcxgCIAEoAxITCgt0dGxfc2Vjb25kcxgDIAEoBSKdAQoXQ3JlYXRlVXBsb2FkVXJsUmVzcG9uc2USEgoKdXBsb2FkX3VybBgBIAEoCRIQCghibG9iX3VybBgCIAEoCRIRCglibG9iX3BhdGgYAyABKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGJsb2NrX3NpemVfYnl0ZXMYBSABKAMiRAoVR2V0VXBsb2FkU3RhdGVSZXF1ZXN0EisKBGJsb2IYASABKAsyHS5lbXByb3BzLmJsb2IudjEuVXNlckxvcmFCbG9iIjEKCUJsb2JCbG9jaxIQCghibG9ja19pZBgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgDIoEBChZHZXRVcGxvYWRTdGF0ZVJlc3BvbnNlEhEKCWNvbW1pdHRlZBgBIAEoCBIcChRjb21taXR0ZWRfc2l6ZV9ieXRlcxgCIAEoAxI2ChJ1bmNvbW1pdHRlZF9ibG9ja3MYAyADKAsyGi5lbXByb3BzLmJsb2IudjEuQmxvYkJsb2NrIqoBChFWZXJpZnlCbG9iUmVxdWVzdBIrCgRibG9iGAEgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlVzZXJMb3JhQmxvYhIWCg5tYXhfc2l6ZV9ieXRlcxgCIAEoAxIbChNleHBlY3RlZF9zaXplX2J5dGVzGAMgASgDEhcKD2V4cGVjdGVkX3NoYTI1NhgEIAEoCRIaChJyZXBvcnRfdW5jb21taXR0ZWQYBSABKAgi0QIKEEJsb2JWZXJpZmljYXRpb24SMQoGc3RhdHVzGAEgASgOMiEuZW1wcm9wcy5ibG9iLnYxLlZhbGlkYXRpb25TdGF0dXMSLgoGcmVhc29uGAIgASgOMh4uZW1wcm9wcy5jb21tb24udjEuRXJyb3JSZWFzb24SDwoHbWVzc2FnZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCRItCgZmb3JtYXQYBiABKA4yHS5lbXByb3BzLmNvbW1vbi52MS5GaWxlRm9ybWF0EhUKDWRldGVjdGVkX3R5cGUYByABKAkSMQoIbWV0YWRhdGEYCCABKAsyHy5lbXByb3BzLmNvbW1vbi52MS5Mb3JhTWV0YWRhdGESFgoOdW5zYWZlX2dsb2JhbHMYCSADKAkSFAoMdGVuc29yX2NvdW50GAogASgFIpgBChJWZXJpZnlCbG9iUmVzcG9uc2USNwoMdmVyaWZpY2F0aW9uGAEgASgLMiEuZW1wcm9wcy5ibG9iLnYxLkJsb2JWZXJpZmljYXRpb24SEQoJY29tbWl0dGVkGAIgASgIEjYKEnVuY29tbWl0dGVkX2Jsb2NrcxgDIAMoCzIaLmVtcHJvcHMuYmxvYi52MS5CbG9iQmxvY2siMwoPTG9yYVByZXZpZXdCbG9iEg8KB3VzZXJfaWQYASABKAkSDwoHbG9yYV9pZBgCIAEoCSLeAQoORG93bmxvYWRUYXJnZXQSMgoJdXNlcl9sb3JhGAEgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlVzZXJMb3JhQmxvYkgAEjYKC3NoYXJlZF9sb3JhGAIgASgLMh8uZW1wcm9wcy5ibG9iLnYxLlNoYXJlZExvcmFCbG9iSAASOAoMbG9yYV9wcmV2aWV3GAMgASgLMiAuZW1wcm9wcy5ibG9iLnYxLkxvcmFQcmV2aWV3QmxvYkgAEhwKFGF0dGFjaG1lbnRfZmlsZV9uYW1lGAQgASgJQggKBnRhcmdldCJ+ChlDcmVhdGVEb3dubG9hZFVybHNSZXF1ZXN0EjAKB3RhcmdldHMYASADKAsyHy5lbXByb3BzLmJsb2IudjEuRG93bmxvYWRUYXJnZXQSEwoLdHRsX3NlY29uZHMYAiABKAUSGgoSaW5jbHVkZV9wcm9wZXJ0aWVzGAMgASgIInIKC0Rvd25sb2FkVXJsEgsKA3VybBgBIAEoCRIRCglibG9iX3BhdGgYAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYBCABKAMiSAoaQ3JlYXRlRG93bmxvYWRVcmxzUmVzcG9uc2USKgoEdXJscxgBIAMoCzIcLmVtcHJvcHMuYmxvYi52MS5Eb3dubG9hZFVybCJAChFEZWxldGVCbG9iUmVxdWVzdBIrCgRibG9iGAEgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlVzZXJMb3JhQmxvYiIlChJEZWxldGVCbG9iUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCCJsChBVcGxvYWRCbG9iSGVhZGVyEisKBGJsb2IYASABKAsyHS5lbXByb3BzLmJsb2IudjEuVXNlckxvcmFCbG9iEhIKCnNpemVfYnl0ZXMYAiABKAMSFwoPZXhwZWN0ZWRfc2hhMjU2GAMgASgJImQKEVVwbG9hZEJsb2JSZXF1ZXN0EjMKBmhlYWRlchgBIAEoCzIhLmVtcHJvcHMuYmxvYi52MS5VcGxvYWRCbG9iSGVhZGVySAASDwoFY2h1bmsYAiABKAxIAEIJCgdwYXlsb2FkIlQKE1N0b3JlUHJldmlld1JlcXVlc3QSLgoEYmxvYhgBIAEoCzIgLmVtcHJvcHMuYmxvYi52MS5Mb3JhUHJldmlld0Jsb2ISDQoFaW1hZ2UYAiABKAwisAEKFFN0b3JlUHJldmlld1Jlc3BvbnNlEg0KBXdpZHRoGAEgASgFEg4KBmhlaWdodBgCIAEoBRISCgpzaXplX2J5dGVzGAMgASgDEg4KBnNoYTI1NhgEIAEoCRIVCg1zb3VyY2VfZm9ybWF0GAUgASgJEhQKDHNvdXJjZV93aWR0aBgGIAEoBRIVCg1zb3VyY2VfaGVpZ2h0GAcgASgFEhEKCWJsb2JfcGF0aBgIIAEoCSJGChREZWxldGVQcmV2aWV3UmVxdWVzdBIuCgRibG9iGAEgASgLMiAuZW1wcm9wcy5ibG9iLnYxLkxvcmFQcmV2aWV3QmxvYiIoChVEZWxldGVQcmV2aWV3UmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCCJfChJVcGxvYWRCbG9iUmVzcG9uc2USNwoMdmVyaWZpY2F0aW9uGAEgASgLMiEuZW1wcm9wcy5ibG9iLnYxLkJsb2JWZXJpZmljYXRpb24SEAoIYmxvYl91cmwYAiABKAkqcQoQVmFsaWRhdGlvblN0YXR1cxIhCh1WQUxJREFUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlZBTElEQVRJT05fU1RBVFVTX1NBRkUQARIeChpWQUxJREFUSU9OX1NUQVRVU19SRUpFQ1RFRBACMpAGChJCbG9iR2F0ZXdheVNlcnZpY2USZAoPQ3JlYXRlVXBsb2FkVXJsEicuZW1wcm9wcy5ibG9iLnYxLkNyZWF0ZVVwbG9hZFVybFJlcXVlc3QaKC5lbXByb3BzLmJsb2IudjEuQ3JlYXRlVXBsb2FkVXJsUmVzcG9uc2USYQoOR2V0VXBsb2FkU3RhdGUSJi5lbXByb3BzLmJsb2IudjEuR2V0VXBsb2FkU3RhdGVSZXF1ZXN0GicuZW1wcm9wcy5ibG9iLnYxLkdldFVwbG9hZFN0YXRlUmVzcG9uc2USVQoKVmVyaWZ5QmxvYhIiLmVtcHJvcHMuYmxvYi52MS5WZXJpZnlCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5WZXJpZnlCbG9iUmVzcG9uc2USbQoSQ3JlYXRlRG93bmxvYWRVcmxzEiouZW1wcm9wcy5ibG9iLnYxLkNyZWF0ZURvd25sb2FkVXJsc1JlcXVlc3QaKy5lbXByb3BzLmJsb2IudjEuQ3JlYXRlRG93bmxvYWRVcmxzUmVzcG9uc2USVQoKRGVsZXRlQmxvYhIiLmVtcHJvcHMuYmxvYi52MS5EZWxldGVCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5EZWxldGVCbG9iUmVzcG9uc2USVwoKVXBsb2FkQmxvYhIiLmVtcHJvcHMuYmxvYi52MS5VcGxvYWRCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5VcGxvYWRCbG9iUmVzcG9uc2UoARJbCgxTdG9yZVByZXZpZXcSJC5lbXByb3BzLmJsb2IudjEuU3RvcmVQcmV2aWV3UmVxdWVzdBolLmVtcHJvcHMuYmxvYi52MS5TdG9yZVByZXZpZXdSZXNwb25zZRJeCg1EZWxldGVQcmV2aWV3EiUuZW1wcm9wcy5ibG9iLnYxLkRlbGV0ZVByZXZpZXdSZXF1ZXN0GiYuZW1wcm9wcy5ibG9iLnYxLkRlbGV0ZVByZXZpZXdSZXNwb25zZWIGcHJvdG8z", [file_emprops_common_v1_error_reason, file_emprops_common_v1_lora_metadata, file_google_protobuf_timestamp]);
 
 /**
  * Identifies a user LoRA blob: users/{user_id}/loras/{lora_id}.{ext}.
@@ -412,6 +412,35 @@ export const VerifyBlobResponseSchema: GenMessage<VerifyBlobResponse> = /*@__PUR
   messageDesc(file_emprops_blob_v1_blob_gateway_service, 9);
 
 /**
+ * Identifies a LoRA's preview image: users/{user_id}/loras/{lora_id}.preview.webp,
+ * next to the LoRA and deleted with it.
+ *
+ * @generated from message emprops.blob.v1.LoraPreviewBlob
+ */
+export type LoraPreviewBlob = Message<"emprops.blob.v1.LoraPreviewBlob"> & {
+  /**
+   * Owner (UUID).
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * flat_file id (decimal).
+   *
+   * @generated from field: string lora_id = 2;
+   */
+  loraId: string;
+};
+
+/**
+ * Describes the message emprops.blob.v1.LoraPreviewBlob.
+ * Use `create(LoraPreviewBlobSchema)` to create a new message.
+ */
+export const LoraPreviewBlobSchema: GenMessage<LoraPreviewBlob> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 10);
+
+/**
  * One blob to sign for reading.
  *
  * @generated from message emprops.blob.v1.DownloadTarget
@@ -438,7 +467,23 @@ export type DownloadTarget = Message<"emprops.blob.v1.DownloadTarget"> & {
      */
     value: SharedLoraBlob;
     case: "sharedLora";
+  } | {
+    /**
+     * A LoRA's preview image.
+     *
+     * @generated from field: emprops.blob.v1.LoraPreviewBlob lora_preview = 3;
+     */
+    value: LoraPreviewBlob;
+    case: "loraPreview";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * When set, the URL answers with Content-Disposition: attachment and this
+   * file name (it must pass the LoRA file-name rule); empty: no disposition.
+   *
+   * @generated from field: string attachment_file_name = 4;
+   */
+  attachmentFileName: string;
 };
 
 /**
@@ -446,7 +491,7 @@ export type DownloadTarget = Message<"emprops.blob.v1.DownloadTarget"> & {
  * Use `create(DownloadTargetSchema)` to create a new message.
  */
 export const DownloadTargetSchema: GenMessage<DownloadTarget> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 10);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 11);
 
 /**
  * Asks for read URLs.
@@ -481,7 +526,7 @@ export type CreateDownloadUrlsRequest = Message<"emprops.blob.v1.CreateDownloadU
  * Use `create(CreateDownloadUrlsRequestSchema)` to create a new message.
  */
 export const CreateDownloadUrlsRequestSchema: GenMessage<CreateDownloadUrlsRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 11);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 12);
 
 /**
  * A signed read URL.
@@ -523,7 +568,7 @@ export type DownloadUrl = Message<"emprops.blob.v1.DownloadUrl"> & {
  * Use `create(DownloadUrlSchema)` to create a new message.
  */
 export const DownloadUrlSchema: GenMessage<DownloadUrl> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 12);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 13);
 
 /**
  * Read URLs in request order.
@@ -544,7 +589,7 @@ export type CreateDownloadUrlsResponse = Message<"emprops.blob.v1.CreateDownload
  * Use `create(CreateDownloadUrlsResponseSchema)` to create a new message.
  */
 export const CreateDownloadUrlsResponseSchema: GenMessage<CreateDownloadUrlsResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 13);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 14);
 
 /**
  * Deletes a user LoRA blob.
@@ -565,7 +610,7 @@ export type DeleteBlobRequest = Message<"emprops.blob.v1.DeleteBlobRequest"> & {
  * Use `create(DeleteBlobRequestSchema)` to create a new message.
  */
 export const DeleteBlobRequestSchema: GenMessage<DeleteBlobRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 14);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 15);
 
 /**
  * Whether something was deleted.
@@ -586,7 +631,7 @@ export type DeleteBlobResponse = Message<"emprops.blob.v1.DeleteBlobResponse"> &
  * Use `create(DeleteBlobResponseSchema)` to create a new message.
  */
 export const DeleteBlobResponseSchema: GenMessage<DeleteBlobResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 15);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 16);
 
 /**
  * First message of an UploadBlob stream.
@@ -621,7 +666,7 @@ export type UploadBlobHeader = Message<"emprops.blob.v1.UploadBlobHeader"> & {
  * Use `create(UploadBlobHeaderSchema)` to create a new message.
  */
 export const UploadBlobHeaderSchema: GenMessage<UploadBlobHeader> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 16);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 17);
 
 /**
  * One message of an UploadBlob stream.
@@ -658,7 +703,147 @@ export type UploadBlobRequest = Message<"emprops.blob.v1.UploadBlobRequest"> & {
  * Use `create(UploadBlobRequestSchema)` to create a new message.
  */
 export const UploadBlobRequestSchema: GenMessage<UploadBlobRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 17);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 18);
+
+/**
+ * An image to check and store as a LoRA's preview.
+ *
+ * @generated from message emprops.blob.v1.StorePreviewRequest
+ */
+export type StorePreviewRequest = Message<"emprops.blob.v1.StorePreviewRequest"> & {
+  /**
+   * Whose preview it is.
+   *
+   * @generated from field: emprops.blob.v1.LoraPreviewBlob blob = 1;
+   */
+  blob?: LoraPreviewBlob | undefined;
+
+  /**
+   * The image file: PNG, JPEG or WebP, at most 2 MiB.
+   *
+   * @generated from field: bytes image = 2;
+   */
+  image: Uint8Array;
+};
+
+/**
+ * Describes the message emprops.blob.v1.StorePreviewRequest.
+ * Use `create(StorePreviewRequestSchema)` to create a new message.
+ */
+export const StorePreviewRequestSchema: GenMessage<StorePreviewRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 19);
+
+/**
+ * The stored preview.
+ *
+ * @generated from message emprops.blob.v1.StorePreviewResponse
+ */
+export type StorePreviewResponse = Message<"emprops.blob.v1.StorePreviewResponse"> & {
+  /**
+   * Width of the stored WebP image in pixels.
+   *
+   * @generated from field: int32 width = 1;
+   */
+  width: number;
+
+  /**
+   * Height of the stored image in pixels.
+   *
+   * @generated from field: int32 height = 2;
+   */
+  height: number;
+
+  /**
+   * Bytes stored.
+   *
+   * @generated from field: int64 size_bytes = 3;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Lower-case hex sha256 of the stored image.
+   *
+   * @generated from field: string sha256 = 4;
+   */
+  sha256: string;
+
+  /**
+   * Format of the image received: "png", "jpeg" or "webp".
+   *
+   * @generated from field: string source_format = 5;
+   */
+  sourceFormat: string;
+
+  /**
+   * Width of the image received.
+   *
+   * @generated from field: int32 source_width = 6;
+   */
+  sourceWidth: number;
+
+  /**
+   * Height of the image received.
+   *
+   * @generated from field: int32 source_height = 7;
+   */
+  sourceHeight: number;
+
+  /**
+   * Path of the stored image inside the user LoRA container.
+   *
+   * @generated from field: string blob_path = 8;
+   */
+  blobPath: string;
+};
+
+/**
+ * Describes the message emprops.blob.v1.StorePreviewResponse.
+ * Use `create(StorePreviewResponseSchema)` to create a new message.
+ */
+export const StorePreviewResponseSchema: GenMessage<StorePreviewResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 20);
+
+/**
+ * Deletes a LoRA's preview.
+ *
+ * @generated from message emprops.blob.v1.DeletePreviewRequest
+ */
+export type DeletePreviewRequest = Message<"emprops.blob.v1.DeletePreviewRequest"> & {
+  /**
+   * Whose preview it is.
+   *
+   * @generated from field: emprops.blob.v1.LoraPreviewBlob blob = 1;
+   */
+  blob?: LoraPreviewBlob | undefined;
+};
+
+/**
+ * Describes the message emprops.blob.v1.DeletePreviewRequest.
+ * Use `create(DeletePreviewRequestSchema)` to create a new message.
+ */
+export const DeletePreviewRequestSchema: GenMessage<DeletePreviewRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 21);
+
+/**
+ * Whether something was deleted.
+ *
+ * @generated from message emprops.blob.v1.DeletePreviewResponse
+ */
+export type DeletePreviewResponse = Message<"emprops.blob.v1.DeletePreviewResponse"> & {
+  /**
+   * False when there was no preview.
+   *
+   * @generated from field: bool deleted = 1;
+   */
+  deleted: boolean;
+};
+
+/**
+ * Describes the message emprops.blob.v1.DeletePreviewResponse.
+ * Use `create(DeletePreviewResponseSchema)` to create a new message.
+ */
+export const DeletePreviewResponseSchema: GenMessage<DeletePreviewResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 22);
 
 /**
  * The stored and verified blob.
@@ -686,7 +871,7 @@ export type UploadBlobResponse = Message<"emprops.blob.v1.UploadBlobResponse"> &
  * Use `create(UploadBlobResponseSchema)` to create a new message.
  */
 export const UploadBlobResponseSchema: GenMessage<UploadBlobResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 18);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 23);
 
 /**
  * Result of content verification.
@@ -763,7 +948,9 @@ export const BlobGatewayService: GenService<{
     output: typeof VerifyBlobResponseSchema;
   },
   /**
-   * Read-only signed URLs of minutes for user and shared LoRAs.
+   * Read-only signed URLs of minutes for user and shared LoRAs and LoRA
+   * previews; a target with attachment_file_name answers with a
+   * Content-Disposition that saves it under that name.
    *
    * @generated from rpc emprops.blob.v1.BlobGatewayService.CreateDownloadUrls
    */
@@ -792,6 +979,29 @@ export const BlobGatewayService: GenService<{
     methodKind: "client_streaming";
     input: typeof UploadBlobRequestSchema;
     output: typeof UploadBlobResponseSchema;
+  },
+  /**
+   * Checks an image (PNG, JPEG or WebP by its first bytes, its header decoded
+   * first and refused above the pixel limit, then decoded whole), re-encodes
+   * it as WebP of at most 1024 pixels on its longer side and stores it as a
+   * LoRA's preview, replacing any earlier one.
+   *
+   * @generated from rpc emprops.blob.v1.BlobGatewayService.StorePreview
+   */
+  storePreview: {
+    methodKind: "unary";
+    input: typeof StorePreviewRequestSchema;
+    output: typeof StorePreviewResponseSchema;
+  },
+  /**
+   * Deletes a LoRA's preview image; deleting a missing one succeeds.
+   *
+   * @generated from rpc emprops.blob.v1.BlobGatewayService.DeletePreview
+   */
+  deletePreview: {
+    methodKind: "unary";
+    input: typeof DeletePreviewRequestSchema;
+    output: typeof DeletePreviewResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_emprops_blob_v1_blob_gateway_service, 0);

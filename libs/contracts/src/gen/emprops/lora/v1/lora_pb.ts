@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file emprops/lora/v1/lora.proto.
  */
 export const file_emprops_lora_v1_lora: GenFile = /*@__PURE__*/
-  fileDesc("ChplbXByb3BzL2xvcmEvdjEvbG9yYS5wcm90bxIPZW1wcm9wcy5sb3JhLnYxIt0DCgRMb3JhEgoKAmlkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRILCgN1cmwYBCABKAkSEgoKc2l6ZV9ieXRlcxgFIAEoAxIOCgZzaGEyNTYYBiABKAkSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEdGFncxgIIAMoCRITCgt1c2FnZV9jb3VudBgJIAEoAxIwCgxsYXN0X3VzZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKCG1ldGFkYXRhGAsgASgLMh8uZW1wcm9wcy5jb21tb24udjEuTG9yYU1ldGFkYXRhEjUKD3dvcmtmbG93c191c2luZxgMIAMoCzIcLmVtcHJvcHMubG9yYS52MS5Xb3JrZmxvd1JlZhItCgZmb3JtYXQYDSABKA4yHS5lbXByb3BzLmNvbW1vbi52MS5GaWxlRm9ybWF0EikKBXN0YXRlGA4gASgOMhouZW1wcm9wcy5sb3JhLnYxLkxvcmFTdGF0ZRIVCg11cGxvYWRfc291cmNlGA8gASgJEhkKEXZhbGlkYXRpb25fc3RhdHVzGBAgASgJImwKC1dvcmtmbG93UmVmEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJdXNlX2NvdW50GAMgASgDEjAKDGxhc3RfdXNlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqVQoJTG9yYVN0YXRlEhoKFkxPUkFfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJMT1JBX1NUQVRFX1BFTkRJTkcQARIUChBMT1JBX1NUQVRFX1JFQURZEAJiBnByb3RvMw", [file_emprops_common_v1_lora_metadata, file_google_protobuf_timestamp]);
+  fileDesc("ChplbXByb3BzL2xvcmEvdjEvbG9yYS5wcm90bxIPZW1wcm9wcy5sb3JhLnYxIowECgRMb3JhEgoKAmlkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRILCgN1cmwYBCABKAkSEgoKc2l6ZV9ieXRlcxgFIAEoAxIOCgZzaGEyNTYYBiABKAkSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEdGFncxgIIAMoCRITCgt1c2FnZV9jb3VudBgJIAEoAxIwCgxsYXN0X3VzZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKCG1ldGFkYXRhGAsgASgLMh8uZW1wcm9wcy5jb21tb24udjEuTG9yYU1ldGFkYXRhEjUKD3dvcmtmbG93c191c2luZxgMIAMoCzIcLmVtcHJvcHMubG9yYS52MS5Xb3JrZmxvd1JlZhItCgZmb3JtYXQYDSABKA4yHS5lbXByb3BzLmNvbW1vbi52MS5GaWxlRm9ybWF0EikKBXN0YXRlGA4gASgOMhouZW1wcm9wcy5sb3JhLnYxLkxvcmFTdGF0ZRIVCg11cGxvYWRfc291cmNlGA8gASgJEhkKEXZhbGlkYXRpb25fc3RhdHVzGBAgASgJEi0KB3ByZXZpZXcYESABKAsyHC5lbXByb3BzLmxvcmEudjEuTG9yYVByZXZpZXcioQEKC0xvcmFQcmV2aWV3Ei4KBnNvdXJjZRgBIAEoDjIeLmVtcHJvcHMubG9yYS52MS5QcmV2aWV3U291cmNlEg0KBXdpZHRoGAIgASgFEg4KBmhlaWdodBgDIAEoBRISCgpzaXplX2J5dGVzGAQgASgDEi8KC3VwZGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJsCgtXb3JrZmxvd1JlZhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCXVzZV9jb3VudBgDIAEoAxIwCgxsYXN0X3VzZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKmUKDVByZXZpZXdTb3VyY2USHgoaUFJFVklFV19TT1VSQ0VfVU5TUEVDSUZJRUQQABIXChNQUkVWSUVXX1NPVVJDRV9GSUxFEAESGwoXUFJFVklFV19TT1VSQ0VfVVBMT0FERUQQAipVCglMb3JhU3RhdGUSGgoWTE9SQV9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkxPUkFfU1RBVEVfUEVORElORxABEhQKEExPUkFfU1RBVEVfUkVBRFkQAmIGcHJvdG8z", [file_emprops_common_v1_lora_metadata, file_google_protobuf_timestamp]);
 
 /**
  * A user's LoRA: a flat_file row whose tags contain "lora".
@@ -133,6 +133,15 @@ export type Lora = Message<"emprops.lora.v1.Lora"> & {
    * @generated from field: string validation_status = 16;
    */
   validationStatus: string;
+
+  /**
+   * The preview image, when there is one (the file's modelspec.thumbnail, or
+   * one the owner uploaded with SetLoraPreview); unset otherwise.
+   * GetLoraPreviewUrls signs a URL to read it.
+   *
+   * @generated from field: emprops.lora.v1.LoraPreview preview = 17;
+   */
+  preview?: LoraPreview | undefined;
 };
 
 /**
@@ -141,6 +150,57 @@ export type Lora = Message<"emprops.lora.v1.Lora"> & {
  */
 export const LoraSchema: GenMessage<Lora> = /*@__PURE__*/
   messageDesc(file_emprops_lora_v1_lora, 0);
+
+/**
+ * A LoRA's preview image as stored: decoded, checked and re-encoded as WebP
+ * by the blob-gateway, at most 1024 pixels on its longer side. Previews are
+ * not counted in the quota.
+ *
+ * @generated from message emprops.lora.v1.LoraPreview
+ */
+export type LoraPreview = Message<"emprops.lora.v1.LoraPreview"> & {
+  /**
+   * Where it came from.
+   *
+   * @generated from field: emprops.lora.v1.PreviewSource source = 1;
+   */
+  source: PreviewSource;
+
+  /**
+   * Width of the stored image in pixels.
+   *
+   * @generated from field: int32 width = 2;
+   */
+  width: number;
+
+  /**
+   * Height of the stored image in pixels.
+   *
+   * @generated from field: int32 height = 3;
+   */
+  height: number;
+
+  /**
+   * Bytes of the stored image.
+   *
+   * @generated from field: int64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * When it was stored; a new image gets a new time (usable as a cache key).
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 5;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message emprops.lora.v1.LoraPreview.
+ * Use `create(LoraPreviewSchema)` to create a new message.
+ */
+export const LoraPreviewSchema: GenMessage<LoraPreview> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora, 1);
 
 /**
  * A workflow that referenced a LoRA.
@@ -182,7 +242,41 @@ export type WorkflowRef = Message<"emprops.lora.v1.WorkflowRef"> & {
  * Use `create(WorkflowRefSchema)` to create a new message.
  */
 export const WorkflowRefSchema: GenMessage<WorkflowRef> = /*@__PURE__*/
-  messageDesc(file_emprops_lora_v1_lora, 1);
+  messageDesc(file_emprops_lora_v1_lora, 2);
+
+/**
+ * Where a LoRA's preview image came from.
+ *
+ * @generated from enum emprops.lora.v1.PreviewSource
+ */
+export enum PreviewSource {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: PREVIEW_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The file's own modelspec.thumbnail (a data URI in the safetensors metadata), taken at upload.
+   *
+   * @generated from enum value: PREVIEW_SOURCE_FILE = 1;
+   */
+  FILE = 1,
+
+  /**
+   * Uploaded by the owner with SetLoraPreview.
+   *
+   * @generated from enum value: PREVIEW_SOURCE_UPLOADED = 2;
+   */
+  UPLOADED = 2,
+}
+
+/**
+ * Describes the enum emprops.lora.v1.PreviewSource.
+ */
+export const PreviewSourceSchema: GenEnum<PreviewSource> = /*@__PURE__*/
+  enumDesc(file_emprops_lora_v1_lora, 0);
 
 /**
  * Lifecycle of a LoRA row.
@@ -216,5 +310,5 @@ export enum LoraState {
  * Describes the enum emprops.lora.v1.LoraState.
  */
 export const LoraStateSchema: GenEnum<LoraState> = /*@__PURE__*/
-  enumDesc(file_emprops_lora_v1_lora, 0);
+  enumDesc(file_emprops_lora_v1_lora, 1);
 

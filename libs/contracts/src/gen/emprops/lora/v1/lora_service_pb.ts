@@ -8,7 +8,7 @@ import type { UserLoraMetadata } from "../../common/v1/lora_metadata_pb.js";
 import { file_emprops_common_v1_lora_metadata } from "../../common/v1/lora_metadata_pb.js";
 import type { QuotaSummary } from "../../common/v1/quota_pb.js";
 import { file_emprops_common_v1_quota } from "../../common/v1/quota_pb.js";
-import type { Lora } from "./lora_pb.js";
+import type { Lora, LoraPreview } from "./lora_pb.js";
 import { file_emprops_lora_v1_lora } from "./lora_pb.js";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file emprops/lora/v1/lora_service.proto.
  */
 export const file_emprops_lora_v1_lora_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJlbXByb3BzL2xvcmEvdjEvbG9yYV9zZXJ2aWNlLnByb3RvEg9lbXByb3BzLmxvcmEudjEipwEKF0NyZWF0ZUxvcmFVcGxvYWRSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAxIMCgR0YWdzGAMgAygJEjUKCG1ldGFkYXRhGAQgASgLMiMuZW1wcm9wcy5jb21tb24udjEuVXNlckxvcmFNZXRhZGF0YRIOCgZzaGEyNTYYBSABKAkSFQoNdXBsb2FkX3NvdXJjZRgGIAEoCSKJAgoYQ3JlYXRlTG9yYVVwbG9hZFJlc3BvbnNlEi4KBnVwbG9hZBgBIAEoCzIeLmVtcHJvcHMubG9yYS52MS5VcGxvYWRTZXNzaW9uEiMKBGxvcmEYAiABKAsyFS5lbXByb3BzLmxvcmEudjEuTG9yYRISCgp1cGxvYWRfdXJsGAMgASgJEjoKFnVwbG9hZF91cmxfZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGJsb2NrX3NpemVfYnl0ZXMYBSABKAMSLgoFcXVvdGEYBiABKAsyHy5lbXByb3BzLmNvbW1vbi52MS5RdW90YVN1bW1hcnkikAIKDVVwbG9hZFNlc3Npb24SEQoJdXBsb2FkX2lkGAEgASgJEg8KB2xvcmFfaWQYAiABKAkSKwoFc3RhdGUYAyABKA4yHC5lbXByb3BzLmxvcmEudjEuVXBsb2FkU3RhdGUSGwoTZGVjbGFyZWRfc2l6ZV9ieXRlcxgEIAEoAxIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmZhaWx1cmVfcmVhc29uGAcgASgJEhcKD2ZhaWx1cmVfbWVzc2FnZRgIIAEoCSIpChRHZXRMb3JhVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkiMwoLU3RhZ2VkQmxvY2sSEAoIYmxvY2tfaWQYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAyKXAgoVR2V0TG9yYVVwbG9hZFJlc3BvbnNlEi4KBnVwbG9hZBgBIAEoCzIeLmVtcHJvcHMubG9yYS52MS5VcGxvYWRTZXNzaW9uEjMKDXN0YWdlZF9ibG9ja3MYAiADKAsyHC5lbXByb3BzLmxvcmEudjEuU3RhZ2VkQmxvY2sSEQoJY29tbWl0dGVkGAMgASgIEhwKFGNvbW1pdHRlZF9zaXplX2J5dGVzGAQgASgDEhIKCnVwbG9hZF91cmwYBSABKAkSOgoWdXBsb2FkX3VybF9leHBpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQYmxvY2tfc2l6ZV9ieXRlcxgHIAEoAyIuChlDb21wbGV0ZUxvcmFVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSJxChpDb21wbGV0ZUxvcmFVcGxvYWRSZXNwb25zZRIjCgRsb3JhGAEgASgLMhUuZW1wcm9wcy5sb3JhLnYxLkxvcmESLgoFcXVvdGEYAiABKAsyHy5lbXByb3BzLmNvbW1vbi52MS5RdW90YVN1bW1hcnkiKwoWQWJvcnRMb3JhVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkiGQoXQWJvcnRMb3JhVXBsb2FkUmVzcG9uc2UivgEKEExpc3RMb3Jhc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDgoGc2VhcmNoGAMgASgJEgwKBHRhZ3MYBCADKAkSLAoEc29ydBgFIAEoDjIeLmVtcHJvcHMubG9yYS52MS5Mb3JhU29ydEZpZWxkEikKBW9yZGVyGAYgASgOMhouZW1wcm9wcy5sb3JhLnYxLlNvcnRPcmRlchIMCgRza2lwGAcgASgFImYKEUxpc3RMb3Jhc1Jlc3BvbnNlEiQKBWxvcmFzGAEgAygLMhUuZW1wcm9wcy5sb3JhLnYxLkxvcmESFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUiIQoOR2V0TG9yYVJlcXVlc3QSDwoHbG9yYV9pZBgBIAEoCSI2Cg9HZXRMb3JhUmVzcG9uc2USIwoEbG9yYRgBIAEoCzIVLmVtcHJvcHMubG9yYS52MS5Mb3JhIp0BChFVcGRhdGVMb3JhUmVxdWVzdBIPCgdsb3JhX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEdGFncxgDIAMoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRIVCg10cmlnZ2VyX3dvcmRzGAUgAygJEi8KC3VwZGF0ZV9tYXNrGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI5ChJVcGRhdGVMb3JhUmVzcG9uc2USIwoEbG9yYRgBIAEoCzIVLmVtcHJvcHMubG9yYS52MS5Mb3JhIiQKEURlbGV0ZUxvcmFSZXF1ZXN0Eg8KB2xvcmFfaWQYASABKAkiFAoSRGVsZXRlTG9yYVJlc3BvbnNlIhEKD0dldFF1b3RhUmVxdWVzdCKMAQoITG9yYVNpemUSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgpzaXplX2J5dGVzGAMgASgDEg8KB3NpemVfZ2IYBCABKAESDwoHcGVuZGluZxgFIAEoCBIwCgxsYXN0X3VzZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImwKEEdldFF1b3RhUmVzcG9uc2USLgoFcXVvdGEYASABKAsyHy5lbXByb3BzLmNvbW1vbi52MS5RdW90YVN1bW1hcnkSKAoFbG9yYXMYAiADKAsyGS5lbXByb3BzLmxvcmEudjEuTG9yYVNpemUqrgEKC1VwbG9hZFN0YXRlEhwKGFVQTE9BRF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFVQTE9BRF9TVEFURV9QRU5ESU5HEAESGgoWVVBMT0FEX1NUQVRFX0NPTVBMRVRFRBACEhgKFFVQTE9BRF9TVEFURV9BQk9SVEVEEAMSGAoUVVBMT0FEX1NUQVRFX0VYUElSRUQQBBIXChNVUExPQURfU1RBVEVfRkFJTEVEEAUqhAEKDUxvcmFTb3J0RmllbGQSHwobTE9SQV9TT1JUX0ZJRUxEX1VOU1BFQ0lGSUVEEAASHgoaTE9SQV9TT1JUX0ZJRUxEX0NSRUFURURfQVQQARIYChRMT1JBX1NPUlRfRklFTERfTkFNRRACEhgKFExPUkFfU09SVF9GSUVMRF9TSVpFEAMqUAoJU29ydE9yZGVyEhoKFlNPUlRfT1JERVJfVU5TUEVDSUZJRUQQABISCg5TT1JUX09SREVSX0FTQxABEhMKD1NPUlRfT1JERVJfREVTQxACMswGCgtMb3JhU2VydmljZRJnChBDcmVhdGVMb3JhVXBsb2FkEiguZW1wcm9wcy5sb3JhLnYxLkNyZWF0ZUxvcmFVcGxvYWRSZXF1ZXN0GikuZW1wcm9wcy5sb3JhLnYxLkNyZWF0ZUxvcmFVcGxvYWRSZXNwb25zZRJeCg1HZXRMb3JhVXBsb2FkEiUuZW1wcm9wcy5sb3JhLnYxLkdldExvcmFVcGxvYWRSZXF1ZXN0GiYuZW1wcm9wcy5sb3JhLnYxLkdldExvcmFVcGxvYWRSZXNwb25zZRJtChJDb21wbGV0ZUxvcmFVcGxvYWQSKi5lbXByb3BzLmxvcmEudjEuQ29tcGxldGVMb3JhVXBsb2FkUmVxdWVzdBorLmVtcHJvcHMubG9yYS52MS5Db21wbGV0ZUxvcmFVcGxvYWRSZXNwb25zZRJkCg9BYm9ydExvcmFVcGxvYWQSJy5lbXByb3BzLmxvcmEudjEuQWJvcnRMb3JhVXBsb2FkUmVxdWVzdBooLmVtcHJvcHMubG9yYS52MS5BYm9ydExvcmFVcGxvYWRSZXNwb25zZRJSCglMaXN0TG9yYXMSIS5lbXByb3BzLmxvcmEudjEuTGlzdExvcmFzUmVxdWVzdBoiLmVtcHJvcHMubG9yYS52MS5MaXN0TG9yYXNSZXNwb25zZRJMCgdHZXRMb3JhEh8uZW1wcm9wcy5sb3JhLnYxLkdldExvcmFSZXF1ZXN0GiAuZW1wcm9wcy5sb3JhLnYxLkdldExvcmFSZXNwb25zZRJVCgpVcGRhdGVMb3JhEiIuZW1wcm9wcy5sb3JhLnYxLlVwZGF0ZUxvcmFSZXF1ZXN0GiMuZW1wcm9wcy5sb3JhLnYxLlVwZGF0ZUxvcmFSZXNwb25zZRJVCgpEZWxldGVMb3JhEiIuZW1wcm9wcy5sb3JhLnYxLkRlbGV0ZUxvcmFSZXF1ZXN0GiMuZW1wcm9wcy5sb3JhLnYxLkRlbGV0ZUxvcmFSZXNwb25zZRJPCghHZXRRdW90YRIgLmVtcHJvcHMubG9yYS52MS5HZXRRdW90YVJlcXVlc3QaIS5lbXByb3BzLmxvcmEudjEuR2V0UXVvdGFSZXNwb25zZWIGcHJvdG8z", [file_emprops_common_v1_lora_metadata, file_emprops_common_v1_quota, file_emprops_lora_v1_lora, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("CiJlbXByb3BzL2xvcmEvdjEvbG9yYV9zZXJ2aWNlLnByb3RvEg9lbXByb3BzLmxvcmEudjEipwEKF0NyZWF0ZUxvcmFVcGxvYWRSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAxIMCgR0YWdzGAMgAygJEjUKCG1ldGFkYXRhGAQgASgLMiMuZW1wcm9wcy5jb21tb24udjEuVXNlckxvcmFNZXRhZGF0YRIOCgZzaGEyNTYYBSABKAkSFQoNdXBsb2FkX3NvdXJjZRgGIAEoCSKJAgoYQ3JlYXRlTG9yYVVwbG9hZFJlc3BvbnNlEi4KBnVwbG9hZBgBIAEoCzIeLmVtcHJvcHMubG9yYS52MS5VcGxvYWRTZXNzaW9uEiMKBGxvcmEYAiABKAsyFS5lbXByb3BzLmxvcmEudjEuTG9yYRISCgp1cGxvYWRfdXJsGAMgASgJEjoKFnVwbG9hZF91cmxfZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGJsb2NrX3NpemVfYnl0ZXMYBSABKAMSLgoFcXVvdGEYBiABKAsyHy5lbXByb3BzLmNvbW1vbi52MS5RdW90YVN1bW1hcnkikAIKDVVwbG9hZFNlc3Npb24SEQoJdXBsb2FkX2lkGAEgASgJEg8KB2xvcmFfaWQYAiABKAkSKwoFc3RhdGUYAyABKA4yHC5lbXByb3BzLmxvcmEudjEuVXBsb2FkU3RhdGUSGwoTZGVjbGFyZWRfc2l6ZV9ieXRlcxgEIAEoAxIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmZhaWx1cmVfcmVhc29uGAcgASgJEhcKD2ZhaWx1cmVfbWVzc2FnZRgIIAEoCSIpChRHZXRMb3JhVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkiMwoLU3RhZ2VkQmxvY2sSEAoIYmxvY2tfaWQYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAyKXAgoVR2V0TG9yYVVwbG9hZFJlc3BvbnNlEi4KBnVwbG9hZBgBIAEoCzIeLmVtcHJvcHMubG9yYS52MS5VcGxvYWRTZXNzaW9uEjMKDXN0YWdlZF9ibG9ja3MYAiADKAsyHC5lbXByb3BzLmxvcmEudjEuU3RhZ2VkQmxvY2sSEQoJY29tbWl0dGVkGAMgASgIEhwKFGNvbW1pdHRlZF9zaXplX2J5dGVzGAQgASgDEhIKCnVwbG9hZF91cmwYBSABKAkSOgoWdXBsb2FkX3VybF9leHBpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQYmxvY2tfc2l6ZV9ieXRlcxgHIAEoAyIuChlDb21wbGV0ZUxvcmFVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSJxChpDb21wbGV0ZUxvcmFVcGxvYWRSZXNwb25zZRIjCgRsb3JhGAEgASgLMhUuZW1wcm9wcy5sb3JhLnYxLkxvcmESLgoFcXVvdGEYAiABKAsyHy5lbXByb3BzLmNvbW1vbi52MS5RdW90YVN1bW1hcnkiKwoWQWJvcnRMb3JhVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkiGQoXQWJvcnRMb3JhVXBsb2FkUmVzcG9uc2UihAIKEExpc3RMb3Jhc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDgoGc2VhcmNoGAMgASgJEgwKBHRhZ3MYBCADKAkSLAoEc29ydBgFIAEoDjIeLmVtcHJvcHMubG9yYS52MS5Mb3JhU29ydEZpZWxkEikKBW9yZGVyGAYgASgOMhouZW1wcm9wcy5sb3JhLnYxLlNvcnRPcmRlchIMCgRza2lwGAcgASgFEjAKDHVudXNlZF9zaW5jZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKYmFzZV9tb2RlbBgJIAEoCSJmChFMaXN0TG9yYXNSZXNwb25zZRIkCgVsb3JhcxgBIAMoCzIVLmVtcHJvcHMubG9yYS52MS5Mb3JhEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgFIiEKDkdldExvcmFSZXF1ZXN0Eg8KB2xvcmFfaWQYASABKAkiNgoPR2V0TG9yYVJlc3BvbnNlEiMKBGxvcmEYASABKAsyFS5lbXByb3BzLmxvcmEudjEuTG9yYSKdAQoRVXBkYXRlTG9yYVJlcXVlc3QSDwoHbG9yYV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHRhZ3MYAyADKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSFQoNdHJpZ2dlcl93b3JkcxgFIAMoCRIvCgt1cGRhdGVfbWFzaxgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siOQoSVXBkYXRlTG9yYVJlc3BvbnNlEiMKBGxvcmEYASABKAsyFS5lbXByb3BzLmxvcmEudjEuTG9yYSIkChFEZWxldGVMb3JhUmVxdWVzdBIPCgdsb3JhX2lkGAEgASgJIhQKEkRlbGV0ZUxvcmFSZXNwb25zZSIRCg9HZXRRdW90YVJlcXVlc3QivAEKCExvcmFTaXplEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoAxIPCgdzaXplX2diGAQgASgBEg8KB3BlbmRpbmcYBSABKAgSMAoMbGFzdF91c2VkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLcAQoQR2V0UXVvdGFSZXNwb25zZRIuCgVxdW90YRgBIAEoCzIfLmVtcHJvcHMuY29tbW9uLnYxLlF1b3RhU3VtbWFyeRIoCgVsb3JhcxgCIAMoCzIZLmVtcHJvcHMubG9yYS52MS5Mb3JhU2l6ZRI3ChRkZWxldGlvbl9zdWdnZXN0aW9ucxgDIAMoCzIZLmVtcHJvcHMubG9yYS52MS5Mb3JhU2l6ZRIXCg93YXJuaW5nX21lc3NhZ2UYBCABKAkSHAoUc3VnZ2VzdGVkX2ZyZWVfYnl0ZXMYBSABKAMiLAoZR2V0TG9yYURvd25sb2FkVXJsUmVxdWVzdBIPCgdsb3JhX2lkGAEgASgJIpEBChpHZXRMb3JhRG93bmxvYWRVcmxSZXNwb25zZRILCgN1cmwYASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWZpbGVfbmFtZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCSI3ChVTZXRMb3JhUHJldmlld1JlcXVlc3QSDwoHbG9yYV9pZBgBIAEoCRINCgVpbWFnZRgCIAEoDCI9ChZTZXRMb3JhUHJldmlld1Jlc3BvbnNlEiMKBGxvcmEYASABKAsyFS5lbXByb3BzLmxvcmEudjEuTG9yYSIrChhEZWxldGVMb3JhUHJldmlld1JlcXVlc3QSDwoHbG9yYV9pZBgBIAEoCSJAChlEZWxldGVMb3JhUHJldmlld1Jlc3BvbnNlEiMKBGxvcmEYASABKAsyFS5lbXByb3BzLmxvcmEudjEuTG9yYSItChlHZXRMb3JhUHJldmlld1VybHNSZXF1ZXN0EhAKCGxvcmFfaWRzGAEgAygJIo4BCg5Mb3JhUHJldmlld1VybBIPCgdsb3JhX2lkGAEgASgJEgsKA3VybBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoHcHJldmlldxgEIAEoCzIcLmVtcHJvcHMubG9yYS52MS5Mb3JhUHJldmlldyJPChpHZXRMb3JhUHJldmlld1VybHNSZXNwb25zZRIxCghwcmV2aWV3cxgBIAMoCzIfLmVtcHJvcHMubG9yYS52MS5Mb3JhUHJldmlld1VybCquAQoLVXBsb2FkU3RhdGUSHAoYVVBMT0FEX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUVVBMT0FEX1NUQVRFX1BFTkRJTkcQARIaChZVUExPQURfU1RBVEVfQ09NUExFVEVEEAISGAoUVVBMT0FEX1NUQVRFX0FCT1JURUQQAxIYChRVUExPQURfU1RBVEVfRVhQSVJFRBAEEhcKE1VQTE9BRF9TVEFURV9GQUlMRUQQBSqjAQoNTG9yYVNvcnRGaWVsZBIfChtMT1JBX1NPUlRfRklFTERfVU5TUEVDSUZJRUQQABIeChpMT1JBX1NPUlRfRklFTERfQ1JFQVRFRF9BVBABEhgKFExPUkFfU09SVF9GSUVMRF9OQU1FEAISGAoUTE9SQV9TT1JUX0ZJRUxEX1NJWkUQAxIdChlMT1JBX1NPUlRfRklFTERfTEFTVF9VU0VEEAQqUAoJU29ydE9yZGVyEhoKFlNPUlRfT1JERVJfVU5TUEVDSUZJRUQQABISCg5TT1JUX09SREVSX0FTQxABEhMKD1NPUlRfT1JERVJfREVTQxACMvkJCgtMb3JhU2VydmljZRJnChBDcmVhdGVMb3JhVXBsb2FkEiguZW1wcm9wcy5sb3JhLnYxLkNyZWF0ZUxvcmFVcGxvYWRSZXF1ZXN0GikuZW1wcm9wcy5sb3JhLnYxLkNyZWF0ZUxvcmFVcGxvYWRSZXNwb25zZRJeCg1HZXRMb3JhVXBsb2FkEiUuZW1wcm9wcy5sb3JhLnYxLkdldExvcmFVcGxvYWRSZXF1ZXN0GiYuZW1wcm9wcy5sb3JhLnYxLkdldExvcmFVcGxvYWRSZXNwb25zZRJtChJDb21wbGV0ZUxvcmFVcGxvYWQSKi5lbXByb3BzLmxvcmEudjEuQ29tcGxldGVMb3JhVXBsb2FkUmVxdWVzdBorLmVtcHJvcHMubG9yYS52MS5Db21wbGV0ZUxvcmFVcGxvYWRSZXNwb25zZRJkCg9BYm9ydExvcmFVcGxvYWQSJy5lbXByb3BzLmxvcmEudjEuQWJvcnRMb3JhVXBsb2FkUmVxdWVzdBooLmVtcHJvcHMubG9yYS52MS5BYm9ydExvcmFVcGxvYWRSZXNwb25zZRJSCglMaXN0TG9yYXMSIS5lbXByb3BzLmxvcmEudjEuTGlzdExvcmFzUmVxdWVzdBoiLmVtcHJvcHMubG9yYS52MS5MaXN0TG9yYXNSZXNwb25zZRJMCgdHZXRMb3JhEh8uZW1wcm9wcy5sb3JhLnYxLkdldExvcmFSZXF1ZXN0GiAuZW1wcm9wcy5sb3JhLnYxLkdldExvcmFSZXNwb25zZRJVCgpVcGRhdGVMb3JhEiIuZW1wcm9wcy5sb3JhLnYxLlVwZGF0ZUxvcmFSZXF1ZXN0GiMuZW1wcm9wcy5sb3JhLnYxLlVwZGF0ZUxvcmFSZXNwb25zZRJVCgpEZWxldGVMb3JhEiIuZW1wcm9wcy5sb3JhLnYxLkRlbGV0ZUxvcmFSZXF1ZXN0GiMuZW1wcm9wcy5sb3JhLnYxLkRlbGV0ZUxvcmFSZXNwb25zZRJPCghHZXRRdW90YRIgLmVtcHJvcHMubG9yYS52MS5HZXRRdW90YVJlcXVlc3QaIS5lbXByb3BzLmxvcmEudjEuR2V0UXVvdGFSZXNwb25zZRJtChJHZXRMb3JhRG93bmxvYWRVcmwSKi5lbXByb3BzLmxvcmEudjEuR2V0TG9yYURvd25sb2FkVXJsUmVxdWVzdBorLmVtcHJvcHMubG9yYS52MS5HZXRMb3JhRG93bmxvYWRVcmxSZXNwb25zZRJhCg5TZXRMb3JhUHJldmlldxImLmVtcHJvcHMubG9yYS52MS5TZXRMb3JhUHJldmlld1JlcXVlc3QaJy5lbXByb3BzLmxvcmEudjEuU2V0TG9yYVByZXZpZXdSZXNwb25zZRJqChFEZWxldGVMb3JhUHJldmlldxIpLmVtcHJvcHMubG9yYS52MS5EZWxldGVMb3JhUHJldmlld1JlcXVlc3QaKi5lbXByb3BzLmxvcmEudjEuRGVsZXRlTG9yYVByZXZpZXdSZXNwb25zZRJtChJHZXRMb3JhUHJldmlld1VybHMSKi5lbXByb3BzLmxvcmEudjEuR2V0TG9yYVByZXZpZXdVcmxzUmVxdWVzdBorLmVtcHJvcHMubG9yYS52MS5HZXRMb3JhUHJldmlld1VybHNSZXNwb25zZWIGcHJvdG8z", [file_emprops_common_v1_lora_metadata, file_emprops_common_v1_quota, file_emprops_lora_v1_lora, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * Starts an upload of one LoRA file.
@@ -420,7 +420,7 @@ export type ListLorasRequest = Message<"emprops.lora.v1.ListLorasRequest"> & {
   pageToken: string;
 
   /**
-   * Case-insensitive substring of the name.
+   * Case-insensitive substring of the name, a tag, a trigger word or the description.
    *
    * @generated from field: string search = 3;
    */
@@ -453,6 +453,20 @@ export type ListLorasRequest = Message<"emprops.lora.v1.ListLorasRequest"> & {
    * @generated from field: int32 skip = 7;
    */
   skip: number;
+
+  /**
+   * Only LoRAs not used since this time: last used before it, or never used.
+   *
+   * @generated from field: google.protobuf.Timestamp unused_since = 8;
+   */
+  unusedSince?: Timestamp | undefined;
+
+  /**
+   * Only LoRAs of this base model family, e.g. "SDXL" (case-insensitive, exact).
+   *
+   * @generated from field: string base_model = 9;
+   */
+  baseModel: string;
 };
 
 /**
@@ -714,6 +728,13 @@ export type LoraSize = Message<"emprops.lora.v1.LoraSize"> & {
    * @generated from field: google.protobuf.Timestamp last_used_at = 6;
    */
   lastUsedAt?: Timestamp | undefined;
+
+  /**
+   * When it was uploaded.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 7;
+   */
+  createdAt?: Timestamp | undefined;
 };
 
 /**
@@ -742,6 +763,31 @@ export type GetQuotaResponse = Message<"emprops.lora.v1.GetQuotaResponse"> & {
    * @generated from field: repeated emprops.lora.v1.LoraSize loras = 2;
    */
   loras: LoraSize[];
+
+  /**
+   * With quota.warning: the LoRAs unused longest (never used first, then by
+   * last use, oldest first), just enough that deleting them brings bytes and
+   * count back under the warning threshold (all there are when even that
+   * is not enough). Empty without the warning.
+   *
+   * @generated from field: repeated emprops.lora.v1.LoraSize deletion_suggestions = 3;
+   */
+  deletionSuggestions: LoraSize[];
+
+  /**
+   * With quota.warning: the warning as a sentence that names those LoRAs
+   * with their sizes; empty without the warning.
+   *
+   * @generated from field: string warning_message = 4;
+   */
+  warningMessage: string;
+
+  /**
+   * Bytes that deleting the suggestions frees.
+   *
+   * @generated from field: int64 suggested_free_bytes = 5;
+   */
+  suggestedFreeBytes: bigint;
 };
 
 /**
@@ -750,6 +796,254 @@ export type GetQuotaResponse = Message<"emprops.lora.v1.GetQuotaResponse"> & {
  */
 export const GetQuotaResponseSchema: GenMessage<GetQuotaResponse> = /*@__PURE__*/
   messageDesc(file_emprops_lora_v1_lora_service, 20);
+
+/**
+ * Asks for a download URL of one of the caller's LoRAs.
+ *
+ * @generated from message emprops.lora.v1.GetLoraDownloadUrlRequest
+ */
+export type GetLoraDownloadUrlRequest = Message<"emprops.lora.v1.GetLoraDownloadUrlRequest"> & {
+  /**
+   * flat_file id.
+   *
+   * @generated from field: string lora_id = 1;
+   */
+  loraId: string;
+};
+
+/**
+ * Describes the message emprops.lora.v1.GetLoraDownloadUrlRequest.
+ * Use `create(GetLoraDownloadUrlRequestSchema)` to create a new message.
+ */
+export const GetLoraDownloadUrlRequestSchema: GenMessage<GetLoraDownloadUrlRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_service, 21);
+
+/**
+ * Where to download the owner's file.
+ *
+ * @generated from message emprops.lora.v1.GetLoraDownloadUrlResponse
+ */
+export type GetLoraDownloadUrlResponse = Message<"emprops.lora.v1.GetLoraDownloadUrlResponse"> & {
+  /**
+   * Signed read-only URL of the file as uploaded; it answers with
+   * Content-Disposition: attachment naming file_name.
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * When url stops working (minutes); ask again after it.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 2;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * The LoRA's name: the file name a download is saved under.
+   *
+   * @generated from field: string file_name = 3;
+   */
+  fileName: string;
+
+  /**
+   * Bytes of the file.
+   *
+   * @generated from field: int64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Lower-case hex sha256 of the file, to check the download against.
+   *
+   * @generated from field: string sha256 = 5;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message emprops.lora.v1.GetLoraDownloadUrlResponse.
+ * Use `create(GetLoraDownloadUrlResponseSchema)` to create a new message.
+ */
+export const GetLoraDownloadUrlResponseSchema: GenMessage<GetLoraDownloadUrlResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_service, 22);
+
+/**
+ * Sets a LoRA's preview image.
+ *
+ * @generated from message emprops.lora.v1.SetLoraPreviewRequest
+ */
+export type SetLoraPreviewRequest = Message<"emprops.lora.v1.SetLoraPreviewRequest"> & {
+  /**
+   * flat_file id.
+   *
+   * @generated from field: string lora_id = 1;
+   */
+  loraId: string;
+
+  /**
+   * The image file: PNG, JPEG or WebP, at most 2 MiB (2,097,152 bytes) and
+   * 25,000,000 pixels; anything else is INVALID_IMAGE or FILE_TOO_LARGE.
+   *
+   * @generated from field: bytes image = 2;
+   */
+  image: Uint8Array;
+};
+
+/**
+ * Describes the message emprops.lora.v1.SetLoraPreviewRequest.
+ * Use `create(SetLoraPreviewRequestSchema)` to create a new message.
+ */
+export const SetLoraPreviewRequestSchema: GenMessage<SetLoraPreviewRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_service, 23);
+
+/**
+ * The LoRA with its new preview.
+ *
+ * @generated from message emprops.lora.v1.SetLoraPreviewResponse
+ */
+export type SetLoraPreviewResponse = Message<"emprops.lora.v1.SetLoraPreviewResponse"> & {
+  /**
+   * The LoRA; preview describes the stored image.
+   *
+   * @generated from field: emprops.lora.v1.Lora lora = 1;
+   */
+  lora?: Lora | undefined;
+};
+
+/**
+ * Describes the message emprops.lora.v1.SetLoraPreviewResponse.
+ * Use `create(SetLoraPreviewResponseSchema)` to create a new message.
+ */
+export const SetLoraPreviewResponseSchema: GenMessage<SetLoraPreviewResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_service, 24);
+
+/**
+ * Removes a LoRA's preview image.
+ *
+ * @generated from message emprops.lora.v1.DeleteLoraPreviewRequest
+ */
+export type DeleteLoraPreviewRequest = Message<"emprops.lora.v1.DeleteLoraPreviewRequest"> & {
+  /**
+   * flat_file id.
+   *
+   * @generated from field: string lora_id = 1;
+   */
+  loraId: string;
+};
+
+/**
+ * Describes the message emprops.lora.v1.DeleteLoraPreviewRequest.
+ * Use `create(DeleteLoraPreviewRequestSchema)` to create a new message.
+ */
+export const DeleteLoraPreviewRequestSchema: GenMessage<DeleteLoraPreviewRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_service, 25);
+
+/**
+ * The LoRA without a preview.
+ *
+ * @generated from message emprops.lora.v1.DeleteLoraPreviewResponse
+ */
+export type DeleteLoraPreviewResponse = Message<"emprops.lora.v1.DeleteLoraPreviewResponse"> & {
+  /**
+   * The LoRA; preview is unset.
+   *
+   * @generated from field: emprops.lora.v1.Lora lora = 1;
+   */
+  lora?: Lora | undefined;
+};
+
+/**
+ * Describes the message emprops.lora.v1.DeleteLoraPreviewResponse.
+ * Use `create(DeleteLoraPreviewResponseSchema)` to create a new message.
+ */
+export const DeleteLoraPreviewResponseSchema: GenMessage<DeleteLoraPreviewResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_service, 26);
+
+/**
+ * Asks for preview URLs.
+ *
+ * @generated from message emprops.lora.v1.GetLoraPreviewUrlsRequest
+ */
+export type GetLoraPreviewUrlsRequest = Message<"emprops.lora.v1.GetLoraPreviewUrlsRequest"> & {
+  /**
+   * flat_file ids; at most 200. Ids without a preview, missing or another
+   * user's are left out of the answer (the three look alike).
+   *
+   * @generated from field: repeated string lora_ids = 1;
+   */
+  loraIds: string[];
+};
+
+/**
+ * Describes the message emprops.lora.v1.GetLoraPreviewUrlsRequest.
+ * Use `create(GetLoraPreviewUrlsRequestSchema)` to create a new message.
+ */
+export const GetLoraPreviewUrlsRequestSchema: GenMessage<GetLoraPreviewUrlsRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_service, 27);
+
+/**
+ * A signed URL of one LoRA's preview image.
+ *
+ * @generated from message emprops.lora.v1.LoraPreviewUrl
+ */
+export type LoraPreviewUrl = Message<"emprops.lora.v1.LoraPreviewUrl"> & {
+  /**
+   * flat_file id.
+   *
+   * @generated from field: string lora_id = 1;
+   */
+  loraId: string;
+
+  /**
+   * Signed read-only URL of the WebP image.
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * When url stops working (minutes).
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * The preview it shows (size, source, update time).
+   *
+   * @generated from field: emprops.lora.v1.LoraPreview preview = 4;
+   */
+  preview?: LoraPreview | undefined;
+};
+
+/**
+ * Describes the message emprops.lora.v1.LoraPreviewUrl.
+ * Use `create(LoraPreviewUrlSchema)` to create a new message.
+ */
+export const LoraPreviewUrlSchema: GenMessage<LoraPreviewUrl> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_service, 28);
+
+/**
+ * Preview URLs in request order, for the ids that have a preview.
+ *
+ * @generated from message emprops.lora.v1.GetLoraPreviewUrlsResponse
+ */
+export type GetLoraPreviewUrlsResponse = Message<"emprops.lora.v1.GetLoraPreviewUrlsResponse"> & {
+  /**
+   * One per requested id with a preview.
+   *
+   * @generated from field: repeated emprops.lora.v1.LoraPreviewUrl previews = 1;
+   */
+  previews: LoraPreviewUrl[];
+};
+
+/**
+ * Describes the message emprops.lora.v1.GetLoraPreviewUrlsResponse.
+ * Use `create(GetLoraPreviewUrlsResponseSchema)` to create a new message.
+ */
+export const GetLoraPreviewUrlsResponseSchema: GenMessage<GetLoraPreviewUrlsResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_service, 29);
 
 /**
  * State of an upload session.
@@ -839,6 +1133,14 @@ export enum LoraSortField {
    * @generated from enum value: LORA_SORT_FIELD_SIZE = 3;
    */
   SIZE = 3,
+
+  /**
+   * Last use by a machine; a LoRA never used sorts as the oldest (first in
+   * ascending order: the candidates for deletion).
+   *
+   * @generated from enum value: LORA_SORT_FIELD_LAST_USED = 4;
+   */
+  LAST_USED = 4,
 }
 
 /**
@@ -975,7 +1277,8 @@ export const LoraService: GenService<{
     output: typeof DeleteLoraResponseSchema;
   },
   /**
-   * The caller's quota with per-LoRA sizes and the 80% warning.
+   * The caller's quota with per-LoRA sizes and the 80% warning; with the
+   * warning, the LoRAs unused longest whose deletion brings use back under it.
    *
    * @generated from rpc emprops.lora.v1.LoraService.GetQuota
    */
@@ -983,6 +1286,52 @@ export const LoraService: GenService<{
     methodKind: "unary";
     input: typeof GetQuotaRequestSchema;
     output: typeof GetQuotaResponseSchema;
+  },
+  /**
+   * A short-lived signed URL that downloads the owner's own file exactly as
+   * it was uploaded (the original .safetensors or .pt), answering with a
+   * Content-Disposition that names it; with its size and sha256 to check.
+   *
+   * @generated from rpc emprops.lora.v1.LoraService.GetLoraDownloadUrl
+   */
+  getLoraDownloadUrl: {
+    methodKind: "unary";
+    input: typeof GetLoraDownloadUrlRequestSchema;
+    output: typeof GetLoraDownloadUrlResponseSchema;
+  },
+  /**
+   * Sets a LoRA's preview from an image the owner sends (PNG, JPEG or WebP,
+   * at most 2 MiB). The image is checked by its first bytes and its decoded
+   * size, re-encoded (no byte of the original is stored) and replaces any
+   * earlier preview.
+   *
+   * @generated from rpc emprops.lora.v1.LoraService.SetLoraPreview
+   */
+  setLoraPreview: {
+    methodKind: "unary";
+    input: typeof SetLoraPreviewRequestSchema;
+    output: typeof SetLoraPreviewResponseSchema;
+  },
+  /**
+   * Removes a LoRA's preview image; removing a missing one succeeds.
+   *
+   * @generated from rpc emprops.lora.v1.LoraService.DeleteLoraPreview
+   */
+  deleteLoraPreview: {
+    methodKind: "unary";
+    input: typeof DeleteLoraPreviewRequestSchema;
+    output: typeof DeleteLoraPreviewResponseSchema;
+  },
+  /**
+   * Short-lived signed read URLs of the previews of some of the caller's
+   * LoRAs (a page of the grid at once).
+   *
+   * @generated from rpc emprops.lora.v1.LoraService.GetLoraPreviewUrls
+   */
+  getLoraPreviewUrls: {
+    methodKind: "unary";
+    input: typeof GetLoraPreviewUrlsRequestSchema;
+    output: typeof GetLoraPreviewUrlsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_emprops_lora_v1_lora_service, 0);
