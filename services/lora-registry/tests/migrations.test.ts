@@ -102,9 +102,14 @@ describe("migrations", () => {
   it("go up, all the way down, and up again on an empty database", async () => {
     await migrateToLatest(db);
     expect(await tables()).toHaveLength(9);
-    const trgm = await sql<{ n: string }>`
-      SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'flat_file_lora_name_trgm_idx'`.execute(db);
-    expect(trgm.rows[0]?.n).toBe("1");
+    // One GIN over (user_id, search text) serves search; the name-only trigram index is gone.
+    const search = await sql<{ indexdef: string }>`
+      SELECT indexdef FROM pg_indexes WHERE indexname IN ('flat_file_lora_search_idx', 'flat_file_lora_name_trgm_idx')`.execute(
+      db,
+    );
+    expect(search.rows.map((r) => r.indexdef)).toEqual([
+      expect.stringMatching(/USING gin \(user_id, lora_search_text\(name, tags, gen_out_data\) gin_trgm_ops\)/),
+    ]);
     await migrateToNothing(db);
     expect(await tables()).toEqual([]);
     await migrateToLatest(db);

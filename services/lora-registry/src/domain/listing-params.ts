@@ -35,6 +35,7 @@ const LORA_SORTS: Record<LoraSortField, LoraSort> = {
   [LoraSortField.CREATED_AT]: "created_at",
   [LoraSortField.NAME]: "name",
   [LoraSortField.SIZE]: "size",
+  [LoraSortField.LAST_USED]: "last_used",
 };
 
 /** Rows to skip after the cursor: zero or more. */

@@ -4,6 +4,7 @@ import { Code } from "@connectrpc/connect";
 import {
   ErrorReason,
   formatBytes,
+  formatPercent,
   type LoraSize,
   LoraSizeSchema,
   type QuotaSummary,
@@ -110,17 +111,95 @@ function toLoraSize(r: LoraSizeRow): LoraSize {
     sizeGb: Number(r.size_bytes) / GIB,
     pending: r.pending,
     lastUsedAt: r.last_used_at ? timestampFromDate(r.last_used_at) : undefined,
+    createdAt: r.created_at ? timestampFromDate(r.created_at) : undefined,
   });
 }
 
-/** GetQuota's answer: the summary and every LoRA counted (pending ones marked), largest first. */
+/** True while bytes or count is at or above the warning threshold (as QuotaSummary.warning). */
+function overThreshold(bytes: number, count: number, l: Ledger, percent: number): boolean {
+  return reachesPercent(bytes, l.maxBytes, percent) || reachesPercent(count, l.maxCount, percent);
+}
+
+/**
+ * The LoRAs unused longest (never used first, then by last use, then the
+ * oldest upload), just enough that deleting them brings bytes and count
+ * under the warning threshold; every stored one when even that is not
+ * enough. Pending uploads are not candidates.
+ */
+export function deletionSuggestions(l: Ledger, cfg: QuotaConfig, sizes: LoraSizeRow[]): LoraSizeRow[] {
+  let bytes = l.usedBytes + l.reservedBytes;
+  let count = l.usedCount + l.reservedCount;
+  const time = (d: Date | null) => (d ? d.getTime() : -Infinity);
+  const candidates = sizes
+    .filter((s) => !s.pending)
+    .sort(
+      (a, b) =>
+        time(a.last_used_at) - time(b.last_used_at) ||
+        time(a.created_at) - time(b.created_at) ||
+        Number(BigInt(a.id) - BigInt(b.id)),
+    );
+  const chosen: LoraSizeRow[] = [];
+  for (const c of candidates) {
+    if (!overThreshold(bytes, count, l, cfg.warningPercent)) break;
+    chosen.push(c);
+    bytes -= Number(c.size_bytes);
+    count -= 1;
+  }
+  return chosen;
+}
+
+/** "2026-10-02" (UTC): when a suggestion was last used, in the warning's sentence. */
+function day(d: Date): string {
+  return d.toISOString().slice(0, 10);
+}
+
+/** The warning as a sentence naming the suggestions and their sizes. */
+function warningMessage(l: Ledger, cfg: QuotaConfig, suggestions: LoraSizeRow[]): string {
+  const bytes = l.usedBytes + l.reservedBytes;
+  const count = l.usedCount + l.reservedCount;
+  const used = Math.max(percent(bytes, l.maxBytes), percent(count, l.maxCount));
+  const head = `You have used ${formatPercent(used)} of your LoRA quota (warning at ${cfg.warningPercent}%).`;
+  if (suggestions.length === 0) return `${head} Uploads in progress hold it; wait for them or cancel one.`;
+  const freed = suggestions.reduce((sum, s) => sum + Number(s.size_bytes), 0);
+  const named = suggestions
+    .map(
+      (s) =>
+        `${s.name} (${formatBytes(Number(s.size_bytes))}, ${s.last_used_at ? `last used ${day(s.last_used_at)}` : "never used"})`,
+    )
+    .join(", ");
+  const under = !overThreshold(bytes - freed, count - suggestions.length, l, cfg.warningPercent);
+  const unused =
+    suggestions.length === 1 ? "the LoRA unused longest" : `the ${suggestions.length} LoRAs unused longest`;
+  return under
+    ? `${head} Deleting ${unused} frees ${formatBytes(freed)} and brings you back under it: ${named}.`
+    : `${head} Even deleting every stored LoRA frees only ${formatBytes(freed)}: ${named}.`;
+}
+
+/**
+ * GetQuota's answer: the summary, every LoRA counted (pending ones marked,
+ * largest first) and, with the warning, the deletions that end it.
+ */
 export async function quotaReport(
   db: Kysely<Database>,
   cfg: QuotaConfig,
   userId: string,
-): Promise<{ quota: QuotaSummary; loras: LoraSize[] }> {
+): Promise<{
+  quota: QuotaSummary;
+  loras: LoraSize[];
+  deletionSuggestions: LoraSize[];
+  warningMessage: string;
+  suggestedFreeBytes: bigint;
+}> {
   const [ledger, sizes] = await Promise.all([readLedger(db, cfg, userId), loraSizes(db, userId)]);
-  return { quota: quotaSummary(ledger, cfg), loras: sizes.map(toLoraSize) };
+  const quota = quotaSummary(ledger, cfg);
+  const suggestions = quota.warning ? deletionSuggestions(ledger, cfg, sizes) : [];
+  return {
+    quota,
+    loras: sizes.map(toLoraSize),
+    deletionSuggestions: suggestions.map(toLoraSize),
+    warningMessage: quota.warning ? warningMessage(ledger, cfg, suggestions) : "",
+    suggestedFreeBytes: suggestions.reduce((sum, s) => sum + BigInt(s.size_bytes), 0n),
+  };
 }
 
 /** RESOURCE_EXHAUSTED / QUOTA_EXCEEDED with the numbers a UI shows. */

@@ -13,6 +13,13 @@ export interface SeedLora {
   hidden?: boolean;
   /** A flat_file row of the same user that is not a LoRA (an image, say). */
   notLora?: boolean;
+  /** Default "SDXL". */
+  baseModel?: string;
+  /** Default ["seeded"]. */
+  triggerWords?: string[];
+  description?: string;
+  /** Last use by a machine (a lora_usage row); never used without it. */
+  lastUsedAt?: Date;
 }
 
 let counter = 0;
@@ -28,6 +35,11 @@ export async function seedLoras(db: Kysely<Database>, loras: SeedLora[]): Promis
     counter++;
     const name = l.name ?? `lora-${counter}.safetensors`;
     const size = l.sizeBytes ?? 1000 + counter;
+    const metadata = {
+      base_model: l.baseModel ?? "SDXL",
+      trigger_words: l.triggerWords ?? ["seeded"],
+      ...(l.description ? { description: l.description } : {}),
+    };
     const data: LoraGenOutData = l.notLora
       ? { size_bytes: size }
       : {
@@ -35,12 +47,12 @@ export async function seedLoras(db: Kysely<Database>, loras: SeedLora[]): Promis
           file_hash: `sha256:${createHash("sha256")
             .update(name + counter)
             .digest("hex")}`,
-          lora_metadata: { base_model: "SDXL", trigger_words: ["seeded"] },
+          lora_metadata: metadata,
           upload_source: "api",
           validation_status: "safe",
           format: "safetensors",
           extension: name.slice(name.lastIndexOf(".") + 1),
-          extracted_metadata: { base_model: "SDXL", trigger_words: ["seeded"], raw: { ss_network_dim: "32" } },
+          extracted_metadata: { ...metadata, raw: { ss_network_dim: "32" } },
           user_metadata: {},
         };
     return {
@@ -55,6 +67,10 @@ export async function seedLoras(db: Kysely<Database>, loras: SeedLora[]): Promis
     };
   });
   const inserted = await db.insertInto("flat_file").values(rows).returning("id").execute();
+  const used = loras.flatMap((l, i) =>
+    l.lastUsedAt ? [{ lora_id: inserted[i]!.id, user_id: l.userId, usage_count: 1, last_used_at: l.lastUsedAt }] : [],
+  );
+  if (used.length > 0) await db.insertInto("lora_usage").values(used).execute();
   const perUser = new Map<string, { bytes: number; count: number }>();
   loras.forEach((l, i) => {
     if (l.notLora || l.hidden) return;

@@ -7,6 +7,7 @@ import * as m005 from "./2026-11-25-005-lora-usage.js";
 import * as m006 from "./2026-11-25-006-audit-outbox.js";
 import * as m007 from "./2026-11-25-007-machine-cache-stats.js";
 import * as m008 from "./2026-11-25-008-outbox-trace-context.js";
+import * as m009 from "./2026-12-03-009-lora-search-text.js";
 
 /** Every migration, in order. Each file is frozen once merged. */
 export const migrations: Record<string, Migration> = {
@@ -18,4 +19,5 @@ export const migrations: Record<string, Migration> = {
   "2026-11-25-006-audit-outbox": m006,
   "2026-11-25-007-machine-cache-stats": m007,
   "2026-11-25-008-outbox-trace-context": m008,
+  "2026-12-03-009-lora-search-text": m009,
 };

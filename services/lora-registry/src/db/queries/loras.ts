@@ -68,10 +68,10 @@ export async function loraOwners(db: Kysely<Database>, loraIds: string[]): Promi
   return new Map(rows.map((r) => [r.id, r.user_id]));
 }
 
-export type LoraSort = "created_at" | "name" | "size";
+export type LoraSort = "created_at" | "name" | "size" | "last_used";
 
 interface SortSpec {
-  /** Must match the expression of the partial index for this sort. */
+  /** Must match the expression of the partial index for this sort (last use: one user's rows, sorted). */
   key: RawBuilder<unknown>;
   /** The key's SQL type, to read a cursor back. */
   type: RawBuilder<unknown>;
@@ -81,6 +81,11 @@ const SORTS: Record<LoraSort, SortSpec> = {
   created_at: { key: sql`coalesce(f.created_at, 'epoch'::timestamp)`, type: sql`timestamp` },
   name: { key: sql`lower(f.name)`, type: sql`text` },
   size: { key: sql`lora_size_bytes(f.gen_out_data)`, type: sql`bigint` },
+  // Microseconds since the epoch (independent of the session's time zone); never used is -1, the oldest.
+  last_used: {
+    key: sql`coalesce((extract(epoch FROM u.last_used_at) * 1000000)::bigint, -1)`,
+    type: sql`bigint`,
+  },
 };
 
 /** What a page token's sort key must look like, per sort. */
@@ -88,14 +93,19 @@ export const SORT_KEY_PATTERNS: Record<LoraSort, RegExp> = {
   created_at: /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?$/,
   name: /^[\s\S]{0,1024}$/,
   size: /^-?\d{1,19}$/,
+  last_used: /^-?\d{1,19}$/,
 };
 
 export interface LoraListQuery {
   userId: string;
-  /** Case-insensitive substring of the name; "" for all. */
+  /** Case-insensitive substring of the name, a tag, a trigger word or the description; "" for all. */
   search: string;
   /** Rows must carry every one of these tags. */
   tags: string[];
+  /** Only LoRAs last used before this time or never used. */
+  unusedSince?: Date;
+  /** Only LoRAs of this base model (case-insensitive); "" for all. */
+  baseModel: string;
   sort: LoraSort;
   descending: boolean;
   /** Sort key (as text) and id of the last row of the previous page. */
@@ -109,11 +119,23 @@ function containsPattern(term: string): string {
   return `%${term.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 }
 
+/** What search reads: must match the expression of flat_file_lora_search_idx (migration 009). */
+const searchText = sql<string>`lora_search_text(f.name, f.tags, f.gen_out_data)`;
+
 /** The base query of a listing: the user's visible LoRAs that match. */
 function matching(db: Kysely<Database>, q: LoraListQuery) {
   let base = visibleLoras(db).where("f.user_id", "=", q.userId);
-  if (q.search) base = base.where(sql<boolean>`lower(f.name) LIKE lower(${containsPattern(q.search)}) ESCAPE '\\'`);
+  if (q.search) base = base.where(sql<boolean>`${searchText} LIKE lower(${containsPattern(q.search)}) ESCAPE '\\'`);
   if (q.tags.length > 0) base = base.where(sql<boolean>`f.tags @> ${q.tags}::text[]`);
+  if (q.baseModel) {
+    base = base.where(sql<boolean>`lower(f.gen_out_data #>> '{lora_metadata,base_model}') = lower(${q.baseModel})`);
+  }
+  if (q.unusedSince) {
+    const since = q.unusedSince;
+    base = base.where(
+      sql<boolean>`NOT EXISTS (SELECT 1 FROM lora_usage used WHERE used.lora_id = f.id AND used.last_used_at >= ${since})`,
+    );
+  }
   return base;
 }
 

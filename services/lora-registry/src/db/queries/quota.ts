@@ -189,16 +189,18 @@ export interface LoraSizeRow {
   size_bytes: string;
   pending: boolean;
   last_used_at: Date | null;
+  created_at: Date | null;
 }
 
 /** Every LoRA counted against a user's quota (visible and pending), largest first. */
 export async function loraSizes(db: Kysely<Database>, userId: string): Promise<LoraSizeRow[]> {
   const res = await sql<LoraSizeRow>`
-    SELECT f.id, f.name, lora_size_bytes(f.gen_out_data) AS size_bytes, false AS pending, u.last_used_at
+    SELECT f.id, f.name, lora_size_bytes(f.gen_out_data) AS size_bytes, false AS pending, u.last_used_at,
+           f.created_at
     FROM flat_file f LEFT JOIN lora_usage u ON u.lora_id = f.id
     WHERE f.user_id = ${userId} AND ${isVisibleLora}
     UNION ALL
-    SELECT f.id, f.name, s.declared_size_bytes, true, NULL
+    SELECT f.id, f.name, s.declared_size_bytes, true, NULL, f.created_at
     FROM lora_upload s JOIN flat_file f ON f.id = s.lora_id
     WHERE s.user_id = ${userId} AND s.state = 'pending'
     ORDER BY size_bytes DESC, id`.execute(db);
