@@ -1,4 +1,4 @@
-import { LoraAdminService, LoraResolverService, LoraService } from "@emprops/contracts";
+import { LoraAdminService, LoraResolverService, LoraService, PlacementService } from "@emprops/contracts";
 import { type RpcRule, type ServicePolicy, servicePolicy } from "@emprops/platform";
 
 /** A user acting on their own rows; no machine, service or admin token acts as one. */
@@ -6,6 +6,8 @@ const USER: RpcRule = { allow: ["user"] };
 const ADMIN: RpcRule = { allow: ["admin"] };
 /** A GPU machine resolving LoRAs for the user of the job it runs. */
 const MACHINE: RpcRule = { allow: ["machine"] };
+/** The job broker choosing machines for jobs. */
+const SCHEDULER: RpcRule = { allow: ["scheduler"] };
 
 /** Who may call each RPC of the registry. */
 export const registryAccessPolicy: ServicePolicy[] = [
@@ -35,5 +37,9 @@ export const registryAccessPolicy: ServicePolicy[] = [
   servicePolicy(LoraResolverService, {
     resolveLoras: MACHINE,
     listPopularLoras: MACHINE,
+  }),
+  servicePolicy(PlacementService, {
+    rankMachines: SCHEDULER,
+    findLoraHolders: SCHEDULER,
   }),
 ];

@@ -51,6 +51,8 @@ export interface RegistryConfig {
   usageBatchRetentionDays: number;
   /** Browser origins (Connect-Web, e.g. the Studio) allowed by CORS; empty: none. */
   corsAllowedOrigins: string[];
+  /** A machine whose latest holdings report is older than this is left out of placement answers. */
+  holdingsMachineTtlMs: number;
 }
 
 const shape = {
@@ -100,6 +102,7 @@ const shape = {
   DEPENDENCY_CHECK_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(2_000),
   USAGE_BATCH_RETENTION_DAYS: env.positiveInt(14),
   CORS_ALLOWED_ORIGINS: env.origins(),
+  HOLDINGS_MACHINE_TTL_SECONDS: z.coerce.number().int().min(5).max(3600).default(90),
 };
 
 /** The only place lora-registry reads the environment. */
@@ -133,5 +136,6 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): RegistryCon
     dependencyCheckTimeoutMs: e.DEPENDENCY_CHECK_TIMEOUT_MS,
     usageBatchRetentionDays: e.USAGE_BATCH_RETENTION_DAYS,
     corsAllowedOrigins: e.CORS_ALLOWED_ORIGINS,
+    holdingsMachineTtlMs: e.HOLDINGS_MACHINE_TTL_SECONDS * 1000,
   };
 }

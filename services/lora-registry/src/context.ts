@@ -19,6 +19,7 @@ import pg from "pg";
 import type { RegistryConfig } from "./config.js";
 import { pgTypes } from "./db/pg-types.js";
 import type { Database } from "./db/schema/index.js";
+import { HoldingsIndex } from "./holdings/holdings-index.js";
 import { Signal } from "./jobs/signal.js";
 import { createMetrics, type RegistryMetrics } from "./telemetry.js";
 
@@ -39,6 +40,8 @@ export interface AppContext {
   metrics: RegistryMetrics;
   /** Raised after outbox rows are committed, so the relay publishes them at once. */
   outboxWritten: Signal;
+  /** What every machine holds (this replica's copy, folded from LORA_HOLDINGS). */
+  holdings: HoldingsIndex;
 }
 
 export function createContext(cfg: RegistryConfig, overrides: Partial<AppContext> = {}): AppContext {
@@ -73,6 +76,7 @@ export function createContext(cfg: RegistryConfig, overrides: Partial<AppContext
     newId: randomUUID,
     metrics: createMetrics(),
     outboxWritten: new Signal(),
+    holdings: new HoldingsIndex(),
     ...overrides,
   };
 }

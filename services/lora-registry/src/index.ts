@@ -1,3 +1,9 @@
 export { loadConfig, type RegistryConfig } from "./config.js";
 export { startLoraRegistry, type RunningRegistry } from "./service.js";
 export { type AppContext } from "./context.js";
+export {
+  type Candidate,
+  rankCandidates,
+  type RankedCandidate,
+  type WantedContent,
+} from "./holdings/rank-candidates.js";

@@ -8,6 +8,7 @@ import { dependencyErrorInterceptor } from "./dependency-errors.js";
 import { startDependencyHealth } from "./jobs/dependency-health.js";
 import { migrateToLatest } from "./db/migrate.js";
 import { startCacheStatsConsumer } from "./jobs/cache-stats-consumer.js";
+import { startHoldingsFollower } from "./jobs/holdings-follower.js";
 import { startOutboxRelay } from "./jobs/outbox-relay.js";
 import { startUploadReaper } from "./jobs/upload-reaper.js";
 import { startUsageConsumer } from "./jobs/usage-consumer.js";
@@ -40,7 +41,7 @@ export async function startLoraRegistry(
   try {
     if (!overrides.db) await ensureDatabase(cfg.databaseUrl, ctx.logger);
     await migrateToLatest(ctx.db);
-    jobs.push(startOutboxRelay(ctx), startUploadReaper(ctx));
+    jobs.push(startOutboxRelay(ctx), startUploadReaper(ctx), startHoldingsFollower(ctx));
     const consumers: Consumer[] = await Promise.all([startUsageConsumer(ctx), startCacheStatsConsumer(ctx)]);
     jobs.push(...consumers);
     const server = await startRpcServer({

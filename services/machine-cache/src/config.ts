@@ -21,6 +21,12 @@ export interface MachineCacheConfig {
   logLevel: string;
   /** This node's id: durable consumer name and stats key. */
   machineId: string;
+  /** The machines that may fetch from each other and are placed together (MACHINE_POOL). */
+  pool: string;
+  /** Where peers of the pool reach this node's cached files; empty: it serves none. */
+  peerAddress: string;
+  /** What this node holds is reported to the holdings index: a heartbeat this often, a full snapshot that often. */
+  holdings: { heartbeatIntervalMs: number; snapshotIntervalMs: number };
   /** ComfyUI's models/loras directory; user LoRAs go under users/, shared under shared/. */
   loraDir: string;
   /** Path of model_cache.db. */
@@ -75,6 +81,17 @@ const shape = {
     .string()
     .regex(/^[A-Za-z0-9._-]{1,128}$/, "must be 1-128 letters, digits, '.', '_' or '-'")
     .default("local-machine"),
+  MACHINE_POOL: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,64}$/, "must be 1-64 letters, digits, '.', '_' or '-'")
+    .default("default"),
+  MACHINE_PEER_ADDRESS: z
+    .string()
+    .regex(/^$|^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/, "must be host:port, or empty")
+    .default(""),
+  HOLDINGS_HEARTBEAT_SECONDS: int(1, 600, 30),
+  // Below half of LORA_HOLDINGS' retention (an hour), so the stream always holds a live node's latest snapshot.
+  HOLDINGS_SNAPSHOT_SECONDS: int(10, 1800, 600),
   COMFYUI_LORA_DIR: z.string().min(1).default("/workspace/ComfyUI/models/loras"),
   MODEL_CACHE_DB: z.string().optional(),
   MODEL_CACHE_DB_LOCK_WAIT_MS: int(0, 600_000, 5_000),
@@ -114,6 +131,12 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
     port: e.MACHINE_CACHE_PORT,
     logLevel: e.LOG_LEVEL,
     machineId: e.MACHINE_ID,
+    pool: e.MACHINE_POOL,
+    peerAddress: e.MACHINE_PEER_ADDRESS,
+    holdings: {
+      heartbeatIntervalMs: e.HOLDINGS_HEARTBEAT_SECONDS * 1000,
+      snapshotIntervalMs: e.HOLDINGS_SNAPSHOT_SECONDS * 1000,
+    },
     loraDir,
     ...modelCacheDb(e.MODEL_CACHE_DB, loraDir),
     modelCacheDbLockWaitMs: e.MODEL_CACHE_DB_LOCK_WAIT_MS,

@@ -24,6 +24,7 @@ import type { MachineCacheConfig } from "./config.js";
 import { type Db, openDatabase } from "./db/open-database.js";
 import { HashPool } from "./download/hash-pool.js";
 import { SingleFlight } from "./download/singleflight.js";
+import { HoldingsPublisher } from "./reporting/holdings-publisher.js";
 import { StatsPublisher } from "./reporting/stats-publisher.js";
 import { UsageReporter } from "./reporting/usage-reporter.js";
 import { cacheStats } from "./reporting/cache-stats.js";
@@ -56,6 +57,8 @@ export interface AppContext extends BaseContext {
   cache: LoraCache;
   usage: UsageReporter;
   stats: StatsPublisher;
+  /** What this node holds, for the registry's holdings index. */
+  holdings: HoldingsPublisher;
   warmer: Warmer;
   /** The cache-statistics gauges; stopped with the service. */
   gauges: { stop(): void };
@@ -97,12 +100,24 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
   );
   const { db, clock, metrics, resolver, dispatcher } = base;
   const { loraDir, machineId } = cfg;
+  const holdings = new HoldingsPublisher({
+    db,
+    bus,
+    names,
+    machineId,
+    pool: cfg.pool,
+    peerAddress: cfg.peerAddress,
+    loraDir,
+    clock,
+    logger,
+    ...cfg.holdings,
+  });
   const pins = new Pins();
   const downloads = new SingleFlight<FetchedLora>();
   const space = new SpaceManager({
     db,
     loraDir,
-    evictor: new Evictor({ db, loraDir, clock, logger, metrics }),
+    evictor: new Evictor({ db, loraDir, clock, logger, metrics, holdings }),
     clock,
     logger,
     busy: (p) => pins.has(p) || downloads.has(p),
@@ -120,6 +135,7 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
     metrics,
     space,
     downloads,
+    holdings,
   });
   const cache = new LoraCache({
     ...resolving,
@@ -140,6 +156,7 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
     fetcher,
     cache,
     gauges,
+    holdings,
     usage: new UsageReporter({
       db: base.db,
       bus,

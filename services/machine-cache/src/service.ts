@@ -44,6 +44,7 @@ export async function startMachineCache(
       await Promise.all([server?.close(), ctx.cache.stop(), ctx.warmer.stop()]);
       ageJob?.stop();
       ctx.stats.stop();
+      await ctx.holdings.stop();
       ctx.gauges.stop();
       await consumer?.stop();
       await ctx.usage.stop();
@@ -83,6 +84,7 @@ export async function startMachineCache(
     ageJob = startAgeEvictionJob({ pattern: cfg.ageEvictionCron, space: ctx.space, logger: ctx.logger });
     ctx.usage.start();
     ctx.stats.start();
+    ctx.holdings.start();
     return { ctx, server, url: server.url, ready: ctx.stats.firstPublished, stop };
   } catch (err) {
     await stop();

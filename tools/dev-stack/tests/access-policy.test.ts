@@ -8,6 +8,7 @@ import {
   LoraResolverService,
   LoraService,
   MachineCacheService,
+  PlacementService,
 } from "@emprops/contracts";
 import { errorReason, mintToken, type Role } from "@emprops/platform";
 import { SignJWT } from "jose";
@@ -18,10 +19,10 @@ import { startTestStack, type TestStack } from "./support/test-stack.js";
  * Connect and gRPC. "runs" means the token was admitted and the handler ran
  * (on an empty request it may still refuse the input, never the token).
  */
-type Kind = "none" | "user" | "machine-with-user-sub" | "machine" | "service" | "admin";
+type Kind = "none" | "user" | "machine-with-user-sub" | "machine" | "service" | "scheduler" | "admin";
 type Outcome = "runs" | "TOKEN_MISSING" | "USER_TOKEN_REQUIRED" | "ROLE_REQUIRED";
 
-const KINDS: Kind[] = ["none", "user", "machine-with-user-sub", "machine", "service", "admin"];
+const KINDS: Kind[] = ["none", "user", "machine-with-user-sub", "machine", "service", "scheduler", "admin"];
 
 /** Written out by hand (not derived from the services' policies), so a policy change shows here. */
 const USER_ONLY: Record<Kind, Outcome> = {
@@ -30,6 +31,7 @@ const USER_ONLY: Record<Kind, Outcome> = {
   "machine-with-user-sub": "USER_TOKEN_REQUIRED",
   machine: "USER_TOKEN_REQUIRED",
   service: "USER_TOKEN_REQUIRED",
+  scheduler: "USER_TOKEN_REQUIRED",
   admin: "USER_TOKEN_REQUIRED",
 };
 const only = (...roles: Role[]): Record<Kind, Outcome> => ({
@@ -38,6 +40,7 @@ const only = (...roles: Role[]): Record<Kind, Outcome> => ({
   "machine-with-user-sub": roles.includes("machine") ? "runs" : "ROLE_REQUIRED",
   machine: roles.includes("machine") ? "runs" : "ROLE_REQUIRED",
   service: roles.includes("service") ? "runs" : "ROLE_REQUIRED",
+  scheduler: roles.includes("scheduler") ? "runs" : "ROLE_REQUIRED",
   admin: roles.includes("admin") ? "runs" : "ROLE_REQUIRED",
 });
 
@@ -63,6 +66,8 @@ const EXPECTED: Record<string, Record<Kind, Outcome>> = {
   "emprops.lora.v1.LoraAdminService/ReconcileQuota": only("admin"),
   "emprops.lora.v1.LoraResolverService/ResolveLoras": only("machine"),
   "emprops.lora.v1.LoraResolverService/ListPopularLoras": only("machine"),
+  "emprops.lora.v1.PlacementService/RankMachines": only("scheduler"),
+  "emprops.lora.v1.PlacementService/FindLoraHolders": only("scheduler"),
   "emprops.blob.v1.BlobGatewayService/CreateUploadUrl": only("service", "admin"),
   "emprops.blob.v1.BlobGatewayService/GetUploadState": only("service", "admin"),
   "emprops.blob.v1.BlobGatewayService/VerifyBlob": only("service", "admin"),
@@ -130,6 +135,7 @@ beforeAll(async () => {
   tokens["machine-with-user-sub"] = await mint(t.userId, ["machine"]);
   tokens.machine = await mint("access-policy-machine", ["machine"]);
   tokens.service = await mint("some-service", ["service"]);
+  tokens.scheduler = await mint("job-broker", ["scheduler"]);
   tokens.admin = await mint("ops", ["admin"]);
 });
 
@@ -138,7 +144,7 @@ afterAll(async () => {
 });
 
 const services = () => [
-  { url: t.stack.registry.url, services: [LoraService, LoraAdminService, LoraResolverService] },
+  { url: t.stack.registry.url, services: [LoraService, LoraAdminService, LoraResolverService, PlacementService] },
   { url: t.stack.gateway.url, services: [BlobGatewayService] },
   { url: t.stack.machineCache.url, services: [MachineCacheService] },
 ];

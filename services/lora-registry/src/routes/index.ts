@@ -1,11 +1,12 @@
 import type { ConnectRouter } from "@connectrpc/connect";
-import { LoraAdminService, LoraResolverService, LoraService } from "@emprops/contracts";
+import { LoraAdminService, LoraResolverService, LoraService, PlacementService } from "@emprops/contracts";
 import type { AppContext } from "../context.js";
 import { abortLoraUpload } from "./abort-lora-upload.js";
 import { completeLoraUpload } from "./complete-lora-upload.js";
 import { createLoraUpload } from "./create-lora-upload.js";
 import { deleteLora } from "./delete-lora.js";
 import { deleteUserLoras } from "./delete-user-loras.js";
+import { findLoraHolders } from "./find-lora-holders.js";
 import { getCacheStats } from "./get-cache-stats.js";
 import { getLora } from "./get-lora.js";
 import { getLoraUpload } from "./get-lora-upload.js";
@@ -14,6 +15,7 @@ import { getUserQuota } from "./get-user-quota.js";
 import { listAuditEvents } from "./list-audit-events.js";
 import { listLoras } from "./list-loras.js";
 import { listPopularLoras } from "./list-popular-loras.js";
+import { rankMachines } from "./rank-machines.js";
 import { reconcileQuota } from "./reconcile-quota.js";
 import { resolveLoras } from "./resolve-loras.js";
 import { setUserQuota } from "./set-user-quota.js";
@@ -44,6 +46,10 @@ export function routes(ctx: AppContext) {
     router.service(LoraResolverService, {
       ...resolveLoras(ctx),
       ...listPopularLoras(ctx),
+    });
+    router.service(PlacementService, {
+      ...rankMachines(ctx),
+      ...findLoraHolders(ctx),
     });
   };
 }

@@ -1,6 +1,6 @@
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { LoraAdminService, LoraResolverService, LoraService } from "@emprops/contracts";
+import { LoraAdminService, LoraResolverService, LoraService, PlacementService } from "@emprops/contracts";
 import {
   bearerInterceptor,
   type Clock,
@@ -24,6 +24,7 @@ export interface Clients {
   lora: Client<typeof LoraService>;
   admin: Client<typeof LoraAdminService>;
   resolver: Client<typeof LoraResolverService>;
+  placement: Client<typeof PlacementService>;
 }
 
 export interface RegistryUnderTest {
@@ -89,6 +90,7 @@ export async function startRegistryForTest(label: string, opts: StartOptions = {
       lora: createClient(LoraService, transport),
       admin: createClient(LoraAdminService, transport),
       resolver: createClient(LoraResolverService, transport),
+      placement: createClient(PlacementService, transport),
     };
   };
   return {
@@ -117,5 +119,6 @@ function withTokenLazy(token: () => Promise<string>, baseUrl: string): Clients {
     lora: createClient(LoraService, transport),
     admin: createClient(LoraAdminService, transport),
     resolver: createClient(LoraResolverService, transport),
+    placement: createClient(PlacementService, transport),
   };
 }

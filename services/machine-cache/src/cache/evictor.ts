@@ -6,6 +6,7 @@ import { deleteModel } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import type { EvictionPolicy } from "../db/settings.js";
 import { writeTransaction } from "../db/write-transaction.js";
+import type { HoldingsRecorder } from "../reporting/holdings-publisher.js";
 import type { Metrics } from "../telemetry.js";
 import { PARTIAL_SUFFIX, relativeToLoraDir, SIDECAR_SUFFIX } from "./cache-layout.js";
 
@@ -33,7 +34,17 @@ export interface Evicted {
  * so a download starting in one never loses its directory.
  */
 export class Evictor {
-  constructor(private readonly deps: { db: Db; loraDir: string; clock: Clock; logger: Logger; metrics: Metrics }) {}
+  constructor(
+    private readonly deps: {
+      db: Db;
+      loraDir: string;
+      clock: Clock;
+      logger: Logger;
+      metrics: Metrics;
+      /** Told of every eviction (absent in the policy replay, which has no index). */
+      holdings?: HoldingsRecorder;
+    },
+  ) {}
 
   async evict(
     row: { path: string; size_bytes: number },
@@ -59,6 +70,7 @@ export class Evictor {
             path: row.path,
           });
         });
+        this.deps.holdings?.released(row.path);
         const relativePath = relativeToLoraDir(loraDir, row.path) ?? row.path;
         metrics.evictions.add(1, { reason });
         metrics.evictedBytes.add(row.size_bytes, { reason });

@@ -15,6 +15,7 @@ import { absoluteInLoraDir, relativeToLoraDir, sharedLoraRelPath, userLoraRelPat
 import { isIntact } from "./cached-copy.js";
 import { downloadOutcomeOf, notFound } from "./item-errors.js";
 import { extensionOf, type LoraKey, keyString } from "./lora-key.js";
+import type { HoldingsRecorder } from "../reporting/holdings-publisher.js";
 import { isDeleted, registerDownloaded } from "./register.js";
 import { type Requester, type ResolveDeps, resolveOne } from "./resolve.js";
 import type { SpaceManager } from "./space-manager.js";
@@ -55,6 +56,8 @@ export interface LoraFetcherDeps extends ResolveDeps {
   space: SpaceManager;
   /** One flight per target path; the space manager leaves their files alone. */
   downloads: SingleFlight<FetchedLora>;
+  /** Told of every registered download. */
+  holdings: HoldingsRecorder;
 }
 
 /**
@@ -142,6 +145,7 @@ export class LoraFetcher {
               bytesDownloaded: result.bytesDownloaded,
             },
             clock.now(),
+            this.deps.holdings,
           );
           const ms = performance.now() - started;
           this.recordDownload(key, target, sizeBytes, result, ms, labels, !!ctx.forWarm);

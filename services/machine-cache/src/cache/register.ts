@@ -1,12 +1,13 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import { recordEvent } from "../db/cache-events.js";
-import { upsertLoraFile } from "../db/lora-files.js";
+import { type LoraFileRow, upsertLoraFile } from "../db/lora-files.js";
 import { registerModel, SHARED_LORA, USER_LORA } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import { toPythonIso } from "../db/python-time.js";
 import { isTombstoned } from "../db/tombstones.js";
 import { writeTransaction } from "../db/write-transaction.js";
+import type { HoldingsRecorder } from "../reporting/holdings-publisher.js";
 import { notFound } from "./item-errors.js";
 import type { LoraKey } from "./lora-key.js";
 
@@ -32,10 +33,26 @@ export function isDeleted(db: Db, key: LoraKey): boolean {
  * row) and where this service finds it (lora_files), with the download
  * event, in one transaction. The tombstone is checked inside it: a deletion
  * either came first (the file is discarded and the reference is NOT_FOUND)
- * or comes after and evicts the registered rows.
+ * or comes after and evicts the registered rows. The holdings index hears of
+ * it once it is registered.
  */
-export async function registerDownloaded(db: Db, file: DownloadedFile, now: Date): Promise<void> {
+export async function registerDownloaded(
+  db: Db,
+  file: DownloadedFile,
+  now: Date,
+  holdings: HoldingsRecorder,
+): Promise<void> {
   const { key } = file;
+  const row: LoraFileRow = {
+    path: file.path,
+    source: key.source,
+    identifier: key.identifier,
+    user_id: key.userId,
+    file_name: file.fileName,
+    sha256: file.sha256,
+    size_bytes: file.sizeBytes,
+    validated_at_ms: now.getTime(),
+  };
   const deleted = await writeTransaction(db, () => {
     if (isDeleted(db, key)) return true;
     registerModel(db, {
@@ -46,16 +63,7 @@ export async function registerDownloaded(db: Db, file: DownloadedFile, now: Date
       now: toPythonIso(now),
       useCount: 0,
     });
-    upsertLoraFile(db, {
-      path: file.path,
-      source: key.source,
-      identifier: key.identifier,
-      user_id: key.userId,
-      file_name: file.fileName,
-      sha256: file.sha256,
-      size_bytes: file.sizeBytes,
-      validated_at_ms: now.getTime(),
-    });
+    upsertLoraFile(db, row);
     recordEvent(db, { kind: "download", atMs: now.getTime(), bytes: file.bytesDownloaded, path: file.path });
     return false;
   });
@@ -63,4 +71,5 @@ export async function registerDownloaded(db: Db, file: DownloadedFile, now: Date
     await fs.rm(file.path, { force: true });
     throw notFound(key);
   }
+  holdings.held(row);
 }
