@@ -33,6 +33,7 @@ export {
 } from "./grpc-js-client.js";
 export { default as jestGlobalSetup } from "./jest-global-setup.js";
 export { default as jestGlobalTeardown } from "./jest-global-teardown.js";
+export { testImage, pngBomb, jpegClaiming, truncated } from "./fixtures/images.js";
 export {
   DTYPE_BYTES,
   fillerBytes,

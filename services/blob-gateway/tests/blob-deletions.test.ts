@@ -114,6 +114,21 @@ describe("LoraDeleted consumer", () => {
     expect(settled.redelivered).toBe(0);
   });
 
+  it("deletes the LoRA's preview image with it, and no other LoRA's", async () => {
+    const blob = newBlob();
+    const kept = newBlob("safetensors", blob.userId);
+    const previewOf = (b: Blob) =>
+      t.userContainer.getBlockBlobClient(`users/${b.userId}/loras/${b.loraId}.preview.webp`);
+    await putBlob(blob);
+    await previewOf(blob).uploadData(Buffer.from("webp"));
+    await previewOf(kept).uploadData(Buffer.from("webp"));
+    await publishDeleted(blob);
+    await consumerSettled();
+    expect(await exists(blob)).toBe(false);
+    expect(await previewOf(blob).exists()).toBe(false);
+    expect(await previewOf(kept).exists()).toBe(true);
+  });
+
   it("treats a redelivered event and an event for a missing blob as done", async () => {
     const blob = newBlob();
     await putBlob(blob);

@@ -330,6 +330,31 @@ describe("CreateDownloadUrls", () => {
     },
   );
 
+  it.each([
+    ["my_style.safetensors", `attachment; filename="my_style.safetensors"`],
+    ["Café ☕ style.pt", `attachment; filename="Caf_ _ style.pt"; filename*=UTF-8''Caf%C3%A9%20%E2%98%95%20style.pt`],
+    ["my style (v2).safetensors", `attachment; filename="my style (v2).safetensors"`],
+  ])("a download URL answers with Content-Disposition naming %j", async (name, header) => {
+    const blob = newBlob("pt");
+    await t.userContainer.getBlockBlobClient(pathOf(blob)).uploadData(Buffer.from("the owner's file"));
+    const res = await t.client.createDownloadUrls({
+      targets: [{ target: { case: "userLora", value: blob }, attachmentFileName: name }],
+    });
+    const got = await fetch(res.urls[0]!.url);
+    expect(got.status).toBe(200);
+    expect(got.headers.get("content-disposition")).toBe(header);
+    expect(await got.text()).toBe("the owner's file");
+  });
+
+  it("refuses an attachment name that breaks the file-name rule", async () => {
+    const failure = await rpcFailure(
+      t.client.createDownloadUrls({
+        targets: [{ target: { case: "userLora", value: newBlob() }, attachmentFileName: "../evil\r\n.safetensors" }],
+      }),
+    );
+    expect([failure.reason, failure.metadata.field]).toEqual(["INVALID_NAME", "targets[0].attachment_file_name"]);
+  });
+
   it("refuses bad targets, too many targets and a too long lifetime", async () => {
     const tooMany = Array.from({ length: 65 }, () => shared("a.safetensors"));
     expect((await rpcFailure(t.client.createDownloadUrls({ targets: tooMany }))).reason).toBe("INVALID_REQUEST");

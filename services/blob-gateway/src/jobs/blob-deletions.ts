@@ -3,12 +3,13 @@ import { ConnectError } from "@connectrpc/connect";
 import { type LoraDeleted, LoraDeletedSchema } from "@emprops/contracts";
 import type { BusMessage, Consumer } from "@emprops/platform";
 import type { AppContext } from "../context.js";
-import { userBlob, type UserBlobRef } from "../storage/blob-paths.js";
-import { deleteUserBlob } from "../storage/delete-user-blob.js";
+import { previewBlob, userBlob, type UserBlobRef } from "../storage/blob-paths.js";
+import { deletePreviewBlob, deleteUserBlob } from "../storage/delete-user-blob.js";
 
 /**
- * The durable consumer of LoraDeleted events: deletes the blob, acknowledging
- * only after storage confirmed it (a blob already gone counts). A failure is
+ * The durable consumer of LoraDeleted events: deletes the blob and its
+ * preview image, acknowledging only after storage confirmed both (a blob
+ * already gone counts). A failure is
  * redelivered with growing backoff by the bus, so a storage outage delays
  * deletions and never loses them; redelivery of a done deletion is harmless.
  */
@@ -25,6 +26,8 @@ async function handleDeletion(ctx: AppContext, msg: BusMessage): Promise<void> {
   // No retry can fix a malformed event: it is logged loudly and acknowledged.
   if (!ref) return;
   const deleted = await deleteUserBlob(ctx, ref, "event");
+  // The preview lives next to the LoRA and goes with it.
+  await deletePreviewBlob(ctx, previewBlob(ref), "event");
   ctx.logger.debug({ blob_path: ref.path, deleted, delivery: msg.deliveryCount }, "LoraDeleted applied");
 }
 

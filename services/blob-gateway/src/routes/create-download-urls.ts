@@ -1,9 +1,17 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { type BlobGatewayService, type DownloadTarget, ErrorReason } from "@emprops/contracts";
+import {
+  type BlobGatewayService,
+  checkLoraFileName,
+  type DownloadTarget,
+  ErrorReason,
+  MODEL_FILE_EXTENSIONS,
+} from "@emprops/contracts";
 import { invalidArgument } from "@emprops/platform";
+import contentDisposition from "content-disposition";
 import type { AppContext } from "../context.js";
-import { type BlobRef, sharedBlob, userBlob } from "../storage/blob-paths.js";
+import { type BlobRef, previewBlob, sharedBlob, userBlob } from "../storage/blob-paths.js";
+import type { ResponseHeaders } from "../storage/url-signer.js";
 import { isNotFound, storageError } from "../storage/storage-errors.js";
 import { inSpan } from "../telemetry.js";
 import { ttlSeconds } from "./request-fields.js";
@@ -21,6 +29,7 @@ export function createDownloadUrls(ctx: AppContext): Partial<ServiceImpl<typeof 
         });
       }
       const refs = req.targets.map((t, i) => targetRef(t, i));
+      const headers = req.targets.map((t, i) => responseHeaders(t, refs[i]!, i));
       const ttl = ttlSeconds(req.ttlSeconds, {
         ttl: ctx.cfg.downloadUrlTtlSeconds,
         max: ctx.cfg.downloadUrlMaxTtlSeconds,
@@ -30,9 +39,9 @@ export function createDownloadUrls(ctx: AppContext): Partial<ServiceImpl<typeof 
         { "blob.count": refs.length, "blob.ttl_seconds": ttl, "blob.include_properties": req.includeProperties },
         async () => {
           const urls = await Promise.all(
-            refs.map(async (ref) => {
+            refs.map(async (ref, i) => {
               const [signed, size] = await Promise.all([
-                ctx.storage.signedUrl(ref, "read", ttl),
+                ctx.storage.signedUrl(ref, "read", ttl, headers[i]),
                 req.includeProperties ? sizeOf(ctx, ref) : Promise.resolve(0),
               ]);
               return {
@@ -55,7 +64,37 @@ function targetRef(target: DownloadTarget, index: number): BlobRef {
   const t = target.target;
   if (t.case === "userLora") return userBlob(t.value, `targets[${index}].user_lora`);
   if (t.case === "sharedLora") return sharedBlob(t.value, `targets[${index}].shared_lora.name`);
+  if (t.case === "loraPreview") return previewBlob(t.value, `targets[${index}].lora_preview`);
   throw invalidArgument(ErrorReason.INVALID_REQUEST, `targets[${index}] names no blob`, { field: `targets[${index}]` });
+}
+
+/**
+ * What the URL makes storage answer with: a download under a file name
+ * (RFC 6266 Content-Disposition, built by the content-disposition package:
+ * a quoted ASCII fallback plus RFC 8187 filename* when the name has other
+ * characters),
+ * and previews as WebP images the browser may cache for their lifetime.
+ */
+function responseHeaders(target: DownloadTarget, ref: BlobRef, index: number): ResponseHeaders {
+  const out: ResponseHeaders = {};
+  if (target.attachmentFileName) {
+    const field = `targets[${index}].attachment_file_name`;
+    const checked = checkLoraFileName(target.attachmentFileName, { extensions: MODEL_FILE_EXTENSIONS });
+    if (!checked.ok) {
+      throw invalidArgument(ErrorReason.INVALID_NAME, `${field}: ${checked.message}`, {
+        field,
+        problem: checked.problem,
+      });
+    }
+    // The quoted fallback in plain ASCII (storage sends the header as UTF-8, so Latin-1 would arrive mangled).
+    const fallback = checked.name.replace(/[^\x20-\x7e]/g, "_");
+    out.contentDisposition = contentDisposition(checked.name, { type: "attachment", fallback });
+  }
+  if (ref.kind === "preview") {
+    out.contentType = "image/webp";
+    out.cacheControl = "private, max-age=600";
+  }
+  return out;
 }
 
 /** Size of a blob, -1 when it does not exist. */

@@ -4,7 +4,9 @@ import type { AppContext } from "../context.js";
 import { createDownloadUrls } from "./create-download-urls.js";
 import { createUploadUrl } from "./create-upload-url.js";
 import { deleteBlob } from "./delete-blob.js";
+import { deletePreview } from "./delete-preview.js";
 import { getUploadState } from "./get-upload-state.js";
+import { storePreview } from "./store-preview.js";
 import { uploadBlob } from "./upload-blob.js";
 import { verifyBlob } from "./verify-blob.js";
 
@@ -18,6 +20,8 @@ export function routes(ctx: AppContext) {
       ...createDownloadUrls(ctx),
       ...deleteBlob(ctx),
       ...uploadBlob(ctx),
+      ...storePreview(ctx),
+      ...deletePreview(ctx),
     });
   };
 }

@@ -22,7 +22,16 @@ export interface SharedBlobRef {
   path: string;
 }
 
-export type BlobRef = UserBlobRef | SharedBlobRef;
+/** A LoRA's preview image whose ids have been checked: next to the LoRA, in the user container. */
+export interface PreviewBlobRef {
+  kind: "preview";
+  userId: string;
+  loraId: string;
+  /** users/{user_id}/loras/{lora_id}.preview.webp */
+  path: string;
+}
+
+export type BlobRef = UserBlobRef | SharedBlobRef | PreviewBlobRef;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const DECIMAL_ID = /^[1-9][0-9]{0,18}$/;
@@ -37,6 +46,23 @@ export function userBlob(
   field = "blob",
 ): UserBlobRef {
   if (!input) throw invalidArgument(ErrorReason.INVALID_REQUEST, `${field} is required`, { field });
+  const { userId } = checkedIds(input, field);
+  if (input.extension !== "safetensors" && input.extension !== "pt") {
+    throw invalidArgument(ErrorReason.INVALID_FILE_FORMAT, 'extension must be "safetensors" or "pt"', {
+      field: `${field}.extension`,
+    });
+  }
+  return {
+    kind: "user",
+    userId,
+    loraId: input.loraId,
+    extension: input.extension,
+    path: `users/${userId}/loras/${input.loraId}.${input.extension}`,
+  };
+}
+
+/** A UUID and a positive decimal int64 id; the user id in lower case (one user, one prefix). */
+function checkedIds(input: { userId: string; loraId: string }, field: string): { userId: string } {
   if (!UUID.test(input.userId)) {
     throw invalidArgument(ErrorReason.INVALID_ID, "user_id must be a UUID", { field: `${field}.user_id` });
   }
@@ -45,19 +71,19 @@ export function userBlob(
       field: `${field}.lora_id`,
     });
   }
-  if (input.extension !== "safetensors" && input.extension !== "pt") {
-    throw invalidArgument(ErrorReason.INVALID_FILE_FORMAT, 'extension must be "safetensors" or "pt"', {
-      field: `${field}.extension`,
-    });
-  }
   // Postgres prints UUIDs in lower case; one user must map to one prefix.
-  const userId = input.userId.toLowerCase();
+  return { userId: input.userId.toLowerCase() };
+}
+
+/** A LoRA's preview path, users/{user_id}/loras/{lora_id}.preview.webp, from checked ids only. */
+export function previewBlob(input: { userId: string; loraId: string } | undefined, field = "blob"): PreviewBlobRef {
+  if (!input) throw invalidArgument(ErrorReason.INVALID_REQUEST, `${field} is required`, { field });
+  const { userId } = checkedIds(input, field);
   return {
-    kind: "user",
+    kind: "preview",
     userId,
     loraId: input.loraId,
-    extension: input.extension,
-    path: `users/${userId}/loras/${input.loraId}.${input.extension}`,
+    path: `users/${userId}/loras/${input.loraId}.preview.webp`,
   };
 }
 

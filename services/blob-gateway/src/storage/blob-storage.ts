@@ -9,7 +9,13 @@ import {
 import type { Clock } from "@emprops/platform";
 import type { GatewayConfig } from "../config.js";
 import type { BlobRef } from "./blob-paths.js";
-import { SharedKeySigner, type SasAccess, type UrlSigner, UserDelegationSigner } from "./url-signer.js";
+import {
+  type ResponseHeaders,
+  SharedKeySigner,
+  type SasAccess,
+  type UrlSigner,
+  UserDelegationSigner,
+} from "./url-signer.js";
 
 /** Clock skew allowance: a URL is valid from a few minutes before it is made. */
 const START_SKEW_MS = 5 * 60_000;
@@ -79,18 +85,22 @@ export class BlobStorage {
   }
 
   containerOf(ref: BlobRef): ContainerClient {
-    return ref.kind === "user" ? this.userContainer : this.sharedContainer;
+    return ref.kind === "shared" ? this.sharedContainer : this.userContainer;
   }
 
   blob(ref: BlobRef): BlockBlobClient {
     return this.containerOf(ref).getBlockBlobClient(ref.path);
   }
 
-  /** A signed URL for one blob, valid from a little before now for ttlSeconds. */
+  /**
+   * A signed URL for one blob, valid from a little before now for
+   * ttlSeconds; a read URL may name the response headers it answers with.
+   */
   async signedUrl(
     ref: BlobRef,
     access: SasAccess,
     ttlSeconds: number,
+    responseHeaders: ResponseHeaders = {},
   ): Promise<{ url: string; blobUrl: string; expiresOn: Date }> {
     const now = this.clock.now();
     // SAS times have whole seconds: round the expiry down so we never promise more than is signed.
@@ -102,6 +112,7 @@ export class BlobStorage {
       access,
       startsOn: new Date(now.getTime() - START_SKEW_MS),
       expiresOn,
+      responseHeaders,
     });
     return { url: `${blob.url}?${query}`, blobUrl: blob.url, expiresOn };
   }

@@ -10,12 +10,20 @@ import {
 /** What a signed URL may do: create and write one blob (no read, no delete, no list), or read it. */
 export type SasAccess = "create-write" | "read";
 
+/** Headers a read URL makes storage answer with (the SAS rscd, rsct and rscc overrides, part of the signature). */
+export interface ResponseHeaders {
+  contentDisposition?: string;
+  contentType?: string;
+  cacheControl?: string;
+}
+
 export interface SignRequest {
   container: string;
   path: string;
   access: SasAccess;
   startsOn: Date;
   expiresOn: Date;
+  responseHeaders?: ResponseHeaders;
 }
 
 /** Signs one blob's URL; the query string it returns grants nothing beyond that blob. */
@@ -34,6 +42,9 @@ function signatureValues(req: SignRequest, protocol: SASProtocol) {
     startsOn: req.startsOn,
     expiresOn: req.expiresOn,
     protocol,
+    contentDisposition: req.responseHeaders?.contentDisposition,
+    contentType: req.responseHeaders?.contentType,
+    cacheControl: req.responseHeaders?.cacheControl,
   };
 }
 
