@@ -18,8 +18,21 @@ def comfy_lora_dir():
     return folder_paths.get_folder_paths("loras")[0]
 
 
-def cached_file(lora_dir, relative):
-    """The absolute path of a file the machine-cache answered (relative to models/loras), checked to exist."""
+def cached_file(lora_dir, lora):
+    """The file the machine-cache answered, checked to exist.
+
+    Its absolute path when given (user LoRAs live where ComfyUI lists no model);
+    else its path relative to models/loras, as machine-caches before that field answered.
+    """
+    if lora.absolute_path:
+        full = os.path.realpath(lora.absolute_path)
+        if not os.path.isfile(full):
+            raise LoraFileError(
+                f"the machine-cache answered {lora.absolute_path!r}, which is not a file here: this ComfyUI must "
+                "see the machine-cache's directories at the same paths"
+            )
+        return full
+    relative = lora.path
     base = os.path.realpath(lora_dir)
     full = os.path.realpath(os.path.join(base, *relative.split("/")))
     if os.path.commonpath([base, full]) != base:

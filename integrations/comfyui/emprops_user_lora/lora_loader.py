@@ -141,7 +141,7 @@ class EmPropsLoraLoader:
             # A path this cache handed out for a shared LoRA, no longer on disk: fetched again by its name.
             identifier = identifier[len("shared/") :]
         lora = ensure_lora(settings, job, request.source, identifier)
-        return cached_file(lora_dir, lora.path), "cache hit" if lora.cache_hit else "downloaded"
+        return cached_file(lora_dir, lora), "cache hit" if lora.cache_hit else "downloaded"
 
     def _unavailable(self, settings, legacy, message, model, clip, unique_id):
         # A workflow written for the old node keeps its fallback (go on); the others follow EMPROPS_LORA_ON_ERROR.

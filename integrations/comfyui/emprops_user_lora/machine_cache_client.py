@@ -27,8 +27,11 @@ class MachineCacheError(Exception):
 
 @dataclass(frozen=True)
 class EnsuredLora:
-    # Relative to ComfyUI's models/loras, with "/" separators: what LoraLoader takes.
+    # Relative to ComfyUI's models/loras, with "/" separators, when ComfyUI lists the file there (shared LoRAs);
+    # "" for a user LoRA kept where ComfyUI lists no model.
     path: str
+    # The file on this node; "" from machine-caches older than this field.
+    absolute_path: str
     cache_hit: bool
     size_bytes: int
     sha256: str
@@ -94,10 +97,12 @@ def ensure_lora(settings, job, source, identifier):
             error.get("code", "unknown"), _reason(error.get("reason")), error.get("message", ""), error.get("metadata")
         )
     path = result.get("path", "")
-    if not path:
+    absolute_path = result.get("absolutePath", "")
+    if not path and not absolute_path:
         raise MachineCacheError("internal", "", "EnsureLoras answered without a path")
     return EnsuredLora(
         path=path,
+        absolute_path=absolute_path,
         cache_hit=bool(result.get("cacheHit", False)),
         size_bytes=int(result.get("sizeBytes", "0")),
         sha256=result.get("sha256", ""),

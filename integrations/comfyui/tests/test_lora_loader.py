@@ -4,6 +4,7 @@ Started by tools/dev-stack/tests/clients-comfyui.test.ts, which runs the stack,
 uploads the LoRAs, puts files where ComfyUI keeps LoRAs and passes it all here:
 
   MACHINE_CACHE_URL, MACHINE_TOKEN, COMFYUI_LORA_DIR,
+  EMPROPS_TEST_USER_LORA_DIR (where the machine-cache keeps user LoRAs: no ComfyUI folder),
   EMPROPS_TEST_USER_ID, EMPROPS_TEST_USER_LORA_ID,
   EMPROPS_TEST_OTHER_USER_ID, EMPROPS_TEST_OTHER_USER_LORA_ID,
   EMPROPS_TEST_SHARED_LORA (only in the shared container),
@@ -34,6 +35,7 @@ REQUIRED = [
     "MACHINE_CACHE_URL",
     "MACHINE_TOKEN",
     "COMFYUI_LORA_DIR",
+    "EMPROPS_TEST_USER_LORA_DIR",
     "EMPROPS_TEST_USER_ID",
     "EMPROPS_TEST_USER_LORA_ID",
     "EMPROPS_TEST_OTHER_USER_ID",
@@ -76,6 +78,7 @@ def workflow(file_name):
 class ComfyTestCase(unittest.TestCase):
     def setUp(self):
         self.lora_dir = os.path.realpath(env("COMFYUI_LORA_DIR"))
+        self.user_dir = os.path.join(os.path.realpath(env("EMPROPS_TEST_USER_LORA_DIR")), env("EMPROPS_TEST_USER_ID"))
         self.extra_dir = os.path.realpath(env("EMPROPS_TEST_EXTRA_LORA_DIR"))
         stand_in = comfyui([env("COMFYUI_LORA_DIR"), env("EMPROPS_TEST_EXTRA_LORA_DIR")])
         self.comfy = stand_in.__enter__()
@@ -140,8 +143,7 @@ class UserLoraTest(ComfyTestCase):
     def test_user_lora_is_loaded_by_absolute_path_through_comfys_own_functions(self):
         model, clip = self.load("user", env("EMPROPS_TEST_USER_LORA_ID"))
         [path] = self.loaded_paths()
-        user_dir = os.path.join(self.lora_dir, "users", env("EMPROPS_TEST_USER_ID"))
-        self.assertEqual(os.path.dirname(path), user_dir)
+        self.assertEqual(os.path.dirname(path), self.user_dir)
         self.assert_loaded_safely(path)
         [applied] = self.comfy.applied
         self.assertEqual(applied, {"model": "MODEL", "clip": "CLIP", "file": path, "strengths": (0.75, 1.0)})
@@ -152,7 +154,7 @@ class UserLoraTest(ComfyTestCase):
         lora_id = env("EMPROPS_TEST_USER_LORA_ID")
         self.node.load_lora("MODEL", "CLIP", lora_source="user", lora_id=lora_id, extra_pnginfo=self.job)
         [path] = self.loaded_paths()
-        self.assertEqual(os.path.dirname(path), os.path.join(self.lora_dir, "users", env("EMPROPS_TEST_USER_ID")))
+        self.assertEqual(os.path.dirname(path), self.user_dir)
 
     def test_a_second_run_of_the_node_reuses_the_loaded_file(self):
         self.load("user", env("EMPROPS_TEST_USER_LORA_ID"))
@@ -338,7 +340,7 @@ class WorkflowTest(ComfyTestCase):
     def test_an_api_prompt_with_the_specifications_inputs_loads_the_users_and_the_shared_lora(self):
         out = self.run_api(workflow("user-lora-api.json"))
         user_path, shared = self.loaded_paths()
-        self.assertEqual(os.path.dirname(user_path), os.path.join(self.lora_dir, "users", env("EMPROPS_TEST_USER_ID")))
+        self.assertEqual(os.path.dirname(user_path), self.user_dir)
         self.assertEqual(shared, os.path.join(self.lora_dir, "shared", env("EMPROPS_TEST_SHARED_LORA")))
         self.assertEqual([a["strengths"] for a in self.comfy.applied], [(0.75, 1.0), (0.5, 0.5)])
         self.assertEqual(out["15"]["result"][0].base.lora_file, user_path)
@@ -347,7 +349,7 @@ class WorkflowTest(ComfyTestCase):
         prompt = graph_to_prompt(workflow("user-lora-ui.json"), self.classes)
         out = run_prompt(prompt, self.classes, {"extra_pnginfo": self.job})
         user_path, local = self.loaded_paths()
-        self.assertEqual(os.path.dirname(user_path), os.path.join(self.lora_dir, "users", env("EMPROPS_TEST_USER_ID")))
+        self.assertEqual(os.path.dirname(user_path), self.user_dir)
         self.assertEqual(local, os.path.join(self.lora_dir, env("EMPROPS_TEST_LOCAL_LORA")))
         self.assertEqual([a["strengths"] for a in self.comfy.applied], [(0.75, 1.0), (0.5, 0.5)])
         self.assertEqual(set(out), {"14", "15"})

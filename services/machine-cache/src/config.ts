@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { authConfig, commonEnvShape, env, parseEnv, type AuthConfig } from "@emprops/platform";
+import { authConfig, commonEnvShape, ConfigError, env, parseEnv, type AuthConfig } from "@emprops/platform";
 import { z } from "zod";
+import { DEFAULT_USER_LORA_DIR } from "./cache/cache-layout.js";
 import { EVICTION_POLICIES, type EvictionPolicy } from "./db/settings.js";
 import type { DownloadSettings } from "./download/download-file.js";
 
@@ -27,8 +28,12 @@ export interface MachineCacheConfig {
   peerAddress: string;
   /** What this node holds is reported to the holdings index: a heartbeat this often, a full snapshot that often. */
   holdings: { heartbeatIntervalMs: number; snapshotIntervalMs: number };
-  /** ComfyUI's models/loras directory; user LoRAs go under users/, shared under shared/. */
+  /** ComfyUI's models/loras directory; shared LoRAs go under shared/. */
   loraDir: string;
+  /** Where user LoRAs are cached: {dir}/{user_id}/{lora_id}-{name}; by default where ComfyUI lists no model. */
+  userLoraDir: string;
+  /** The user LoRA directory is readable by the service's group (0750/0640) rather than its user only (0700/0600). */
+  userLoraGroupReadable: boolean;
   /** Path of model_cache.db. */
   modelCacheDbPath: string;
   /** Why that file: MODEL_CACHE_DB, the EmProps node package's database, or the default beside ComfyUI. */
@@ -93,6 +98,9 @@ const shape = {
   // Below half of LORA_HOLDINGS' retention (an hour), so the stream always holds a live node's latest snapshot.
   HOLDINGS_SNAPSHOT_SECONDS: int(10, 1800, 600),
   COMFYUI_LORA_DIR: z.string().min(1).default("/workspace/ComfyUI/models/loras"),
+  USER_LORA_DIR: z.string().optional(),
+  USER_LORA_DIR_IN_MODELS: env.bool(false),
+  USER_LORA_GROUP_READABLE: env.bool(false),
   MODEL_CACHE_DB: z.string().optional(),
   MODEL_CACHE_DB_LOCK_WAIT_MS: int(0, 600_000, 5_000),
   LORA_RECONCILE_REMOVE_UNOWNED: env.bool(false),
@@ -126,6 +134,7 @@ const shape = {
 export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCacheConfig {
   const e = parseEnv(shape, source);
   const loraDir = path.resolve(e.COMFYUI_LORA_DIR);
+  const userLoraDir = userLoraDirOf(e.USER_LORA_DIR, loraDir, e.USER_LORA_DIR_IN_MODELS);
   return {
     host: e.MACHINE_CACHE_HOST,
     port: e.MACHINE_CACHE_PORT,
@@ -138,6 +147,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
       snapshotIntervalMs: e.HOLDINGS_SNAPSHOT_SECONDS * 1000,
     },
     loraDir,
+    userLoraDir,
+    userLoraGroupReadable: e.USER_LORA_GROUP_READABLE,
     ...modelCacheDb(e.MODEL_CACHE_DB, loraDir),
     modelCacheDbLockWaitMs: e.MODEL_CACHE_DB_LOCK_WAIT_MS,
     reconcileRemoveUnowned: e.LORA_RECONCILE_REMOVE_UNOWNED,
@@ -173,6 +184,31 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
     natsUrl: e.NATS_URL,
     natsNamespace: e.NATS_NAMESPACE,
   };
+}
+
+/**
+ * USER_LORA_DIR, by default <ComfyUI>/user_lora_cache: outside ComfyUI's
+ * models directory, so no model folder of ComfyUI lists another user's
+ * LoRA. A directory inside it (the specification's models/loras/users) is
+ * refused unless USER_LORA_DIR_IN_MODELS=true accepts that risk: ComfyUI's
+ * own LoraLoader then lists every cached user LoRA and loads any by name,
+ * without the job's user being checked.
+ */
+function userLoraDirOf(setting: string | undefined, loraDir: string, inModelsAllowed: boolean): string {
+  const comfyDir = path.resolve(loraDir, "..", "..");
+  const dir = path.resolve(setting ?? path.join(comfyDir, DEFAULT_USER_LORA_DIR));
+  const models = path.dirname(loraDir);
+  const inside = (parent: string) => {
+    const rel = path.relative(parent, dir);
+    return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
+  };
+  if ((inside(models) || inside(loraDir)) && !inModelsAllowed) {
+    throw new ConfigError([
+      `USER_LORA_DIR: ${dir} is inside ComfyUI's models directory (${models}), where ComfyUI lists every file to ` +
+        "every workflow; choose a directory outside it, or set USER_LORA_DIR_IN_MODELS=true to accept that risk",
+    ]);
+  }
+  return dir;
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   type TokenVerifier,
 } from "@emprops/platform";
 import { Agent, type Dispatcher } from "undici";
+import { userLoraModes } from "./cache/cache-layout.js";
 import { Evictor } from "./cache/evictor.js";
 import { type FetchedLora, LoraFetcher } from "./cache/fetch-lora.js";
 import { LoraCache } from "./cache/lora-cache.js";
@@ -96,7 +97,13 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
     metrics: overrides.metrics ?? createMetrics(),
   };
   const gauges = observeCacheStats(() =>
-    cacheStats({ db: base.db, loraDir: cfg.loraDir, machineId: cfg.machineId, clock: base.clock }),
+    cacheStats({
+      db: base.db,
+      loraDir: cfg.loraDir,
+      userLoraDir: cfg.userLoraDir,
+      machineId: cfg.machineId,
+      clock: base.clock,
+    }),
   );
   const { db, clock, metrics, resolver, dispatcher } = base;
   const { loraDir, machineId } = cfg;
@@ -128,6 +135,8 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
     ...resolving,
     db,
     loraDir,
+    userLoraDir: cfg.userLoraDir,
+    userLoraFileMode: userLoraModes(cfg.userLoraGroupReadable).file,
     download: cfg.download,
     dispatcher,
     hashes: new HashPool(),
@@ -173,6 +182,7 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
       names,
       machineId: cfg.machineId,
       loraDir: cfg.loraDir,
+      userLoraDir: cfg.userLoraDir,
       clock: base.clock,
       logger,
       intervalMs: cfg.statsIntervalMs,

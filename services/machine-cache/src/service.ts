@@ -1,13 +1,14 @@
-import path from "node:path";
+import fs from "node:fs/promises";
 import { authInterceptor, type Consumer, startRpcServer, type RpcServer } from "@emprops/platform";
 import { machineCacheAccessPolicy } from "./access-policy.js";
-import { USERS_DIR } from "./cache/cache-layout.js";
+import { userLoraModes } from "./cache/cache-layout.js";
 import type { MachineCacheConfig } from "./config.js";
 import { type AppContext, type BaseContext, createContext } from "./context.js";
 import { seedSettings } from "./db/settings.js";
 import { databaseBusyInterceptor } from "./db/write-transaction.js";
 import { startAgeEvictionJob } from "./jobs/age-eviction-job.js";
 import { startInvalidationConsumer } from "./jobs/invalidation-consumer.js";
+import { moveUserLorasOutOfComfyFolders } from "./jobs/move-user-loras.js";
 import { reconcile } from "./jobs/reconcile.js";
 import { routes } from "./routes/index.js";
 
@@ -54,10 +55,21 @@ export async function startMachineCache(
     })());
   try {
     await seedSettings(ctx.db, cfg.settingOverrides);
+    // Only this service's user (or group) may enter the user LoRA directory; ComfyUI reads it as that user.
+    const modes = userLoraModes(cfg.userLoraGroupReadable);
+    await fs.mkdir(cfg.userLoraDir, { recursive: true, mode: modes.dir });
+    await fs.chmod(cfg.userLoraDir, modes.dir);
+    await moveUserLorasOutOfComfyFolders({
+      db: ctx.db,
+      loraDir: cfg.loraDir,
+      userLoraDir: cfg.userLoraDir,
+      fileMode: modes.file,
+      logger: ctx.logger,
+    });
     await reconcile({
       db: ctx.db,
       loraDir: cfg.loraDir,
-      userLoraDir: path.join(cfg.loraDir, USERS_DIR),
+      userLoraDir: cfg.userLoraDir,
       clock: ctx.clock,
       logger: ctx.logger,
       partialMaxAgeMs: cfg.download.partialMaxAgeMs,

@@ -6,18 +6,17 @@ import {
   userLoraFileName,
   userLoraRelPath,
 } from "../src/cache/cache-layout.js";
+import { loadConfig } from "../src/config.js";
 
 const U = "0b7f2f9e-9a55-4b0e-8b8e-2f6d1c0a9e21";
 
-test("user LoRAs live under users/{user}/ with the file id in the name", () => {
-  expect(userLoraRelPath(U, "123", "my_anime_style.safetensors")).toBe(`users/${U}/123-my_anime_style.safetensors`);
+test("user LoRAs live under {user}/ of the user LoRA directory with the file id in the name", () => {
+  expect(userLoraRelPath(U, "123", "my_anime_style.safetensors")).toBe(`${U}/123-my_anime_style.safetensors`);
   // The verified format decides the extension ComfyUI loads it by.
-  expect(userLoraRelPath(U, "9", "model.safetensors", ".pt")).toBe(`users/${U}/9-model.pt`);
+  expect(userLoraRelPath(U, "9", "model.safetensors", ".pt")).toBe(`${U}/9-model.pt`);
   // A name that passes the file-name rule is kept as it is (in NFC).
-  expect(userLoraRelPath(U, "7", "Ünïcödé style (v2) .safetensors")).toBe(
-    `users/${U}/7-Ünïcödé style (v2) .safetensors`,
-  );
-  expect(userLoraRelPath(U, "7", "cafe\u0301.pt")).toBe(`users/${U}/7-caf\u00e9.pt`);
+  expect(userLoraRelPath(U, "7", "Ünïcödé style (v2) .safetensors")).toBe(`${U}/7-Ünïcödé style (v2) .safetensors`);
+  expect(userLoraRelPath(U, "7", "cafe\u0301.pt")).toBe(`${U}/7-caf\u00e9.pt`);
 });
 
 test("a stored name the file-name rule refuses becomes lora{ext}: nothing can leave its directory, hide or spoof", () => {
@@ -61,4 +60,14 @@ test("answers are relative to models/loras, never a basename, and never outside 
   );
   expect(relativeToLoraDir(loraDir, "/workspace/ComfyUI/models/checkpoints/x.safetensors")).toBeUndefined();
   expect(() => absoluteInLoraDir(loraDir, "../checkpoints/x.safetensors")).toThrow(/escapes/);
+});
+
+test("user LoRAs default to a directory no ComfyUI folder lists; one inside models/ only when the risk is accepted", () => {
+  const base = { JWT_SECRET: "cache-layout-test-secret", COMFYUI_LORA_DIR: "/srv/ComfyUI/models/loras" };
+  expect(loadConfig(base).userLoraDir).toBe("/srv/ComfyUI/user_lora_cache");
+  expect(loadConfig({ ...base, USER_LORA_DIR: "/data/user-loras" }).userLoraDir).toBe("/data/user-loras");
+  for (const inside of ["/srv/ComfyUI/models/loras/users", "/srv/ComfyUI/models/user_loras"]) {
+    expect(() => loadConfig({ ...base, USER_LORA_DIR: inside })).toThrow(/USER_LORA_DIR: .* inside ComfyUI's models/);
+    expect(loadConfig({ ...base, USER_LORA_DIR: inside, USER_LORA_DIR_IN_MODELS: "true" }).userLoraDir).toBe(inside);
+  }
 });

@@ -176,7 +176,7 @@ test("age eviction removes exactly the user LoRAs unused for more than lora_max_
   const unpin = w.pins.pin([oldPinned.path]);
 
   const evicted = await w.space.runAgePolicy();
-  expect(evicted.map((e) => e.relativePath).sort()).toEqual([old.relativePath, justOver.relativePath].sort());
+  expect(evicted.map((e) => e.path).sort()).toEqual([old.path, justOver.path].sort());
   expect(evicted.every((e) => e.reason === "age")).toBe(true);
   for (const kept of [justUnder, fresh, oldProtected, oldIgnored, oldShared, oldPinned]) {
     expect(await present(kept, w)).toBe(true);
@@ -185,7 +185,7 @@ test("age eviction removes exactly the user LoRAs unused for more than lora_max_
   unpin();
   w.clock.advance(2 * DAY);
   const later = await w.space.runAgePolicy();
-  expect(later.map((e) => e.relativePath).sort()).toEqual([justUnder.relativePath, oldPinned.relativePath].sort());
+  expect(later.map((e) => e.path).sort()).toEqual([justUnder.path, oldPinned.path].sort());
 });
 
 test("admin free_bytes evicts LRU until the bytes are freed", async () => {

@@ -24,12 +24,12 @@ import {
 } from "@emprops/testkit";
 import { PARTIAL_SUFFIX } from "../src/cache/cache-layout.js";
 import { loadConfig } from "../src/config.js";
-import { findLoraFileByPath } from "../src/db/lora-files.js";
-import { getModel } from "../src/db/models.js";
+import { findLoraFileByPath, upsertLoraFile } from "../src/db/lora-files.js";
+import { getModel, registerModel, USER_LORA } from "../src/db/models.js";
 import { type Db, openDatabase } from "../src/db/open-database.js";
-import { parsePythonIso } from "../src/db/python-time.js";
+import { parsePythonIso, toPythonIso } from "../src/db/python-time.js";
 import { type RunningMachineCache, startMachineCache } from "../src/service.js";
-import { exists, type SeededLora, seedLora } from "./support/seed.js";
+import { defaultUserLoraDir, exists, type SeededLora, seedLora } from "./support/seed.js";
 
 const SECRET = "machine-cache-service-test-secret";
 const DAY = 24 * 3600 * 1000;
@@ -46,6 +46,7 @@ let cache: RunningMachineCache;
 let clock: ManualClock;
 let stale: SeededLora;
 let partialLeftBehind: string;
+let oldLayout: { from: string; to: string };
 const seeded: Record<string, SeededLora> = {};
 
 const client = async (roles: Role[], subject = "caller"): Promise<Client<typeof MachineCacheService>> => {
@@ -117,8 +118,37 @@ beforeAll(async () => {
     lastUsed: now,
   });
   await fs.rm(ghost.path);
-  partialLeftBehind = path.join(loraDir, "users", A, `11-half.safetensors${PARTIAL_SUFFIX}`);
+  // Left by an earlier version in the specification's layout, where ComfyUI lists user LoRAs:
+  // a partial download and a finished one.
+  const oldUserDir = path.join(loraDir, "users", A);
+  await fs.mkdir(oldUserDir, { recursive: true });
+  partialLeftBehind = path.join(oldUserDir, `11-half.safetensors${PARTIAL_SUFFIX}`);
   await fs.writeFile(partialLeftBehind, Buffer.alloc(10));
+  oldLayout = {
+    from: path.join(oldUserDir, "12-old.safetensors"),
+    to: path.join(defaultUserLoraDir(loraDir), A, "12-old.safetensors"),
+  };
+  await fs.writeFile(oldLayout.from, Buffer.alloc(12, 1));
+  registerModel(db, {
+    path: oldLayout.from,
+    modelType: USER_LORA,
+    filename: "12-old.safetensors",
+    sizeBytes: 12,
+    now: toPythonIso(now),
+    useCount: 1,
+  });
+  // Protected, so the LRU order the tests below rely on stays that of the LoRAs above.
+  db.prepare("UPDATE models SET protected = 1 WHERE path = ?").run(oldLayout.from);
+  upsertLoraFile(db, {
+    path: oldLayout.from,
+    source: "user",
+    identifier: "12",
+    user_id: A,
+    file_name: "old.safetensors",
+    sha256: "",
+    size_bytes: 12,
+    validated_at_ms: now.getTime(),
+  });
 
   cache = await startMachineCache(
     loadConfig({
@@ -154,9 +184,29 @@ afterAll(async () => {
 
 describe("start-up", () => {
   test("a stale row and a partial download left by a crash are reconciled before serving", async () => {
-    expect(getModel(db, path.join(loraDir, "users", A, "10-ghost.safetensors"))).toBeUndefined();
+    expect(getModel(db, path.join(defaultUserLoraDir(loraDir), A, "10-ghost.safetensors"))).toBeUndefined();
     expect(await exists(partialLeftBehind)).toBe(false);
     expect(getModel(db, seeded.a1!.path)).toBeDefined();
+  });
+});
+
+describe("user LoRAs where ComfyUI lists no model", () => {
+  test("a user LoRA cached in models/loras/users/ by an earlier version moved out at start, rows and all, mode 0600", async () => {
+    expect(await exists(oldLayout.from)).toBe(false);
+    expect((await fs.stat(oldLayout.to)).mode & 0o777).toBe(0o600);
+    expect((await fs.stat(defaultUserLoraDir(loraDir))).mode & 0o777).toBe(0o700);
+    expect(getModel(db, oldLayout.to)).toMatchObject({
+      model_type: USER_LORA,
+      filename: "12-old.safetensors",
+      use_count: 1,
+    });
+    expect(getModel(db, oldLayout.from)).toBeUndefined();
+    expect(findLoraFileByPath(db, oldLayout.to)).toMatchObject({ identifier: "12", user_id: A });
+    // Nothing of the old layout is left for ComfyUI to list.
+    expect(await exists(path.join(loraDir, "users"))).toBe(false);
+    const machine = await client(["machine"]);
+    const { results } = await machine.ensureLoras({ jobId: "job-moved", userId: A, refs: [user("12")] });
+    expect(results[0]).toMatchObject({ cacheHit: true, path: "", absolutePath: oldLayout.to });
   });
 });
 
@@ -187,15 +237,17 @@ describe("EnsureLoras from the cache", () => {
     const body = (await res.json()) as { results: Record<string, unknown>[] };
     expect(body.results).toEqual([
       expect.objectContaining({
-        path: `users/${A}/1-first.safetensors`,
+        absolutePath: seeded.a1!.path,
         cacheHit: true,
         sizeBytes: "100",
         sha256: "a1".repeat(32),
       }),
       expect.objectContaining({ path: "shared/style.safetensors", cacheHit: true, sizeBytes: "40" }),
     ]);
-    // ComfyUI finds the file at models/loras/<path>.
-    expect((await fs.stat(path.join(loraDir, body.results[0]!.path as string))).size).toBe(100);
+    // No path relative to models/loras (ComfyUI's folders do not list the file): the node loads it by absolute path.
+    expect(body.results[0]!.path).toBeUndefined();
+    expect((await fs.stat(body.results[0]!.absolutePath as string)).size).toBe(100);
+    expect(body.results[1]).toMatchObject({ absolutePath: path.join(loraDir, "shared", "style.safetensors") });
     const after = getModel(db, seeded.a1!.path);
     expect(after?.use_count).toBe((before?.use_count ?? 0) + 1);
     expect(parsePythonIso(after?.last_used)?.getTime()).toBe(clock.now().getTime());
@@ -204,13 +256,13 @@ describe("EnsureLoras from the cache", () => {
   test("a hit not checked for longer than the interval is still served while the registry is unreachable", async () => {
     const machine = await client(["machine"]);
     const { results } = await machine.ensureLoras({ jobId: "job-2", userId: A, refs: [user("9")] });
-    expect(results[0]).toMatchObject({ cacheHit: true, path: stale.relativePath });
+    expect(results[0]).toMatchObject({ cacheHit: true, path: "", absolutePath: stale.path });
   });
 
   test("a miss fails on its own with the reason while hits in the same request succeed", async () => {
     const machine = await client(["machine"]);
     const { results } = await machine.ensureLoras({ jobId: "job-3", userId: A, refs: [user("2"), user("404")] });
-    expect(results[0]).toMatchObject({ cacheHit: true, path: `users/${A}/2-second.safetensors` });
+    expect(results[0]).toMatchObject({ cacheHit: true, absolutePath: seeded.a2!.path });
     expect(results[1]?.path).toBe("");
     expect(results[1]?.error).toMatchObject({ code: "unavailable", reason: 52 });
   });
@@ -335,15 +387,15 @@ describe("operators", () => {
     do {
       const page = await admin.listCachedModels({ pageSize: 2, pageToken, modelType: "user_lora" });
       expect(page.models.length).toBeLessThanOrEqual(2);
-      seen.push(...page.models.map((m) => m.relativePath));
+      seen.push(...page.models.map((m) => m.path));
       pageToken = page.nextPageToken;
     } while (pageToken);
-    expect(seen).toEqual(expect.arrayContaining([`users/${A}/1-first.safetensors`, `users/${B}/8-kept.safetensors`]));
-    expect(seen).not.toContain("shared/style.safetensors");
+    expect(seen).toEqual(expect.arrayContaining([seeded.a1!.path, seeded.kept!.path]));
+    expect(seen).not.toContain(seeded.style!.path);
     const all = await admin.listCachedModels({});
     const style = all.models.find((m) => m.relativePath === "shared/style.safetensors");
     expect(style).toMatchObject({ modelType: "loras", path: seeded.style!.path, isIgnore: false });
-    const kept = all.models.find((m) => m.relativePath === `users/${B}/8-kept.safetensors`);
+    const kept = all.models.find((m) => m.path === seeded.kept!.path);
     expect(kept?.protected).toBe(true);
   });
 
@@ -370,13 +422,13 @@ describe("operators", () => {
     expect(stats).toMatchObject({
       machineId: MACHINE,
       maxLoraCacheGb: 1,
-      userLoraCount: 7,
+      userLoraCount: 8,
       sharedLoraCount: 1,
       evictionsLast24h: 0,
     });
-    expect(Number(stats?.userLoraBytes)).toBe(100 + 300 + 50 + 70 + 80 + 10 + 20);
+    expect(Number(stats?.userLoraBytes)).toBe(100 + 300 + 50 + 70 + 80 + 10 + 20 + 12);
     expect(Number(stats?.sharedLoraBytes)).toBe(40);
-    expect(stats?.utilizationPercent).toBeCloseTo((630 / 1024 ** 3) * 100, 12);
+    expect(stats?.utilizationPercent).toBeCloseTo((642 / 1024 ** 3) * 100, 12);
     expect(Number(stats?.hits24h)).toBeGreaterThanOrEqual(4);
     expect(stats?.cacheHitRate24h).toBeCloseTo(
       Number(stats?.hits24h) / (Number(stats?.hits24h) + Number(stats?.misses24h)),
@@ -432,7 +484,7 @@ describe("operators", () => {
     });
     // a3 was last used 20 days ago, kept 40 days ago but is protected; nothing else is older than 7 days.
     const aged = await admin.evictLoras({ runAgePolicy: true });
-    expect(aged.evicted.map((e) => [e.path, e.reason])).toEqual([[`users/${A}/3-third.safetensors`, "age"]]);
+    expect(aged.evicted.map((e) => [e.path, e.reason])).toEqual([[seeded.a3!.path, "age"]]);
     expect(await exists(seeded.a3!.path)).toBe(false);
     expect(await exists(seeded.kept!.path)).toBe(true);
   });
@@ -440,14 +492,14 @@ describe("operators", () => {
   test("EvictLoras removes named LoRAs, all of a user's, or LRU bytes, and reports each with its reason", async () => {
     const admin = await client(["admin"]);
     const byRef = await admin.evictLoras({ refs: [user("7")] });
-    expect(byRef.evicted.map((e) => [e.path, e.reason])).toEqual([[`users/${B}/7-bee.safetensors`, "admin"]]);
+    expect(byRef.evicted.map((e) => [e.path, e.reason])).toEqual([[seeded.b7!.path, "admin"]]);
     expect(byRef.freedBytes).toBe(70n);
     const byUser = await admin.evictLoras({ userId: B });
     // B's only remaining LoRA is protected.
     expect(byUser.evicted).toEqual([]);
     const byBytes = await admin.evictLoras({ freeBytes: 1n });
     // The least recently used evictable user LoRA goes first: 1 was used before 9 and 2.
-    expect(byBytes.evicted.map((e) => e.path)).toEqual([`users/${A}/1-first.safetensors`]);
+    expect(byBytes.evicted.map((e) => e.path)).toEqual([seeded.a1!.path]);
     const { stats } = await admin.getCacheStats({});
     expect(stats?.evictionsLast24h).toBe(3);
   });

@@ -25,6 +25,7 @@ interface Machine {
   cache: RunningMachineCache;
   dbFile: string;
   lora: SeededLora;
+  /** A hit's answer: whether it was one and its absolute path. */
   ensureHit(): Promise<{ cacheHit: boolean; path: string }>;
   health(): Promise<string>;
 }
@@ -75,7 +76,7 @@ async function machine(name: string, lockWaitMs: number): Promise<Machine> {
       });
       const [r] = results;
       if (!r || r.error) throw new Error(`no hit: ${JSON.stringify(r?.error)}`);
-      return { cacheHit: r.cacheHit, path: r.path };
+      return { cacheHit: r.cacheHit, path: r.absolutePath };
     },
     health: async () => {
       const res = await fetch(`${cache.url}/grpc.health.v1.Health/Check`, {
@@ -121,7 +122,7 @@ test("while the node package's Python holds the write lock, health answers and t
     await holder.release();
   }
   const heldMs = performance.now() - heldFrom;
-  expect(await hit).toEqual({ cacheHit: true, path: m.lora.relativePath });
+  expect(await hit).toEqual({ cacheHit: true, path: m.lora.path });
   loop.disable();
   // Waiting inside SQLite would stall the loop for as long as the lock was held.
   expect(loop.max / 1e6).toBeLessThan(heldMs / 2);
@@ -141,7 +142,7 @@ test("a lock held longer than the lock wait answers UNAVAILABLE / DEPENDENCY_UNA
   } finally {
     await holder.release();
   }
-  expect(await m.ensureHit()).toEqual({ cacheHit: true, path: m.lora.relativePath });
+  expect(await m.ensureHit()).toEqual({ cacheHit: true, path: m.lora.path });
 });
 
 function getModelUses(m: Machine): number {

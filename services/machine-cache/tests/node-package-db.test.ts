@@ -189,7 +189,7 @@ describe("one model_cache.db shared with the node package's model_cache.py", () 
       userId: USER,
       refs: [{ source: LoraSource.USER, identifier: "12" }],
     });
-    expect(results[0]).toEqual(expect.objectContaining({ path: `users/${USER}/12-portrait.safetensors` }));
+    expect(results[0]).toEqual(expect.objectContaining({ path: "", absolutePath: cached.path }));
     expect(results[0]?.cacheHit).toBe(true);
     const row = await pkg<PackageRow>("get_model_info", cached.path);
     expect(row.use_count).toBe(before + 2);

@@ -10,7 +10,7 @@ import { toPythonIso } from "../src/db/python-time.js";
 import { savePartialState } from "../src/download/partial-state.js";
 import { reconcile } from "../src/jobs/reconcile.js";
 import { createMetrics } from "../src/telemetry.js";
-import { exists, seedLora } from "./support/seed.js";
+import { defaultUserLoraDir, exists, seedLora } from "./support/seed.js";
 
 const U = "0b7f2f9e-9a55-4b0e-8b8e-2f6d1c0a9e21";
 const HOUR = 3600 * 1000;
@@ -28,7 +28,7 @@ test("after a crash the database and the disk are made to agree", async () => {
   const db = openDatabase(path.join(root, "model_cache.db"));
   const clock = new ManualClock(new Date());
   const now = clock.now();
-  const userDir = path.join(loraDir, "users", U);
+  const userDir = path.join(defaultUserLoraDir(loraDir), U);
 
   const intact = await seedLora(db, loraDir, {
     relativePath: `users/${U}/1-ok.safetensors`,
@@ -105,14 +105,14 @@ test("after a crash the database and the disk are made to agree", async () => {
   const old = new Date(now.getTime() - 48 * HOUR);
   await fs.utimes(stale + PARTIAL_SUFFIX, old, old);
   // A user directory with nothing left in it.
-  const emptyUser = path.join(loraDir, "users", "1d0c2b7a-0000-4000-8000-000000000000");
+  const emptyUser = path.join(defaultUserLoraDir(loraDir), "1d0c2b7a-0000-4000-8000-000000000000");
   await fs.mkdir(emptyUser, { recursive: true });
 
   const metrics = createMetrics();
   const report = await reconcile({
     db,
     loraDir,
-    userLoraDir: path.join(loraDir, "users"),
+    userLoraDir: defaultUserLoraDir(loraDir),
     clock,
     logger: createLogger("t", "silent"),
     partialMaxAgeMs: 24 * HOUR,
@@ -167,7 +167,7 @@ test("another model_cache.db (MODEL_CACHE_DB changed, or the node package's afte
   const deps = {
     db: after,
     loraDir,
-    userLoraDir: path.join(loraDir, "users"),
+    userLoraDir: defaultUserLoraDir(loraDir),
     clock,
     logger: createLogger("t", "silent"),
     partialMaxAgeMs: 24 * HOUR,

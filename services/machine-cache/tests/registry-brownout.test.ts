@@ -93,14 +93,14 @@ afterAll(async () => {
 
 test("a hit due for revalidation is served from the cache when the registry hangs, after the revalidation budget", async () => {
   const { results } = await client.ensureLoras({ jobId: "job-1", userId: U, refs: [user("1")] });
-  expect(results[0]).toMatchObject({ cacheHit: true, path: stale.relativePath });
+  expect(results[0]).toMatchObject({ cacheHit: true, absolutePath: stale.path });
   expect(results[0]?.error).toBeUndefined();
 });
 
 test("a copy whose deletion arrived (tombstone) is not served unchecked: NOT_FOUND, and the file goes", async () => {
   const { results } = await client.ensureLoras({ jobId: "job-2", userId: U, refs: [user("2"), user("1")] });
   expect(results[0]).toMatchObject({ path: "", error: { code: "not_found", reason: ErrorReason.LORA_NOT_FOUND } });
-  expect(results[1]).toMatchObject({ cacheHit: true, path: stale.relativePath });
+  expect(results[1]).toMatchObject({ cacheHit: true, absolutePath: stale.path });
   expect(await exists(deleted.path)).toBe(false);
   const db = openDatabase(dbFile);
   expect(findLoraFileByPath(db, deleted.path)).toBeUndefined();
@@ -112,7 +112,7 @@ test("a miss fails on its own within the caller's deadline with a retriable reas
     { jobId: "job-3", userId: U, refs: [user("1"), user("404")] },
     { timeoutMs: 3000 },
   );
-  expect(results[0]).toMatchObject({ cacheHit: true, path: stale.relativePath });
+  expect(results[0]).toMatchObject({ cacheHit: true, absolutePath: stale.path });
   expect(results[1]).toMatchObject({
     path: "",
     error: { code: "unavailable", reason: ErrorReason.DEPENDENCY_UNAVAILABLE },

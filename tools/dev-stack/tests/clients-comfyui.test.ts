@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
@@ -52,6 +52,7 @@ describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", 
       MACHINE_CACHE_URL: t.stack.machineCache.url,
       MACHINE_TOKEN: t.machineToken,
       COMFYUI_LORA_DIR: t.loraDir,
+      EMPROPS_TEST_USER_LORA_DIR: t.userLoraDir,
       EMPROPS_TEST_USER_ID: t.userId,
       EMPROPS_TEST_USER_LORA_ID: mine,
       EMPROPS_TEST_OTHER_USER_ID: otherUser,
@@ -84,5 +85,23 @@ describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", 
     expect({ code: run.code, output: run.output }).toEqual({ code: 0, output: expect.stringMatching(/\nOK\n$/) });
     expect(run.output).toMatch(/\nRan 27 tests in /);
     expect(run.output).not.toMatch(/skipped/);
+  });
+
+  test("no folder ComfyUI lists LoRAs from holds a user LoRA; the user LoRA directory is the service's user's alone", async () => {
+    // What ComfyUI's LoraLoader lists: every file below its loras folders.
+    const listed = (dir: string): string[] =>
+      readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+        e.isDirectory() ? listed(path.join(dir, e.name)) : [path.join(dir, e.name)],
+      );
+    const comfyListed = [...listed(t.loraDir), ...listed(env.EMPROPS_TEST_EXTRA_LORA_DIR!)];
+    expect(comfyListed.filter((f) => /my_style|their_style/.test(f))).toEqual([]);
+    const cached = listed(t.userLoraDir);
+    expect(cached).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(new RegExp(`/${t.userId}/${env.EMPROPS_TEST_USER_LORA_ID}-my_style\\.safetensors$`)),
+      ]),
+    );
+    expect(statSync(t.userLoraDir).mode & 0o777).toBe(0o700);
+    for (const file of cached) expect(statSync(file).mode & 0o777).toBe(0o600);
   });
 });

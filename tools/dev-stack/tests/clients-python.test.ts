@@ -64,7 +64,7 @@ const tools = debianGrpcTools();
     const block = localize(markedBlock("README.md", "python-json-client"));
     const vars = { USER_ID: t.userId, MACHINE_TOKEN: t.machineToken };
     expect(await python(block, { ...vars, LORA_ID: loraId })).toBe(
-      `users/${t.userId}/${loraId}-python_style.safetensors\n`,
+      `${path.join(t.userLoraDir, t.userId, `${loraId}-python_style.safetensors`)}\n`,
     );
     expect(await python(block, { ...vars, LORA_ID: "999999" })).toBe(
       "LoRA 999999: LoRA with ID 999999 not found or access denied [LORA_NOT_FOUND]\n",
@@ -100,7 +100,7 @@ health = health_pb2_grpc.HealthStub(registry).Check(health_pb2.HealthCheckReques
 print(json.dumps({
     "names": [l.name for l in listed.loras],
     "used": quota.used_bytes, "count": quota.used_count,
-    "results": [r.path if not r.HasField("error") else
+    "results": [r.absolute_path if not r.HasField("error") else
                 [r.error.code, error_reason_pb2.ErrorReason.Name(r.error.reason)] for r in ensured.results],
     "health": health_pb2.HealthCheckResponse.ServingStatus.Name(health.status),
 }))
@@ -119,7 +119,10 @@ print(json.dumps({
       names: ["python_style.safetensors"],
       used: sizeBytes,
       count: 1,
-      results: [`users/${t.userId}/${loraId}-python_style.safetensors`, ["not_found", "LORA_NOT_FOUND"]],
+      results: [
+        path.join(t.userLoraDir, t.userId, `${loraId}-python_style.safetensors`),
+        ["not_found", "LORA_NOT_FOUND"],
+      ],
       health: "SERVING",
     });
   });

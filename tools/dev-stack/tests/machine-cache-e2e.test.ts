@@ -98,8 +98,8 @@ beforeEach(() => {
   proxy.rules.length = 0;
 });
 
-/** What ComfyUI does with the answer: models/loras/<path> must be a complete safetensors file. */
-async function comfyLoads(relativePath: string): Promise<{ tensors: string[]; size: number }> {
+/** What the EmProps node does with the answer: the file at absolutePath must be a complete safetensors file. */
+async function comfyLoads(file: string): Promise<{ tensors: string[]; size: number }> {
   const { stdout } = await run("python3", [
     "-c",
     `
@@ -115,10 +115,13 @@ assert 8 + n + end == size, (n, end, size)
 print(json.dumps({'tensors': sorted(k for k in header if k != '__metadata__'), 'size': size}))
 `,
     loraDir,
-    relativePath,
+    file,
   ]);
   return JSON.parse(stdout) as { tensors: string[]; size: number };
 }
+
+/** The stack machine-cache's user LoRA directory (its default, beside models/). */
+const userLoraDir = () => path.join(machineDir, "user_lora_cache");
 
 describe("EnsureLoras end to end", () => {
   let first: UploadedLora;
@@ -130,9 +133,10 @@ describe("EnsureLoras end to end", () => {
   test("first use downloads and verifies; second use is a hit with no blob request; ComfyUI finds the file", async () => {
     const miss = await machine.ensureLoras({ jobId: "job-1", userId: A, workflowId: "wf-anime", refs: [user(first)] });
     // The name as uploaded: it passed the LoRA file-name rule, so the cache keeps it.
-    const path1 = `users/${A}/${first.id}-My Anime Style (v2).safetensors`;
+    const path1 = path.join(userLoraDir(), A, `${first.id}-My Anime Style (v2).safetensors`);
     expect(miss.results[0]).toMatchObject({
-      path: path1,
+      path: "",
+      absolutePath: path1,
       cacheHit: false,
       sizeBytes: BigInt(first.bytes.length),
       bytesDownloaded: BigInt(first.bytes.length),
@@ -141,17 +145,17 @@ describe("EnsureLoras end to end", () => {
     });
     expect(miss.results[0]?.error).toBeUndefined();
     expect(signedReads(proxy, userBlobPath(first))).toHaveLength(1);
-    expect(sha256(await fs.readFile(path.join(loraDir, path1)))).toBe(first.sha256);
+    expect(sha256(await fs.readFile(path1))).toBe(first.sha256);
     expect(await comfyLoads(path1)).toEqual({ tensors: ["lora_unet_down.lora_down.weight"], size: first.bytes.length });
 
     const hit = await machine.ensureLoras({ jobId: "job-2", userId: A, refs: [user(first)] });
-    expect(hit.results[0]).toMatchObject({ path: path1, cacheHit: true, bytesDownloaded: 0n, attempts: 0 });
+    expect(hit.results[0]).toMatchObject({ absolutePath: path1, cacheHit: true, bytesDownloaded: 0n, attempts: 0 });
     expect(signedReads(proxy, userBlobPath(first))).toHaveLength(1);
 
     // The node package's view of the same download: an absolute path keyed row of type user_lora.
     const sqlite = new Database(path.join(machineDir, "model_cache.db"), { readonly: true });
     try {
-      expect(sqlite.prepare("SELECT * FROM models WHERE path = ?").get(path.join(loraDir, path1))).toMatchObject({
+      expect(sqlite.prepare("SELECT * FROM models WHERE path = ?").get(path1)).toMatchObject({
         model_type: "user_lora",
         filename: `${first.id}-My Anime Style (v2).safetensors`,
         size_bytes: first.bytes.length,
@@ -170,10 +174,12 @@ describe("EnsureLoras end to end", () => {
       Array.from({ length: 64 }, (_, i) => machine.ensureLoras({ jobId: `crowd-${i}`, userId: A, refs: [user(lora)] })),
     );
     const answers = results.map((r) => r.results[0]!);
-    expect(answers.every((a) => !a.error && a.path === `users/${A}/${lora.id}-crowd.safetensors`)).toBe(true);
+    expect(
+      answers.every((a) => !a.error && a.absolutePath === path.join(userLoraDir(), A, `${lora.id}-crowd.safetensors`)),
+    ).toBe(true);
     expect(signedReads(proxy, userBlobPath(lora))).toHaveLength(1);
     expect(answers.reduce((s, a) => s + a.bytesDownloaded, 0n)).toBe(BigInt(lora.bytes.length));
-    expect(sha256(await fs.readFile(path.join(loraDir, answers[0]!.path)))).toBe(lora.sha256);
+    expect(sha256(await fs.readFile(answers[0]!.absolutePath))).toBe(lora.sha256);
   });
 
   test("another user's LoRA id is NOT_FOUND, even while the file is cached on this machine", async () => {
@@ -196,7 +202,7 @@ describe("EnsureLoras end to end", () => {
     const reads = proxy.requests.filter(signedReadOf(userBlobPath(lora)));
     expect(reads).toHaveLength(2);
     expect(Number(/bytes=(\d+)-/.exec(reads[1]?.range ?? "")?.[1])).toBeGreaterThan(0);
-    expect(sha256(await fs.readFile(path.join(loraDir, results[0]!.path)))).toBe(lora.sha256);
+    expect(sha256(await fs.readFile(results[0]!.absolutePath))).toBe(lora.sha256);
   });
 
   test("a corrupted download is rejected and retried; one corrupted every time fails alone with CHECKSUM_MISMATCH", async () => {
@@ -214,8 +220,8 @@ describe("EnsureLoras end to end", () => {
     });
     expect(results[0]?.error).toMatchObject({ code: "data_loss", reason: 5, metadata: { attempts: "3" } });
     expect(results[0]?.path).toBe("");
-    expect(results[1]).toMatchObject({ cacheHit: true, path: expect.stringContaining(`${first.id}-`) });
-    const leftovers = await fs.readdir(path.join(loraDir, "users", A));
+    expect(results[1]).toMatchObject({ cacheHit: true, absolutePath: expect.stringContaining(`${first.id}-`) });
+    const leftovers = await fs.readdir(path.join(userLoraDir(), A));
     expect(leftovers.filter((f) => f.startsWith(`${always.id}-`))).toEqual([]);
   });
 
@@ -278,7 +284,7 @@ describe("EnsureLoras end to end", () => {
         modelType: "user_lora",
         pageSize: 1000,
       });
-      expect(models.map((m) => m.relativePath)).toContainEqual(expect.stringMatching(`^users/${A}/${later.id}-`));
+      expect(models.map((m) => m.path)).toContainEqual(expect.stringContaining(`/${A}/${later.id}-`));
     });
     const { results } = await machine.ensureLoras({ jobId: "job-warm", userId: A, refs: [user(later)] });
     expect(results[0]?.cacheHit).toBe(true);
@@ -323,7 +329,7 @@ describe("a second machine with a small cache and an injected clock", () => {
 
   const cached = async () => {
     const { models } = await machineClient(small.url, SECRET, ["admin"]).listCachedModels({ pageSize: 1000 });
-    return models.map((m) => m.relativePath).sort();
+    return models.map((m) => m.path).sort();
   };
   const use = async (l: UploadedLora) => {
     clock.advance(60_000);
@@ -331,7 +337,7 @@ describe("a second machine with a small cache and an injected clock", () => {
     expect(results[0]?.error).toBeUndefined();
     const { stats } = await client.getCacheStats({});
     expect(Number(stats!.userLoraBytes)).toBeLessThanOrEqual(CACHE);
-    return results[0]!.path;
+    return results[0]!.absolutePath;
   };
 
   test("a full cache evicts the least recently used unprotected, non-ignored user LoRAs, only as many as needed", async () => {
@@ -344,7 +350,7 @@ describe("a second machine with a small cache and an injected clock", () => {
         userId: A,
         refs: [{ source: LoraSource.SHARED, identifier: "keep-me.safetensors" }],
       })
-    ).results[0]!.path;
+    ).results[0]!.absolutePath;
     const p = [await use(l[0]!), await use(l[1]!), await use(l[2]!)];
     // An operator protects the second and marks the third ignored, as the node package's tools do.
     const sqlite = new Database(path.join(dir, "model_cache.db"));
@@ -360,7 +366,7 @@ describe("a second machine with a small cache and an injected clock", () => {
     const p5 = await use(l[4]!);
     expect(await cached()).toEqual([sharedPath, p[1]!, p[2]!, p5].sort());
     kept = { shared: sharedPath, second: p[1]!, third: p[2]!, fifth: p5 };
-    expect(await fs.readdir(path.join(dir, "models", "loras", "users", A))).toHaveLength(3);
+    expect(await fs.readdir(path.join(dir, "user_lora_cache", A))).toHaveLength(3);
   });
 
   test("age eviction with the injected clock removes exactly the LoRAs unused for more than the configured days", async () => {

@@ -52,13 +52,13 @@ let natsPort: number;
 let natsDir: string;
 let proxy: FaultProxy;
 let machineDir: string;
-let loraDir: string;
 let stack: RunningStack;
 
 const user = (l: UploadedLora) => ({ source: LoraSource.USER, identifier: l.id });
 const upload = (name: string, size: number) =>
   uploadUserLora(stack.registry.url, SECRET, A, name, randomLoraSafetensors(size));
-const fileOf = (dir: string, l: UploadedLora) => path.join(dir, "users", A, `${l.id}-${l.name}`);
+/** A user LoRA's file under a ComfyUI directory: in the machine-cache's default user LoRA directory. */
+const fileOf = (comfyDir: string, l: UploadedLora) => path.join(comfyDir, "user_lora_cache", A, `${l.id}-${l.name}`);
 const exists = (p: string) =>
   fs.stat(p).then(
     () => true,
@@ -76,7 +76,6 @@ beforeAll(async () => {
   ns = testNamespace("machine-recovery");
   proxy = await startFaultProxy(blobEndpointOf(containers.connectionString));
   machineDir = await fs.mkdtemp(path.join(os.tmpdir(), "machine-recovery-"));
-  loraDir = path.join(machineDir, "models", "loras");
   stack = await startStack({
     databaseUrl: db.url,
     natsUrl: nats.url,
@@ -114,7 +113,7 @@ test("a LoRA deleted in the registry disappears from the machine through NATS", 
   const lora = await upload("deleted-soon.safetensors", 200 * KIB);
   const machine = machineClient(stack.machineCache.url, SECRET);
   const { results } = await machine.ensureLoras({ jobId: "job-del", userId: A, refs: [user(lora)] });
-  const file = path.join(loraDir, results[0]!.path);
+  const file = results[0]!.absolutePath;
   expect(await exists(file)).toBe(true);
 
   await userClient(stack.registry.url, SECRET, A).deleteLora({ loraId: lora.id });
@@ -128,7 +127,7 @@ test("with NATS down during the delete, the LoRA disappears after NATS returns",
   const lora = await upload("deleted-while-down.safetensors", 200 * KIB);
   const machine = machineClient(stack.machineCache.url, SECRET);
   const { results } = await machine.ensureLoras({ jobId: "job-down", userId: A, refs: [user(lora)] });
-  const file = path.join(loraDir, results[0]!.path);
+  const file = results[0]!.absolutePath;
 
   await nats.stop();
   try {
@@ -153,7 +152,7 @@ test("a read URL that expired during a stalled download is resolved again", asyn
   // Stalled, then refused (expired), then fetched the rest with a fresh URL.
   expect(reads.map((r) => r.status)).toEqual([206, 403, 206]);
   expect(reads[2]!.path).not.toBe(reads[0]!.path);
-  expect(sha256(await fs.readFile(path.join(loraDir, results[0]!.path)))).toBe(lora.sha256);
+  expect(sha256(await fs.readFile(results[0]!.absolutePath))).toBe(lora.sha256);
 });
 
 test("crash recovery: a partial download and a stale row left behind are reconciled at start, and the download resumes", async () => {
@@ -178,7 +177,7 @@ test("crash recovery: a partial download and a stale row left behind are reconci
     const pending = machineClient(instance.url, SECRET)
       .ensureLoras({ jobId: "job-crash", userId: A, refs: [user(lora)] })
       .catch((err: unknown) => err);
-    const target = fileOf(path.join(dir, "models", "loras"), lora);
+    const target = fileOf(dir, lora);
     await eventually(async () => expect(await exists(`${target}.partial`)).toBe(true));
     await eventually(() => expect(signedReads(proxy, userBlobPath(lora))).toHaveLength(1));
     // The machine goes down mid-download.
@@ -189,7 +188,7 @@ test("crash recovery: a partial download and a stale row left behind are reconci
     expect(await exists(`${target}.partial.json`)).toBe(true);
 
     // A row whose file is gone, as a crash between deleting a file and its row leaves it.
-    const ghost = path.join(dir, "models", "loras", "users", A, "999-ghost.safetensors");
+    const ghost = path.join(dir, "user_lora_cache", A, "999-ghost.safetensors");
     const sqlite = new Database(path.join(dir, "model_cache.db"));
     sqlite
       .prepare(

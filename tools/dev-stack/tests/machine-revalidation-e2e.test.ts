@@ -109,7 +109,7 @@ test("a batch with a stale copy and a miss asks the registry once, with read URL
 });
 
 test("stale copies alone are checked without read URLs; one deleted meanwhile is evicted and NOT_FOUND", async () => {
-  const bPath = path.join(dir, "models", "loras", "users", t.userId, `${loras.b.id}-b.safetensors`);
+  const bPath = path.join(dir, "user_lora_cache", t.userId, `${loras.b.id}-b.safetensors`);
   expect((await fs.stat(bPath)).size).toBe(loras.b.bytes.length);
   await userClient(t.stack.registry.url, SECRET, t.userId).deleteLora({ loraId: loras.b.id });
   staleAgain();

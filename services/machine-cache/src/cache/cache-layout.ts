@@ -1,9 +1,21 @@
 import path from "node:path";
 import { checkLoraFileName, MODEL_FILE_EXTENSIONS } from "@emprops/contracts";
 
-/** Sub-directories of models/loras this service owns. */
+/**
+ * Where user LoRAs are cached by default: beside ComfyUI's models/, in no
+ * folder ComfyUI lists models from, so nothing but this service's answer
+ * (checked against the job's user) can name them.
+ */
+export const DEFAULT_USER_LORA_DIR = "user_lora_cache";
+/** The specification's layout, models/loras/users/: ComfyUI lists these files to every workflow. */
 export const USERS_DIR = "users";
+/** Shared LoRAs, in models/loras/shared/, where ComfyUI lists them. */
 export const SHARED_DIR = "shared";
+
+/** Modes of the user LoRA directory and files: the service's user only, or its group too. */
+export function userLoraModes(groupReadable: boolean): { dir: number; file: number } {
+  return groupReadable ? { dir: 0o750, file: 0o640 } : { dir: 0o700, file: 0o600 };
+}
 
 /** Suffixes of a download in progress and of its record of completed ranges. */
 export const PARTIAL_SUFFIX = ".partial";
@@ -22,9 +34,9 @@ export function userLoraFileName(name: string, ext?: string): string {
   return `${stem}${extension}`;
 }
 
-/** users/{user_id}/{lora_id}-{name}: the file id keeps names unique per LoRA. */
+/** {user_id}/{lora_id}-{name}, relative to the user LoRA directory: the file id keeps names unique per LoRA. */
 export function userLoraRelPath(userId: string, loraId: string, fileName: string, ext?: string): string {
-  return `${USERS_DIR}/${userId}/${loraId}-${userLoraFileName(fileName, ext)}`;
+  return `${userId}/${loraId}-${userLoraFileName(fileName, ext)}`;
 }
 
 /** shared/{name}, for a name that passes the LoRA file-name rule (parseSharedName has checked it). */
@@ -41,7 +53,7 @@ export function relativeToLoraDir(loraDir: string, absolute: string): string | u
   return rel.split(path.sep).join("/");
 }
 
-/** Absolute path of a relative one, refusing anything that would leave models/loras. */
+/** Absolute path of a relative one, refusing anything that would leave `loraDir` (models/loras or the user LoRA directory). */
 export function absoluteInLoraDir(loraDir: string, relative: string): string {
   const abs = path.resolve(loraDir, relative);
   if (relativeToLoraDir(loraDir, abs) === undefined) throw new Error(`path escapes the LoRA directory: ${relative}`);

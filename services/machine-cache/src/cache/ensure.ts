@@ -315,7 +315,8 @@ class Batch {
         const first = n === 0;
         this.results[i] = create(EnsuredLoraSchema, {
           ref: referenceOf(this.input.keys[i] as LoraKey),
-          path: this.relative(file.path),
+          path: relativeToLoraDir(this.deps.loraDir, file.path) ?? "",
+          absolutePath: file.path,
           cacheHit: file.present,
           sizeBytes: BigInt(file.sizeBytes),
           bytesDownloaded: BigInt(first ? file.bytesDownloaded : 0),
@@ -359,9 +360,5 @@ class Batch {
 
   private elapsed(): number {
     return performance.now() - this.started;
-  }
-
-  private relative(absolute: string): string {
-    return relativeToLoraDir(this.deps.loraDir, absolute) ?? absolute;
   }
 }

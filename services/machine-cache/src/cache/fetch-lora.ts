@@ -47,6 +47,10 @@ export interface FetchContext extends Requester {
 export interface LoraFetcherDeps extends ResolveDeps {
   db: Db;
   loraDir: string;
+  /** Where user LoRAs are cached. */
+  userLoraDir: string;
+  /** Mode of a user LoRA's file once downloaded. */
+  userLoraFileMode: number;
   download: DownloadConfig;
   dispatcher: Dispatcher;
   /** The threads that hash downloads while they arrive. */
@@ -81,13 +85,14 @@ export class LoraFetcher {
     return joined ? { ...outcome, bytesDownloaded: 0, attempts: 0, resumed: false, joined } : { ...outcome, joined };
   }
 
-  /** Where a resolved LoRA lives under models/loras (absolute). */
+  /** Where a resolved LoRA lives (absolute): the user LoRA directory, or models/loras/shared. */
   targetPath(key: LoraKey, lora: ResolvedLora): string {
-    const rel =
-      key.source === "user"
-        ? userLoraRelPath(key.userId, key.identifier, lora.fileName, extensionOf(lora.format))
-        : sharedLoraRelPath(key.identifier);
-    return absoluteInLoraDir(this.deps.loraDir, rel);
+    return key.source === "user"
+      ? absoluteInLoraDir(
+          this.deps.userLoraDir,
+          userLoraRelPath(key.userId, key.identifier, lora.fileName, extensionOf(lora.format)),
+        )
+      : absoluteInLoraDir(this.deps.loraDir, sharedLoraRelPath(key.identifier));
   }
 
   /** Cancels downloads in flight (their partial files stay for a resume) and waits for them. */
@@ -143,6 +148,7 @@ export class LoraFetcher {
               sizeBytes,
               sha256: result.sha256,
               bytesDownloaded: result.bytesDownloaded,
+              mode: key.source === "user" ? this.deps.userLoraFileMode : undefined,
             },
             clock.now(),
             this.deps.holdings,

@@ -21,6 +21,8 @@ export interface DownloadedFile {
   sizeBytes: number;
   sha256: string;
   bytesDownloaded: number;
+  /** The file's mode once registered (user LoRAs: readable by the service's user, or its group, only). */
+  mode?: number;
 }
 
 /** The owner deleted this LoRA and the deletion reached this machine (see the invalidation consumer). */
@@ -43,6 +45,7 @@ export async function registerDownloaded(
   holdings: HoldingsRecorder,
 ): Promise<void> {
   const { key } = file;
+  if (file.mode !== undefined) await fs.chmod(file.path, file.mode);
   const row: LoraFileRow = {
     path: file.path,
     source: key.source,

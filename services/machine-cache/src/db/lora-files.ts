@@ -70,6 +70,12 @@ export function upsertLoraFile(db: Db, row: LoraFileRow): void {
   ).run(row);
 }
 
+/** Inside writeTransaction, with moveModel. */
+export function moveLoraFile(db: Db, from: string, to: string): void {
+  db.prepare("DELETE FROM lora_files WHERE path = ?").run(to);
+  db.prepare("UPDATE lora_files SET path = ? WHERE path = ?").run(to, from);
+}
+
 export function deleteLoraFile(db: Db, path: string): void {
   prepared(db, "DELETE FROM lora_files WHERE path = ?").run(path);
 }

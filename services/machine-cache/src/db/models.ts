@@ -53,6 +53,12 @@ export function touchModel(db: Db, path: string, now: string): void {
   prepared(db, "UPDATE models SET last_used = ?, use_count = IFNULL(use_count, 0) + 1 WHERE path = ?").run(now, path);
 }
 
+/** The row of a file that moved keeps everything but its path (and base name); inside writeTransaction. */
+export function moveModel(db: Db, from: string, to: string): void {
+  db.prepare("DELETE FROM models WHERE path = ?").run(to);
+  db.prepare("UPDATE models SET path = ?, filename = ? WHERE path = ?").run(to, to.split("/").pop() ?? to, from);
+}
+
 export function deleteModel(db: Db, path: string): void {
   prepared(db, "DELETE FROM models WHERE path = ?").run(path);
 }

@@ -13,19 +13,21 @@ const DAY_MS = 24 * 3600 * 1000;
 
 /**
  * The specification's cache-stats fields for this machine. Every row under
- * models/loras counts: user_lora rows as user LoRAs, the rest (shared/ and
- * what the node package put there) as shared ones.
+ * models/loras and the user LoRA directory counts: user_lora rows as user
+ * LoRAs, the rest (shared/ and what the node package put there) as shared ones.
  */
 export async function cacheStats(deps: {
   db: Db;
   loraDir: string;
+  userLoraDir: string;
   machineId: string;
   clock: Clock;
 }): Promise<MachineCacheStats> {
-  const { db, loraDir, machineId, clock } = deps;
+  const { db, loraDir, userLoraDir, machineId, clock } = deps;
   const now = clock.now();
   const settings = readSettings(db);
-  const rows = modelsUnder(db, loraDir);
+  const byPath = new Map([...modelsUnder(db, loraDir), ...modelsUnder(db, userLoraDir)].map((r) => [r.path, r]));
+  const rows = [...byPath.values()];
   const user = rows.filter((r) => r.model_type === USER_LORA);
   const shared = rows.filter((r) => r.model_type !== USER_LORA);
   const bytes = (list: typeof rows) => list.reduce((s, r) => s + (r.size_bytes ?? 0), 0);

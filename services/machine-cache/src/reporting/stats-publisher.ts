@@ -28,6 +28,7 @@ export class StatsPublisher {
       names: EventNames;
       machineId: string;
       loraDir: string;
+      userLoraDir: string;
       clock: Clock;
       logger: Logger;
       intervalMs: number;

@@ -11,6 +11,7 @@ export function getCacheStats(ctx: AppContext): Partial<ServiceImpl<typeof Machi
       const stats = await cacheStats({
         db: ctx.db,
         loraDir: ctx.cfg.loraDir,
+        userLoraDir: ctx.cfg.userLoraDir,
         machineId: ctx.cfg.machineId,
         clock: ctx.clock,
       });

@@ -6,9 +6,16 @@ import type { Db } from "../../src/db/open-database.js";
 import { toPythonIso } from "../../src/db/python-time.js";
 
 export interface SeededLora {
+  /** Absolute path (EnsureLoras' absolutePath). */
   path: string;
+  /** EnsureLoras' path: relative to models/loras for shared LoRAs, "" for user LoRAs (kept outside it). */
   relativePath: string;
   sizeBytes: number;
+}
+
+/** The machine-cache's default user LoRA directory for a ComfyUI whose models/loras is `loraDir`. */
+export function defaultUserLoraDir(loraDir: string): string {
+  return path.resolve(loraDir, "..", "..", "user_lora_cache");
 }
 
 /**
@@ -31,10 +38,14 @@ export async function seedLora(
     validatedAtMs?: number;
   },
 ): Promise<SeededLora> {
-  const file = path.join(loraDir, opts.relativePath);
+  // "users/{user}/{id}-{name}": a user LoRA, kept in the default user LoRA directory.
+  const user = opts.relativePath.startsWith("users/");
+  const file = user
+    ? path.join(defaultUserLoraDir(loraDir), opts.relativePath.slice("users/".length))
+    : path.join(loraDir, opts.relativePath);
   await fs.mkdir(path.dirname(file), { recursive: true });
   await fs.writeFile(file, Buffer.alloc(opts.sizeBytes, 7));
-  const modelType = opts.modelType ?? (opts.relativePath.startsWith("users/") ? USER_LORA : SHARED_LORA);
+  const modelType = opts.modelType ?? (user ? USER_LORA : SHARED_LORA);
   registerModel(db, {
     path: file,
     modelType,
@@ -49,8 +60,7 @@ export async function seedLora(
     file,
   );
   if (opts.ours ?? true) {
-    const [top, owner, name] = opts.relativePath.split("/");
-    const user = top === "users";
+    const [, owner, name] = opts.relativePath.split("/");
     upsertLoraFile(db, {
       path: file,
       source: user ? "user" : "shared",
@@ -62,7 +72,7 @@ export async function seedLora(
       validated_at_ms: opts.validatedAtMs ?? opts.lastUsed.getTime(),
     });
   }
-  return { path: file, relativePath: opts.relativePath, sizeBytes: opts.sizeBytes };
+  return { path: file, relativePath: user ? "" : opts.relativePath, sizeBytes: opts.sizeBytes };
 }
 
 export async function exists(file: string): Promise<boolean> {

@@ -28,6 +28,8 @@ export interface TestStack {
   machineDir: string;
   /** ComfyUI's models/loras of the stack's machine-cache. */
   loraDir: string;
+  /** Where the stack's machine-cache keeps user LoRAs (its default: beside models/, in no ComfyUI folder). */
+  userLoraDir: string;
   /** A user of this file, with a token. */
   userId: string;
   userToken: string;
@@ -91,6 +93,7 @@ export async function startTestStack(label: string, opts: TestStackOptions = {})
       jwtSecret,
       machineDir,
       loraDir: path.join(machineDir, "models", "loras"),
+      userLoraDir: path.join(machineDir, "user_lora_cache"),
       userId,
       userToken,
       adminToken,
