@@ -5,6 +5,9 @@ import {
   type Lora,
   type LoraMetadata,
   LoraMetadataSchema,
+  type LoraPreview,
+  LoraPreviewSchema,
+  PreviewSource,
   LoraSchema,
   LoraState,
   type WorkflowRef,
@@ -16,6 +19,7 @@ import type {
   LoraGenOutData,
   LoraWorkflowUsageTable,
   StoredLoraMetadata,
+  StoredPreview,
   StoredUserMetadata,
 } from "../db/schema/index.js";
 
@@ -87,6 +91,19 @@ export function fromMetadataMessage(m: LoraMetadata | undefined): StoredLoraMeta
   return out;
 }
 
+/** The stored preview as a message; undefined without one. */
+export function toPreviewMessage(p: StoredPreview | undefined): LoraPreview | undefined {
+  if (!p) return undefined;
+  const updated = new Date(p.updated_at);
+  return create(LoraPreviewSchema, {
+    source: p.source === "file" ? PreviewSource.FILE : PreviewSource.UPLOADED,
+    width: p.width,
+    height: p.height,
+    sizeBytes: BigInt(p.size_bytes),
+    updateTime: Number.isNaN(updated.getTime()) ? undefined : timestampFromDate(updated),
+  });
+}
+
 export function toLora(row: LoraRow, extra: { workflows?: WorkflowRef[]; withRaw?: boolean } = {}): Lora {
   const data = row.gen_out_data;
   const pending = data?.validation_status === "pending";
@@ -107,6 +124,7 @@ export function toLora(row: LoraRow, extra: { workflows?: WorkflowRef[]; withRaw
     state: pending ? LoraState.PENDING : LoraState.READY,
     uploadSource: data?.upload_source ?? "",
     validationStatus: pending ? "" : (data?.validation_status ?? ""),
+    preview: toPreviewMessage(data?.preview),
   });
 }
 

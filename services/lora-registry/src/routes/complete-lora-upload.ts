@@ -4,6 +4,7 @@ import { CompleteLoraUploadResponseSchema, type LoraService } from "@emprops/con
 import { userOf } from "../domain/caller.js";
 import { completeUpload } from "../domain/complete-upload.js";
 import { toLora } from "../domain/lora-message.js";
+import { adoptFileThumbnail } from "../domain/previews.js";
 import { quotaSummary } from "../domain/quota.js";
 import { parseUuid } from "../domain/validate.js";
 import type { AppContext } from "../context.js";
@@ -11,9 +12,12 @@ import type { AppContext } from "../context.js";
 export function completeLoraUpload(ctx: AppContext): Partial<ServiceImpl<typeof LoraService>> {
   return {
     async completeLoraUpload(req, hctx) {
-      const { lora, ledger } = await completeUpload(ctx, userOf(hctx), parseUuid(req.uploadId, "upload_id"));
+      const userId = userOf(hctx);
+      const { lora, ledger } = await completeUpload(ctx, userId, parseUuid(req.uploadId, "upload_id"));
+      // A file with its own thumbnail gets it as its preview.
+      const published = await adoptFileThumbnail(ctx, userId, lora);
       return create(CompleteLoraUploadResponseSchema, {
-        lora: toLora(lora, { withRaw: true }),
+        lora: toLora(published, { withRaw: true }),
         quota: quotaSummary(ledger, ctx.cfg.quota),
       });
     },

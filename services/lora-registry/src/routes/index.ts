@@ -5,10 +5,13 @@ import { abortLoraUpload } from "./abort-lora-upload.js";
 import { completeLoraUpload } from "./complete-lora-upload.js";
 import { createLoraUpload } from "./create-lora-upload.js";
 import { deleteLora } from "./delete-lora.js";
+import { deleteLoraPreview } from "./delete-lora-preview.js";
 import { deleteUserLoras } from "./delete-user-loras.js";
 import { findLoraHolders } from "./find-lora-holders.js";
 import { getCacheStats } from "./get-cache-stats.js";
 import { getLora } from "./get-lora.js";
+import { getLoraDownloadUrl } from "./get-lora-download-url.js";
+import { getLoraPreviewUrls } from "./get-lora-preview-urls.js";
 import { getLoraUpload } from "./get-lora-upload.js";
 import { getQuota } from "./get-quota.js";
 import { getUserQuota } from "./get-user-quota.js";
@@ -18,6 +21,7 @@ import { listPopularLoras } from "./list-popular-loras.js";
 import { rankMachines } from "./rank-machines.js";
 import { reconcileQuota } from "./reconcile-quota.js";
 import { resolveLoras } from "./resolve-loras.js";
+import { setLoraPreview } from "./set-lora-preview.js";
 import { setUserQuota } from "./set-user-quota.js";
 import { updateLora } from "./update-lora.js";
 
@@ -34,6 +38,10 @@ export function routes(ctx: AppContext) {
       ...updateLora(ctx),
       ...deleteLora(ctx),
       ...getQuota(ctx),
+      ...getLoraDownloadUrl(ctx),
+      ...setLoraPreview(ctx),
+      ...deleteLoraPreview(ctx),
+      ...getLoraPreviewUrls(ctx),
     });
     router.service(LoraAdminService, {
       ...setUserQuota(ctx),

@@ -1,6 +1,6 @@
 import { type Kysely, type RawBuilder, type Selectable, sql } from "kysely";
 import { toDbTimestamp } from "../pg-types.js";
-import type { Database, FlatFileTable, LoraGenOutData, LoraUsageTable } from "../schema/index.js";
+import type { Database, FlatFileTable, LoraGenOutData, LoraUsageTable, StoredPreview } from "../schema/index.js";
 
 // flat_file holds more than LoRAs: every query here reads it as `f`.
 
@@ -216,6 +216,39 @@ export async function genOutDataOf(db: Kysely<Database>, loraId: string): Promis
     .where("id", "=", loraId)
     .executeTakeFirstOrThrow();
   return row.gen_out_data ?? {};
+}
+
+/** Records (or, with undefined, forgets) the user's visible LoRA's preview; undefined when there is no such LoRA. */
+export async function setPreviewOf(
+  db: Kysely<Database>,
+  userId: string,
+  loraId: string,
+  preview: StoredPreview | undefined,
+): Promise<LoraRow | undefined> {
+  const data =
+    preview === undefined
+      ? sql`coalesce(f.gen_out_data, '{}'::jsonb) - 'preview'`
+      : sql`coalesce(f.gen_out_data, '{}'::jsonb) || jsonb_build_object('preview', ${JSON.stringify(preview)}::jsonb)`;
+  const res = await sql<LoraRow>`
+    UPDATE flat_file f SET gen_out_data = ${data}
+    WHERE f.id = ${loraId} AND f.user_id = ${userId} AND ${isVisibleLora}
+    RETURNING ${sql.join(LORA_COLUMNS_OF_F.map((c) => sql.ref(c)))}`.execute(db);
+  return res.rows[0];
+}
+
+/** The previews recorded for those of the ids that are the user's visible LoRAs. */
+export async function previewsOf(
+  db: Kysely<Database>,
+  userId: string,
+  loraIds: string[],
+): Promise<{ id: string; preview: StoredPreview }[]> {
+  if (loraIds.length === 0) return [];
+  return visibleLoras(db)
+    .select(["f.id", sql<StoredPreview>`f.gen_out_data -> 'preview'`.as("preview")])
+    .where("f.id", "in", loraIds)
+    .where("f.user_id", "=", userId)
+    .where(sql<boolean>`f.gen_out_data ? 'preview'`)
+    .execute();
 }
 
 /** Hides the user's visible LoRA, stamped deleted_at; undefined when there is none. */

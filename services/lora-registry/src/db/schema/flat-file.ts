@@ -29,6 +29,21 @@ export interface LoraGenOutData {
   user_metadata?: StoredUserMetadata;
   /** ISO time of deletion; set together with hidden = true. */
   deleted_at?: string;
+  /** The preview image stored next to the blob (users/{user}/loras/{id}.preview.webp), when there is one. */
+  preview?: StoredPreview;
+}
+
+/** What the gateway stored as a LoRA's preview. */
+export interface StoredPreview {
+  /** "file": the file's modelspec.thumbnail; "uploaded": SetLoraPreview. */
+  source: "file" | "uploaded";
+  width: number;
+  height: number;
+  size_bytes: number;
+  /** Hex sha256 of the stored WebP. */
+  sha256: string;
+  /** ISO time it was stored. */
+  updated_at: string;
 }
 
 export interface StoredLoraMetadata {
