@@ -1,5 +1,6 @@
 import { execFile, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -236,6 +237,17 @@ describe("the lora CLI against the real stack", () => {
     expect(over.code).toBe(7);
     expect(over.stderr).toContain("[QUOTA_EXCEEDED]");
     expect(over.stderr).toMatch(/Storage: 7\.5 MiB of 8\.0 MiB used, [\d.]+ KiB available; this file needs 2\.0 MiB/);
+
+    // Over the warning, `lora quota` names the LoRAs unused longest that bring it back under.
+    const quota = await lora(["quota"]);
+    expect(quota.code).toBe(0);
+    expect(quota.stdout).toMatch(
+      /Unused longest: deleting these frees [\d.]+ MiB \(lora rm ID\)\nID +NAME +SIZE +LAST USED\n/,
+    );
+    expect(quota.stdout).toMatch(/\n +\d+ +\S+\.safetensors +[\d.]+ MiB +never\n/);
+    expect(quota.stderr).toMatch(/^You have used 9\d% of your LoRA quota \(warning at 80%\)\. Deleting the/);
+    const json = JSON.parse((await lora(["quota", "--json"])).stdout) as { deletionSuggestions: unknown[] };
+    expect(json.deletionSuggestions.length).toBeGreaterThan(0);
     expect((await admin(["admin", "quota", "set", t.userId, "--reset"])).code).toBe(0);
     expect(JSON.parse((await lora(["ls", "--json"])).stdout).totalSize).toBe(2);
   });
@@ -316,6 +328,49 @@ describe("the lora CLI against the real stack", () => {
     expect((await admin(["admin", "cache-stats", "--machine", "elsewhere"])).stdout).toBe(
       "Machine elsewhere has not reported.\n",
     );
+  });
+
+  test("download saves the owner's file with progress, checks its sha256, and refuses to overwrite", async () => {
+    const source = path.join(dir, "to_fetch.safetensors");
+    const sha = writeLoraFile(source, 2.5 * MiB, kohyaMetadata("to_fetch"));
+    const uploaded = await lora(["upload", source, "--json"]);
+    const id = (JSON.parse(uploaded.stdout) as { id: string }).id;
+    const out = path.join(dir, "fetched", "copy.safetensors");
+    mkdirSync(path.dirname(out));
+    const run = await lora(["download", id, "-o", out]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(`Downloaded to_fetch.safetensors (2.5 MiB) to ${out}\n  sha256: ${sha} (checked)\n`);
+    const lines = run.stderr.trim().split("\n");
+    expect(lines.length).toBeGreaterThanOrEqual(3);
+    expect(lines.every((l) => /^progress: \d+% \([\d.]+ (B|KiB|MiB) of 2\.5 MiB\)$/.test(l))).toBe(true);
+    expect(lines.at(-1)).toBe("progress: 100% (2.5 MiB of 2.5 MiB)");
+    expect(createHash("sha256").update(readFileSync(out)).digest("hex")).toBe(sha);
+    expect(existsSync(`${out}.part`)).toBe(false);
+
+    const again = await lora(["download", id, "-o", out]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain("exists: choose another file with -o, or overwrite it with --force");
+    expect((await lora(["download", id, "-o", out, "--force"])).code).toBe(0);
+
+    // Without -o: the LoRA's name, in the current directory.
+    const here = await new Promise<Run>((resolve, reject) => {
+      const child = spawn(process.execPath, [CLI, "download", id], {
+        cwd: path.dirname(out),
+        env: { PATH: process.env.PATH, HOME: dir, LORA_CONFIG: config },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let stdout = "";
+      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      child.on("error", reject);
+      child.on("close", (code) => resolve({ code, stdout, stderr: "" }));
+    });
+    expect(here.code).toBe(0);
+    expect(readFileSync(path.join(path.dirname(out), "to_fetch.safetensors")).equals(readFileSync(source))).toBe(true);
+
+    const stranger = await lora(["--token", await t.tokenFor("00000000-0000-4000-8000-0000000000aa"), "download", id]);
+    expect(stranger.code).toBe(5);
+    expect(stranger.stderr).toBe(`lora: LoRA with ID ${id} not found or access denied [LORA_NOT_FOUND]\n`);
+    expect(await lora(["rm", id, "--yes"])).toMatchObject({ code: 0 });
   });
 
   test("rm deletes the LoRA and returns its bytes to the quota", async () => {

@@ -15,6 +15,7 @@ import {
   parsePositiveInt,
   parseUuid,
 } from "./commands/arguments.js";
+import { downloadCommand, type DownloadOptions } from "./commands/download.js";
 import { loginCommand, logoutCommand } from "./commands/login.js";
 import { lsCommand, type LsOptions } from "./commands/ls.js";
 import { quotaCommand } from "./commands/quota.js";
@@ -123,6 +124,14 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv, streams: Strea
     .argument("<id>", "LoRA id", parseLoraId)
     .option("--json", "print JSON")
     .action(action((c, id: string, opts: { json?: boolean }) => showCommand(c, id, opts)));
+
+  program
+    .command("download")
+    .description("download your own LoRA file as uploaded, with progress; its sha256 is checked")
+    .argument("<id>", "LoRA id", parseLoraId)
+    .option("-o, --output <file>", "where to save it (default: the LoRA's name, here)")
+    .option("--force", "overwrite the file if it exists")
+    .action(action((c, id: string, opts: DownloadOptions) => downloadCommand(c, id, opts)));
 
   program
     .command("rm")

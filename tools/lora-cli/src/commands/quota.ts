@@ -7,7 +7,7 @@ import {
   type QuotaSummary,
 } from "@emprops/contracts";
 import type { CliContext } from "../context.js";
-import { renderTable } from "../format.js";
+import { formatTime, renderTable } from "../format.js";
 
 const BAR = 30;
 
@@ -38,7 +38,20 @@ export function describeSizes(loras: LoraSize[]): string {
   );
 }
 
-/** `lora quota`: limits, use, the 80% warning and what takes the space. */
+/** The LoRAs whose deletion ends the warning, unused longest first. */
+export function describeSuggestions(loras: LoraSize[]): string {
+  return renderTable(
+    [
+      { title: "ID", align: "right" },
+      { title: "NAME", max: 40 },
+      { title: "SIZE", align: "right" },
+      { title: "LAST USED" },
+    ],
+    loras.map((l) => [l.id, l.name, formatBytes(l.sizeBytes), l.lastUsedAt ? formatTime(l.lastUsedAt) : "never"]),
+  );
+}
+
+/** `lora quota`: limits, use, the 80% warning, what takes the space and what to delete. */
 export async function quotaCommand(ctx: CliContext, opts: { json?: boolean }): Promise<void> {
   const res = await ctx.clients().lora.getQuota({});
   if (opts.json) {
@@ -48,4 +61,9 @@ export async function quotaCommand(ctx: CliContext, opts: { json?: boolean }): P
   if (!res.quota) throw new Error("GetQuota answered without a quota");
   ctx.print(describeQuota(res.quota));
   if (res.loras.length > 0) ctx.print(`\n${describeSizes(res.loras)}`);
+  if (res.deletionSuggestions.length > 0) {
+    ctx.print(`\nUnused longest: deleting these frees ${formatBytes(res.suggestedFreeBytes)} (lora rm ID)`);
+    ctx.print(describeSuggestions(res.deletionSuggestions));
+  }
+  if (res.warningMessage) ctx.note(res.warningMessage);
 }
