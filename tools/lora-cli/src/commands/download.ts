@@ -4,6 +4,7 @@ import { rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { formatBytes } from "@emprops/contracts";
 import { SingleBar } from "cli-progress";
 import type { CliContext } from "../context.js";
@@ -77,11 +78,7 @@ export async function downloadCommand(ctx: CliContext, id: string, opts: Downloa
     },
   });
   try {
-    await pipeline(
-      Readable.fromWeb(res.body as import("node:stream/web").ReadableStream),
-      counter,
-      createWriteStream(partial),
-    );
+    await pipeline(Readable.fromWeb(res.body as WebReadableStream), counter, createWriteStream(partial));
   } catch (err) {
     progress.stop();
     await rm(partial, { force: true });
