@@ -23,12 +23,14 @@ import { describeMachine, loadAverage } from "./harness/machine.js";
 import { mergeResults, renderResults, spliceResults } from "./harness/report.js";
 import { type Mode, SIZES, type Suite, type SuiteContext, type SuiteReport } from "./harness/suite.js";
 import { cachePolicySuite } from "./suites/cache-policy.js";
+import { fleetSuite } from "./suites/fleet.js";
 import { formatsSuite } from "./suites/formats.js";
 import { getLoraRpsSuite } from "./suites/get-lora-rps.js";
 import { listLatencySuite } from "./suites/list-latency.js";
 import { CLOUD_LINK, describeLink, parseLink } from "./harness/shaped-link.js";
 import { cachedHitSuite, coldFetchSuite, threeLorasSuite } from "./suites/machine-cache.js";
 import { peakMemorySuite } from "./suites/peak-memory.js";
+import { placementSuite } from "./suites/placement.js";
 import { profilesSuite } from "./suites/profiles.js";
 import { shapedFetchSuite, shapedThreeSuite, shapedVerifySuite } from "./suites/shaped-link.js";
 import { singleFlightSuite } from "./suites/single-flight.js";
@@ -51,6 +53,8 @@ const SUITES: Suite[] = [
   listLatencySuite,
   peakMemorySuite,
   cachePolicySuite,
+  placementSuite,
+  fleetSuite,
   profilesSuite,
 ];
 

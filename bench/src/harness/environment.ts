@@ -32,6 +32,8 @@ export interface BenchEnvironment {
   summary: string;
   userContainer: string;
   sharedContainer: string;
+  /** The run's NATS and namespace (the services' events). */
+  nats: { url: string; namespace: string };
   /** The user owning every LoRA the suites upload. */
   userId: string;
   tokens: { machine: string; admin: string; service: string };
@@ -46,6 +48,8 @@ export interface BenchEnvironment {
   /** Another registry + gateway on the same database and containers (e.g. signing URLs through a proxy). */
   startRegistryAndGateway(opts?: {
     azureConnectionString?: string;
+    /** Further variables of the registry. */
+    registryEnv?: NodeJS.ProcessEnv;
     nodeArgs?: { registry?: string[]; gateway?: string[] };
   }): Promise<RegistryAndGateway>;
   /** A gateway of its own (nothing calls it but the suite). */
@@ -133,6 +137,7 @@ export async function startBenchEnvironment(opts: { azuriteOnDisk?: boolean } = 
             // The suites upload several GB for one user.
             DEFAULT_QUOTA_BYTES: String(1024 ** 4),
             DEFAULT_QUOTA_COUNT: "100000",
+            ...o.registryEnv,
           },
           o.nodeArgs?.registry,
         ),
@@ -161,6 +166,7 @@ export async function startBenchEnvironment(opts: { azuriteOnDisk?: boolean } = 
         .replace(/ \| /g, "; "),
       userContainer: containers.userContainer,
       sharedContainer: containers.sharedContainer,
+      nats: { url: ns.natsUrl, namespace: ns.namespace },
       userId,
       tokens,
       main,

@@ -7,7 +7,7 @@ import { SpaceManager } from "./cache/space-manager.js";
 import { getModel, registerModel, touchModel, USER_LORA } from "./db/models.js";
 import { openDatabase } from "./db/open-database.js";
 import { toPythonIso } from "./db/python-time.js";
-import { EVICTION_POLICIES, type EvictionPolicy, seedSettings } from "./db/settings.js";
+import { EVICTION_POLICIES, type EvictionPolicy, SETTING_DEFAULTS, seedSettings } from "./db/settings.js";
 import { createMetrics } from "./telemetry.js";
 
 export { EVICTION_POLICIES, type EvictionPolicy };
@@ -97,3 +97,6 @@ export async function startEvictionReplay(opts: {
     },
   };
 }
+
+/** lora_cache_max_gb as the machine cache seeds it (GiB): the cache size of a node that sets nothing. */
+export const DEFAULT_CACHE_GIB = Number(SETTING_DEFAULTS.lora_cache_max_gb);
