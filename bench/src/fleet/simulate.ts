@@ -206,7 +206,17 @@ export function simulateFleet(trace: FleetTrace, routing: Routing): FleetOutcome
     freeAt: 0,
     recentEvictions: [],
   }));
+  /** LoRA → the nodes holding it (what FindLoraHolders answers). */
+  const holders = new Map<number, Set<NodeState>>();
   const held = (node: NodeState, lora: number, delta: number) => {
+    let set = holders.get(lora);
+    if (delta > 0) {
+      if (!set) holders.set(lora, (set = new Set()));
+      set.add(node);
+    } else if (set) {
+      set.delete(node);
+      if (set.size === 0) holders.delete(lora);
+    }
     const m = poolHolders[node.pool]!;
     const n = (m.get(lora) ?? 0) + delta;
     if (n === 0) m.delete(lora);
@@ -280,8 +290,17 @@ export function simulateFleet(trace: FleetTrace, routing: Routing): FleetOutcome
     let best = nodes[0]!;
     for (const n of nodes) if (n.freeAt < best.freeAt) best = n;
     if (routing === "least-loaded") return best;
-    // The broker asks about the machines free now (in node order); when none is, the 32 soonest free.
-    let candidates = nodes.filter((n) => n.freeAt <= now);
+    // The broker asks who holds the job's LoRAs (FindLoraHolders) and ranks those free now with the
+    // first 32 free nodes (node order); when no node is free, the 32 soonest free.
+    const picked = new Set<NodeState>();
+    for (const lora of job) for (const n of holders.get(lora) ?? []) if (n.freeAt <= now) picked.add(n);
+    for (let i = 0, free = 0; i < nodes.length && free < 32; i++) {
+      if (nodes[i]!.freeAt <= now) {
+        picked.add(nodes[i]!);
+        free++;
+      }
+    }
+    let candidates = [...picked];
     if (candidates.length === 0) candidates = [...nodes].sort((a, b) => a.freeAt - b.freeAt).slice(0, 32);
     for (const n of candidates) {
       const window = n.recentEvictions;

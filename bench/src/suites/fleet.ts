@@ -150,7 +150,8 @@ export const fleetSuite: Suite = {
           `whose user ran the same set of LoRAs before. ${trace.sessions.length.toLocaleString("en")} sessions.`,
         "",
         `Routers: random (any node, busy or not); least-loaded (the node free soonest); placement (the ` +
-          `registry's own rankCandidates over the nodes free now (in node order for ties), ranked by the bytes ` +
+          `registry's own rankCandidates over the free nodes holding any of the job's LoRAs (what FindLoraHolders ` +
+          `answers) and the first 32 free nodes, ranked by the bytes ` +
           `of the job's LoRAs each holds, then free cache space, then bytes evicted in the last hour). Peer fetch: ` +
           `a miss that another node of the pool holds comes over the node's ${s.peerLinkRate / 1e9} GB/s peer link ` +
           `(the pool's copies summed), every other miss from Blob Storage at ${s.blobStreamRate / 1e6} MB/s per ` +
