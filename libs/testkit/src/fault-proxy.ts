@@ -25,7 +25,7 @@ export interface FaultRule {
   method?: string;
   /** Tested against the path and query, as sent. */
   path?: RegExp | ((pathAndQuery: string) => boolean);
-  /** Tested against the Range header (undefined when the request has none). */
+  /** Tested against the range asked for (x-ms-range, else Range; undefined when the request has neither). */
   range?: RegExp | ((range: string | undefined) => boolean);
   /** How many matching requests it applies to (default 1; Infinity: every one). */
   times?: number;
@@ -38,6 +38,7 @@ export interface SeenRequest {
   method: string;
   /** Path and query, as sent. */
   path: string;
+  /** The byte range asked for: x-ms-range (as the storage SDK sends it, and Blob Storage prefers it) or Range. */
   range: string | undefined;
   /** Status sent back; 0 until the response starts, and for a request cut before any answer. */
   status: number;
@@ -117,7 +118,8 @@ export async function startFaultProxy(upstream: string, options: FaultProxyOptio
   };
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const seen: SeenRequest = { method: req.method ?? "", path: req.url ?? "", range: req.headers.range, status: 0 };
+    const range = (req.headers["x-ms-range"] as string | undefined) ?? req.headers.range;
+    const seen: SeenRequest = { method: req.method ?? "", path: req.url ?? "", range, status: 0 };
     requests.push(seen);
     const rule = take(seen);
     const fault = rule?.fault;
