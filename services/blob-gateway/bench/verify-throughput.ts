@@ -50,6 +50,7 @@ export const PLAIN_READ_SHA = "plain read + sha256";
 export const RANGED_READ = `ranged read (${RANGES_IN_FLIGHT} x 8 MiB)`;
 export const SHA_IN_MEMORY = "sha256 of the bytes in memory";
 export const VERIFY = "VerifyBlob";
+export const VERIFY_ONE_STREAM = "VerifyBlob, one stream (VERIFY_READ_CONNECTIONS=1)";
 
 /** One plain sequential download, bytes discarded (optionally hashed); seconds. */
 export async function plainRead(blob: BlockBlobClient, hash: boolean): Promise<number> {
@@ -129,17 +130,20 @@ export interface VerifyThroughput {
 export async function verifyThroughput(opts: {
   target: VerifyTarget;
   gateway: GatewayUnderTest;
+  /** A gateway reading blobs as one stream, to compare with the default reads. */
+  oneStream?: GatewayUnderTest;
   token: string;
   rounds: number;
   log?: (line: string) => void;
 }): Promise<VerifyThroughput> {
-  const { target, gateway, token, rounds } = opts;
+  const { target, gateway, token, rounds, oneStream } = opts;
   const rows: Record<string, number[]> = {
     [PLAIN_READ]: [],
     [PLAIN_READ_SHA]: [],
     [RANGED_READ]: [],
     [SHA_IN_MEMORY]: [],
     [VERIFY]: [],
+    ...(oneStream ? { [VERIFY_ONE_STREAM]: [] } : {}),
   };
   const memory: PeakMemory = { before: 0, peak: 0, hwm: 0 };
   await plainRead(target.blob, false); // warm-up: Azurite's first read of an extent is slower
@@ -160,6 +164,9 @@ export async function verifyThroughput(opts: {
         memory.peak = Math.max(memory.peak, r.memory.peak);
         memory.hwm = Math.max(memory.hwm, r.memory.hwm);
       },
+      ...(oneStream
+        ? [async () => void rows[VERIFY_ONE_STREAM]!.push((await verifyOnce(oneStream, token, target)).seconds)]
+        : []),
     ],
     (round) => opts.log?.(`verify round ${round}/${rounds} done`),
   );

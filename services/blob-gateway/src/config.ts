@@ -1,5 +1,6 @@
 import { authConfig, commonEnvShape, ConfigError, env, parseEnv, type AuthConfig } from "@emprops/platform";
 import { z } from "zod";
+import type { BlobReadSettings } from "./storage/blob-reader.js";
 import { parseConnectionString } from "./storage/connection-string.js";
 
 /** How the gateway reaches and signs for the storage account. */
@@ -32,6 +33,8 @@ export interface GatewayConfig {
   maxLoraSizeBytes: number;
   /** Put Block calls in flight per UploadBlob stream. */
   uploadBlocksInFlight: number;
+  /** How VerifyBlob reads a blob: ranged GETs in flight (1: one stream) and their size. */
+  verifyRead: BlobReadSettings;
   /** Browser origins allowed to Put Block to signed URLs (the account's Blob CORS rule); empty: rules untouched. */
   storageCorsAllowedOrigins: string[];
   auth: AuthConfig;
@@ -80,6 +83,8 @@ const shape = {
     .default(8 * MiB),
   MAX_LORA_BYTES: env.positiveInt(2 * 1024 * MiB),
   UPLOAD_BLOCKS_IN_FLIGHT: z.coerce.number().int().min(1).max(16).default(4),
+  VERIFY_READ_CONNECTIONS: z.coerce.number().int().min(1).max(16).default(4),
+  VERIFY_READ_RANGE_MB: z.coerce.number().int().min(1).max(256).default(16),
   STORAGE_CORS_ALLOWED_ORIGINS: env.origins(),
 };
 
@@ -125,6 +130,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): GatewayConf
     blockSizeBytes: e.UPLOAD_BLOCK_SIZE_BYTES,
     maxLoraSizeBytes: e.MAX_LORA_BYTES,
     uploadBlocksInFlight: e.UPLOAD_BLOCKS_IN_FLIGHT,
+    verifyRead: { connections: e.VERIFY_READ_CONNECTIONS, rangeBytes: e.VERIFY_READ_RANGE_MB * MiB },
     storageCorsAllowedOrigins: e.STORAGE_CORS_ALLOWED_ORIGINS,
     auth: authConfig(e),
     natsUrl: e.NATS_URL,

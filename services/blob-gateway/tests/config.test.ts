@@ -102,6 +102,7 @@ describe("storage configuration", () => {
       blockSizeBytes: 8 * 1024 * 1024,
       maxLoraSizeBytes: 2 * 1024 ** 3,
       uploadBlocksInFlight: 4,
+      verifyRead: { connections: 4, rangeBytes: 16 * 1024 * 1024 },
     });
   });
 });

@@ -12,7 +12,8 @@ import { recordVerification, StorageReadError, tooLarge, verifyChunks } from "..
 import { optionalBytes, optionalSha256 } from "./request-fields.js";
 
 /**
- * One streaming pass over the committed blob: format, strict safetensors
+ * One streaming pass over the committed blob (ranged reads in flight, in
+ * byte order; see openBlob): format, strict safetensors
  * header or pickle scan, sha256, size, metadata. A rejected file is a normal
  * answer (status REJECTED with its reason); a missing blob is NOT_FOUND, or
  * with report_uncommitted the answer committed = false and the staged blocks.
@@ -29,7 +30,7 @@ export function verifyBlob(ctx: AppContext): Partial<ServiceImpl<typeof BlobGate
 
       return inSpan("blob.verify", { "blob.path": ref.path }, async (span) => {
         const blob = ctx.storage.blob(ref);
-        const opened = await openBlob(blob).catch((err: unknown) =>
+        const opened = await openBlob(blob, ctx.cfg.verifyRead).catch((err: unknown) =>
           req.reportUncommitted && isNotFound(err) ? undefined : Promise.reject(storageError(err, ref.path)),
         );
         if (!opened) {
