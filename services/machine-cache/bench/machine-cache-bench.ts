@@ -26,7 +26,7 @@ import os from "node:os";
 import { pipeline } from "node:stream/promises";
 import { type Dispatcher, request } from "undici";
 import { connectJson } from "../../../bench/src/harness/connect-json.js";
-import { cpuSecondsOf } from "../../../bench/src/harness/cpu.js";
+import { coresDuring, cpuSecondsOf, type Watched } from "../../../bench/src/harness/cpu.js";
 import {
   aria2Download,
   curlDownload,
@@ -96,6 +96,8 @@ export function expectDownloaded(results: EnsuredJson[], n: number): void {
 export interface StepRun {
   seconds: number;
   cpuSeconds?: number;
+  /** Cores each watched process (and, as "machine", the whole machine) kept busy meanwhile. */
+  cores?: Record<string, number>;
 }
 
 /** Named steps, each run once per round. */
@@ -103,23 +105,22 @@ export type Steps = Record<string, () => Promise<StepRun>>;
 
 /**
  * Every step once per round, interleaved (each round compares the same moment
- * of a shared machine) and rotated; what each step measured, by label.
+ * of a shared machine) and rotated; what each step measured, by label, with
+ * the cores the `watched` processes and the machine used during it.
  */
 export async function measureRounds(
   steps: Steps,
   rounds: number,
-  log?: (line: string) => void,
-  what = "round",
+  opts: { log?: (line: string) => void; what?: string; watched?: Watched[] } = {},
 ): Promise<Record<string, StepRun[]>> {
   const rows: Record<string, StepRun[]> = Object.fromEntries(Object.keys(steps).map((label) => [label, []]));
   await rotatedRounds(
     rounds,
-    Object.entries(steps).map(
-      ([label, step]) =>
-        async () =>
-          void rows[label]!.push(await step()),
-    ),
-    (round) => log?.(`${what} ${round}/${rounds}`),
+    Object.entries(steps).map(([label, step]) => async () => {
+      const { result, cores } = await coresDuring(opts.watched ?? [], step);
+      rows[label]!.push({ ...result, cores });
+    }),
+    (round) => opts.log?.(`${opts.what ?? "round"} ${round}/${rounds}`),
   );
   return rows;
 }
@@ -208,39 +209,38 @@ export const coldLabel = (parts: number) =>
 export const THREE_TOGETHER = "3 LoRAs, one EnsureLoras";
 export const THREE_SEQUENTIAL = "3 LoRAs, 3 sequential EnsureLoras";
 
-/** Three LoRAs in one request against three sequential requests; seconds per round. */
+/** Three LoRAs in one request against three sequential requests, all evicted first; per round. */
 export async function threeLoras(opts: {
   calls: MachineCacheCalls;
   ids: string[];
   rounds: number;
   log?: (line: string) => void;
-}): Promise<Record<string, number[]>> {
+  watched?: Watched[];
+}): Promise<Record<string, StepRun[]>> {
   const { calls, ids } = opts;
-  const rows: Record<string, number[]> = { [THREE_TOGETHER]: [], [THREE_SEQUENTIAL]: [] };
   let job = 0;
-  await rotatedRounds(
-    opts.rounds,
-    [
-      async () => {
+  return measureRounds(
+    {
+      [THREE_TOGETHER]: async () => {
         await calls.evict(ids);
         const together = await calls.ensure(ids, `three-${++job}`);
         expectDownloaded(together.results, ids.length);
-        rows[THREE_TOGETHER]!.push(together.ms / 1000);
+        return { seconds: together.ms / 1000 };
       },
-      async () => {
+      [THREE_SEQUENTIAL]: async () => {
         await calls.evict(ids);
-        let sequential = 0;
+        let ms = 0;
         for (const id of ids) {
           const one = await calls.ensure([id], `seq-${++job}`);
           expectDownloaded(one.results, 1);
-          sequential += one.ms;
+          ms += one.ms;
         }
-        rows[THREE_SEQUENTIAL]!.push(sequential / 1000);
+        return { seconds: ms / 1000 };
       },
-    ],
-    (round) => opts.log?.(`three LoRAs round ${round}/${opts.rounds}`),
+    },
+    opts.rounds,
+    { log: opts.log, what: "three LoRAs round", watched: opts.watched },
   );
-  return rows;
 }
 
 /** A cached EnsureLoras and a health check on the same server, alternating; ms per call. */
@@ -325,8 +325,7 @@ async function main(): Promise<void> {
         })(),
       },
       rounds,
-      console.log,
-      "cold fetch round",
+      { log: console.log, what: "cold fetch round" },
     );
     const three = await threeLoras({ calls, ids: threeIds, rounds, log: console.log });
     const { hitMs, healthMs } = await cachedVsHealth({ calls, loraId: mainId, count: latencyCalls });
@@ -350,10 +349,10 @@ async function main(): Promise<void> {
       );
     }
     console.log(`\n2. three LoRAs of ${mb(threeSize).toFixed(0)} MB (${rounds} rounds, median)`);
-    for (const [label, seconds] of Object.entries(three)) {
-      const s = median(seconds);
+    for (const [label, runs] of Object.entries(three)) {
+      const s = median(runs.map((r) => r.seconds));
       console.log(
-        `   ${label.padEnd(44)} ${s.toFixed(2).padStart(6)} s ${((3 * mb(threeSize)) / s).toFixed(0).padStart(6)} MB/s   [${seconds.map((x) => x.toFixed(2)).join(" ")}]`,
+        `   ${label.padEnd(44)} ${s.toFixed(2).padStart(6)} s ${((3 * mb(threeSize)) / s).toFixed(0).padStart(6)} MB/s   [${runs.map((r) => r.seconds.toFixed(2)).join(" ")}]`,
       );
     }
     console.log(`\n3. latency over ${latencyCalls} calls each (Connect JSON, HTTP/1.1 keep-alive)`);

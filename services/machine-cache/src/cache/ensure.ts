@@ -129,7 +129,7 @@ class Batch {
     const hits: CachedGroup[] = [];
     const stale: CachedGroup[] = [];
     const misses: Group[] = [];
-    const intact = await Promise.all(found.map(({ row }) => row && isIntact(db, row)));
+    const intact = found.map(({ row }) => row && isIntact(db, row));
     const nowMs = clock.now().getTime();
     for (const [k, { group, row }] of found.entries()) {
       if (!row || !intact[k]) misses.push(group);

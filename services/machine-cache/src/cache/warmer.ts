@@ -76,7 +76,7 @@ export class Warmer {
 
   private async warm({ key, userId }: WarmItem): Promise<void> {
     const { db, fetcher, logger } = this.deps;
-    if (await cachedCopy(db, key)) return;
+    if (cachedCopy(db, key)) return;
     const who = { jobId: "cache-warming", userId };
     const resolution = await resolveOne(this.deps, who, key);
     if (resolution.case !== "lora") {

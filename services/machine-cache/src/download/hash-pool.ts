@@ -85,6 +85,9 @@ parentPort.on("message", (m) => {
 });
 `;
 
+/** The hashing thread is told about the final prefix when it has grown by this much (digest() tells the rest). */
+const ADVANCE_STEP = 4 * 1024 * 1024;
+
 type Reply = { id: number; digest?: string; hashed?: number; reset?: boolean; error?: string };
 
 interface Pending {
@@ -172,8 +175,9 @@ export class HashPool {
     let target = 0;
     let closed = false;
     return {
+      // Told in steps of a few MiB (one message per write would cost the event loop more than the hashing saves).
       advance: (upTo) => {
-        if (upTo <= target) return;
+        if (upTo - target < ADVANCE_STEP) return;
         target = upTo;
         thread.post({ type: "advance", id, upTo });
       },

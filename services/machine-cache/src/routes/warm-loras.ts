@@ -55,7 +55,7 @@ export function warmLoras(ctx: AppContext): Partial<ServiceImpl<typeof MachineCa
       const toWarm: WarmItem[] = [];
       let alreadyCached = 0;
       for (const item of items) {
-        if (await cachedCopy(ctx.db, item.key)) alreadyCached++;
+        if (cachedCopy(ctx.db, item.key)) alreadyCached++;
         else toWarm.push(item);
       }
       const queued = ctx.warmer.enqueue(toWarm);
