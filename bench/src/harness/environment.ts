@@ -52,8 +52,12 @@ export interface BenchEnvironment {
     registryEnv?: NodeJS.ProcessEnv;
     nodeArgs?: { registry?: string[]; gateway?: string[] };
   }): Promise<RegistryAndGateway>;
-  /** A gateway of its own (nothing calls it but the suite). */
-  startGateway(nodeArgs?: string[]): Promise<ServiceProcess>;
+  /** A gateway of its own (nothing calls it but the suite), on storage through `azureConnectionString` if given. */
+  startGateway(opts?: {
+    nodeArgs?: string[];
+    env?: NodeJS.ProcessEnv;
+    azureConnectionString?: string;
+  }): Promise<ServiceProcess>;
   /** A machine cache with its own directory under `work`, asking `registryUrl` (default: the main registry). */
   startMachineCache(
     label: string,
@@ -108,7 +112,11 @@ export async function startBenchEnvironment(opts: { azuriteOnDisk?: boolean } = 
         },
       };
     };
-    const startGateway = async (nodeArgs: string[] = [], connectionString = azurite.connectionString) =>
+    const startGateway = async (
+      nodeArgs: string[] = [],
+      connectionString = azurite.connectionString,
+      extraEnv: NodeJS.ProcessEnv = {},
+    ) =>
       track(
         await startServiceProcess(
           "blob-gateway",
@@ -119,6 +127,7 @@ export async function startBenchEnvironment(opts: { azuriteOnDisk?: boolean } = 
             AZURE_STORAGE_CONNECTION_STRING: connectionString,
             USER_LORA_CONTAINER: containers.userContainer,
             CLOUD_STORAGE_CONTAINER: containers.sharedContainer,
+            ...extraEnv,
           },
           nodeArgs,
         ),
@@ -174,7 +183,7 @@ export async function startBenchEnvironment(opts: { azuriteOnDisk?: boolean } = 
       resolver: createClient(LoraResolverService, grpc(main.registry.url, tokens.machine)),
       dispatcher,
       startRegistryAndGateway,
-      startGateway: (nodeArgs) => startGateway(nodeArgs),
+      startGateway: (o = {}) => startGateway(o.nodeArgs, o.azureConnectionString, o.env),
       startMachineCache: async (label, o = {}) => {
         const dir = path.join(work, `machine-${label}`);
         const cache = track(

@@ -1,3 +1,4 @@
+import os from "node:os";
 import path from "node:path";
 import {
   aria2Label,
@@ -16,6 +17,7 @@ import {
   threeLoras,
   UNDICI,
 } from "../../../services/machine-cache/bench/machine-cache-bench.js";
+import type { Watched } from "../harness/cpu.js";
 import { ensureDownloadTools } from "../harness/download-tools.js";
 import type { BenchEnvironment } from "../harness/environment.js";
 import { table } from "../harness/report.js";
@@ -69,10 +71,34 @@ export async function coldFetchRounds(
       [ENSURE_COLD]: () => coldEnsure(opts.calls, opts.cache, opts.loraId, `cold-${++job}`),
     },
     ctx.sizes.rounds,
-    ctx.log,
-    "cold fetch round",
+    { log: ctx.log, what: "cold fetch round", watched: watchedOf(env, opts.cache) },
   );
   return { rows, connections, partBytes };
+}
+
+/** The processes whose CPU use a machine-cache step is shown with. */
+export function watchedOf(env: BenchEnvironment, ...services: (ServiceProcess | Watched)[]): Watched[] {
+  return [
+    ...services.map((s) => ({ name: s.name, pid: s.pid })),
+    { name: "Azurite", pid: env.azurite.pid },
+    // The harness drives the calls and, on the shaped link, is the shaping proxy.
+    { name: "harness", pid: process.pid },
+  ];
+}
+
+/**
+ * Median cores each watched process, and the whole machine (other work on a
+ * shared machine included), kept busy during each step: where the time went.
+ */
+export function coresTable(rows: Record<string, StepRun[]>, cores: number): string {
+  const names = Object.keys(Object.values(rows)[0]?.[0]?.cores ?? {});
+  return table(
+    ["cores busy during the step (median)", ...names.map((n) => (n === "machine" ? `machine (of ${cores})` : n))],
+    Object.entries(rows).map(([label, runs]) => [
+      label,
+      ...names.map((n) => median(runs.map((r) => r.cores?.[n] ?? NaN)).toFixed(2)),
+    ]),
+  );
 }
 
 const medianOf = (runs: StepRun[], f: (r: StepRun) => number | undefined) => median(runs.map((r) => f(r) ?? NaN));
@@ -116,21 +142,25 @@ export function coldFetchReport(
   const curlS = s(CURL);
   return {
     figures,
-    table: table(
-      ["", "median s", "MB/s", "÷ curl's time", "CPU s", "CPU s/GB", "all rounds, s"],
-      Object.keys(rows).map((label) => {
-        const cpu = medianOf(rows[label]!, (r) => r.cpuSeconds);
-        return [
-          label,
-          s(label).toFixed(2),
-          (mb(opts.sizeBytes) / s(label)).toFixed(0),
-          (s(label) / curlS).toFixed(2),
-          Number.isFinite(cpu) ? cpu.toFixed(2) : "",
-          Number.isFinite(cpu) ? cpuPerGb(label).toFixed(2) : "",
-          rows[label]!.map((x) => x.seconds.toFixed(2)).join(" "),
-        ];
-      }),
-    ),
+    table: [
+      table(
+        ["", "median s", "MB/s", "÷ curl's time", "CPU s", "CPU s/GB", "all rounds, s"],
+        Object.keys(rows).map((label) => {
+          const cpu = medianOf(rows[label]!, (r) => r.cpuSeconds);
+          return [
+            label,
+            s(label).toFixed(2),
+            (mb(opts.sizeBytes) / s(label)).toFixed(0),
+            (s(label) / curlS).toFixed(2),
+            Number.isFinite(cpu) ? cpu.toFixed(2) : "",
+            Number.isFinite(cpu) ? cpuPerGb(label).toFixed(2) : "",
+            rows[label]!.map((x) => x.seconds.toFixed(2)).join(" "),
+          ];
+        }),
+      ),
+      "",
+      coresTable(rows, os.cpus().length),
+    ].join("\n"),
   };
 }
 
@@ -189,10 +219,16 @@ export async function threeLoraIds(ctx: SuiteContext): Promise<string[]> {
 /** Three LoRAs in one EnsureLoras against three sequential ones on one machine cache: figure and table. */
 export async function threeLorasReport(
   ctx: SuiteContext,
-  opts: { calls: MachineCacheCalls; ids: string[]; where: string; target?: string },
+  opts: { calls: MachineCacheCalls; ids: string[]; where: string; target?: string; watched?: Watched[] },
 ): Promise<{ figure: Figure; table: string }> {
-  const rows = await threeLoras({ calls: opts.calls, ids: opts.ids, rounds: ctx.sizes.rounds, log: ctx.log });
-  const s = (label: string) => median(rows[label]!);
+  const rows = await threeLoras({
+    calls: opts.calls,
+    ids: opts.ids,
+    rounds: ctx.sizes.rounds,
+    log: ctx.log,
+    watched: opts.watched,
+  });
+  const s = (label: string) => median(rows[label]!.map((r) => r.seconds));
   return {
     figure: {
       benchmark: `3 × ${mb(ctx.sizes.threeBytes).toFixed(0)} MB, ${opts.where}: one EnsureLoras vs 3 sequential`,
@@ -202,15 +238,19 @@ export async function threeLorasReport(
       ratioOf: "wall time",
       target: opts.target,
     },
-    table: table(
-      ["", "median s", "MB/s", "all rounds, s"],
-      Object.keys(rows).map((label) => [
-        label,
-        s(label).toFixed(2),
-        ((3 * mb(ctx.sizes.threeBytes)) / s(label)).toFixed(0),
-        rows[label]!.map((x) => x.toFixed(2)).join(" "),
-      ]),
-    ),
+    table: [
+      table(
+        ["", "median s", "MB/s", "all rounds, s"],
+        Object.keys(rows).map((label) => [
+          label,
+          s(label).toFixed(2),
+          ((3 * mb(ctx.sizes.threeBytes)) / s(label)).toFixed(0),
+          rows[label]!.map((x) => x.seconds.toFixed(2)).join(" "),
+        ]),
+      ),
+      "",
+      coresTable(rows, os.cpus().length),
+    ].join("\n"),
   };
 }
 

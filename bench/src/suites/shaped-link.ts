@@ -1,5 +1,6 @@
+import os from "node:os";
 import path from "node:path";
-import { VERIFY, verifyOnce } from "../../../services/blob-gateway/bench/verify-throughput.js";
+import { VERIFY, VERIFY_ONE_STREAM, verifyOnce } from "../../../services/blob-gateway/bench/verify-throughput.js";
 import { aria2Download, ensureDownloadTools, removeDownload } from "../harness/download-tools.js";
 import { table } from "../harness/report.js";
 import { describeLink, type ShapedLink, startShapedLink } from "../harness/shaped-link.js";
@@ -12,8 +13,10 @@ import {
   coldFetchReport,
   coldFetchRounds,
   ENSURE_COLD,
+  coresTable,
   threeLoraIds,
   threeLorasReport,
+  watchedOf,
 } from "./machine-cache.js";
 
 /** Runs `fn` with a shaped link of the run's shape, stopped afterwards. */
@@ -86,6 +89,7 @@ export const shapedThreeSuite: Suite = {
             ids,
             where: "shaped link",
             target: "≤ 0.5",
+            watched: watchedOf(env, cache),
           });
           return {
             figures: [figure],
@@ -118,52 +122,75 @@ export const shapedVerifySuite: Suite = {
     return withShapedLink(ctx, async (link) => {
       const target = verifyTargetOf(env, lora);
       const gateway = link.pair.gateway;
+      // The same link, a gateway reading every blob as one stream: what the ranged reads are measured against.
+      const oneStream = await env.startGateway({
+        env: { VERIFY_READ_CONNECTIONS: "1" },
+        azureConnectionString: link.proxy.viaConnectionString(env.azurite.connectionString),
+      });
       const file = path.join(env.work, "verify-baseline.download");
       const aria2 = { connections: 4, partBytes: 16 * MiB };
-      await verifyOnce(gateway, env.tokens.service, target); // warm-up
-      const rows = await measureRounds(
-        {
-          [ARIA2_READ]: async () => {
-            const got = await aria2Download(await link.readUrl(lora.loraId), file, aria2);
-            await removeDownload(file);
-            return got;
-          },
-          [VERIFY]: async () => ({ seconds: (await verifyOnce(gateway, env.tokens.service, target)).seconds }),
-        },
-        ctx.sizes.rounds,
-        ctx.log,
-        "shaped verify round",
-      );
-      const s = (label: string) => median(rows[label]!.map((r) => r.seconds));
-      const secs = (label: string) => `${s(label).toFixed(2)} s (${(mb(lora.sizeBytes) / s(label)).toFixed(0)} MB/s)`;
-      return {
-        figures: [
+      const verify = async (g: typeof gateway) => ({
+        seconds: (await verifyOnce(g, env.tokens.service, target)).seconds,
+      });
+      try {
+        await verify(gateway); // warm-up
+        const rows = await measureRounds(
           {
-            benchmark: `VerifyBlob of ${mb(lora.sizeBytes).toFixed(0)} MB, shaped link: vs aria2c reading the same blob (${aria2.connections} connections)`,
-            measured: secs(VERIFY),
-            baseline: secs(ARIA2_READ),
-            ratio: s(VERIFY) / s(ARIA2_READ),
-            ratioOf: "wall time",
+            [ARIA2_READ]: async () => {
+              const got = await aria2Download(await link.readUrl(lora.loraId), file, aria2);
+              await removeDownload(file);
+              return got;
+            },
+            [VERIFY]: () => verify(gateway),
+            [VERIFY_ONE_STREAM]: () => verify(oneStream),
           },
-        ],
-        details: [
-          `The gateway of the shaped link verifies the main LoRA's blob (VerifyBlob: magic bytes, strict safetensors ` +
-            `header, sha256, size), reading it through the link. Baseline: aria2c downloading the same blob to ` +
-            `disk through the same link (${aria2.connections} connections, ${aria2.partBytes / MiB} MiB splits). ` +
-            `${proxyNote(ctx)} ${ctx.sizes.rounds} rounds, median.`,
-          "",
-          table(
-            ["", "median s", "MB/s", "÷ aria2c's time", "all rounds, s"],
-            Object.keys(rows).map((label) => [
-              label,
-              s(label).toFixed(2),
-              (mb(lora.sizeBytes) / s(label)).toFixed(0),
-              (s(label) / s(ARIA2_READ)).toFixed(2),
-              rows[label]!.map((x) => x.seconds.toFixed(2)).join(" "),
-            ]),
-          ),
-        ].join("\n"),
-      };
+          ctx.sizes.rounds,
+          {
+            log: ctx.log,
+            what: "shaped verify round",
+            watched: watchedOf(
+              env,
+              { name: "blob-gateway (ranged)", pid: gateway.pid },
+              { name: "blob-gateway (one stream)", pid: oneStream.pid },
+            ),
+          },
+        );
+        const s = (label: string) => median(rows[label]!.map((r) => r.seconds));
+        const secs = (label: string) => `${s(label).toFixed(2)} s (${(mb(lora.sizeBytes) / s(label)).toFixed(0)} MB/s)`;
+        return {
+          figures: [
+            {
+              benchmark: `VerifyBlob of ${mb(lora.sizeBytes).toFixed(0)} MB, shaped link: vs aria2c reading the same blob (${aria2.connections} connections)`,
+              measured: secs(VERIFY),
+              baseline: secs(ARIA2_READ),
+              ratio: s(VERIFY) / s(ARIA2_READ),
+              ratioOf: "wall time",
+            },
+          ],
+          details: [
+            `The gateway of the shaped link verifies the main LoRA's blob (VerifyBlob: magic bytes, strict safetensors ` +
+              `header, sha256, size), reading it through the link. Baseline: aria2c downloading the same blob to ` +
+              `disk through the same link (${aria2.connections} connections, ${aria2.partBytes / MiB} MiB splits); and a ` +
+              `gateway of the same link reading the blob as one stream (VERIFY_READ_CONNECTIONS=1). ` +
+              `${proxyNote(ctx)} ${ctx.sizes.rounds} rounds, median.`,
+            "",
+            table(
+              ["", "median s", "MB/s", "÷ aria2c's time", "all rounds, s"],
+              Object.keys(rows).map((label) => [
+                label,
+                s(label).toFixed(2),
+                (mb(lora.sizeBytes) / s(label)).toFixed(0),
+                (s(label) / s(ARIA2_READ)).toFixed(2),
+                rows[label]!.map((x) => x.seconds.toFixed(2)).join(" "),
+              ]),
+            ),
+            "",
+            coresTable(rows, os.cpus().length),
+          ].join("\n"),
+        };
+      } finally {
+        await oneStream.stop();
+      }
     });
   },
 };

@@ -5,6 +5,7 @@ import {
   RANGED_READ,
   SHA_IN_MEMORY,
   VERIFY,
+  VERIFY_ONE_STREAM,
   type VerifyTarget,
   verifyThroughput,
 } from "../../../services/blob-gateway/bench/verify-throughput.js";
@@ -36,13 +37,15 @@ export const verifySuite: Suite = {
   async run(ctx) {
     const env = requireEnv(ctx);
     const lora = await ctx.loras.get("main", ctx.sizes.mainBytes);
+    const oneStream = await env.startGateway({ env: { VERIFY_READ_CONNECTIONS: "1" } });
     const { rows, memory } = await verifyThroughput({
       target: verifyTargetOf(env, lora),
       gateway: env.main.gateway,
+      oneStream,
       token: env.tokens.service,
       rounds: ctx.sizes.rounds,
       log: ctx.log,
-    });
+    }).finally(() => oneStream.stop());
     const s = (label: string) => median(rows[label]!);
     const rate = (label: string) => `${(mb(lora.sizeBytes) / s(label)).toFixed(0)} MB/s`;
     const size = `${mb(lora.sizeBytes).toFixed(0)} MB`;
@@ -64,14 +67,15 @@ export const verifySuite: Suite = {
         },
       ],
       details: [
-        `The gateway (its own process) verifies the main LoRA's blob: one sequential read with magic bytes, strict ` +
-          `safetensors header parse, sha256 and size. Baselines in the harness process with @azure/storage-blob ` +
+        `The gateway (its own process) verifies the main LoRA's blob: its reads (by default ranged GETs of ` +
+          `VERIFY_READ_RANGE_MB, VERIFY_READ_CONNECTIONS in flight, in byte order) with magic bytes, strict ` +
+          `safetensors header parse, sha256 and size; a second gateway reads it as one stream. Baselines in the harness process with @azure/storage-blob ` +
           `(shared key): the same blob read sequentially, read and hashed, read as 4 × 8 MiB ranges, and sha256 of ` +
           `its bytes already in memory (8 MiB slices). Rounds interleaved; ${ctx.sizes.rounds} rounds, median.`,
         "",
         table(
           ["", "median s", "MB/s", "÷ VerifyBlob throughput", "all rounds, s"],
-          [PLAIN_READ, PLAIN_READ_SHA, RANGED_READ, SHA_IN_MEMORY, VERIFY].map((label) => [
+          [PLAIN_READ, PLAIN_READ_SHA, RANGED_READ, SHA_IN_MEMORY, VERIFY, VERIFY_ONE_STREAM].map((label) => [
             label,
             s(label).toFixed(2),
             (mb(lora.sizeBytes) / s(label)).toFixed(0),
