@@ -32,7 +32,7 @@ import { cachedHitSuite, coldFetchSuite, threeLorasSuite } from "./suites/machin
 import { peakMemorySuite } from "./suites/peak-memory.js";
 import { placementSuite } from "./suites/placement.js";
 import { profilesSuite } from "./suites/profiles.js";
-import { shapedFetchSuite, shapedThreeSuite, shapedVerifySuite } from "./suites/shaped-link.js";
+import { shapedFetchSuite, shapedThreeSuite, shapedVerifySuite, stopShapedLink } from "./suites/shaped-link.js";
 import { singleFlightSuite } from "./suites/single-flight.js";
 import { uploadSuite } from "./suites/upload.js";
 import { verifySuite } from "./suites/verify.js";
@@ -150,6 +150,7 @@ async function main(): Promise<number> {
       }
       log(`  ${suite.id} took ${((performance.now() - began) / 1000).toFixed(0)} s`);
     }
+    await stopShapedLink(ctx);
     const run = {
       mode,
       command,

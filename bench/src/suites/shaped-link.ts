@@ -19,14 +19,27 @@ import {
   watchedOf,
 } from "./machine-cache.js";
 
-/** Runs `fn` with a shaped link of the run's shape, stopped afterwards. */
+/**
+ * The run's shaped link, started by the first suite that needs it and shared
+ * by the others (its registry and gateway cost seconds to start); stopped
+ * with the run (stopShapedLink).
+ */
+const links = new WeakMap<SuiteContext["earlier"], Promise<ShapedLink>>();
+
 async function withShapedLink<T>(ctx: SuiteContext, fn: (link: ShapedLink) => Promise<T>): Promise<T> {
-  const link = await startShapedLink(requireEnv(ctx), ctx.link);
-  try {
-    return await fn(link);
-  } finally {
-    await link.stop();
+  let link = links.get(ctx.earlier);
+  if (!link) {
+    link = startShapedLink(requireEnv(ctx), ctx.link);
+    links.set(ctx.earlier, link);
   }
+  return fn(await link);
+}
+
+/** Stops the run's shaped link, if a suite started one. */
+export async function stopShapedLink(ctx: SuiteContext): Promise<void> {
+  const link = links.get(ctx.earlier);
+  links.delete(ctx.earlier);
+  await (await link?.catch(() => undefined))?.stop();
 }
 
 const proxyNote = (ctx: SuiteContext) =>
