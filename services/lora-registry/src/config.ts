@@ -32,6 +32,10 @@ export interface RegistryConfig {
   /** Connections in the PostgreSQL pool. */
   databasePoolSize: number;
   blobGatewayUrl: string;
+  /** Deadline of a blob-gateway call (VerifyBlob has its own); a caller's shorter deadline wins. */
+  blobGatewayTimeoutMs: number;
+  /** Deadline of VerifyBlob, which streams the whole blob. */
+  blobVerifyTimeoutMs: number;
   /** Token for calling the blob-gateway; minted from the JWT secret when empty. */
   serviceToken: string;
   auth: AuthConfig;
@@ -62,6 +66,13 @@ const shape = {
   DATABASE_URL: env.url(["postgres", "postgresql"]),
   DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(500).default(20),
   BLOB_GATEWAY_URL: env.url(["http", "https"]).default("http://127.0.0.1:50052"),
+  BLOB_GATEWAY_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
+  BLOB_VERIFY_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .max(24 * 3_600_000)
+    .default(15 * 60_000),
   REGISTRY_SERVICE_TOKEN: z.string().default(""),
   DEFAULT_QUOTA_BYTES: z.coerce
     .number()
@@ -115,6 +126,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): RegistryCon
     databaseUrl: e.DATABASE_URL,
     databasePoolSize: e.DATABASE_POOL_SIZE,
     blobGatewayUrl: e.BLOB_GATEWAY_URL,
+    blobGatewayTimeoutMs: e.BLOB_GATEWAY_TIMEOUT_MS,
+    blobVerifyTimeoutMs: e.BLOB_VERIFY_TIMEOUT_MS,
     serviceToken: e.REGISTRY_SERVICE_TOKEN,
     auth: authConfig(e, { REGISTRY_SERVICE_TOKEN: e.REGISTRY_SERVICE_TOKEN }),
     natsUrl: e.NATS_URL,

@@ -67,7 +67,9 @@ export function createContext(cfg: RegistryConfig, overrides: Partial<AppContext
     cfg,
     logger,
     db,
-    blobGateway: createServiceClient(BlobGatewayService, cfg.blobGatewayUrl, serviceToken),
+    blobGateway: createServiceClient(BlobGatewayService, cfg.blobGatewayUrl, serviceToken, [], {
+      defaultTimeoutMs: cfg.blobGatewayTimeoutMs,
+    }),
     blobGatewayHealth: createServiceClient(health.Health, cfg.blobGatewayUrl, serviceToken),
     bus: bus.bus,
     names: bus.names,

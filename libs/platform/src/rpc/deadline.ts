@@ -5,8 +5,13 @@ import type { Interceptor } from "@connectrpc/connect";
 /** When the call being handled must be answered (performance.now() time), for the calls it makes. */
 const callerDeadline = new AsyncLocalStorage<number>();
 
-/** Kept back from a caller's deadline so an answer (an error at worst) still reaches it in time. */
-export const ANSWER_MARGIN_MS = 100;
+/**
+ * What is kept back of a caller's remaining deadline for the answer (an error
+ * at worst) to reach it in time: a tenth, at least 100 ms and at most 1 s.
+ */
+export function answerMarginMs(remainingMs: number): number {
+  return Math.min(1000, Math.max(100, remainingMs / 10));
+}
 
 const GRPC_TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
 
@@ -37,14 +42,14 @@ export function remainingCallerMs(): number | undefined {
 
 /**
  * The deadline of an outgoing call: its own (or the client's default), cut
- * to what is left of the caller's less ANSWER_MARGIN_MS, in whole
- * milliseconds (grpc-timeout takes integers) and at least 1 (0 would mean
- * none).
+ * to what is left of `callerMs` (default: the deadline of the call being
+ * handled) less answerMarginMs, in whole milliseconds (grpc-timeout takes
+ * integers) and at least 1 (0 would mean none).
  */
-export function outgoingTimeoutMs(own: number | undefined): number | undefined {
-  const remaining = remainingCallerMs();
-  if (remaining === undefined) return own;
-  return Math.max(1, Math.floor(Math.min(own ?? Number.POSITIVE_INFINITY, remaining - ANSWER_MARGIN_MS)));
+export function outgoingTimeoutMs(own: number | undefined, callerMs = remainingCallerMs()): number | undefined {
+  if (callerMs === undefined) return own;
+  const cut = callerMs - answerMarginMs(callerMs);
+  return Math.max(1, Math.floor(Math.min(own ?? Number.POSITIVE_INFINITY, cut)));
 }
 
 /** Runs `fn` outside the call being handled: background work started by a call must not inherit its deadline. */

@@ -5,10 +5,6 @@ import { rpcError } from "@emprops/platform";
 import type { Logger } from "pino";
 import type { LoraBlobRow } from "../db/queries/loras.js";
 
-/** Deadline of a gateway call; verification streams the whole blob and gets longer. */
-export const GATEWAY_TIMEOUT_MS = 15_000;
-export const VERIFY_TIMEOUT_MS = 15 * 60_000;
-
 export function userLoraBlob(userId: string, loraId: string, extension: string): UserLoraBlob {
   return create(UserLoraBlobSchema, { userId, loraId, extension });
 }

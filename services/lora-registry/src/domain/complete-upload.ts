@@ -7,7 +7,7 @@ import { finishPendingSession, type SessionRow } from "../db/queries/upload-sess
 import type { LoraGenOutData } from "../db/schema/index.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
-import { userLoraBlob, VERIFY_TIMEOUT_MS, viaGateway } from "./blob.js";
+import { userLoraBlob, viaGateway } from "./blob.js";
 import { formatName, fromMetadataMessage, mergeMetadata } from "./lora-message.js";
 import { type Ledger, readLedger } from "./quota.js";
 import { endSession, findSession, notPending } from "./upload-session.js";
@@ -43,7 +43,7 @@ export async function completeUpload(
           expectedSha256: session.expected_sha256 ?? "",
           reportUncommitted: true,
         },
-        { timeoutMs: VERIFY_TIMEOUT_MS },
+        { timeoutMs: ctx.cfg.blobVerifyTimeoutMs },
       ),
     ),
   );

@@ -2,7 +2,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { writeAudit } from "../db/queries/audit.js";
 import type { AppContext } from "../context.js";
-import { blobPathOf, GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "./blob.js";
+import { blobPathOf, userLoraBlob, viaGateway } from "./blob.js";
 import { sha256Of, sizeOf } from "./lora-message.js";
 import { findOwnLora } from "./loras.js";
 
@@ -23,18 +23,15 @@ export async function ownerDownload(ctx: AppContext, userId: string, loraId: str
   const row = await findOwnLora(ctx.db, userId, loraId);
   const { extension, blobPath } = blobPathOf(row);
   const res = await viaGateway(ctx.logger, "CreateDownloadUrls", () =>
-    ctx.blobGateway.createDownloadUrls(
-      {
-        targets: [
-          {
-            target: { case: "userLora", value: userLoraBlob(userId, loraId, extension) },
-            attachmentFileName: row.name,
-          },
-        ],
-        ttlSeconds: ctx.cfg.downloadUrlTtlSeconds,
-      },
-      { timeoutMs: GATEWAY_TIMEOUT_MS },
-    ),
+    ctx.blobGateway.createDownloadUrls({
+      targets: [
+        {
+          target: { case: "userLora", value: userLoraBlob(userId, loraId, extension) },
+          attachmentFileName: row.name,
+        },
+      ],
+      ttlSeconds: ctx.cfg.downloadUrlTtlSeconds,
+    }),
   );
   const signed = res.urls[0];
   if (!signed) throw new Error("CreateDownloadUrls answered without a URL");

@@ -5,7 +5,7 @@ import { writeAudit } from "../db/queries/audit.js";
 import { type LoraRow, previewsOf, setPreviewOf } from "../db/queries/loras.js";
 import type { StoredPreview } from "../db/schema/index.js";
 import type { AppContext } from "../context.js";
-import { GATEWAY_TIMEOUT_MS, viaGateway } from "./blob.js";
+import { viaGateway } from "./blob.js";
 import { toPreviewMessage } from "./lora-message.js";
 import { findOwnLora, loraNotFound } from "./loras.js";
 
@@ -48,7 +48,7 @@ export async function setPreview(
   checkPreviewSize(image);
   await findOwnLora(ctx.db, userId, loraId);
   const stored = await viaGateway(ctx.logger, "StorePreview", () =>
-    ctx.blobGateway.storePreview({ blob: { userId, loraId }, image }, { timeoutMs: GATEWAY_TIMEOUT_MS }),
+    ctx.blobGateway.storePreview({ blob: { userId, loraId }, image }),
   );
   const now = ctx.clock.now();
   const preview: StoredPreview = {
@@ -79,9 +79,7 @@ export async function setPreview(
 export async function removePreview(ctx: AppContext, userId: string, loraId: string): Promise<LoraRow> {
   const row = await findOwnLora(ctx.db, userId, loraId);
   if (!row.gen_out_data?.preview) return row;
-  await viaGateway(ctx.logger, "DeletePreview", () =>
-    ctx.blobGateway.deletePreview({ blob: { userId, loraId } }, { timeoutMs: GATEWAY_TIMEOUT_MS }),
-  );
+  await viaGateway(ctx.logger, "DeletePreview", () => ctx.blobGateway.deletePreview({ blob: { userId, loraId } }));
   const now = ctx.clock.now();
   await ctx.db.transaction().execute(async (trx) => {
     if (!(await setPreviewOf(trx, userId, loraId, undefined))) throw loraNotFound(loraId);
@@ -101,15 +99,12 @@ export async function previewUrls(ctx: AppContext, userId: string, loraIds: stri
   const signed = await Promise.all(
     batches.map((batch) =>
       viaGateway(ctx.logger, "CreateDownloadUrls", () =>
-        ctx.blobGateway.createDownloadUrls(
-          {
-            targets: batch.map((loraId) => ({
-              target: { case: "loraPreview" as const, value: { userId, loraId } },
-            })),
-            ttlSeconds: ctx.cfg.downloadUrlTtlSeconds,
-          },
-          { timeoutMs: GATEWAY_TIMEOUT_MS },
-        ),
+        ctx.blobGateway.createDownloadUrls({
+          targets: batch.map((loraId) => ({
+            target: { case: "loraPreview" as const, value: { userId, loraId } },
+          })),
+          ttlSeconds: ctx.cfg.downloadUrlTtlSeconds,
+        }),
       ),
     ),
   );

@@ -18,7 +18,7 @@ import { type AuditEntry, writeAudit } from "../db/queries/audit.js";
 import { findVisibleLoras, type LoraBlobRow } from "../db/queries/loras.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
-import { blobPathOf, GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "./blob.js";
+import { blobPathOf, userLoraBlob, viaGateway } from "./blob.js";
 import { sha256Of, sizeOf, toFileFormat } from "./lora-message.js";
 import { loraNotFound } from "./loras.js";
 import { parseLoraId, parseSharedLoraName } from "./validate.js";
@@ -109,14 +109,11 @@ async function signAll(
   let failure: unknown;
   try {
     signed = await viaGateway(ctx.logger, "CreateDownloadUrls", () =>
-      ctx.blobGateway.createDownloadUrls(
-        {
-          targets: targets.map((t) => t.target),
-          ttlSeconds: ctx.cfg.downloadUrlTtlSeconds,
-          includeProperties: plans.some((p) => p.kind === "shared"),
-        },
-        { timeoutMs: GATEWAY_TIMEOUT_MS },
-      ),
+      ctx.blobGateway.createDownloadUrls({
+        targets: targets.map((t) => t.target),
+        ttlSeconds: ctx.cfg.downloadUrlTtlSeconds,
+        includeProperties: plans.some((p) => p.kind === "shared"),
+      }),
     );
   } catch (err) {
     failure = err;

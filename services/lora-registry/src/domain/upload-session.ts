@@ -11,7 +11,7 @@ import * as sessions from "../db/queries/upload-sessions.js";
 import type { SessionRow } from "../db/queries/upload-sessions.js";
 import type { Database, UploadSessionState } from "../db/schema/index.js";
 import type { AppContext } from "../context.js";
-import { blobPathOf, GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "./blob.js";
+import { blobPathOf, userLoraBlob, viaGateway } from "./blob.js";
 import { enqueueLoraDeleted } from "./outbox.js";
 
 const STATES: Record<UploadSessionState, UploadState> = {
@@ -124,10 +124,7 @@ export async function endSession(ctx: AppContext, s: SessionRow, end: SessionEnd
     // At once if storage answers; otherwise the deletion event does it.
     try {
       await viaGateway(ctx.logger, "DeleteBlob", () =>
-        ctx.blobGateway.deleteBlob(
-          { blob: userLoraBlob(s.user_id, s.lora_id, s.extension) },
-          { timeoutMs: GATEWAY_TIMEOUT_MS },
-        ),
+        ctx.blobGateway.deleteBlob({ blob: userLoraBlob(s.user_id, s.lora_id, s.extension) }),
       );
     } catch {
       ctx.logger.warn({ upload_id: s.id, lora_id: s.lora_id }, "blob of an ended upload left to its deletion event");

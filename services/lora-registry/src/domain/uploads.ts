@@ -7,7 +7,7 @@ import { insertSession, type SessionRow, setSessionBlobPath } from "../db/querie
 import type { LoraGenOutData, StoredUserMetadata } from "../db/schema/index.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
-import { GATEWAY_TIMEOUT_MS, userLoraBlob, viaGateway } from "./blob.js";
+import { userLoraBlob, viaGateway } from "./blob.js";
 import { mergeMetadata } from "./lora-message.js";
 import { type Ledger, quotaExceeded, readLedger, reserve } from "./quota.js";
 import { effectiveState, endSession, findSession, notPending, uploadUrlTtl } from "./upload-session.js";
@@ -114,14 +114,11 @@ export async function startUpload(ctx: AppContext, userId: string, u: NewUpload)
 /** A write-only URL for the session's blob, living no longer than the session. */
 function signUploadUrl(ctx: AppContext, s: SessionRow): Promise<CreateUploadUrlResponse> {
   return viaGateway(ctx.logger, "CreateUploadUrl", () =>
-    ctx.blobGateway.createUploadUrl(
-      {
-        blob: userLoraBlob(s.user_id, s.lora_id, s.extension),
-        sizeBytes: BigInt(s.declared_size_bytes),
-        ttlSeconds: uploadUrlTtl(ctx.cfg.upload, ctx.clock.now(), s.expires_at),
-      },
-      { timeoutMs: GATEWAY_TIMEOUT_MS },
-    ),
+    ctx.blobGateway.createUploadUrl({
+      blob: userLoraBlob(s.user_id, s.lora_id, s.extension),
+      sizeBytes: BigInt(s.declared_size_bytes),
+      ttlSeconds: uploadUrlTtl(ctx.cfg.upload, ctx.clock.now(), s.expires_at),
+    }),
   );
 }
 
@@ -141,9 +138,7 @@ export async function uploadProgress(ctx: AppContext, userId: string, uploadId: 
   const blob = userLoraBlob(userId, session.lora_id, session.extension);
   const [state, signed] = await withSpan("resume_upload", { "lora.upload_id": uploadId }, () =>
     Promise.all([
-      viaGateway(ctx.logger, "GetUploadState", () =>
-        ctx.blobGateway.getUploadState({ blob }, { timeoutMs: GATEWAY_TIMEOUT_MS }),
-      ),
+      viaGateway(ctx.logger, "GetUploadState", () => ctx.blobGateway.getUploadState({ blob })),
       signUploadUrl(ctx, session),
     ]),
   );

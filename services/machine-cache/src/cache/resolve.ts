@@ -6,7 +6,7 @@ import {
   type ResolvedLora,
   type ResolveResult,
 } from "@emprops/contracts";
-import type { Logger } from "@emprops/platform";
+import { type Logger, outgoingTimeoutMs } from "@emprops/platform";
 import type { LoraFileRow } from "../db/lora-files.js";
 import { internalItem, notFoundItem } from "./item-errors.js";
 import { type LoraKey, referenceOf } from "./lora-key.js";
@@ -19,9 +19,6 @@ export interface ResolveDeps {
   /** Deadline of every ResolveLoras (ms); a caller's shorter deadline wins. */
   registryTimeoutMs: number;
 }
-
-/** Kept back from a caller's deadline so an answer (an error at worst) still reaches it in time. */
-const ANSWER_MARGIN_MS = 100;
 
 /** On whose behalf: the registry's access check is keyed by the job's user; the job is for its audit log. */
 export interface Requester {
@@ -37,8 +34,8 @@ export type Resolution = { case: "lora"; value: ResolvedLora } | { case: "error"
  * check again and references to fetch, together. Read URLs are signed only
  * when something is to be fetched (`signUrls`); a copy found changed without
  * one gets it when its download starts. The call has the registry deadline,
- * or what is left of the caller's (`timeoutMs`) less a margin to answer, if
- * shorter. Throws when the call itself fails (DEADLINE_EXCEEDED when late).
+ * or what is left of the caller's (`timeoutMs`) less a margin to answer
+ * (outgoingTimeoutMs), if shorter. Throws when the call itself fails (DEADLINE_EXCEEDED when late).
  */
 export async function resolveAll(
   deps: ResolveDeps,
@@ -47,7 +44,6 @@ export async function resolveAll(
   signUrls: boolean,
   opts: { timeoutMs?: number } = {},
 ): Promise<Resolution[]> {
-  const callerMs = opts.timeoutMs === undefined ? Infinity : opts.timeoutMs - ANSWER_MARGIN_MS;
   const answer = await deps.resolver.resolveLoras(
     {
       userId: who.userId,
@@ -56,8 +52,7 @@ export async function resolveAll(
       refs: keys.map(referenceOf),
       skipDownloadUrls: !signUrls,
     },
-    // Whole milliseconds (grpc-timeout takes integers), at least 1: a deadline of 0 would mean none.
-    { timeoutMs: Math.max(1, Math.floor(Math.min(deps.registryTimeoutMs, callerMs))) },
+    { timeoutMs: outgoingTimeoutMs(deps.registryTimeoutMs, opts.timeoutMs) },
   );
   return keys.map((key, k) => checked(deps.logger, key, answer.results[k]));
 }
