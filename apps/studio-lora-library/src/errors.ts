@@ -27,6 +27,9 @@ const TITLES: Record<string, string> = {
   UPLOAD_INCOMPLETE: "The upload is incomplete",
   INVALID_NAME: "Invalid name",
   INVALID_TAGS: "Invalid tags",
+  INVALID_IMAGE: "Not a usable image",
+  INVALID_UPDATE_MASK: "Nothing to change",
+  INVALID_REQUEST: "Invalid request",
   TOKEN_MISSING: "Please sign in",
   TOKEN_INVALID: "Your sign-in is not valid",
   TOKEN_EXPIRED: "Your session expired",
@@ -57,17 +60,17 @@ export function showError(err: unknown): ShownError {
   const reason = info?.reason ?? "";
   const meta = info?.metadata ?? {};
   const details: string[] = [];
+  // The quota's numbers, once: from the detail, in place of the server's sentence that repeats them.
+  let message = err.rawMessage;
   const quota = err.findDetails(QuotaExceededDetailSchema)[0];
   if (quota?.quota) {
     const q = quota.quota;
-    if (quota.limit === "count") {
-      details.push(`${q.usedCount + q.reservedCount} of ${q.maxCount} LoRAs stored — delete one to make room.`);
-    } else {
-      details.push(
-        `${gb(q.usedBytes + q.reservedBytes)} of ${gb(q.maxBytes)} used (${formatPercent(q.utilizationPercent)}), ` +
-          `${gb(q.availableBytes)} available; this file needs ${gb(quota.requestedBytes)}.`,
-      );
-    }
+    message =
+      quota.limit === "count"
+        ? `${q.usedCount + q.reservedCount} of ${q.maxCount} LoRAs stored.`
+        : `${gb(q.usedBytes + q.reservedBytes)} of ${gb(q.maxBytes)} used (${formatPercent(q.utilizationPercent)}), ` +
+          `${gb(q.availableBytes)} available; this file needs ${gb(quota.requestedBytes)}.`;
+    details.push("Delete LoRAs you no longer use to make room: the quota box lists the ones unused longest.");
   }
   if (meta.unsafe_globals) details.push(`Code it would run: ${meta.unsafe_globals.split(",").join(", ")}`);
   if (meta.detected_format) details.push(`Detected: ${meta.detected_format}`);
@@ -76,7 +79,7 @@ export function showError(err: unknown): ShownError {
   const network = !reason && (err.code === Code.Unavailable || err.code === Code.Unknown);
   return {
     title: TITLES[reason] ?? (network ? "Cannot reach the LoRA service" : "Request failed"),
-    message: err.rawMessage,
+    message,
     reason,
     details,
     signInAgain: err.code === Code.Unauthenticated,

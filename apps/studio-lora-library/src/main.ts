@@ -1,13 +1,15 @@
 import "./styles.css";
+import { formatBytes } from "@emprops/contracts";
 import { createLoraClient } from "./api.js";
 import { loadConfig, type PageConfig } from "./config.js";
 import { el, mount } from "./dom.js";
 import { type ShownError, showError } from "./errors.js";
 import { clearSession, restoreSession, type Session, saveSession, sessionOf } from "./session.js";
+import { confirmDialog } from "./views/confirm-dialog.js";
 import { openDetails } from "./views/details-dialog.js";
 import { library } from "./views/library.js";
 import { renderQuota } from "./views/quota-bar.js";
-import { errorBox } from "./views/toasts.js";
+import { errorBox, toast } from "./views/toasts.js";
 import { uploadPanel } from "./views/upload-panel.js";
 
 /** Cards per page: 12, or ?pageSize=N (1–200). */
@@ -73,7 +75,24 @@ function start(config: PageConfig, session: Session): void {
   const refreshQuota = async () => {
     try {
       const res = await client.getQuota({});
-      if (res.quota) renderQuota(quota, res.quota);
+      renderQuota(quota, res, {
+        remove: async (lora) => {
+          const ok = await confirmDialog({
+            title: `Delete ${lora.name}?`,
+            text: `This frees ${formatBytes(lora.sizeBytes)} of your quota. Machines drop their cached copy, and workflows that use it will no longer find it.`,
+            confirm: "Delete",
+          });
+          if (!ok) return;
+          try {
+            await client.deleteLora({ loraId: lora.id });
+            toast(`Deleted ${lora.name}`);
+          } catch (err) {
+            toast(showError(err).message, "error");
+          }
+          void lib.refresh();
+          void refreshQuota();
+        },
+      });
     } catch (err) {
       const shown = showError(err);
       mount(quota, errorBox(shown));
@@ -85,9 +104,12 @@ function start(config: PageConfig, session: Session): void {
     pageSize: pageSize(),
     onError,
     onOpen: (lora) =>
-      void openDetails(client, lora.id, () => {
-        void lib.refresh();
-        void refreshQuota();
+      void openDetails(client, lora.id, {
+        onDeleted: () => {
+          void lib.refresh();
+          void refreshQuota();
+        },
+        onChanged: (changed) => lib.show(changed),
       }),
   });
   const uploads = uploadPanel({
@@ -128,6 +150,12 @@ async function boot(): Promise<void> {
   const session = restoreSession();
   if (session && (!session.expiresAt || session.expiresAt > new Date())) start(config, session);
   else signIn(config);
+  // A sign-in link opened in a tab already showing the page changes only the fragment: no reload, so listen.
+  window.addEventListener("hashchange", () => {
+    if (!new URLSearchParams(location.hash.slice(1)).has("token")) return;
+    const next = restoreSession();
+    if (next) start(config, next);
+  });
 }
 
 void boot();

@@ -112,7 +112,12 @@ async function main(): Promise<void> {
       "",
       `  dev user ${DEV_USER_ID} token:`,
       `    ${tokens.user}`,
-      ...(studio ? [`  Studio sign-in: ${studio.url}#token=${tokens.user}`] : []),
+      ...(studio
+        ? [
+            `  Studio sign-in: ${studio.url}#token=${tokens.user}`,
+            `  LoRA picker demo (a workflow editor embedding <emprops-lora-picker>): ${studio.url}picker-demo.html#token=${tokens.user}`,
+          ]
+        : []),
       `  admin token:    ${tokens.admin}`,
       `  machine token:  ${tokens.machine}`,
       "",

@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -9,10 +10,13 @@ import { LoraAdminService, LoraService, LoraSource, MachineCacheService } from "
 import { bearerInterceptor } from "@emprops/platform";
 import {
   blobEndpointOf,
+  buildSafetensors,
   callPickle,
   eventually,
   kohyaMetadata,
+  loraTensors,
   putBlockIndex,
+  testImage,
   torchZip,
   writeLoraFile,
 } from "@emprops/testkit";
@@ -24,6 +28,8 @@ import { startTestStack, type TestStack } from "./support/test-stack.js";
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const APP = path.join(ROOT, "apps", "studio-lora-library");
 const ARTIFACTS = path.join(ROOT, "test-artifacts");
+/** The README's picture of the page. */
+const README_IMAGE = path.join(ROOT, "docs", "images", "studio-lora-library.png");
 const MiB = 1024 * 1024;
 
 describe("the Studio LoRA library page in Chromium against the real stack", () => {
@@ -70,6 +76,10 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     page.waitForFunction(
       `JSON.stringify([...document.querySelectorAll("article.card .card-name")].map((n) => n.textContent)) === ${JSON.stringify(JSON.stringify(names))}`,
     );
+  const shot = async (name: string, fullPage = true) => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage });
+  };
 
   beforeAll(async () => {
     const chromiumBinary = await findChromium();
@@ -88,6 +98,33 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
         "warn",
       ],
       { cwd: APP },
+    );
+    // The picker's own bundle, next to the page, as `npm run build` lays it out.
+    await promisify(execFile)(
+      process.execPath,
+      [
+        path.join(ROOT, "node_modules/vite/bin/vite.js"),
+        "build",
+        "-c",
+        "vite.picker.config.mts",
+        "--outDir",
+        path.join(out, "picker"),
+        "--emptyOutDir",
+        "--logLevel",
+        "warn",
+      ],
+      { cwd: APP },
+    );
+    // A plain host page, as a workflow editor would embed it: one script, one element (written before the
+    // server starts: it serves the files it finds then).
+    writeFileSync(
+      path.join(out, "host.html"),
+      `<!doctype html><html><head><meta charset="utf-8"><title>host</title>
+       <script type="module" src="picker/emprops-lora-picker.js"></script></head>
+       <body style="margin:16px;font-family:sans-serif"><h1>Workflow editor</h1>
+       <emprops-lora-picker id="picker" base-model="sd_v1-5-pruned.safetensors"></emprops-lora-picker>
+       <script>window.added = []; document.addEventListener("lora-add", (e) => window.added.push(e.detail));</script>
+       </body></html>`,
     );
     // The page's origin first: the registry and Blob Storage allow exactly it (CORS).
     studio = await startStudioServer({ dir: out, config: () => ({ registryUrl }) });
@@ -119,6 +156,8 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     });
     page = browser.pages()[0] ?? (await browser.newPage());
     page.setDefaultTimeout(20_000);
+    // A script error on the page is a test failure's best clue.
+    page.on("pageerror", (err) => console.error(`page error: ${err.message}`));
   });
 
   afterAll(async () => {
@@ -157,11 +196,12 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     // Without a token the page says how to mint one, as the README does.
     await page.goto(studio.url);
     await page.getByText("npm run -s mint-token -- --sub <user uuid>", { exact: true }).waitFor();
-    await page.goto("about:blank");
-    await page.goto(`${studio.url}#token=${t.userToken}`);
+    // The sign-in link opened in this same tab changes only the fragment: no reload, the page still signs in.
+    await page.evaluate(`location.hash = "#token=${t.userToken}"`);
     await page.getByTestId("quota-usage").filter({ hasText: "0 B of 10.0 GiB (0.0%)" }).waitFor();
     expect(page.url()).not.toContain("token=");
     await page.getByText("No LoRAs yet").waitFor();
+    await shot("studio-empty");
 
     // Every progress bar the page draws, as drawn (the page's own code, not the test's, sets the values).
     await page.evaluate(`(() => {
@@ -174,13 +214,35 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
                 if (bar.matches("[role=progressbar]")) seen.push(Number(bar.getAttribute("aria-valuenow")));
       }).observe(document.body, { childList: true, subtree: true });
     })()`);
-    await choose([file("anime_style.safetensors", 3.5 * MiB)], "style, anime");
+    // Block 3 waits until the page has been photographed mid-upload.
+    let release = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    await page.route(
+      (url) => putBlockIndex(url) === 3,
+      async (route) => {
+        await held;
+        await route.continue();
+      },
+    );
+    await choose([file("anime_style.safetensors", 3.5 * MiB)], "style, anime, cel-shaded");
+    await waitPhase("anime_style.safetensors", "uploading");
+    await page.waitForFunction(
+      `Number(document.querySelector('li.upload [role=progressbar]')?.getAttribute("aria-valuenow")) >= 50`,
+    );
+    await shot("studio-uploading");
+    release();
     await waitPhase("anime_style.safetensors", "done");
+    await page.unrouteAll();
+    // The tag box keeps its label, and its tags went with that upload only.
+    expect(await page.getByLabel("Tags for new uploads").inputValue()).toBe("");
+    await page.getByText("Tags for new uploads", { exact: true }).waitFor();
     const progress = await page.evaluate<number[]>("window.progress");
     expect(progress.some((p) => p > 0 && p < 100)).toBe(true);
     expect(progress).toEqual([...progress].sort((a, b) => a - b));
     expect(progress.at(-1)).toBe(100);
-    expect(await text(upload("anime_style.safetensors"))).toMatch(/Uploaded\n3\.5 MiB of 3\.5 MiB · 100%\nLoRA \d+$/);
+    expect(await text(upload("anime_style.safetensors"))).toMatch(
+      /Uploaded\n×\n3\.5 MiB of 3\.5 MiB · 100%\nLoRA \d+$/,
+    );
 
     const anime = card("anime_style.safetensors");
     await anime.waitFor();
@@ -202,8 +264,16 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     await search.fill("nothing-like-this");
     await page.getByText("No LoRA matches your search.").waitFor();
     await waitGrid([]);
+    // Tags and trigger words are searched too: "cel-shaded" is one of anime_style's tags only,
+    // "vibrant colors" a trigger word of both.
+    await search.fill("CEL-SHAD");
+    await waitGrid(["anime_style.safetensors"]);
+    await search.fill("vibrant");
+    await waitGrid(["portrait_detail.safetensors", "anime_style.safetensors"]);
     await search.fill("");
     await waitGrid(["portrait_detail.safetensors", "anime_style.safetensors"]);
+    // Two LoRAs fit one page: no pager.
+    expect(await page.getByRole("navigation", { name: "Pages" }).isHidden()).toBe(true);
 
     await page.getByLabel("Filter by tag").fill("style");
     await page.getByLabel("Filter by tag").press("Enter");
@@ -224,6 +294,7 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     await page.getByText("Showing 1–1 of 2").waitFor();
     const previous = page.getByRole("button", { name: "← Previous" });
     const next = page.getByRole("button", { name: "Next →" });
+    expect(await page.getByRole("navigation", { name: "Pages" }).isVisible()).toBe(true);
     expect(await previous.isDisabled()).toBe(true);
     await next.click();
     await waitGrid(["anime_style.safetensors"]);
@@ -237,7 +308,7 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
 
   test("details show the extracted metadata and the workflows that used the LoRA", async () => {
     const lora = createClient(LoraService, client(t.userToken));
-    const id = (await lora.listLoras({ search: "anime" })).loras[0]!.id;
+    const id = (await lora.listLoras({ search: "anime_style" })).loras[0]!.id;
     // A job on the machine uses it; the machine reports the use to the registry.
     const machine = createClient(
       MachineCacheService,
@@ -277,7 +348,19 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     expect(facts).toContain(sha["anime_style.safetensors"]);
     expect(facts).toMatch(/Used\s+1 time/);
     expect(await text(details.locator("table.workflows tbody tr"))).toMatch(/^Anime Portrait Generator\s+1\s+/);
+    // No preview yet: a placeholder says so.
+    await details.getByLabel("No preview image").waitFor();
     await page.screenshot({ path: path.join(ARTIFACTS, "studio-lora-details.png") });
+
+    // Download: the owner's own file, saved under its name, byte for byte.
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      details.getByRole("button", { name: "Download" }).click(),
+    ]);
+    expect(download.suggestedFilename()).toBe("anime_style.safetensors");
+    const saved = path.join(dir, "downloaded.safetensors");
+    await download.saveAs(saved);
+    expect(createHash("sha256").update(readFileSync(saved)).digest("hex")).toBe(sha["anime_style.safetensors"]);
     await details.getByRole("button", { name: "Close" }).click();
     await details.waitFor({ state: "detached" });
   });
@@ -338,6 +421,14 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     expect(await text(unsafe)).toMatch(/^Unsafe file rejected\n.*os\.system.*\nCode it would run: os\.system\n/);
     expect(await cardNames()).not.toContain("broken.safetensors");
     expect(await cardNames()).not.toContain("evil.pt");
+    await shot("studio-refused");
+
+    // Finished rows can be dismissed one by one, or all at once; the grid stays in view.
+    await upload("notes.txt").getByRole("button", { name: "Dismiss" }).click();
+    await upload("notes.txt").waitFor({ state: "detached" });
+    await page.getByRole("button", { name: "Clear finished" }).click();
+    expect(await page.locator("li.upload").count()).toBe(0);
+    expect(await page.getByRole("button", { name: "Clear finished" }).isHidden()).toBe(true);
   });
 
   test("a file name the registry would refuse is refused on the page, with the rule's message", async () => {
@@ -379,12 +470,12 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
       const error = upload("too_big.safetensors").getByRole("alert");
       expect(await error.getAttribute("data-reason")).toBe("QUOTA_EXCEEDED");
       const shown = await text(error);
-      expect(shown).toMatch(/^Not enough LoRA storage\nLoRA storage quota exceeded: /);
+      // The numbers once: used, limit, available and what the file needs.
       expect(shown).toMatch(
-        /[\d.]+ MiB of [\d.]+ MiB used \((8|9)\d%\), 1\.0 MiB available; this file needs 2\.0 MiB\./,
+        /^Not enough LoRA storage\n[\d.]+ MiB of [\d.]+ MiB used \((8|9)\d%\), 1\.0 MiB available; this file needs 2\.0 MiB\.\nDelete LoRAs you no longer use/,
       );
-      // The page as a user sees it after a busy session: warnings, refusals with their reasons, the library.
-      await page.screenshot({ path: path.join(ARTIFACTS, "studio-lora-library.png"), fullPage: true });
+      expect(shown.match(/available/g)).toHaveLength(1);
+      expect(shown).not.toContain("quota exceeded");
     } finally {
       await admin.setUserQuota({ userId: t.userId, resetToDefaults: true });
     }
@@ -404,5 +495,197 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     await page.getByText("Deleted anime_style.safetensors").waitFor();
     await waitGrid(["resume_me.safetensors", "portrait_detail.safetensors"]);
     await page.getByText("2 of 100 LoRAs").waitFor();
+  });
+  test("edit: shown at once, kept when the server accepts it, rolled back with the server's reason when it refuses", async () => {
+    await card("portrait_detail.safetensors").click();
+    const details = page.locator("dialog.details");
+    await details.getByRole("button", { name: "Edit" }).click();
+    const form = details.getByRole("form", { name: "Edit LoRA" });
+    await form.getByLabel("Name").fill("portrait_detail_v2.safetensors");
+    await form.getByLabel("Tags").fill("portrait, faces");
+    await form.getByLabel("Trigger words").fill("detailed face, soft light");
+    await form.getByLabel("Description").fill("Sharper eyes and skin.");
+    await shot("studio-edit", false);
+    await form.getByRole("button", { name: "Save" }).click();
+    await details.getByRole("heading", { name: "portrait_detail_v2.safetensors" }).waitFor();
+    await card("portrait_detail_v2.safetensors").waitFor();
+    const edited = await text(card("portrait_detail_v2.safetensors"));
+    for (const fact of ["detailed face", "soft light", "#portrait", "#faces"]) expect(edited).toContain(fact);
+    expect(await text(details.locator("dl.facts"))).toMatch(/Description\s+Sharper eyes and skin\./);
+
+    // A refused edit: the page shows it while the server thinks (held here), then puts the LoRA back.
+    let answer = () => {};
+    const held = new Promise<void>((resolve) => (answer = resolve));
+    await page.route("**/emprops.lora.v1.LoraService/UpdateLora", async (route) => {
+      await held;
+      await route.continue();
+    });
+    try {
+      await details.getByRole("button", { name: "Edit" }).click();
+      await form.getByLabel("Name").fill("portrait_detail_v2.pt");
+      await form.getByRole("button", { name: "Save" }).click();
+      await card("portrait_detail_v2.pt").waitFor();
+      answer();
+      await card("portrait_detail_v2.safetensors").waitFor();
+      const refusal = details.getByRole("alert");
+      expect(await refusal.getAttribute("data-reason")).toBe("INVALID_NAME");
+      expect(await text(refusal)).toMatch(/^Invalid name\nthe extension cannot change: the file is \.safetensors/);
+      await details.getByRole("heading", { name: "portrait_detail_v2.safetensors" }).waitFor();
+    } finally {
+      await page.unrouteAll();
+    }
+    // Back to its name, for what follows.
+    await details.getByRole("button", { name: "Edit" }).click();
+    await form.getByLabel("Name").fill("portrait_detail.safetensors");
+    await form.getByRole("button", { name: "Save" }).click();
+    await card("portrait_detail.safetensors").waitFor();
+    await details.getByRole("button", { name: "Close" }).click();
+  });
+
+  test("previews: the file's own thumbnail in the grid, one the owner sets, a placeholder otherwise", async () => {
+    const thumbnail = await testImage("png", 320, 240);
+    const thumbed = path.join(dir, "with_a_thumbnail_and_a_rather_long_name_that_does_not_fit.safetensors");
+    writeFileSync(
+      thumbed,
+      buildSafetensors(loraTensors(), {
+        ...kohyaMetadata("thumbed"),
+        "modelspec.thumbnail": `data:image/png;base64,${thumbnail.toString("base64")}`,
+      }),
+    );
+    await choose([thumbed], "thumbed");
+    const long = "with_a_thumbnail_and_a_rather_long_name_that_does_not_fit.safetensors";
+    await waitPhase(long, "done");
+    const longCard = card(long);
+    await longCard.locator("img.preview-image").waitFor();
+    await page.waitForFunction(
+      `[...document.querySelectorAll("article.card img.preview-image")].some((i) => i.complete && i.naturalWidth > 0)`,
+    );
+    // The long name is shortened in its stem; the extension stays in view.
+    const ext = longCard.locator(".name-ext");
+    expect(await ext.textContent()).toBe(".safetensors");
+    const [cardBox, extBox] = await Promise.all([longCard.boundingBox(), ext.boundingBox()]);
+    expect(extBox!.x + extBox!.width).toBeLessThanOrEqual(cardBox!.x + cardBox!.width);
+    // Cards without one show the placeholder, at the same size.
+    await card("resume_me.safetensors").getByLabel("No preview image").waitFor();
+
+    // The owner sets one from the details; a file that is not an image is refused with the server's reason.
+    await card("resume_me.safetensors").click();
+    const details = page.locator("dialog.details");
+    const gif = path.join(dir, "not-really.png");
+    writeFileSync(gif, Buffer.from("GIF89a\x01\x00\x01\x00\x00\x00\x00;", "latin1"));
+    await details.getByTestId("preview-input").setInputFiles(gif);
+    const refused = details.getByRole("alert");
+    await refused.waitFor();
+    expect(await refused.getAttribute("data-reason")).toBe("INVALID_IMAGE");
+    const jpeg = path.join(dir, "cover.jpg");
+    writeFileSync(jpeg, await testImage("jpeg", 1600, 1200));
+    await details.getByTestId("preview-input").setInputFiles(jpeg);
+    await details.getByRole("button", { name: "Remove image" }).waitFor();
+    await page.waitForFunction(
+      `(() => { const i = document.querySelector("dialog.details img.preview-image"); return i && i.complete && i.naturalWidth === 1024; })()`,
+    );
+    await details.getByRole("button", { name: "Close" }).click();
+    await page.waitForFunction(
+      `[...document.querySelectorAll('article.card[aria-label="resume_me.safetensors"] img')].some((i) => i.complete && i.naturalWidth > 0)`,
+    );
+    await shot("studio-preview");
+  });
+
+  test("over the warning, the quota box names the LoRAs unused longest and deletes one in a click (after asking)", async () => {
+    const admin = createClient(LoraAdminService, client(t.adminToken));
+    const { quota } = await createClient(LoraService, client(t.userToken)).getQuota({});
+    await admin.setUserQuota({ userId: t.userId, maxBytes: quota!.usedBytes + BigInt(MiB / 2) });
+    try {
+      await page.reload();
+      const box = page.getByTestId("quota");
+      const suggestions = box.getByRole("list", { name: "Unused LoRAs to delete" });
+      await suggestions.waitFor();
+      const items = suggestions.getByRole("listitem");
+      expect(await items.count()).toBeGreaterThan(0);
+      const first = await text(items.first());
+      expect(first).toMatch(/never used/);
+      expect(await text(box.getByRole("alert"))).toMatch(
+        /^You have used (8|9)\d% of your LoRA quota \(warning at 80%\)\. Deleting (the LoRA|these \d LoRAs) unused longest frees [\d.]+ (KiB|MiB):/,
+      );
+      await shot("studio-suggestions");
+      // The README's picture: previews, the quota warning with its suggestions, the library.
+      await page.screenshot({ path: README_IMAGE, fullPage: true });
+      copyFileSync(README_IMAGE, path.join(ARTIFACTS, "studio-lora-library.png"));
+
+      const name = (await items.first().getAttribute("data-lora-id"))!;
+      const label = (await items.first().getByRole("button").getAttribute("aria-label"))!.replace(/^Delete /, "");
+      await items
+        .first()
+        .getByRole("button", { name: /^Delete / })
+        .click();
+      const confirm = page.locator("dialog.confirm");
+      expect(await text(confirm.getByRole("heading"))).toBe(`Delete ${label}?`);
+      await confirm.getByRole("button", { name: "Delete" }).click();
+      await page.getByText(`Deleted ${label}`).waitFor();
+      await page.locator(`article.card[data-lora-id="${name}"]`).waitFor({ state: "detached" });
+    } finally {
+      await admin.setUserQuota({ userId: t.userId, resetToDefaults: true });
+    }
+  });
+
+  test("the LoRA picker embedded in a plain page: search, filters, preview, a base-model warning, and add", async () => {
+    page.setDefaultTimeout(10_000);
+    await page.goto(`${studio.url}host.html`);
+    await page.evaluate(
+      `(async () => { await customElements.whenDefined("emprops-lora-picker");
+        const p = document.getElementById("picker"); p.token = ${JSON.stringify(t.userToken)};
+        p.setAttribute("registry-url", ${JSON.stringify(registryUrl)}); })()`,
+    );
+    const picker = page.locator("emprops-lora-picker");
+    const results = picker.getByRole("listbox", { name: "LoRAs" });
+    const options = results.getByRole("option");
+    await options.first().waitFor();
+    // Search reaches trigger words; filters by tag and base model go to the registry.
+    await picker.getByLabel("Search LoRAs").fill("vibrant");
+    await picker
+      .getByRole("option", { name: "with_a_thumbnail_and_a_rather_long_name_that_does_not_fit.safetensors" })
+      .waitFor();
+    await picker.getByLabel("Tag").fill("nothing-tagged-so");
+    await picker.getByText("No LoRA matches.").waitFor();
+    await picker.getByLabel("Tag").fill("thumbed");
+    const thumbed = results.getByRole("option", { name: /^with_a_thumbnail/ });
+    await thumbed.waitFor();
+    await picker.getByLabel("Base model").selectOption({ label: "SD1.5 (this workflow)" });
+    await picker.getByText("No LoRA matches.").waitFor();
+    await picker.getByLabel("Base model").selectOption({ label: "SDXL" });
+    await thumbed.click();
+    const selected = picker.getByRole("region", { name: "Selected LoRA" });
+    await selected.getByRole("img", { name: /^Preview of with_a_thumbnail/ }).waitFor();
+    expect(await text(selected)).toContain("SDXL");
+    expect(await text(selected.getByLabel("Trigger words"))).toContain("anime style");
+    expect(await text(selected.getByRole("alert"))).toBe(
+      "This LoRA was trained for SDXL; this workflow uses sd_v1-5-pruned.safetensors. It may not work, or change the image in unexpected ways.",
+    );
+    await shot("studio-picker", false);
+    await selected.getByRole("button", { name: "Add to workflow" }).click();
+    const id = (await thumbed.getAttribute("data-lora-id"))!;
+    const added = await page.evaluate<unknown[]>("window.added");
+    expect(added).toEqual([
+      {
+        reference: { lora_source: "user", lora_identifier: id },
+        triggerWords: ["anime style", "vibrant colors", "1girl"],
+        name: "with_a_thumbnail_and_a_rather_long_name_that_does_not_fit.safetensors",
+        baseModel: "SDXL",
+        incompatible: true,
+      },
+    ]);
+    // The same workflow on an SDXL checkpoint: no warning.
+    await page.evaluate(`document.getElementById("picker").setAttribute("base-model", "SDXL")`);
+    await selected.getByRole("button", { name: "Add to workflow" }).waitFor();
+    expect(await selected.getByRole("alert").count()).toBe(0);
+
+    // The demo page `npm start` serves shows the same element with the signed-in tab's session.
+    await page.goto(`${studio.url}picker-demo.html#token=${t.userToken}`);
+    await page
+      .locator("emprops-lora-picker")
+      .getByRole("listbox", { name: "LoRAs" })
+      .getByRole("option")
+      .first()
+      .waitFor();
   });
 });

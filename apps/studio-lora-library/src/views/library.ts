@@ -3,6 +3,8 @@ import type { LoraClient } from "../api.js";
 import { el, mount } from "../dom.js";
 import { type ShownError, showError } from "../errors.js";
 import { formatDate, plural } from "../format.js";
+import { loraName } from "./lora-name.js";
+import { loadPreviews, previewFrame } from "./preview.js";
 import { errorBox } from "./toasts.js";
 
 const SORTS: { label: string; sort: LoraSortField; order: SortOrder }[] = [
@@ -25,6 +27,8 @@ export interface Library {
   element: HTMLElement;
   /** Reloads the current page (after an upload or a delete). */
   refresh(): Promise<void>;
+  /** Redraws one LoRA's card as given (an edit shown before the server answers, or rolled back). */
+  show(lora: Lora): void;
 }
 
 /** Search, tag filter, sort, the grid of cards and cursor pagination. */
@@ -38,7 +42,7 @@ export function library(opts: LibraryOptions): Library {
   let searchTimer: ReturnType<typeof setTimeout> | undefined;
   const searchInput = el("input", {
     type: "search",
-    placeholder: "Search by name",
+    placeholder: "Search names, tags, trigger words, descriptions",
     "aria-label": "Search LoRAs",
     oninput: () => {
       clearTimeout(searchTimer);
@@ -110,7 +114,8 @@ export function library(opts: LibraryOptions): Library {
           if ((e as KeyboardEvent).key === "Enter") opts.onOpen(l);
         },
       },
-      el("h3", { class: "card-name", title: l.name }, l.name),
+      previewFrame(l, "card"),
+      loraName("h3", l.name, "card-name"),
       el(
         "div",
         { class: "card-facts" },
@@ -182,6 +187,9 @@ export function library(opts: LibraryOptions): Library {
             : "No LoRAs yet. Drop a .safetensors file above to upload your first."
           : `Showing ${first}–${first + res.loras.length - 1} of ${res.totalSize}`;
       mount(grid, res.loras.map(card));
+      void loadPreviews(opts.client, grid, res.loras).catch(() => undefined);
+      // One page needs no pager.
+      pager.hidden = state.page === 0 && !res.nextPageToken;
       mount(
         pager,
         el(
@@ -232,5 +240,12 @@ export function library(opts: LibraryOptions): Library {
     grid,
     pager,
   );
-  return { element, refresh: load };
+  const show = (lora: Lora) => {
+    const old = grid.querySelector(`article.card[data-lora-id="${lora.id}"]`);
+    if (!old) return;
+    const fresh = card(lora);
+    old.replaceWith(fresh);
+    void loadPreviews(opts.client, fresh, [lora]).catch(() => undefined);
+  };
+  return { element, refresh: load, show };
 }

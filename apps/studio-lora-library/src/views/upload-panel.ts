@@ -28,9 +28,31 @@ export function uploadPanel(opts: UploadPanelOptions): HTMLElement {
   const tagsInput = el("input", {
     type: "text",
     name: "tags",
-    placeholder: "Tags for new uploads, e.g. style, anime",
-    "aria-label": "Tags for new uploads",
+    id: "upload-tags",
+    placeholder: "e.g. style, anime",
   });
+  // A visible label: a placeholder alone disappears as soon as one types.
+  const tagsField = el(
+    "label",
+    { class: "tags-field", for: "upload-tags" },
+    el("span", {}, "Tags for new uploads"),
+    tagsInput,
+  );
+  const clearFinished = el(
+    "button",
+    {
+      class: "secondary small clear-finished",
+      hidden: true,
+      onclick: () => {
+        for (const row of list.querySelectorAll<HTMLElement>("li.upload")) if (finished(row)) row.remove();
+        syncClear();
+      },
+    },
+    "Clear finished",
+  );
+  const syncClear = () => {
+    clearFinished.hidden = ![...list.querySelectorAll<HTMLElement>("li.upload")].some(finished);
+  };
   const fileInput = el("input", {
     type: "file",
     accept: ".safetensors,.pt",
@@ -44,17 +66,23 @@ export function uploadPanel(opts: UploadPanelOptions): HTMLElement {
       .split(",")
       .map((t) => t.trim())
       .filter((t) => t !== "");
+    // The tags belong to these files: the next upload starts without them.
+    tagsInput.value = "";
     for (const file of files) {
       // The registry's file-name rule, before any byte is sent.
       const named = checkLoraFileName(file.name);
       if (!named.ok) {
         list.prepend(refusedRow(file, localError(reasonName(named.reason), named.message)));
+        syncClear();
         continue;
       }
       const upload = new LoraUpload(opts.client, file, { userId: opts.userId, tags });
       const row = el("li", { class: "upload", "data-file": file.name });
       list.prepend(row);
-      const render = (s: UploadSnapshot) => renderRow(row, upload, s);
+      const render = (s: UploadSnapshot) => {
+        renderRow(row, upload, s);
+        syncClear();
+      };
       upload.onChange((s) => {
         render(s);
         if (s.phase === "done") opts.onUploaded();
@@ -64,6 +92,7 @@ export function uploadPanel(opts: UploadPanelOptions): HTMLElement {
     }
   };
 
+  list.addEventListener("upload-dismissed", syncClear);
   fileInput.addEventListener("change", () => {
     if (fileInput.files) start([...fileInput.files]);
     fileInput.value = "";
@@ -95,23 +124,52 @@ export function uploadPanel(opts: UploadPanelOptions): HTMLElement {
     el("strong", {}, "Drop .safetensors or .pt files here"),
     el("span", {}, "or click to choose · up to 2 GiB each"),
   );
-  return el("section", { class: "upload-panel", "aria-label": "Upload" }, zone, fileInput, tagsInput, list);
+  return el(
+    "section",
+    { class: "upload-panel", "aria-label": "Upload" },
+    zone,
+    fileInput,
+    el("div", { class: "upload-options" }, tagsField, clearFinished),
+    list,
+  );
+}
+
+const FINISHED = new Set(["done", "failed", "cancelled"]);
+const finished = (row: HTMLElement) => FINISHED.has(row.dataset.phase ?? "");
+
+/** × on a finished row: it goes away. */
+function dismissButton(row: HTMLElement): HTMLElement {
+  return el(
+    "button",
+    {
+      class: "dismiss",
+      "aria-label": "Dismiss",
+      title: "Dismiss",
+      onclick: () => {
+        const list = row.parentElement;
+        row.remove();
+        list?.dispatchEvent(new Event("upload-dismissed"));
+      },
+    },
+    "×",
+  );
 }
 
 /** A file refused before upload: the same row a failed upload shows. */
 function refusedRow(file: File, error: ReturnType<typeof localError>): HTMLElement {
-  return el(
-    "li",
-    { class: "upload", "data-file": file.name, "data-phase": "failed" },
+  const row = el("li", { class: "upload", "data-file": file.name, "data-phase": "failed" });
+  row.append(
     el(
       "div",
       { class: "upload-head" },
       el("span", { class: "upload-name" }, file.name),
       el("span", { class: "upload-phase" }, PHASE_TEXT.failed),
+      dismissButton(row),
     ),
     el("div", { class: "upload-meta" }, el("span", { class: "upload-bytes" }, formatBytes(file.size))),
     errorBox(error),
   );
+  return row;
 }
 
 function renderRow(row: HTMLElement, upload: LoraUpload, s: UploadSnapshot): void {
@@ -143,6 +201,7 @@ function renderRow(row: HTMLElement, upload: LoraUpload, s: UploadSnapshot): voi
       { class: "upload-head" },
       el("span", { class: "upload-name" }, s.fileName),
       el("span", { class: "upload-phase" }, PHASE_TEXT[s.phase]),
+      FINISHED.has(s.phase) ? dismissButton(row) : null,
     ),
     s.phase === "failed" || s.phase === "cancelled" ? null : bar,
     el(
