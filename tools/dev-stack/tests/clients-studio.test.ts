@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -28,8 +28,6 @@ import { startTestStack, type TestStack } from "./support/test-stack.js";
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const APP = path.join(ROOT, "apps", "studio-lora-library");
 const ARTIFACTS = path.join(ROOT, "test-artifacts");
-/** The README's picture of the page. */
-const README_IMAGE = path.join(ROOT, "docs", "images", "studio-lora-library.png");
 const MiB = 1024 * 1024;
 
 describe("the Studio LoRA library page in Chromium against the real stack", () => {
@@ -608,9 +606,8 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
         /^You have used (8|9)\d% of your LoRA quota \(warning at 80%\)\. Deleting (the LoRA|these \d LoRAs) unused longest frees [\d.]+ (KiB|MiB):/,
       );
       await shot("studio-suggestions");
-      // The README's picture: previews, the quota warning with its suggestions, the library.
-      await page.screenshot({ path: README_IMAGE, fullPage: true });
-      copyFileSync(README_IMAGE, path.join(ARTIFACTS, "studio-lora-library.png"));
+      // The README's picture (copied to docs/images/ by hand): previews, the quota warning with its suggestions.
+      await shot("studio-lora-library");
 
       const name = (await items.first().getAttribute("data-lora-id"))!;
       const label = (await items.first().getByRole("button").getAttribute("aria-label"))!.replace(/^Delete /, "");
