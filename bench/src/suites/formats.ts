@@ -271,8 +271,9 @@ export const formatsSuite: Suite = {
             }),
           ),
           "",
-          `Conversion: \`TorchToSafetensors.open(fileSource(file))\` (pass 1: every check of the verifier) and its ` +
-            `\`chunks()\` drained (pass 2: tensor reads, sha256 of every tensor on both sides, the strict re-read), ` +
+          `Conversion: \`TorchToSafetensors.open(fileSource(file))\` (pass 1: the central directory, local headers, ` +
+            `descriptors and data.pkl by range, with the verifier's checks) and its \`chunks()\` drained (pass 2: ` +
+            `tensor reads, each storage's CRC-32 and descriptor, sha256 of the output, the strict re-read), ` +
             `against \`verifyStream\` of the same ${mb(loraSize).toFixed(0)} MB .pt (${ctx.sizes.rounds} rounds, rotated).`,
           "",
           table(

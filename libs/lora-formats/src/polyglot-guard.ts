@@ -28,7 +28,9 @@ export class PolyglotGuard {
   private readonly first = new Uint8Array(TAR_BLOCK_BYTES);
   private firstLength = 0;
   private pickle: PickleScanner | undefined = new PickleScanner({ maxBytes: MAX_PICKLE_WALK_BYTES });
-  private tail = Buffer.alloc(0);
+  /** The last up to TAIL_BYTES bytes of the file, in a buffer reused for every chunk. */
+  private readonly tail = Buffer.alloc(TAIL_BYTES);
+  private tailLength = 0;
   /** Offsets of central directory signatures seen anywhere in the file (few in real data). */
   private readonly centralAt = new Set<number>();
   private centralOverflow = false;
@@ -111,23 +113,27 @@ export class PolyglotGuard {
 
   private keepTail(bytes: Buffer): void {
     if (bytes.length >= TAIL_BYTES) {
-      this.tail = Buffer.from(bytes.subarray(bytes.length - TAIL_BYTES));
-    } else {
-      const joined = Buffer.concat([this.tail, bytes]);
-      this.tail = joined.length > TAIL_BYTES ? Buffer.from(joined.subarray(joined.length - TAIL_BYTES)) : joined;
+      this.tail.set(bytes.subarray(bytes.length - TAIL_BYTES));
+      this.tailLength = TAIL_BYTES;
+      return;
     }
+    const kept = Math.min(this.tailLength, TAIL_BYTES - bytes.length);
+    this.tail.copyWithin(0, this.tailLength - kept, this.tailLength);
+    this.tail.set(bytes, kept);
+    this.tailLength = kept + bytes.length;
   }
 
   // Python's zipfile._EndRecData takes the last signature in the tail; a reader then needs a central directory
   // header where the record says (miniz: at its offset; zipfile: at the record's position minus the directory size).
   private checkEndRecord(): void {
-    const tailStart = this.size - this.tail.length;
-    let at = this.tail.lastIndexOf(EOCD_SIGNATURE);
+    const tail = this.tail.subarray(0, this.tailLength);
+    const tailStart = this.size - tail.length;
+    let at = tail.lastIndexOf(EOCD_SIGNATURE);
     while (at !== -1) {
-      if (at + EOCD_BYTES <= this.tail.length) {
-        const entries = this.tail.readUInt16LE(at + 10);
-        const directoryBytes = this.tail.readUInt32LE(at + 12);
-        const directoryOffset = this.tail.readUInt32LE(at + 16);
+      if (at + EOCD_BYTES <= tail.length) {
+        const entries = tail.readUInt16LE(at + 10);
+        const directoryBytes = tail.readUInt32LE(at + 12);
+        const directoryOffset = tail.readUInt32LE(at + 16);
         const position = tailStart + at;
         const candidates = [directoryOffset, position - directoryBytes];
         const found = this.centralOverflow || candidates.some((offset) => this.centralAt.has(offset));
@@ -138,7 +144,7 @@ export class PolyglotGuard {
         }
       }
       if (at === 0) break;
-      at = this.tail.lastIndexOf(EOCD_SIGNATURE, at - 1);
+      at = tail.lastIndexOf(EOCD_SIGNATURE, at - 1);
     }
   }
 }

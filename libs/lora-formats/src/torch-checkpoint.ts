@@ -1,4 +1,3 @@
-import { createHash, type Hash } from "node:crypto";
 import type { ContentReader } from "./content-reader.js";
 import { bytesText, quote } from "./describe.js";
 import { FormatError } from "./format-error.js";
@@ -6,7 +5,7 @@ import { isDecimalKey, MAX_TORCH_PICKLE_BYTES, readTorchPickle, type TorchPickle
 import { layoutStateDict, type StateDictLayout } from "./torch-state-dict.js";
 import type { ZipEntry } from "./zip/entry.js";
 import { METHOD_STORED } from "./zip/fields.js";
-import { ZipStreamReader } from "./zip/stream-reader.js";
+import { type SkippedEntry, ZipStreamReader } from "./zip/stream-reader.js";
 
 // torch.load opens a checkpoint with PyTorchStreamReader (caffe2/serialize/inline_container.cc, miniz): the folder
 // of the first entry is the archive's prefix and records are looked up as <prefix>/<name>. torch.save (1.6 and
@@ -33,8 +32,11 @@ export interface TorchCheckpoint {
   layout: StateDictLayout;
   /** The archive entry of each storage, by key. */
   storageEntries: Map<string, ZipEntry>;
-  /** sha256 (hex) of each storage record's bytes as read, by key; only when the reader was asked to hash them. */
-  storageSha256: Map<string, string>;
+  /**
+   * Storage records whose bytes the reader skipped (see skipStorageData), by key: their CRC-32 and data descriptor
+   * are still to be checked, with SkippedEntryCheck.
+   */
+  skippedStorages: Map<string, SkippedEntry>;
 }
 
 type Role = { kind: "pickle" } | { kind: "storage"; key: string } | { kind: "record"; name: string };
@@ -54,6 +56,8 @@ export class TorchCheckpointReader implements ContentReader {
     onEntryEnd: (entry) => this.endEntry(entry),
   });
   private prefix = "";
+  /** `prefix` and "/": what every other entry's name starts with. */
+  private folder = "";
   private role: Role | undefined;
   private parts: Uint8Array[] = [];
   private partsBytes = 0;
@@ -62,11 +66,7 @@ export class TorchCheckpointReader implements ContentReader {
   private readonly seenNames = new Set<string>();
   private readonly storageEntries = new Map<string, ZipEntry>();
   private readonly records = new Set<string>();
-  private readonly storageSha256 = new Map<string, string>();
-  private storageHash: Hash | undefined;
-
-  /** `hashStorages`: also compute each storage record's sha256 (the converter compares its output with them). */
-  constructor(private readonly options: { hashStorages?: boolean } = {}) {}
+  private readonly skippedStorages = new Map<string, SkippedEntry>();
 
   get tensorCount(): number {
     return this.layoutValue?.tensors.length ?? 0;
@@ -80,8 +80,23 @@ export class TorchCheckpointReader implements ContentReader {
       pickle: this.pickle,
       layout: this.layoutValue,
       storageEntries: this.storageEntries,
-      storageSha256: this.storageSha256,
+      skippedStorages: this.skippedStorages,
     };
+  }
+
+  /**
+   * Right after a storage record's local header: takes its `length` data bytes as read without seeing them, with
+   * `crc` (the CRC-32 its central directory entry records); the next bytes fed are its data descriptor. For a reader
+   * over a random-access source, which checks those bytes later (`checkpoint.skippedStorages`). Returns false, and
+   * skips nothing, anywhere else.
+   */
+  skipStorageData(length: number, crc: number): boolean {
+    const entry = this.zip.currentEntry;
+    if (this.role?.kind !== "storage" || !entry || entry.method !== METHOD_STORED || length <= 0) return false;
+    if (this.zip.offset !== entry.dataOffset) return false;
+    const key = this.role.key;
+    this.skippedStorages.set(key, this.zip.skipData(length, crc));
+    return true;
   }
 
   update(chunk: Uint8Array): void {
@@ -127,6 +142,7 @@ export class TorchCheckpointReader implements ContentReader {
     if (this.zip.entries.length === 0) {
       const slash = name.indexOf("/");
       this.prefix = name.slice(0, Math.max(slash, 0));
+      this.folder = `${this.prefix}/`;
       if (slash <= 0 || name.slice(slash + 1) !== "data.pkl" || this.prefix === "." || this.prefix === "..") {
         throw this.notCheckpoint(
           name.toLowerCase() === "constants.pkl" || name.includes("/code/") || name.endsWith("/constants.pkl")
@@ -138,13 +154,14 @@ export class TorchCheckpointReader implements ContentReader {
     } else {
       this.role = this.roleOf(name);
     }
-    this.parts = [];
-    this.partsBytes = 0;
-    this.storageHash = this.role.kind === "storage" && this.options.hashStorages ? createHash("sha256") : undefined;
+    if (this.role.kind !== "storage") {
+      this.parts = [];
+      this.partsBytes = 0;
+    }
   }
 
   private roleOf(name: string): Role {
-    if (!name.startsWith(`${this.prefix}/`)) {
+    if (!name.startsWith(this.folder)) {
       throw this.invalid(`entry ${quote(name)} lies outside the archive's folder ${quote(this.prefix)}`);
     }
     const rest = name.slice(this.prefix.length + 1);
@@ -165,10 +182,7 @@ export class TorchCheckpointReader implements ContentReader {
   private entryData(bytes: Uint8Array): void {
     const role = this.role;
     if (!role) return;
-    if (role.kind === "storage") {
-      this.storageHash?.update(bytes);
-      return;
-    }
+    if (role.kind === "storage") return;
     this.partsBytes += bytes.length;
     const limit = role.kind === "pickle" ? MAX_TORCH_PICKLE_BYTES : MAX_METADATA_RECORD_BYTES;
     if (this.partsBytes > limit) {
@@ -185,14 +199,13 @@ export class TorchCheckpointReader implements ContentReader {
     if (!role) return;
     if (role.kind === "storage") {
       const storage = this.pickle?.storages.get(role.key);
-      if (storage && BigInt(entry.uncompressedSize) !== storage.byteLength) {
+      if (storage && entry.uncompressedSize !== storage.byteCount) {
         throw this.invalid(
           `storage ${quote(entry.name)} holds ${bytesText(entry.uncompressedSize)}, but its persistent id ` +
             `(${storage.numel} × ${storage.storageType}) needs ${bytesText(storage.byteLength)}`,
         );
       }
       this.storageEntries.set(role.key, entry);
-      if (this.storageHash) this.storageSha256.set(role.key, this.storageHash.digest("hex"));
       return;
     }
     const bytes = Buffer.concat(this.parts);

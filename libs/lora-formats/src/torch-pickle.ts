@@ -49,6 +49,9 @@ const MAX_STACK = 1_000_000;
 const MAX_MARK_DEPTH = 10_000;
 const MAX_DIMS = 64;
 const MAX_LINE_BYTES = 4096;
+/** Strings up to this many bytes are looked up in a cache of SHORT_STR_SLOTS before one is decoded. */
+const SHORT_STR_BYTES = 16;
+const SHORT_STR_SLOTS = 256;
 
 // Module and name are compared as a pair: torch compares "module.name" as one string, so it would also take
 // "torch" + "_utils._rebuild_tensor_v2"; torch.save never writes such a split and we refuse it.
@@ -82,7 +85,6 @@ function allowedGlobal(module: string, name: string): PyGlobal | undefined {
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-const MARK = Symbol("mark");
 
 export interface TorchPickle {
   /** What torch.load returns. */
@@ -106,9 +108,11 @@ export function readTorchPickle(bytes: Uint8Array, label = "The pickle"): TorchP
 class WeightsOnlyUnpickler {
   private pos = 0;
   private opStart = 0;
-  private opName = "";
-  private stack: (PyValue | typeof MARK)[] = [];
-  private markDepth = 0;
+  private opCode = -1;
+  private readonly stack: PyValue[] = [];
+  /** Stack heights at each open MARK (CPython's and torch's metastack): values below the last are out of reach. */
+  private readonly marks: number[] = [];
+  private fence = 0;
   /** The memo: indices 0..n-1 as they are usually written, any others in a map; exact either way. */
   private readonly memoDense: PyValue[] = [];
   private readonly memoSparse = new Map<number, PyValue>();
@@ -119,6 +123,7 @@ class WeightsOnlyUnpickler {
   /** End of the current FRAME (exclusive), or -1 outside a frame. */
   private frameEnd = -1;
 
+  private readonly shortStrings: (string | undefined)[] = new Array<string | undefined>(SHORT_STR_SLOTS);
   /** The pickle as a Buffer, to decode strings from without a view per string. */
   private readonly buf: Buffer;
 
@@ -135,23 +140,27 @@ class WeightsOnlyUnpickler {
   }
 
   load(): TorchPickle {
+    const bytes = this.bytes;
+    if (bytes.length > 0 && bytes[0] !== 0x80) {
+      this.opCode = bytes[0] as number;
+      const name = PICKLE_OPCODES[this.opCode]?.name;
+      if (!name) this.malformed(`byte ${hexByte(this.opCode)} at offset 0 is not a pickle opcode`);
+      this.unsafe("a pickle without a PROTO header (torch.save writes protocol 2 or higher)", name);
+    }
     for (;;) {
       if (this.frameEnd === this.pos) this.frameEnd = -1;
-      if (this.pos >= this.bytes.length) this.malformed("it ends before its STOP opcode (truncated)");
+      if (this.pos >= bytes.length) this.malformed("it ends before its STOP opcode (truncated)");
       this.opStart = this.pos;
-      const code = this.bytes[this.pos++] as number;
-      const op = PICKLE_OPCODES[code];
-      if (!op) {
-        this.opName = "";
-        this.malformed(`byte ${hexByte(code)} at offset ${this.opStart} is not a pickle opcode`);
-      }
-      this.opName = op.name;
-      if (this.opStart === 0 && op.name !== "PROTO") {
-        this.unsafe("a pickle without a PROTO header (torch.save writes protocol 2 or higher)", op.name);
-      }
-      if (op.name === "STOP") return this.stop();
-      this.execute(op.name);
+      const code = bytes[this.pos++] as number;
+      this.opCode = code;
+      if (code === 0x2e) return this.stop(); // STOP
+      this.execute(code);
     }
+  }
+
+  /** The current opcode's name, for messages. */
+  private get opName(): string {
+    return PICKLE_OPCODES[this.opCode]?.name ?? "";
   }
 
   // ---- reading -----------------------------------------------------------------------------------------------
@@ -227,29 +236,50 @@ class WeightsOnlyUnpickler {
     }
   }
 
-  /** The next `length` bytes as a str: ASCII (nearly every key and name) decoded directly, the rest as UTF-8. */
+  /**
+   * The next `length` bytes as a str: ASCII (nearly every key and name) decoded directly, the rest as UTF-8. Short
+   * ASCII strings come from a small cache: a state dict repeats "storage" and its device for every tensor.
+   */
   private str(length: number): string {
     const at = this.need(length);
     const b = this.bytes;
+    let hash = length;
     for (let i = at; i < at + length; i++) {
-      if ((b[i] as number) >= 0x80) return this.text(b.subarray(at, at + length));
+      const byte = b[i] as number;
+      if (byte >= 0x80) return this.text(b.subarray(at, at + length));
+      hash = (hash * 31 + byte) | 0;
     }
-    return this.buf.toString("latin1", at, at + length);
+    if (length > SHORT_STR_BYTES) return this.buf.toString("latin1", at, at + length);
+    const slot = hash & (SHORT_STR_SLOTS - 1);
+    const cached = this.shortStrings[slot];
+    if (cached !== undefined && cached.length === length) {
+      let same = true;
+      for (let i = 0; i < length; i++) {
+        if (cached.charCodeAt(i) !== b[at + i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return cached;
+    }
+    const decoded = this.buf.toString("latin1", at, at + length);
+    this.shortStrings[slot] = decoded;
+    return decoded;
   }
 
   // ---- the grammar -------------------------------------------------------------------------------------------
 
-  private execute(name: string): void {
-    switch (name) {
-      case "PROTO": {
+  private execute(code: number): void {
+    switch (code) {
+      case 0x80: /* PROTO */ {
         const version = this.u8();
-        if (this.opStart !== 0) this.unsafe("a second PROTO opcode", name);
-        if (version < 2 || version > 5) this.unsafe(`pickle protocol ${version}`, name);
+        if (this.opStart !== 0) this.unsafe("a second PROTO opcode", "PROTO");
+        if (version < 2 || version > 5) this.unsafe(`pickle protocol ${version}`, "PROTO");
         this.protocol = version;
         return;
       }
-      case "FRAME": {
-        this.requireProtocol4(name);
+      case 0x95: /* FRAME */ {
+        this.requireProtocol4();
         if (this.frameEnd >= 0) this.malformed("a FRAME begins before the current frame ends");
         const length = this.u64();
         if (length === 0n || length > BigInt(this.bytes.length - this.pos)) {
@@ -258,143 +288,148 @@ class WeightsOnlyUnpickler {
         this.frameEnd = this.pos + Number(length);
         return;
       }
-      case "MARK":
-        if (this.markDepth >= MAX_MARK_DEPTH) this.malformed(`MARKs nest deeper than ${MAX_MARK_DEPTH}`);
-        this.markDepth++;
-        this.stack.push(MARK);
-        return this.checkStack();
-      case "EMPTY_TUPLE":
+      case 0x28 /* MARK */:
+        if (this.marks.length >= MAX_MARK_DEPTH) this.malformed(`MARKs nest deeper than ${MAX_MARK_DEPTH}`);
+        this.marks.push(this.stack.length);
+        this.fence = this.stack.length;
+        return;
+      case 0x29 /* EMPTY_TUPLE */:
         return this.push(new PyTuple([]));
-      case "TUPLE":
+      case 0x74 /* TUPLE */:
         return this.push(new PyTuple(this.popMark()));
-      case "TUPLE1":
-      case "TUPLE2":
-      case "TUPLE3": {
-        const count = Number(name.at(-1));
-        const items: PyValue[] = [];
-        for (let k = 0; k < count; k++) items.unshift(this.pop());
-        return this.push(new PyTuple(items));
+      case 0x85: /* TUPLE1 */
+      case 0x86: /* TUPLE2 */
+      case 0x87: /* TUPLE3 */ {
+        const count = code - 0x84;
+        if (this.stack.length - count < this.fence) this.malformed("stack underflow");
+        return this.push(new PyTuple(this.stack.splice(this.stack.length - count, count)));
       }
-      case "EMPTY_LIST":
+      case 0x5d /* EMPTY_LIST */:
         return this.push(new PyList());
-      case "EMPTY_DICT":
+      case 0x7d /* EMPTY_DICT */:
         return this.push(new PyDict(false));
-      case "EMPTY_SET":
+      case 0x8f /* EMPTY_SET */:
         return this.push(new PySet());
-      case "APPEND": {
+      case 0x61: /* APPEND */ {
         const item = this.pop();
-        this.listTarget(name).items.push(item);
+        this.listTarget("APPEND").items.push(item);
         return;
       }
-      case "APPENDS": {
+      case 0x65: /* APPENDS */ {
         const items = this.popMark();
-        const list = this.listTarget(name);
+        const list = this.listTarget("APPENDS");
         for (const item of items) list.items.push(item);
         return;
       }
-      case "SETITEM": {
+      case 0x73: /* SETITEM */ {
         const value = this.pop();
         const key = this.pop();
-        this.setItem(this.dictTarget(name), key, value);
+        this.setItem(this.dictTarget("SETITEM"), key, value);
         return;
       }
-      case "SETITEMS": {
+      case 0x75: /* SETITEMS */ {
         const items = this.popMark();
-        const dict = this.dictTarget(name);
+        const dict = this.dictTarget("SETITEMS");
         if (items.length % 2 !== 0) this.malformed("SETITEMS has an odd number of items");
         for (let k = 0; k < items.length; k += 2) this.setItem(dict, items[k] as PyValue, items[k + 1] as PyValue);
         return;
       }
-      case "NONE":
+      case 0x4e /* NONE */:
         return this.push(null);
-      case "NEWTRUE":
+      case 0x88 /* NEWTRUE */:
         return this.push(true);
-      case "NEWFALSE":
+      case 0x89 /* NEWFALSE */:
         return this.push(false);
-      case "BININT":
+      case 0x4a /* BININT */:
         return this.push(int(this.i32()));
-      case "BININT1":
+      case 0x4b /* BININT1 */:
         return this.push(int(this.u8()));
-      case "BININT2":
+      case 0x4d /* BININT2 */:
         return this.push(int(this.u16()));
-      case "LONG1":
+      case 0x8a /* LONG1 */:
         return this.push(decodeLong(this.take(this.u8())));
-      case "BINFLOAT": {
+      case 0x47: /* BINFLOAT */ {
         const b = this.take(8);
         return this.push(new DataView(b.buffer, b.byteOffset, 8).getFloat64(0, false));
       }
-      case "BINUNICODE":
+      case 0x58 /* BINUNICODE */:
         return this.push(this.str(this.u32()));
-      case "SHORT_BINSTRING":
+      case 0x55 /* SHORT_BINSTRING */:
         // torch.load passes encoding="utf-8", so these read as str.
         return this.push(this.str(this.u8()));
-      case "SHORT_BINUNICODE":
-        this.requireProtocol4(name);
+      case 0x8c /* SHORT_BINUNICODE */:
+        this.requireProtocol4();
         return this.push(this.str(this.u8()));
-      case "BINUNICODE8": {
-        this.requireProtocol4(name);
+      case 0x8d: /* BINUNICODE8 */ {
+        this.requireProtocol4();
         const length = this.u64();
         if (length > BigInt(this.bytes.length)) this.malformed("it is truncated inside an opcode's argument");
         return this.push(this.text(this.take(Number(length))));
       }
-      case "GLOBAL": {
+      case 0x63: /* GLOBAL */ {
         const module = this.line();
         const global = this.line();
-        return this.push(this.resolveGlobal(module, global, name));
+        return this.push(this.resolveGlobal(module, global, this.opName));
       }
-      case "INST": {
+      case 0x69: /* INST */ {
         // INST imports like GLOBAL and calls at once; torch's table lacks it. Name the import it would make.
         const module = this.line();
         const global = this.line();
         const label = `${printable(module)}.${printable(global)}`;
         throw new UnsafePickleError(
           `${this.label} uses opcode INST (${label}) at byte ${this.opStart}, outside the weights-only grammar of a tensor state dict; loading it could run code.`,
-          name,
+          "INST",
           label,
         );
       }
-      case "STACK_GLOBAL": {
-        this.requireProtocol4(name);
+      case 0x93: /* STACK_GLOBAL */ {
+        this.requireProtocol4();
         const global = this.pop();
         const module = this.pop();
         if (typeof module !== "string" || typeof global !== "string") {
-          this.unsafe(`STACK_GLOBAL of ${describePy(module)} and ${describePy(global)} instead of two str`, name);
+          this.unsafe(
+            `STACK_GLOBAL of ${describePy(module)} and ${describePy(global)} instead of two str`,
+            "STACK_GLOBAL",
+          );
         }
-        return this.push(this.resolveGlobal(module, global, name));
+        return this.push(this.resolveGlobal(module, global, this.opName));
       }
-      case "REDUCE": {
+      case 0x52: /* REDUCE */ {
         const args = this.pop();
         const callable = this.pop();
         return this.push(this.call(callable, args));
       }
-      case "BUILD": {
+      case 0x62: /* BUILD */ {
         const state = this.pop();
         const target = this.top();
         this.build(target, state);
         return;
       }
-      case "BINPERSID":
+      case 0x51 /* BINPERSID */:
         return this.push(this.persistentLoad(this.pop()));
-      case "BINGET":
+      case 0x68 /* BINGET */:
         return this.pushShared(this.memoGet(this.u8()));
-      case "LONG_BINGET":
+      case 0x6a /* LONG_BINGET */:
         return this.pushShared(this.memoGet(this.u32()));
-      case "BINPUT":
+      case 0x71 /* BINPUT */:
         return this.memoPut(this.u8());
-      case "LONG_BINPUT":
+      case 0x72 /* LONG_BINPUT */:
         return this.memoPut(this.u32());
-      case "MEMOIZE":
-        this.requireProtocol4(name);
+      case 0x94 /* MEMOIZE */:
+        this.requireProtocol4();
         // CPython stores at len(memo), which is not the highest index once BINPUT wrote sparse ones.
         return this.memoPut(this.memoDense.length + this.memoSparse.size);
-      default:
+      default: {
+        const name = PICKLE_OPCODES[code]?.name;
+        if (!name) return this.malformed(`byte ${hexByte(code)} at offset ${this.opStart} is not a pickle opcode`);
         return this.unsafe(`opcode ${name}, which torch's weights-only unpickler does not accept`, name);
+      }
     }
   }
 
   private stop(): TorchPickle {
     const root = this.pop();
-    if (this.stack.length > 0) this.malformed("values are left on the stack at STOP");
+    if (this.stack.length > 0 || this.marks.length > 0) this.malformed("values are left on the stack at STOP");
     if (this.pos !== this.bytes.length) {
       const inFrame = this.frameEnd > this.pos;
       this.malformed(
@@ -407,8 +442,8 @@ class WeightsOnlyUnpickler {
     return { root, storages: this.storages, tensorCount: this.tensors, protocol: this.protocol };
   }
 
-  private requireProtocol4(name: string): void {
-    if (this.protocol < 4) this.unsafe(`opcode ${name} in a protocol ${this.protocol} pickle`, name);
+  private requireProtocol4(): void {
+    if (this.protocol < 4) this.unsafe(`opcode ${this.opName} in a protocol ${this.protocol} pickle`, this.opName);
   }
 
   private resolveGlobal(module: string, name: string, opcode: string): PyGlobal {
@@ -524,7 +559,7 @@ class WeightsOnlyUnpickler {
         `a persistent id whose device is ${typeof location === "string" ? quote(location) : describePy(location as PyValue)}`,
       );
     }
-    if (typeof numel !== "bigint" || numel < 0n || numel > BigInt(Number.MAX_SAFE_INTEGER)) {
+    if (typeof numel !== "bigint" || numel < 0n || numel > MAX_SAFE_BIGINT) {
       return this.malformed("a persistent id whose element count is not a non-negative int");
     }
     const known = this.storages.get(key);
@@ -558,24 +593,20 @@ class WeightsOnlyUnpickler {
   }
 
   private pop(): PyValue {
-    const value = this.stack.pop();
-    if (value === undefined || value === MARK) return this.malformed("stack underflow");
-    return value;
+    if (this.stack.length <= this.fence) return this.malformed("stack underflow");
+    return this.stack.pop() as PyValue;
   }
 
   private top(): PyValue {
-    const value = this.stack[this.stack.length - 1];
-    if (value === undefined || value === MARK) return this.malformed("stack underflow");
-    return value;
+    if (this.stack.length <= this.fence) return this.malformed("stack underflow");
+    return this.stack[this.stack.length - 1] as PyValue;
   }
 
   private popMark(): PyValue[] {
-    const at = this.stack.lastIndexOf(MARK);
-    if (at < 0) return this.malformed("no MARK on the stack");
-    const items = this.stack.slice(at + 1) as PyValue[];
-    this.stack.length = at;
-    this.markDepth--;
-    return items;
+    const at = this.marks.pop();
+    if (at === undefined) return this.malformed("no MARK on the stack");
+    this.fence = this.marks.length > 0 ? (this.marks[this.marks.length - 1] as number) : 0;
+    return this.stack.splice(at, this.stack.length - at);
   }
 
   private memoGet(index: number): PyValue {
@@ -655,6 +686,7 @@ export function isDecimalKey(key: string): boolean {
   return true;
 }
 
+const MAX_SAFE_BIGINT = BigInt(Number.MAX_SAFE_INTEGER);
 const SMALL_INTS = Array.from({ length: 1024 }, (_, i) => BigInt(i));
 
 /** A Python int; the small ones shared, as they are on every shape and stride. */
@@ -668,7 +700,8 @@ function isEmptyHooks(value: PyValue | undefined): boolean {
 
 function intTuple(value: PyValue): bigint[] | undefined {
   const items = value instanceof PyTuple ? value.items : value instanceof PySize ? value.dims : undefined;
-  if (!items || !items.every((item) => typeof item === "bigint" && item >= 0n)) return undefined;
+  if (!items) return undefined;
+  for (const item of items) if (typeof item !== "bigint" || item < 0n) return undefined;
   return items as bigint[];
 }
 

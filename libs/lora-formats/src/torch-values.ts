@@ -81,15 +81,18 @@ export class PySet {}
 
 /** What a persistent id ('storage', storage_type, key, location, numel) loads: one record of the archive. */
 export class PyStorage {
+  readonly elementBytes: number;
+  /** The record's size in bytes as a number (≥ 2^53 only for sizes no record can have). */
+  readonly byteCount: number;
   constructor(
     readonly key: string,
     readonly storageType: string,
     readonly location: string,
     /** Elements of the storage's dtype. */
     readonly numel: bigint,
-  ) {}
-  get elementBytes(): number {
-    return (TORCH_STORAGE_TYPES[this.storageType] as { bytes: number }).bytes;
+  ) {
+    this.elementBytes = (TORCH_STORAGE_TYPES[storageType] as { bytes: number }).bytes;
+    this.byteCount = Number(numel) * this.elementBytes;
   }
   get byteLength(): bigint {
     return this.numel * BigInt(this.elementBytes);
@@ -150,15 +153,21 @@ const objectIds = new WeakMap<object, number>();
 let nextObjectId = 0;
 
 /**
+ * Marks the keys of values other than str. A str from a pickle is decoded UTF-8 and never holds a lone surrogate, so
+ * a str is its own key and no other value's key can equal one.
+ */
+const NOT_STR = "\udc00";
+
+/**
  * The dict key Python would use for a value: equal keys (1, True, 1.0) map to the same string; unhashable values
  * (list, dict, set) return undefined.
  */
 export function hashKey(value: PyValue): string | undefined {
-  if (value === null) return "n";
-  if (typeof value === "string") return `s${value}`;
-  if (typeof value === "boolean") return `i${value ? 1 : 0}`;
-  if (typeof value === "bigint") return `i${value}`;
-  if (typeof value === "number") return Number.isInteger(value) ? `i${BigInt(value)}` : `f${value}`;
+  if (typeof value === "string") return value;
+  if (value === null) return `${NOT_STR}n`;
+  if (typeof value === "boolean") return `${NOT_STR}i${value ? 1 : 0}`;
+  if (typeof value === "bigint") return `${NOT_STR}i${value}`;
+  if (typeof value === "number") return Number.isInteger(value) ? `${NOT_STR}i${BigInt(value)}` : `${NOT_STR}f${value}`;
   if (value instanceof PyTuple || value instanceof PySize) {
     const items = value instanceof PyTuple ? value.items : value.dims;
     const parts: string[] = [];
@@ -167,7 +176,7 @@ export function hashKey(value: PyValue): string | undefined {
       if (key === undefined) return undefined;
       parts.push(key);
     }
-    return `t${JSON.stringify(parts)}`;
+    return `${NOT_STR}t${JSON.stringify(parts)}`;
   }
   if (value instanceof PyList || value instanceof PyDict || value instanceof PySet) return undefined;
   // Globals, storages and tensors hash by identity.
@@ -176,5 +185,5 @@ export function hashKey(value: PyValue): string | undefined {
     id = nextObjectId++;
     objectIds.set(value, id);
   }
-  return `o${id}`;
+  return `${NOT_STR}o${id}`;
 }

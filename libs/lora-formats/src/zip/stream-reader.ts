@@ -2,7 +2,7 @@ import { crc32 } from "node:zlib";
 import { ByteQueue } from "../byte-queue.js";
 import { bytesText, quote } from "../describe.js";
 import { FormatError } from "../format-error.js";
-import { decodeLatin1, decodeUtf8 } from "../pickle-strings.js";
+import { decodeUtf8 } from "../pickle-strings.js";
 import { CentralDirectory } from "./central-directory.js";
 import { NEED_MORE, parseExtraFields, type ZipEntry } from "./entry.js";
 import {
@@ -37,6 +37,8 @@ const DESCRIPTOR_SIGNATURE = Buffer.from([0x50, 0x4b, 0x07, 0x08]);
 // A checkpoint has one entry per storage (at most 100,000 tensors) plus a few records.
 const MAX_ENTRIES = 100_016;
 const MAX_TOTAL_NAME_BYTES = 16 * 1024 * 1024;
+/** Bytes of a new chunk joined with carried-over bytes before the chunk is read in place. */
+const JOIN_BYTES = 4096;
 
 /** What the reader tells its owner about each entry as its bytes stream past. */
 export interface ZipEntryHandler {
@@ -46,6 +48,17 @@ export interface ZipEntryHandler {
   onEntryData(bytes: Uint8Array): void;
   /** The entry ended; `entry` has its final CRC-32 and sizes. */
   onEntryEnd(entry: ZipEntry): void;
+}
+
+/** An entry whose data a reader skipped (see ZipStreamReader.skipData). */
+export interface SkippedEntry {
+  entry: ZipEntry;
+  /** Data bytes skipped. */
+  length: number;
+  /** The CRC-32 taken for them. */
+  crc: number;
+  /** Bytes of the data descriptor after the data; 0 when the entry has none. */
+  descriptorLength: number;
 }
 
 interface OpenEntry extends ZipEntry {
@@ -85,14 +98,79 @@ export class ZipStreamReader {
     return this.current;
   }
 
-  update(chunk: Uint8Array): void {
-    if (this.queue.length === 0) {
-      const used = this.pump(chunk);
-      this.queue.append(chunk.subarray(used));
-    } else {
-      this.queue.append(chunk);
-      this.queue.discard(this.pump(this.queue.view()));
+  /** Offset in the file of the next byte to feed. */
+  get offset(): number {
+    return this.fileOffset + this.queue.length;
+  }
+
+  /**
+   * Right after a STORED entry's local header was read, before any of its data: takes its `length` data bytes as
+   * read without seeing them, with `crc` (its central directory CRC-32) for their CRC-32. The next bytes fed are
+   * its data descriptor, if it has one. The skipped bytes must be checked later with {@link SkippedEntryCheck},
+   * which reads them as this reader would have.
+   */
+  skipData(length: number, crc: number): SkippedEntry {
+    const entry = this.current;
+    if (
+      !entry ||
+      entry.method !== METHOD_STORED ||
+      entry.dataLength !== 0 ||
+      this.queue.length !== 0 ||
+      (this.state !== "search" && this.state !== "data")
+    ) {
+      throw new Error("ZipStreamReader.skipData() is only allowed at the start of a stored entry's data");
     }
+    const usesDescriptor = this.state === "search";
+    const skipped: SkippedEntry = {
+      entry: { ...entry },
+      length,
+      crc,
+      descriptorLength: usesDescriptor ? entry.descriptorLength : 0,
+    };
+    this.fileOffset += length;
+    entry.dataLength = length;
+    entry.runningCrc = crc;
+    if (!usesDescriptor) {
+      if (length !== entry.remaining) this.fail(`entry ${quote(entry.name)} does not have the size its header records`);
+      entry.remaining = 0;
+      this.closeEntry(entry.crc, entry.compressedSize, entry.uncompressedSize);
+    }
+    return skipped;
+  }
+
+  /** Continues the entry `skipped` describes from its first data byte (see SkippedEntryCheck). */
+  private resume(skipped: SkippedEntry): void {
+    const entry = skipped.entry as OpenEntry;
+    this.current = { ...entry, dataLength: 0, runningCrc: 0, remaining: entry.compressedSize };
+    this.fileOffset = entry.dataOffset;
+    this.state = skipped.descriptorLength > 0 ? "search" : "data";
+  }
+
+  /** A reader that reads a skipped entry's data and descriptor; used by SkippedEntryCheck. */
+  static resuming(skipped: SkippedEntry, handler: ZipEntryHandler): ZipStreamReader {
+    const reader = new ZipStreamReader(handler);
+    reader.resume(skipped);
+    return reader;
+  }
+
+  update(chunk: Uint8Array): void {
+    if (this.queue.length > 0) {
+      // Bytes carried over (a partial record, or a few that might start a data descriptor) are joined with the
+      // head of this chunk only; once they are consumed the chunk is read in place rather than copied whole.
+      const head = Math.min(chunk.length, JOIN_BYTES);
+      this.queue.append(chunk.subarray(0, head));
+      this.queue.discard(this.pump(this.queue.view()));
+      if (this.queue.length > head) {
+        this.queue.append(chunk.subarray(head));
+        this.queue.discard(this.pump(this.queue.view()));
+        return;
+      }
+      const from = head - this.queue.length;
+      this.queue.discard(this.queue.length);
+      chunk = chunk.subarray(from);
+    }
+    const used = this.pump(chunk);
+    this.queue.append(chunk.subarray(used));
   }
 
   /** Throws FormatError unless the archive ended with its end of central directory record. */
@@ -229,7 +307,10 @@ export class ZipStreamReader {
 
   private decodeName(nameBytes: Uint8Array, flags: number): string {
     if (nameBytes.length === 0) this.fail(`an entry has an empty name`);
-    const name = flags & FLAG_UTF8_NAME ? decodeUtf8(nameBytes) : decodeLatin1(nameBytes);
+    const name =
+      flags & FLAG_UTF8_NAME
+        ? decodeUtf8(nameBytes)
+        : Buffer.from(nameBytes.buffer, nameBytes.byteOffset, nameBytes.byteLength).toString("latin1");
     if (name.includes("\0")) this.fail(`entry name ${quote(name)} contains a NUL character`);
     return name;
   }
@@ -307,5 +388,55 @@ export class ZipStreamReader {
     this.entryList.push(closed);
     this.current = undefined;
     this.state = "record";
+  }
+}
+
+/**
+ * Reads the data of an entry that a ZipStreamReader skipped, and its data descriptor, exactly as that reader would
+ * have read them in the stream: the entry ends at the first descriptor whose sizes and CRC-32 match the bytes before
+ * it, which must be where the skipped length ended, and its CRC-32 must be the one recorded for it.
+ */
+export class SkippedEntryCheck {
+  private readonly reader: ZipStreamReader;
+  private closed: ZipEntry | undefined;
+  private fed = 0;
+
+  constructor(readonly skipped: SkippedEntry) {
+    this.reader = ZipStreamReader.resuming(skipped, {
+      onEntryStart: () => {},
+      onEntryData: () => {},
+      onEntryEnd: (entry) => {
+        this.closed = entry;
+      },
+    });
+  }
+
+  /** Bytes to feed in all: the data, then the descriptor. */
+  get totalBytes(): number {
+    return this.skipped.length + this.skipped.descriptorLength;
+  }
+
+  /** The entry's data bytes in order, followed by its descriptor's bytes. */
+  update(bytes: Uint8Array): void {
+    this.fed += bytes.length;
+    if (this.fed > this.totalBytes) throw new Error("SkippedEntryCheck fed more than the entry's data and descriptor");
+    this.reader.update(bytes);
+  }
+
+  /** Throws FormatError unless the entry ended exactly after its data, with the recorded CRC-32. */
+  finish(): void {
+    const { entry, length } = this.skipped;
+    if (this.closed === undefined) {
+      this.reader.fail(
+        this.skipped.descriptorLength > 0
+          ? `no data descriptor matching the bytes of entry ${quote(entry.name)} was found (corrupt or truncated)`
+          : `the file ends inside entry ${quote(entry.name)} (truncated)`,
+      );
+    }
+    if (this.closed.compressedSize !== length) {
+      this.reader.fail(`entry ${quote(entry.name)} does not have the size its central directory records`);
+    }
+    if (this.closed.crc !== this.skipped.crc)
+      this.reader.fail(`entry ${quote(entry.name)} fails its CRC-32 check (corrupt)`);
   }
 }
