@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file emprops/blob/v1/blob_gateway_service.proto.
  */
 export const file_emprops_blob_v1_blob_gateway_service: GenFile = /*@__PURE__*/
-  fileDesc("CiplbXByb3BzL2Jsb2IvdjEvYmxvYl9nYXRld2F5X3NlcnZpY2UucHJvdG8SD2VtcHJvcHMuYmxvYi52MSJDCgxVc2VyTG9yYUJsb2ISDwoHdXNlcl9pZBgBIAEoCRIPCgdsb3JhX2lkGAIgASgJEhEKCWV4dGVuc2lvbhgDIAEoCSIeCg5TaGFyZWRMb3JhQmxvYhIMCgRuYW1lGAEgASgJIm4KFkNyZWF0ZVVwbG9hZFVybFJlcXVlc3QSKwoEYmxvYhgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2ISEgoKc2l6ZV9ieXRlcxgCIAEoAxITCgt0dGxfc2Vjb25kcxgDIAEoBSKdAQoXQ3JlYXRlVXBsb2FkVXJsUmVzcG9uc2USEgoKdXBsb2FkX3VybBgBIAEoCRIQCghibG9iX3VybBgCIAEoCRIRCglibG9iX3BhdGgYAyABKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGJsb2NrX3NpemVfYnl0ZXMYBSABKAMiRAoVR2V0VXBsb2FkU3RhdGVSZXF1ZXN0EisKBGJsb2IYASABKAsyHS5lbXByb3BzLmJsb2IudjEuVXNlckxvcmFCbG9iIjEKCUJsb2JCbG9jaxIQCghibG9ja19pZBgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgDIoEBChZHZXRVcGxvYWRTdGF0ZVJlc3BvbnNlEhEKCWNvbW1pdHRlZBgBIAEoCBIcChRjb21taXR0ZWRfc2l6ZV9ieXRlcxgCIAEoAxI2ChJ1bmNvbW1pdHRlZF9ibG9ja3MYAyADKAsyGi5lbXByb3BzLmJsb2IudjEuQmxvYkJsb2NrIqoBChFWZXJpZnlCbG9iUmVxdWVzdBIrCgRibG9iGAEgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlVzZXJMb3JhQmxvYhIWCg5tYXhfc2l6ZV9ieXRlcxgCIAEoAxIbChNleHBlY3RlZF9zaXplX2J5dGVzGAMgASgDEhcKD2V4cGVjdGVkX3NoYTI1NhgEIAEoCRIaChJyZXBvcnRfdW5jb21taXR0ZWQYBSABKAgi0QIKEEJsb2JWZXJpZmljYXRpb24SMQoGc3RhdHVzGAEgASgOMiEuZW1wcm9wcy5ibG9iLnYxLlZhbGlkYXRpb25TdGF0dXMSLgoGcmVhc29uGAIgASgOMh4uZW1wcm9wcy5jb21tb24udjEuRXJyb3JSZWFzb24SDwoHbWVzc2FnZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCRItCgZmb3JtYXQYBiABKA4yHS5lbXByb3BzLmNvbW1vbi52MS5GaWxlRm9ybWF0EhUKDWRldGVjdGVkX3R5cGUYByABKAkSMQoIbWV0YWRhdGEYCCABKAsyHy5lbXByb3BzLmNvbW1vbi52MS5Mb3JhTWV0YWRhdGESFgoOdW5zYWZlX2dsb2JhbHMYCSADKAkSFAoMdGVuc29yX2NvdW50GAogASgFIpgBChJWZXJpZnlCbG9iUmVzcG9uc2USNwoMdmVyaWZpY2F0aW9uGAEgASgLMiEuZW1wcm9wcy5ibG9iLnYxLkJsb2JWZXJpZmljYXRpb24SEQoJY29tbWl0dGVkGAIgASgIEjYKEnVuY29tbWl0dGVkX2Jsb2NrcxgDIAMoCzIaLmVtcHJvcHMuYmxvYi52MS5CbG9iQmxvY2siMwoPTG9yYVByZXZpZXdCbG9iEg8KB3VzZXJfaWQYASABKAkSDwoHbG9yYV9pZBgCIAEoCSLeAQoORG93bmxvYWRUYXJnZXQSMgoJdXNlcl9sb3JhGAEgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlVzZXJMb3JhQmxvYkgAEjYKC3NoYXJlZF9sb3JhGAIgASgLMh8uZW1wcm9wcy5ibG9iLnYxLlNoYXJlZExvcmFCbG9iSAASOAoMbG9yYV9wcmV2aWV3GAMgASgLMiAuZW1wcm9wcy5ibG9iLnYxLkxvcmFQcmV2aWV3QmxvYkgAEhwKFGF0dGFjaG1lbnRfZmlsZV9uYW1lGAQgASgJQggKBnRhcmdldCJ+ChlDcmVhdGVEb3dubG9hZFVybHNSZXF1ZXN0EjAKB3RhcmdldHMYASADKAsyHy5lbXByb3BzLmJsb2IudjEuRG93bmxvYWRUYXJnZXQSEwoLdHRsX3NlY29uZHMYAiABKAUSGgoSaW5jbHVkZV9wcm9wZXJ0aWVzGAMgASgIInIKC0Rvd25sb2FkVXJsEgsKA3VybBgBIAEoCRIRCglibG9iX3BhdGgYAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYBCABKAMiSAoaQ3JlYXRlRG93bmxvYWRVcmxzUmVzcG9uc2USKgoEdXJscxgBIAMoCzIcLmVtcHJvcHMuYmxvYi52MS5Eb3dubG9hZFVybCJAChFEZWxldGVCbG9iUmVxdWVzdBIrCgRibG9iGAEgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlVzZXJMb3JhQmxvYiIlChJEZWxldGVCbG9iUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCCJsChBVcGxvYWRCbG9iSGVhZGVyEisKBGJsb2IYASABKAsyHS5lbXByb3BzLmJsb2IudjEuVXNlckxvcmFCbG9iEhIKCnNpemVfYnl0ZXMYAiABKAMSFwoPZXhwZWN0ZWRfc2hhMjU2GAMgASgJImQKEVVwbG9hZEJsb2JSZXF1ZXN0EjMKBmhlYWRlchgBIAEoCzIhLmVtcHJvcHMuYmxvYi52MS5VcGxvYWRCbG9iSGVhZGVySAASDwoFY2h1bmsYAiABKAxIAEIJCgdwYXlsb2FkIlQKE1N0b3JlUHJldmlld1JlcXVlc3QSLgoEYmxvYhgBIAEoCzIgLmVtcHJvcHMuYmxvYi52MS5Mb3JhUHJldmlld0Jsb2ISDQoFaW1hZ2UYAiABKAwisAEKFFN0b3JlUHJldmlld1Jlc3BvbnNlEg0KBXdpZHRoGAEgASgFEg4KBmhlaWdodBgCIAEoBRISCgpzaXplX2J5dGVzGAMgASgDEg4KBnNoYTI1NhgEIAEoCRIVCg1zb3VyY2VfZm9ybWF0GAUgASgJEhQKDHNvdXJjZV93aWR0aBgGIAEoBRIVCg1zb3VyY2VfaGVpZ2h0GAcgASgFEhEKCWJsb2JfcGF0aBgIIAEoCSJGChREZWxldGVQcmV2aWV3UmVxdWVzdBIuCgRibG9iGAEgASgLMiAuZW1wcm9wcy5ibG9iLnYxLkxvcmFQcmV2aWV3QmxvYiIoChVEZWxldGVQcmV2aWV3UmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCCJfChJVcGxvYWRCbG9iUmVzcG9uc2USNwoMdmVyaWZpY2F0aW9uGAEgASgLMiEuZW1wcm9wcy5ibG9iLnYxLkJsb2JWZXJpZmljYXRpb24SEAoIYmxvYl91cmwYAiABKAkqcQoQVmFsaWRhdGlvblN0YXR1cxIhCh1WQUxJREFUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlZBTElEQVRJT05fU1RBVFVTX1NBRkUQARIeChpWQUxJREFUSU9OX1NUQVRVU19SRUpFQ1RFRBACMpAGChJCbG9iR2F0ZXdheVNlcnZpY2USZAoPQ3JlYXRlVXBsb2FkVXJsEicuZW1wcm9wcy5ibG9iLnYxLkNyZWF0ZVVwbG9hZFVybFJlcXVlc3QaKC5lbXByb3BzLmJsb2IudjEuQ3JlYXRlVXBsb2FkVXJsUmVzcG9uc2USYQoOR2V0VXBsb2FkU3RhdGUSJi5lbXByb3BzLmJsb2IudjEuR2V0VXBsb2FkU3RhdGVSZXF1ZXN0GicuZW1wcm9wcy5ibG9iLnYxLkdldFVwbG9hZFN0YXRlUmVzcG9uc2USVQoKVmVyaWZ5QmxvYhIiLmVtcHJvcHMuYmxvYi52MS5WZXJpZnlCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5WZXJpZnlCbG9iUmVzcG9uc2USbQoSQ3JlYXRlRG93bmxvYWRVcmxzEiouZW1wcm9wcy5ibG9iLnYxLkNyZWF0ZURvd25sb2FkVXJsc1JlcXVlc3QaKy5lbXByb3BzLmJsb2IudjEuQ3JlYXRlRG93bmxvYWRVcmxzUmVzcG9uc2USVQoKRGVsZXRlQmxvYhIiLmVtcHJvcHMuYmxvYi52MS5EZWxldGVCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5EZWxldGVCbG9iUmVzcG9uc2USVwoKVXBsb2FkQmxvYhIiLmVtcHJvcHMuYmxvYi52MS5VcGxvYWRCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5VcGxvYWRCbG9iUmVzcG9uc2UoARJbCgxTdG9yZVByZXZpZXcSJC5lbXByb3BzLmJsb2IudjEuU3RvcmVQcmV2aWV3UmVxdWVzdBolLmVtcHJvcHMuYmxvYi52MS5TdG9yZVByZXZpZXdSZXNwb25zZRJeCg1EZWxldGVQcmV2aWV3EiUuZW1wcm9wcy5ibG9iLnYxLkRlbGV0ZVByZXZpZXdSZXF1ZXN0GiYuZW1wcm9wcy5ibG9iLnYxLkRlbGV0ZVByZXZpZXdSZXNwb25zZWIGcHJvdG8z", [file_emprops_common_v1_error_reason, file_emprops_common_v1_lora_metadata, file_google_protobuf_timestamp]);
+  fileDesc("CiplbXByb3BzL2Jsb2IvdjEvYmxvYl9nYXRld2F5X3NlcnZpY2UucHJvdG8SD2VtcHJvcHMuYmxvYi52MSJDCgxVc2VyTG9yYUJsb2ISDwoHdXNlcl9pZBgBIAEoCRIPCgdsb3JhX2lkGAIgASgJEhEKCWV4dGVuc2lvbhgDIAEoCSJFCgxTdGFnZWRVcGxvYWQSDwoHdXNlcl9pZBgBIAEoCRIRCgl1cGxvYWRfaWQYAiABKAkSEQoJZXh0ZW5zaW9uGAMgASgJIh4KDlNoYXJlZExvcmFCbG9iEgwKBG5hbWUYASABKAkifAoWQ3JlYXRlVXBsb2FkVXJsUmVxdWVzdBISCgpzaXplX2J5dGVzGAIgASgDEhMKC3R0bF9zZWNvbmRzGAMgASgFEi0KBnVwbG9hZBgEIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5TdGFnZWRVcGxvYWRKBAgBEAJSBGJsb2IimwEKF0NyZWF0ZVVwbG9hZFVybFJlc3BvbnNlEhIKCnVwbG9hZF91cmwYASABKAkSEQoJYmxvYl9wYXRoGAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBibG9ja19zaXplX2J5dGVzGAUgASgDSgQIAhADUghibG9iX3VybCJSChVHZXRVcGxvYWRTdGF0ZVJlcXVlc3QSLQoGdXBsb2FkGAIgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlN0YWdlZFVwbG9hZEoECAEQAlIEYmxvYiIxCglCbG9iQmxvY2sSEAoIYmxvY2tfaWQYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAyKBAQoWR2V0VXBsb2FkU3RhdGVSZXNwb25zZRIRCgljb21taXR0ZWQYASABKAgSHAoUY29tbWl0dGVkX3NpemVfYnl0ZXMYAiABKAMSNgoSdW5jb21taXR0ZWRfYmxvY2tzGAMgAygLMhouZW1wcm9wcy5ibG9iLnYxLkJsb2JCbG9jayKqAQoRVmVyaWZ5QmxvYlJlcXVlc3QSKwoEYmxvYhgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2ISFgoObWF4X3NpemVfYnl0ZXMYAiABKAMSGwoTZXhwZWN0ZWRfc2l6ZV9ieXRlcxgDIAEoAxIXCg9leHBlY3RlZF9zaGEyNTYYBCABKAkSGgoScmVwb3J0X3VuY29tbWl0dGVkGAUgASgIItECChBCbG9iVmVyaWZpY2F0aW9uEjEKBnN0YXR1cxgBIAEoDjIhLmVtcHJvcHMuYmxvYi52MS5WYWxpZGF0aW9uU3RhdHVzEi4KBnJlYXNvbhgCIAEoDjIeLmVtcHJvcHMuY29tbW9uLnYxLkVycm9yUmVhc29uEg8KB21lc3NhZ2UYAyABKAkSEgoKc2l6ZV9ieXRlcxgEIAEoAxIOCgZzaGEyNTYYBSABKAkSLQoGZm9ybWF0GAYgASgOMh0uZW1wcm9wcy5jb21tb24udjEuRmlsZUZvcm1hdBIVCg1kZXRlY3RlZF90eXBlGAcgASgJEjEKCG1ldGFkYXRhGAggASgLMh8uZW1wcm9wcy5jb21tb24udjEuTG9yYU1ldGFkYXRhEhYKDnVuc2FmZV9nbG9iYWxzGAkgAygJEhQKDHRlbnNvcl9jb3VudBgKIAEoBSKpAQoTQ29tbWl0VXBsb2FkUmVxdWVzdBItCgZ1cGxvYWQYASABKAsyHS5lbXByb3BzLmJsb2IudjEuU3RhZ2VkVXBsb2FkEjIKC2Rlc3RpbmF0aW9uGAIgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlVzZXJMb3JhQmxvYhIWCg5tYXhfc2l6ZV9ieXRlcxgDIAEoAxIXCg9leHBlY3RlZF9zaGEyNTYYBCABKAkiYwoKU3RvcmVkQmxvYhIRCglibG9iX3BhdGgYASABKAkSEAoIYmxvYl91cmwYAiABKAkSDAoEZXRhZxgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCSKOAgoUQ29tbWl0VXBsb2FkUmVzcG9uc2USEQoJY29tbWl0dGVkGAEgASgIEjYKEnVuY29tbWl0dGVkX2Jsb2NrcxgCIAMoCzIaLmVtcHJvcHMuYmxvYi52MS5CbG9iQmxvY2sSNwoMdmVyaWZpY2F0aW9uGAMgASgLMiEuZW1wcm9wcy5ibG9iLnYxLkJsb2JWZXJpZmljYXRpb24SKwoGc3RvcmVkGAQgASgLMhsuZW1wcm9wcy5ibG9iLnYxLlN0b3JlZEJsb2ISFQoNdmVyaWZpZWRfZXRhZxgFIAEoCRIuCgljb252ZXJ0ZWQYBiABKAsyGy5lbXByb3BzLmJsb2IudjEuU3RvcmVkQmxvYiJCChFTZWFsVXBsb2FkUmVxdWVzdBItCgZ1cGxvYWQYASABKAsyHS5lbXByb3BzLmJsb2IudjEuU3RhZ2VkVXBsb2FkIhQKElNlYWxVcGxvYWRSZXNwb25zZSKYAQoSVmVyaWZ5QmxvYlJlc3BvbnNlEjcKDHZlcmlmaWNhdGlvbhgBIAEoCzIhLmVtcHJvcHMuYmxvYi52MS5CbG9iVmVyaWZpY2F0aW9uEhEKCWNvbW1pdHRlZBgCIAEoCBI2ChJ1bmNvbW1pdHRlZF9ibG9ja3MYAyADKAsyGi5lbXByb3BzLmJsb2IudjEuQmxvYkJsb2NrIjMKD0xvcmFQcmV2aWV3QmxvYhIPCgd1c2VyX2lkGAEgASgJEg8KB2xvcmFfaWQYAiABKAki3gEKDkRvd25sb2FkVGFyZ2V0EjIKCXVzZXJfbG9yYRgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2JIABI2CgtzaGFyZWRfbG9yYRgCIAEoCzIfLmVtcHJvcHMuYmxvYi52MS5TaGFyZWRMb3JhQmxvYkgAEjgKDGxvcmFfcHJldmlldxgDIAEoCzIgLmVtcHJvcHMuYmxvYi52MS5Mb3JhUHJldmlld0Jsb2JIABIcChRhdHRhY2htZW50X2ZpbGVfbmFtZRgEIAEoCUIICgZ0YXJnZXQifgoZQ3JlYXRlRG93bmxvYWRVcmxzUmVxdWVzdBIwCgd0YXJnZXRzGAEgAygLMh8uZW1wcm9wcy5ibG9iLnYxLkRvd25sb2FkVGFyZ2V0EhMKC3R0bF9zZWNvbmRzGAIgASgFEhoKEmluY2x1ZGVfcHJvcGVydGllcxgDIAEoCCLJAQoLRG93bmxvYWRVcmwSCwoDdXJsGAEgASgJEhEKCWJsb2JfcGF0aBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2l6ZV9ieXRlcxgEIAEoAxI3Cgx2ZXJpZmljYXRpb24YBSABKAsyIS5lbXByb3BzLmJsb2IudjEuQmxvYlZlcmlmaWNhdGlvbhIcChR2ZXJpZmljYXRpb25fcGVuZGluZxgGIAEoCCJIChpDcmVhdGVEb3dubG9hZFVybHNSZXNwb25zZRIqCgR1cmxzGAEgAygLMhwuZW1wcm9wcy5ibG9iLnYxLkRvd25sb2FkVXJsIkAKEURlbGV0ZUJsb2JSZXF1ZXN0EisKBGJsb2IYASABKAsyHS5lbXByb3BzLmJsb2IudjEuVXNlckxvcmFCbG9iIiUKEkRlbGV0ZUJsb2JSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIImwKEFVwbG9hZEJsb2JIZWFkZXISKwoEYmxvYhgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2ISEgoKc2l6ZV9ieXRlcxgCIAEoAxIXCg9leHBlY3RlZF9zaGEyNTYYAyABKAkiZAoRVXBsb2FkQmxvYlJlcXVlc3QSMwoGaGVhZGVyGAEgASgLMiEuZW1wcm9wcy5ibG9iLnYxLlVwbG9hZEJsb2JIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgkKB3BheWxvYWQiVAoTU3RvcmVQcmV2aWV3UmVxdWVzdBIuCgRibG9iGAEgASgLMiAuZW1wcm9wcy5ibG9iLnYxLkxvcmFQcmV2aWV3QmxvYhINCgVpbWFnZRgCIAEoDCKwAQoUU3RvcmVQcmV2aWV3UmVzcG9uc2USDQoFd2lkdGgYASABKAUSDgoGaGVpZ2h0GAIgASgFEhIKCnNpemVfYnl0ZXMYAyABKAMSDgoGc2hhMjU2GAQgASgJEhUKDXNvdXJjZV9mb3JtYXQYBSABKAkSFAoMc291cmNlX3dpZHRoGAYgASgFEhUKDXNvdXJjZV9oZWlnaHQYByABKAUSEQoJYmxvYl9wYXRoGAggASgJIkYKFERlbGV0ZVByZXZpZXdSZXF1ZXN0Ei4KBGJsb2IYASABKAsyIC5lbXByb3BzLmJsb2IudjEuTG9yYVByZXZpZXdCbG9iIigKFURlbGV0ZVByZXZpZXdSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIIo8BChJVcGxvYWRCbG9iUmVzcG9uc2USNwoMdmVyaWZpY2F0aW9uGAEgASgLMiEuZW1wcm9wcy5ibG9iLnYxLkJsb2JWZXJpZmljYXRpb24SEAoIYmxvYl91cmwYAiABKAkSLgoJY29udmVydGVkGAMgASgLMhsuZW1wcm9wcy5ibG9iLnYxLlN0b3JlZEJsb2IqcQoQVmFsaWRhdGlvblN0YXR1cxIhCh1WQUxJREFUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlZBTElEQVRJT05fU1RBVFVTX1NBRkUQARIeChpWQUxJREFUSU9OX1NUQVRVU19SRUpFQ1RFRBACMsQHChJCbG9iR2F0ZXdheVNlcnZpY2USZAoPQ3JlYXRlVXBsb2FkVXJsEicuZW1wcm9wcy5ibG9iLnYxLkNyZWF0ZVVwbG9hZFVybFJlcXVlc3QaKC5lbXByb3BzLmJsb2IudjEuQ3JlYXRlVXBsb2FkVXJsUmVzcG9uc2USYQoOR2V0VXBsb2FkU3RhdGUSJi5lbXByb3BzLmJsb2IudjEuR2V0VXBsb2FkU3RhdGVSZXF1ZXN0GicuZW1wcm9wcy5ibG9iLnYxLkdldFVwbG9hZFN0YXRlUmVzcG9uc2USWwoMQ29tbWl0VXBsb2FkEiQuZW1wcm9wcy5ibG9iLnYxLkNvbW1pdFVwbG9hZFJlcXVlc3QaJS5lbXByb3BzLmJsb2IudjEuQ29tbWl0VXBsb2FkUmVzcG9uc2USVQoKU2VhbFVwbG9hZBIiLmVtcHJvcHMuYmxvYi52MS5TZWFsVXBsb2FkUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5TZWFsVXBsb2FkUmVzcG9uc2USVQoKVmVyaWZ5QmxvYhIiLmVtcHJvcHMuYmxvYi52MS5WZXJpZnlCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5WZXJpZnlCbG9iUmVzcG9uc2USbQoSQ3JlYXRlRG93bmxvYWRVcmxzEiouZW1wcm9wcy5ibG9iLnYxLkNyZWF0ZURvd25sb2FkVXJsc1JlcXVlc3QaKy5lbXByb3BzLmJsb2IudjEuQ3JlYXRlRG93bmxvYWRVcmxzUmVzcG9uc2USVQoKRGVsZXRlQmxvYhIiLmVtcHJvcHMuYmxvYi52MS5EZWxldGVCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5EZWxldGVCbG9iUmVzcG9uc2USVwoKVXBsb2FkQmxvYhIiLmVtcHJvcHMuYmxvYi52MS5VcGxvYWRCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5VcGxvYWRCbG9iUmVzcG9uc2UoARJbCgxTdG9yZVByZXZpZXcSJC5lbXByb3BzLmJsb2IudjEuU3RvcmVQcmV2aWV3UmVxdWVzdBolLmVtcHJvcHMuYmxvYi52MS5TdG9yZVByZXZpZXdSZXNwb25zZRJeCg1EZWxldGVQcmV2aWV3EiUuZW1wcm9wcy5ibG9iLnYxLkRlbGV0ZVByZXZpZXdSZXF1ZXN0GiYuZW1wcm9wcy5ibG9iLnYxLkRlbGV0ZVByZXZpZXdSZXNwb25zZWIGcHJvdG8z", [file_emprops_common_v1_error_reason, file_emprops_common_v1_lora_metadata, file_google_protobuf_timestamp]);
 
 /**
  * Identifies a user LoRA blob: users/{user_id}/loras/{lora_id}.{ext}.
@@ -54,6 +54,41 @@ export const UserLoraBlobSchema: GenMessage<UserLoraBlob> = /*@__PURE__*/
   messageDesc(file_emprops_blob_v1_blob_gateway_service, 0);
 
 /**
+ * Identifies an upload's staging blob: staging/{user_id}/{upload_id}.{ext}.
+ *
+ * @generated from message emprops.blob.v1.StagedUpload
+ */
+export type StagedUpload = Message<"emprops.blob.v1.StagedUpload"> & {
+  /**
+   * Owner (UUID).
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Upload session id (UUID); also the id of the lease CommitUpload and SealUpload hold.
+   *
+   * @generated from field: string upload_id = 2;
+   */
+  uploadId: string;
+
+  /**
+   * File extension without the dot: "safetensors" or "pt".
+   *
+   * @generated from field: string extension = 3;
+   */
+  extension: string;
+};
+
+/**
+ * Describes the message emprops.blob.v1.StagedUpload.
+ * Use `create(StagedUploadSchema)` to create a new message.
+ */
+export const StagedUploadSchema: GenMessage<StagedUpload> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 1);
+
+/**
  * Identifies a shared LoRA blob: models/loras/{name} in the shared container.
  *
  * @generated from message emprops.blob.v1.SharedLoraBlob
@@ -72,7 +107,7 @@ export type SharedLoraBlob = Message<"emprops.blob.v1.SharedLoraBlob"> & {
  * Use `create(SharedLoraBlobSchema)` to create a new message.
  */
 export const SharedLoraBlobSchema: GenMessage<SharedLoraBlob> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 1);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 2);
 
 /**
  * Asks for an upload URL.
@@ -80,13 +115,6 @@ export const SharedLoraBlobSchema: GenMessage<SharedLoraBlob> = /*@__PURE__*/
  * @generated from message emprops.blob.v1.CreateUploadUrlRequest
  */
 export type CreateUploadUrlRequest = Message<"emprops.blob.v1.CreateUploadUrlRequest"> & {
-  /**
-   * The blob to create.
-   *
-   * @generated from field: emprops.blob.v1.UserLoraBlob blob = 1;
-   */
-  blob?: UserLoraBlob | undefined;
-
   /**
    * Declared size, to compute the recommended block size.
    *
@@ -100,6 +128,13 @@ export type CreateUploadUrlRequest = Message<"emprops.blob.v1.CreateUploadUrlReq
    * @generated from field: int32 ttl_seconds = 3;
    */
   ttlSeconds: number;
+
+  /**
+   * The upload whose staging blob the URL writes.
+   *
+   * @generated from field: emprops.blob.v1.StagedUpload upload = 4;
+   */
+  upload?: StagedUpload | undefined;
 };
 
 /**
@@ -107,7 +142,7 @@ export type CreateUploadUrlRequest = Message<"emprops.blob.v1.CreateUploadUrlReq
  * Use `create(CreateUploadUrlRequestSchema)` to create a new message.
  */
 export const CreateUploadUrlRequestSchema: GenMessage<CreateUploadUrlRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 2);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 3);
 
 /**
  * A signed upload URL.
@@ -116,21 +151,14 @@ export const CreateUploadUrlRequestSchema: GenMessage<CreateUploadUrlRequest> = 
  */
 export type CreateUploadUrlResponse = Message<"emprops.blob.v1.CreateUploadUrlResponse"> & {
   /**
-   * Signed URL allowing Put Block, Put Block List (create/write) on this blob only.
+   * Signed URL allowing Put Block, Put Block List (create/write) on the staging blob only.
    *
    * @generated from field: string upload_url = 1;
    */
   uploadUrl: string;
 
   /**
-   * Unsigned URL of the blob (what flat_file.url stores).
-   *
-   * @generated from field: string blob_url = 2;
-   */
-  blobUrl: string;
-
-  /**
-   * Path inside the container.
+   * Path of the staging blob inside the container.
    *
    * @generated from field: string blob_path = 3;
    */
@@ -156,20 +184,20 @@ export type CreateUploadUrlResponse = Message<"emprops.blob.v1.CreateUploadUrlRe
  * Use `create(CreateUploadUrlResponseSchema)` to create a new message.
  */
 export const CreateUploadUrlResponseSchema: GenMessage<CreateUploadUrlResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 3);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 4);
 
 /**
- * Asks for the block state of a blob.
+ * Asks for the block state of an upload's staging blob.
  *
  * @generated from message emprops.blob.v1.GetUploadStateRequest
  */
 export type GetUploadStateRequest = Message<"emprops.blob.v1.GetUploadStateRequest"> & {
   /**
-   * The blob.
+   * The upload.
    *
-   * @generated from field: emprops.blob.v1.UserLoraBlob blob = 1;
+   * @generated from field: emprops.blob.v1.StagedUpload upload = 2;
    */
-  blob?: UserLoraBlob | undefined;
+  upload?: StagedUpload | undefined;
 };
 
 /**
@@ -177,7 +205,7 @@ export type GetUploadStateRequest = Message<"emprops.blob.v1.GetUploadStateReque
  * Use `create(GetUploadStateRequestSchema)` to create a new message.
  */
 export const GetUploadStateRequestSchema: GenMessage<GetUploadStateRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 4);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 5);
 
 /**
  * A block of a blob.
@@ -205,7 +233,7 @@ export type BlobBlock = Message<"emprops.blob.v1.BlobBlock"> & {
  * Use `create(BlobBlockSchema)` to create a new message.
  */
 export const BlobBlockSchema: GenMessage<BlobBlock> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 5);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 6);
 
 /**
  * Block state of a blob.
@@ -240,7 +268,7 @@ export type GetUploadStateResponse = Message<"emprops.blob.v1.GetUploadStateResp
  * Use `create(GetUploadStateResponseSchema)` to create a new message.
  */
 export const GetUploadStateResponseSchema: GenMessage<GetUploadStateResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 6);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 7);
 
 /**
  * Verifies a committed user LoRA blob.
@@ -290,7 +318,7 @@ export type VerifyBlobRequest = Message<"emprops.blob.v1.VerifyBlobRequest"> & {
  * Use `create(VerifyBlobRequestSchema)` to create a new message.
  */
 export const VerifyBlobRequestSchema: GenMessage<VerifyBlobRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 7);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 8);
 
 /**
  * What verification found.
@@ -374,7 +402,191 @@ export type BlobVerification = Message<"emprops.blob.v1.BlobVerification"> & {
  * Use `create(BlobVerificationSchema)` to create a new message.
  */
 export const BlobVerificationSchema: GenMessage<BlobVerification> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 8);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 9);
+
+/**
+ * Completes an upload: verifies its staging blob and stores it at its final path.
+ *
+ * @generated from message emprops.blob.v1.CommitUploadRequest
+ */
+export type CommitUploadRequest = Message<"emprops.blob.v1.CommitUploadRequest"> & {
+  /**
+   * The upload.
+   *
+   * @generated from field: emprops.blob.v1.StagedUpload upload = 1;
+   */
+  upload?: StagedUpload | undefined;
+
+  /**
+   * The final blob: same user and extension as the upload.
+   *
+   * @generated from field: emprops.blob.v1.UserLoraBlob destination = 2;
+   */
+  destination?: UserLoraBlob | undefined;
+
+  /**
+   * Reject when larger (FILE_TOO_LARGE, decided from the size alone); 0 means the configured limit.
+   *
+   * @generated from field: int64 max_size_bytes = 3;
+   */
+  maxSizeBytes: bigint;
+
+  /**
+   * Reject when the sha256 differs (CHECKSUM_MISMATCH); empty means not checked.
+   *
+   * @generated from field: string expected_sha256 = 4;
+   */
+  expectedSha256: string;
+};
+
+/**
+ * Describes the message emprops.blob.v1.CommitUploadRequest.
+ * Use `create(CommitUploadRequestSchema)` to create a new message.
+ */
+export const CommitUploadRequestSchema: GenMessage<CommitUploadRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 10);
+
+/**
+ * A blob the gateway wrote, as storage holds it.
+ *
+ * @generated from message emprops.blob.v1.StoredBlob
+ */
+export type StoredBlob = Message<"emprops.blob.v1.StoredBlob"> & {
+  /**
+   * Path inside the user LoRA container.
+   *
+   * @generated from field: string blob_path = 1;
+   */
+  blobPath: string;
+
+  /**
+   * Unsigned URL (internal: not readable without a signed URL).
+   *
+   * @generated from field: string blob_url = 2;
+   */
+  blobUrl: string;
+
+  /**
+   * ETag of the blob as written (without quotes).
+   *
+   * @generated from field: string etag = 3;
+   */
+  etag: string;
+
+  /**
+   * Size in bytes.
+   *
+   * @generated from field: int64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Lower-case hex sha256 of its bytes.
+   *
+   * @generated from field: string sha256 = 5;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message emprops.blob.v1.StoredBlob.
+ * Use `create(StoredBlobSchema)` to create a new message.
+ */
+export const StoredBlobSchema: GenMessage<StoredBlob> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 11);
+
+/**
+ * What CommitUpload did.
+ *
+ * @generated from message emprops.blob.v1.CommitUploadResponse
+ */
+export type CommitUploadResponse = Message<"emprops.blob.v1.CommitUploadResponse"> & {
+  /**
+   * False when no block list has been committed yet: nothing was verified or stored.
+   *
+   * @generated from field: bool committed = 1;
+   */
+  committed: boolean;
+
+  /**
+   * With committed = false: the blocks staged so far.
+   *
+   * @generated from field: repeated emprops.blob.v1.BlobBlock uncommitted_blocks = 2;
+   */
+  uncommittedBlocks: BlobBlock[];
+
+  /**
+   * What verification found (a .pt that cannot be converted is REJECTED
+   * INVALID_FILE_FORMAT with the reason); nothing is stored unless SAFE.
+   *
+   * @generated from field: emprops.blob.v1.BlobVerification verification = 3;
+   */
+  verification?: BlobVerification | undefined;
+
+  /**
+   * SAFE only: the verified file at users/{user_id}/loras/{lora_id}.{ext}.
+   *
+   * @generated from field: emprops.blob.v1.StoredBlob stored = 4;
+   */
+  stored?: StoredBlob | undefined;
+
+  /**
+   * SAFE only: ETag of the staging blob whose bytes were verified and copied (without quotes).
+   *
+   * @generated from field: string verified_etag = 5;
+   */
+  verifiedEtag: string;
+
+  /**
+   * SAFE .pt only: the converted users/{user_id}/loras/{lora_id}.safetensors, the file machines receive.
+   *
+   * @generated from field: emprops.blob.v1.StoredBlob converted = 6;
+   */
+  converted?: StoredBlob | undefined;
+};
+
+/**
+ * Describes the message emprops.blob.v1.CommitUploadResponse.
+ * Use `create(CommitUploadResponseSchema)` to create a new message.
+ */
+export const CommitUploadResponseSchema: GenMessage<CommitUploadResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 12);
+
+/**
+ * Seals an upload's staging blob.
+ *
+ * @generated from message emprops.blob.v1.SealUploadRequest
+ */
+export type SealUploadRequest = Message<"emprops.blob.v1.SealUploadRequest"> & {
+  /**
+   * The upload.
+   *
+   * @generated from field: emprops.blob.v1.StagedUpload upload = 1;
+   */
+  upload?: StagedUpload | undefined;
+};
+
+/**
+ * Describes the message emprops.blob.v1.SealUploadRequest.
+ * Use `create(SealUploadRequestSchema)` to create a new message.
+ */
+export const SealUploadRequestSchema: GenMessage<SealUploadRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 13);
+
+/**
+ * The staging blob is sealed.
+ *
+ * @generated from message emprops.blob.v1.SealUploadResponse
+ */
+export type SealUploadResponse = Message<"emprops.blob.v1.SealUploadResponse"> & {
+};
+
+/**
+ * Describes the message emprops.blob.v1.SealUploadResponse.
+ * Use `create(SealUploadResponseSchema)` to create a new message.
+ */
+export const SealUploadResponseSchema: GenMessage<SealUploadResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 14);
 
 /**
  * The verification.
@@ -409,7 +621,7 @@ export type VerifyBlobResponse = Message<"emprops.blob.v1.VerifyBlobResponse"> &
  * Use `create(VerifyBlobResponseSchema)` to create a new message.
  */
 export const VerifyBlobResponseSchema: GenMessage<VerifyBlobResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 9);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 15);
 
 /**
  * Identifies a LoRA's preview image: users/{user_id}/loras/{lora_id}.preview.webp,
@@ -438,7 +650,7 @@ export type LoraPreviewBlob = Message<"emprops.blob.v1.LoraPreviewBlob"> & {
  * Use `create(LoraPreviewBlobSchema)` to create a new message.
  */
 export const LoraPreviewBlobSchema: GenMessage<LoraPreviewBlob> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 10);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 16);
 
 /**
  * One blob to sign for reading.
@@ -491,7 +703,7 @@ export type DownloadTarget = Message<"emprops.blob.v1.DownloadTarget"> & {
  * Use `create(DownloadTargetSchema)` to create a new message.
  */
 export const DownloadTargetSchema: GenMessage<DownloadTarget> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 11);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 17);
 
 /**
  * Asks for read URLs.
@@ -526,7 +738,7 @@ export type CreateDownloadUrlsRequest = Message<"emprops.blob.v1.CreateDownloadU
  * Use `create(CreateDownloadUrlsRequestSchema)` to create a new message.
  */
 export const CreateDownloadUrlsRequestSchema: GenMessage<CreateDownloadUrlsRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 12);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 18);
 
 /**
  * A signed read URL.
@@ -556,11 +768,29 @@ export type DownloadUrl = Message<"emprops.blob.v1.DownloadUrl"> & {
   expireTime?: Timestamp | undefined;
 
   /**
-   * Size in bytes, when include_properties; -1 when the blob does not exist.
+   * Size in bytes, when include_properties (always for shared LoRAs); -1 when the blob does not exist.
    *
    * @generated from field: int64 size_bytes = 4;
    */
   sizeBytes: bigint;
+
+  /**
+   * Shared LoRAs: the verification of the blob's current version (SAFE with
+   * its sha256 and size, or REJECTED with the reason). Unset for user LoRAs
+   * (verified at upload), for a missing blob, and while pending. A shared
+   * LoRA gets a URL only when its current version is SAFE.
+   *
+   * @generated from field: emprops.blob.v1.BlobVerification verification = 5;
+   */
+  verification?: BlobVerification | undefined;
+
+  /**
+   * Shared LoRAs: the first verification of this version is still running
+   * (no URL is signed); ask again shortly.
+   *
+   * @generated from field: bool verification_pending = 6;
+   */
+  verificationPending: boolean;
 };
 
 /**
@@ -568,7 +798,7 @@ export type DownloadUrl = Message<"emprops.blob.v1.DownloadUrl"> & {
  * Use `create(DownloadUrlSchema)` to create a new message.
  */
 export const DownloadUrlSchema: GenMessage<DownloadUrl> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 13);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 19);
 
 /**
  * Read URLs in request order.
@@ -589,7 +819,7 @@ export type CreateDownloadUrlsResponse = Message<"emprops.blob.v1.CreateDownload
  * Use `create(CreateDownloadUrlsResponseSchema)` to create a new message.
  */
 export const CreateDownloadUrlsResponseSchema: GenMessage<CreateDownloadUrlsResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 14);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 20);
 
 /**
  * Deletes a user LoRA blob.
@@ -610,7 +840,7 @@ export type DeleteBlobRequest = Message<"emprops.blob.v1.DeleteBlobRequest"> & {
  * Use `create(DeleteBlobRequestSchema)` to create a new message.
  */
 export const DeleteBlobRequestSchema: GenMessage<DeleteBlobRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 15);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 21);
 
 /**
  * Whether something was deleted.
@@ -631,7 +861,7 @@ export type DeleteBlobResponse = Message<"emprops.blob.v1.DeleteBlobResponse"> &
  * Use `create(DeleteBlobResponseSchema)` to create a new message.
  */
 export const DeleteBlobResponseSchema: GenMessage<DeleteBlobResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 16);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 22);
 
 /**
  * First message of an UploadBlob stream.
@@ -666,7 +896,7 @@ export type UploadBlobHeader = Message<"emprops.blob.v1.UploadBlobHeader"> & {
  * Use `create(UploadBlobHeaderSchema)` to create a new message.
  */
 export const UploadBlobHeaderSchema: GenMessage<UploadBlobHeader> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 17);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 23);
 
 /**
  * One message of an UploadBlob stream.
@@ -703,7 +933,7 @@ export type UploadBlobRequest = Message<"emprops.blob.v1.UploadBlobRequest"> & {
  * Use `create(UploadBlobRequestSchema)` to create a new message.
  */
 export const UploadBlobRequestSchema: GenMessage<UploadBlobRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 18);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 24);
 
 /**
  * An image to check and store as a LoRA's preview.
@@ -731,7 +961,7 @@ export type StorePreviewRequest = Message<"emprops.blob.v1.StorePreviewRequest">
  * Use `create(StorePreviewRequestSchema)` to create a new message.
  */
 export const StorePreviewRequestSchema: GenMessage<StorePreviewRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 19);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 25);
 
 /**
  * The stored preview.
@@ -801,7 +1031,7 @@ export type StorePreviewResponse = Message<"emprops.blob.v1.StorePreviewResponse
  * Use `create(StorePreviewResponseSchema)` to create a new message.
  */
 export const StorePreviewResponseSchema: GenMessage<StorePreviewResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 20);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 26);
 
 /**
  * Deletes a LoRA's preview.
@@ -822,7 +1052,7 @@ export type DeletePreviewRequest = Message<"emprops.blob.v1.DeletePreviewRequest
  * Use `create(DeletePreviewRequestSchema)` to create a new message.
  */
 export const DeletePreviewRequestSchema: GenMessage<DeletePreviewRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 21);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 27);
 
 /**
  * Whether something was deleted.
@@ -843,7 +1073,7 @@ export type DeletePreviewResponse = Message<"emprops.blob.v1.DeletePreviewRespon
  * Use `create(DeletePreviewResponseSchema)` to create a new message.
  */
 export const DeletePreviewResponseSchema: GenMessage<DeletePreviewResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 22);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 28);
 
 /**
  * The stored and verified blob.
@@ -852,7 +1082,8 @@ export const DeletePreviewResponseSchema: GenMessage<DeletePreviewResponse> = /*
  */
 export type UploadBlobResponse = Message<"emprops.blob.v1.UploadBlobResponse"> & {
   /**
-   * What verification found; a rejected blob is deleted.
+   * What verification found; a rejected blob is deleted (a .pt that cannot
+   * be converted is REJECTED INVALID_FILE_FORMAT, its blobs deleted).
    *
    * @generated from field: emprops.blob.v1.BlobVerification verification = 1;
    */
@@ -864,6 +1095,13 @@ export type UploadBlobResponse = Message<"emprops.blob.v1.UploadBlobResponse"> &
    * @generated from field: string blob_url = 2;
    */
   blobUrl: string;
+
+  /**
+   * SAFE .pt only: the converted users/{user_id}/loras/{lora_id}.safetensors, the file machines receive.
+   *
+   * @generated from field: emprops.blob.v1.StoredBlob converted = 3;
+   */
+  converted?: StoredBlob | undefined;
 };
 
 /**
@@ -871,7 +1109,7 @@ export type UploadBlobResponse = Message<"emprops.blob.v1.UploadBlobResponse"> &
  * Use `create(UploadBlobResponseSchema)` to create a new message.
  */
 export const UploadBlobResponseSchema: GenMessage<UploadBlobResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_blob_v1_blob_gateway_service, 23);
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 29);
 
 /**
  * Result of content verification.
@@ -916,7 +1154,10 @@ export const ValidationStatusSchema: GenEnum<ValidationStatus> = /*@__PURE__*/
  */
 export const BlobGatewayService: GenService<{
   /**
-   * A write-only, create-only signed URL for users/{user_id}/loras/{lora_id}.{ext}.
+   * A write-only, create-only signed URL for an upload's staging blob,
+   * staging/{user_id}/{upload_id}.{ext}: the only path a signed write URL
+   * ever covers. A LoRA's final path (users/...) is written only by
+   * CommitUpload, server side.
    *
    * @generated from rpc emprops.blob.v1.BlobGatewayService.CreateUploadUrl
    */
@@ -926,7 +1167,7 @@ export const BlobGatewayService: GenService<{
     output: typeof CreateUploadUrlResponseSchema;
   },
   /**
-   * Staged and committed blocks of a user LoRA blob, so an upload can resume.
+   * Staged and committed blocks of an upload's staging blob, so an upload can resume.
    *
    * @generated from rpc emprops.blob.v1.BlobGatewayService.GetUploadState
    */
@@ -936,9 +1177,37 @@ export const BlobGatewayService: GenService<{
     output: typeof GetUploadStateResponseSchema;
   },
   /**
-   * Streams the committed blob once: format, safetensors header or pickle
-   * scan, sha256, size, metadata. With report_uncommitted it also answers
-   * whether a block list was committed, so completing an upload is one call.
+   * Completes an upload in one call: takes an infinite lease on the staging
+   * blob (a write without the lease then fails), verifies it (format,
+   * safetensors header or pickle scan, sha256, size, metadata), copies it
+   * server side to users/{user_id}/loras/{lora_id}.{ext} on the condition
+   * that its ETag is still the one verified, and for a .pt also writes the
+   * converted users/{user_id}/loras/{lora_id}.safetensors that machines
+   * receive. Answers committed = false, with the staged blocks, when no block
+   * list has been committed yet.
+   *
+   * @generated from rpc emprops.blob.v1.BlobGatewayService.CommitUpload
+   */
+  commitUpload: {
+    methodKind: "unary";
+    input: typeof CommitUploadRequestSchema;
+    output: typeof CommitUploadResponseSchema;
+  },
+  /**
+   * Ends an upload's staging blob: what was uploaded is discarded and the
+   * path keeps an empty blob under the upload's infinite lease, so a write
+   * with the old upload URL fails and stores nothing. Sealing twice is harmless.
+   *
+   * @generated from rpc emprops.blob.v1.BlobGatewayService.SealUpload
+   */
+  sealUpload: {
+    methodKind: "unary";
+    input: typeof SealUploadRequestSchema;
+    output: typeof SealUploadResponseSchema;
+  },
+  /**
+   * Streams a committed user LoRA blob once: format, safetensors header or
+   * pickle scan, sha256, size, metadata.
    *
    * @generated from rpc emprops.blob.v1.BlobGatewayService.VerifyBlob
    */
@@ -950,7 +1219,8 @@ export const BlobGatewayService: GenService<{
   /**
    * Read-only signed URLs of minutes for user and shared LoRAs and LoRA
    * previews; a target with attachment_file_name answers with a
-   * Content-Disposition that saves it under that name.
+   * Content-Disposition that saves it under that name. A shared LoRA is
+   * verified (once per version, by ETag) before its URL is signed.
    *
    * @generated from rpc emprops.blob.v1.BlobGatewayService.CreateDownloadUrls
    */
@@ -960,7 +1230,8 @@ export const BlobGatewayService: GenService<{
     output: typeof CreateDownloadUrlsResponseSchema;
   },
   /**
-   * Deletes a user LoRA blob; deleting a missing blob succeeds.
+   * Deletes a user LoRA blob (for a .pt, also its converted .safetensors);
+   * deleting a missing blob succeeds.
    *
    * @generated from rpc emprops.blob.v1.BlobGatewayService.DeleteBlob
    */
@@ -971,7 +1242,8 @@ export const BlobGatewayService: GenService<{
   },
   /**
    * Streams a file through the gateway (first message the header, then
-   * chunks), for internal callers without blob access; verified like VerifyBlob.
+   * chunks), for internal callers without blob access; verified like
+   * VerifyBlob, and a .pt converted like CommitUpload does.
    *
    * @generated from rpc emprops.blob.v1.BlobGatewayService.UploadBlob
    */

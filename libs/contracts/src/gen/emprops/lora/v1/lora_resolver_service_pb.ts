@@ -98,21 +98,24 @@ export type ResolvedLora = Message<"emprops.lora.v1.ResolvedLora"> & {
   userId: string;
 
   /**
-   * Display file name.
+   * Display file name (the name the user gave, e.g. "style.pt", for a user LoRA).
    *
    * @generated from field: string file_name = 4;
    */
   fileName: string;
 
   /**
-   * Size in bytes.
+   * Size in bytes of the file at download_url.
    *
    * @generated from field: int64 size_bytes = 5;
    */
   sizeBytes: bigint;
 
   /**
-   * Lower-case hex sha256; empty for shared LoRAs not yet hashed.
+   * Lower-case hex sha256 of the file at download_url: machines check it
+   * while downloading and store nothing else. For a user LoRA uploaded as
+   * .pt it is the converted safetensors'; for a shared LoRA, the gateway's
+   * verification of its current version.
    *
    * @generated from field: string sha256 = 6;
    */
@@ -133,7 +136,8 @@ export type ResolvedLora = Message<"emprops.lora.v1.ResolvedLora"> & {
   downloadUrlExpireTime?: Timestamp | undefined;
 
   /**
-   * Container format.
+   * Container format of the file at download_url (SAFETENSORS for a user
+   * LoRA uploaded as .pt: machines receive only safetensors).
    *
    * @generated from field: emprops.common.v1.FileFormat format = 9;
    */
