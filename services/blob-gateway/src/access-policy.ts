@@ -9,6 +9,8 @@ export const gatewayAccessPolicy: ServicePolicy[] = [
   servicePolicy(BlobGatewayService, {
     createUploadUrl: INTERNAL,
     getUploadState: INTERNAL,
+    commitUpload: INTERNAL,
+    sealUpload: INTERNAL,
     verifyBlob: INTERNAL,
     createDownloadUrls: INTERNAL,
     deleteBlob: INTERNAL,

@@ -31,10 +31,12 @@ export interface GatewayConfig {
   blockSizeBytes: number;
   /** Largest LoRA accepted by VerifyBlob and UploadBlob. */
   maxLoraSizeBytes: number;
-  /** Put Block calls in flight per UploadBlob stream. */
+  /** Put Block calls in flight per UploadBlob stream (and per conversion). */
   uploadBlocksInFlight: number;
   /** How VerifyBlob reads a blob: ranged GETs in flight (1: one stream) and their size. */
   verifyRead: BlobReadSettings;
+  /** How long CreateDownloadUrls waits for a shared LoRA's first verification before answering "pending". */
+  sharedVerifyWaitMs: number;
   /** Browser origins allowed to Put Block to signed URLs (the account's Blob CORS rule); empty: rules untouched. */
   storageCorsAllowedOrigins: string[];
   auth: AuthConfig;
@@ -85,6 +87,7 @@ const shape = {
   UPLOAD_BLOCKS_IN_FLIGHT: z.coerce.number().int().min(1).max(16).default(4),
   VERIFY_READ_CONNECTIONS: z.coerce.number().int().min(1).max(16).default(4),
   VERIFY_READ_RANGE_MB: z.coerce.number().int().min(1).max(256).default(16),
+  SHARED_LORA_VERIFY_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
   STORAGE_CORS_ALLOWED_ORIGINS: env.origins(),
 };
 
@@ -131,6 +134,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): GatewayConf
     maxLoraSizeBytes: e.MAX_LORA_BYTES,
     uploadBlocksInFlight: e.UPLOAD_BLOCKS_IN_FLIGHT,
     verifyRead: { connections: e.VERIFY_READ_CONNECTIONS, rangeBytes: e.VERIFY_READ_RANGE_MB * MiB },
+    sharedVerifyWaitMs: e.SHARED_LORA_VERIFY_WAIT_MS,
     storageCorsAllowedOrigins: e.STORAGE_CORS_ALLOWED_ORIGINS,
     auth: authConfig(e),
     natsUrl: e.NATS_URL,

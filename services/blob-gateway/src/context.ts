@@ -10,6 +10,7 @@ import {
   type TokenVerifier,
 } from "@emprops/platform";
 import type { GatewayConfig } from "./config.js";
+import { SharedVerifications } from "./shared/shared-verifications.js";
 import { BlobStorage } from "./storage/blob-storage.js";
 import { createMetrics, type GatewayMetrics } from "./telemetry.js";
 
@@ -23,6 +24,8 @@ export interface AppContext {
   clock: Clock;
   storage: BlobStorage;
   metrics: GatewayMetrics;
+  /** Shared LoRAs verified once per version before their URLs are signed. */
+  shared: SharedVerifications;
 }
 
 export function createContext(cfg: GatewayConfig, overrides: Partial<AppContext> = {}): AppContext {
@@ -31,7 +34,7 @@ export function createContext(cfg: GatewayConfig, overrides: Partial<AppContext>
   const { bus, names } = overrides.bus
     ? { bus: overrides.bus, names: overrides.names ?? eventNames(cfg.natsNamespace) }
     : createEventBus({ natsUrl: cfg.natsUrl, namespace: cfg.natsNamespace, logger, name: "blob-gateway" });
-  return {
+  const ctx: AppContext = {
     cfg,
     logger,
     bus,
@@ -41,5 +44,7 @@ export function createContext(cfg: GatewayConfig, overrides: Partial<AppContext>
     storage: overrides.storage ?? BlobStorage.fromConfig(cfg, clock),
     metrics: createMetrics(),
     ...overrides,
-  };
+  } as AppContext;
+  ctx.shared = overrides.shared ?? new SharedVerifications(ctx);
+  return ctx;
 }

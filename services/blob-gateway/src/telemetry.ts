@@ -11,6 +11,16 @@ export interface GatewayMetrics {
   verifiedBytes: Counter;
   /** Blob deletions, by source ("rpc" | "event") and result ("deleted" | "absent" | "failed" | "malformed"). */
   deletions: Counter;
+  /** Uploads committed by CommitUpload, by outcome ("stored" | "rejected" | "uncommitted" | "failed"). */
+  commits: Counter;
+  /** Server-side copies of verified uploads, by mode ("sync" | "async"). */
+  serverCopies: Counter;
+  /** .pt → safetensors conversions, by outcome ("converted" | "refused"). */
+  conversions: Counter;
+  /** Bytes of safetensors written by conversions. */
+  convertedBytes: Counter;
+  /** Shared LoRA verifications, by outcome ("verified" | "cached" | "rejected"). */
+  sharedVerifications: Counter;
 }
 
 export function createMetrics(): GatewayMetrics {
@@ -20,6 +30,16 @@ export function createMetrics(): GatewayMetrics {
     verifications: m.createCounter("blob_gateway.verifications", { description: "Content verifications" }),
     verifiedBytes: m.createCounter("blob_gateway.verified_bytes", { description: "Bytes verified", unit: "By" }),
     deletions: m.createCounter("blob_gateway.deletions", { description: "Blob deletions" }),
+    commits: m.createCounter("blob_gateway.commits", { description: "Uploads committed to their final path" }),
+    serverCopies: m.createCounter("blob_gateway.server_copies", { description: "Server-side copies of uploads" }),
+    conversions: m.createCounter("blob_gateway.conversions", { description: ".pt to safetensors conversions" }),
+    convertedBytes: m.createCounter("blob_gateway.converted_bytes", {
+      description: "Bytes of safetensors written by conversions",
+      unit: "By",
+    }),
+    sharedVerifications: m.createCounter("blob_gateway.shared_verifications", {
+      description: "Shared LoRA verifications before signing",
+    }),
   };
 }
 

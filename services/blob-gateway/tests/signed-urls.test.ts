@@ -3,8 +3,16 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { mintToken } from "@emprops/platform";
 import { ValidationStatus } from "@emprops/contracts";
-import { buildSafetensors, loraTensors, rpcFailure } from "@emprops/testkit";
-import { newBlob, pathOf } from "./support/ids.js";
+import {
+  buildSafetensors,
+  loraStorages,
+  LORA_TENSORS,
+  loraTensors,
+  rpcFailure,
+  stateDictPickle,
+  torchZip,
+} from "@emprops/testkit";
+import { finalBlobOf, newBlob, newUpload, pathOf, stagedPathOf } from "./support/ids.js";
 import { type GatewayUnderTest, JWT_SECRET, startGatewayForTest } from "./support/start-gateway.js";
 
 const MiB = 1024 * 1024;
@@ -46,12 +54,12 @@ describe("browser-style upload with the signed URL", () => {
   it("resumes from the uncommitted block list after an interruption, then verifies", async () => {
     // About 3.2 MiB: four 1 MiB blocks at the recommended size.
     const file = buildSafetensors(loraTensors(24, 32, 1024), { ss_network_dim: "32" });
-    const blob = newBlob();
+    const upload = newUpload();
     const { uploadUrl, blockSizeBytes, blobPath, expireTime } = await t.client.createUploadUrl({
-      blob,
+      upload,
       sizeBytes: BigInt(file.length),
     });
-    expect(blobPath).toBe(pathOf(blob));
+    expect(blobPath).toBe(stagedPathOf(upload));
     expect(Number(blockSizeBytes)).toBe(MiB);
     expect(timestampDate(expireTime!).getTime()).toBeGreaterThan(Date.now() + 5 * 3600_000);
 
@@ -68,7 +76,7 @@ describe("browser-style upload with the signed URL", () => {
     await expect(interrupted).rejects.toThrow();
 
     // The URL cannot read the block list; the gateway reports it.
-    const state = await t.client.getUploadState({ blob });
+    const state = await t.client.getUploadState({ upload });
     expect(state.committed).toBe(false);
     const staged = new Map(state.uncommittedBlocks.map((b) => [b.blockId, Number(b.sizeBytes)]));
     expect(staged.get(blockId(0))).toBe(size);
@@ -89,33 +97,38 @@ describe("browser-style upload with the signed URL", () => {
       ).status,
     ).toBe(201);
 
-    const after = await t.client.getUploadState({ blob });
+    const after = await t.client.getUploadState({ upload });
     expect(after.committed).toBe(true);
     expect(Number(after.committedSizeBytes)).toBe(file.length);
     expect(after.uncommittedBlocks).toEqual([]);
 
-    const { verification } = await t.client.verifyBlob({ blob, expectedSizeBytes: BigInt(file.length) });
+    const destination = finalBlobOf(upload);
+    const { verification, stored } = await t.client.commitUpload({ upload, destination });
+    expect(stored?.blobPath).toBe(pathOf(destination));
     expect(verification?.status).toBe(ValidationStatus.SAFE);
     expect(verification?.sha256).toBe(createHash("sha256").update(file).digest("hex"));
     expect(Number(verification?.sizeBytes)).toBe(file.length);
   });
 
-  it("cannot write another path, cannot read, list or delete", async () => {
-    const blob = newBlob("pt");
-    const { uploadUrl } = await t.client.createUploadUrl({ blob, sizeBytes: 10n });
+  it("cannot write another path (above all no final path), cannot read, list or delete", async () => {
+    const upload = newUpload("pt");
+    const { uploadUrl } = await t.client.createUploadUrl({ upload, sizeBytes: 10n });
     const url = new URL(uploadUrl);
     const sas = url.search;
 
-    // Another blob of the same user, another user, the container itself.
-    const other = { ...blob, loraId: String(Number(blob.loraId) + 1) };
-    const otherUrl = `${t.userContainer.getBlockBlobClient(pathOf(other)).url}${sas}`;
-    expect((await putBlock(otherUrl, blockId(0), Buffer.from("x"))).status).toBe(403);
-    const otherBlobPut = await fetch(otherUrl, {
-      method: "PUT",
-      headers: { "x-ms-blob-type": "BlockBlob" },
-      body: "x",
-    });
-    expect(otherBlobPut.status).toBe(403);
+    // Another upload of the same user, the LoRA's final path, the container itself.
+    const other = { ...upload, uploadId: newUpload().uploadId };
+    const final = finalBlobOf(upload);
+    for (const path of [stagedPathOf(other), pathOf(final)]) {
+      const otherUrl = `${t.userContainer.getBlockBlobClient(path).url}${sas}`;
+      expect((await putBlock(otherUrl, blockId(0), Buffer.from("x"))).status).toBe(403);
+      const otherBlobPut = await fetch(otherUrl, {
+        method: "PUT",
+        headers: { "x-ms-blob-type": "BlockBlob" },
+        body: "x",
+      });
+      expect(otherBlobPut.status).toBe(403);
+    }
     const sharedUrl = `${t.sharedContainer.getBlockBlobClient("models/loras/evil.safetensors").url}${sas}`;
     expect(
       (await fetch(sharedUrl, { method: "PUT", headers: { "x-ms-blob-type": "BlockBlob" }, body: "x" })).status,
@@ -130,13 +143,14 @@ describe("browser-style upload with the signed URL", () => {
     const listUrl = `${t.userContainer.url}${sas}&restype=container&comp=list`;
     expect((await fetch(listUrl)).status).toBe(403);
 
-    expect(await userContainerListing()).toEqual(expect.arrayContaining([pathOf(blob)]));
-    expect(await userContainerListing()).not.toContain(pathOf(other));
+    expect(await userContainerListing()).toEqual(expect.arrayContaining([stagedPathOf(upload)]));
+    expect(await userContainerListing()).not.toContain(stagedPathOf(other));
+    expect(await userContainerListing()).not.toContain(pathOf(final));
   });
 
   it("stops working after its expiry", async () => {
-    const blob = newBlob();
-    const { uploadUrl, expireTime } = await t.client.createUploadUrl({ blob, sizeBytes: 100n, ttlSeconds: 2 });
+    const upload = newUpload();
+    const { uploadUrl, expireTime } = await t.client.createUploadUrl({ upload, sizeBytes: 100n, ttlSeconds: 2 });
     const expiresAt = timestampDate(expireTime!).getTime();
     expect(expiresAt).toBeLessThanOrEqual(Date.now() + 2000);
     expect((await putBlock(uploadUrl, blockId(0), Buffer.from("before"))).status).toBe(201);
@@ -144,14 +158,14 @@ describe("browser-style upload with the signed URL", () => {
     await sleep(Math.max(0, expiresAt - Date.now()) + 1500);
     expect((await putBlock(uploadUrl, blockId(1), Buffer.from("after"))).status).toBe(403);
     expect((await putBlockList(uploadUrl, [blockId(0)])).status).toBe(403);
-    const state = await t.client.getUploadState({ blob });
+    const state = await t.client.getUploadState({ upload });
     expect(state.uncommittedBlocks.map((b) => b.blockId)).toEqual([blockId(0)]);
   });
 
   it("recommends bigger blocks for files that would need more than 50,000", async () => {
-    const small = await t.client.createUploadUrl({ blob: newBlob(), sizeBytes: BigInt(GiB) });
+    const small = await t.client.createUploadUrl({ upload: newUpload(), sizeBytes: BigInt(GiB) });
     expect(Number(small.blockSizeBytes)).toBe(MiB);
-    const big = await t.client.createUploadUrl({ blob: newBlob(), sizeBytes: BigInt(100 * GiB) });
+    const big = await t.client.createUploadUrl({ upload: newUpload(), sizeBytes: BigInt(100 * GiB) });
     // 100 GiB / 50,000 = 2.05 MiB, rounded up to whole MiB.
     expect(Number(big.blockSizeBytes)).toBe(3 * MiB);
     expect((100 * GiB) / Number(big.blockSizeBytes)).toBeLessThanOrEqual(50_000);
@@ -161,18 +175,22 @@ describe("browser-style upload with the signed URL", () => {
 describe("CreateUploadUrl and GetUploadState refuse bad input", () => {
   const userId = "4f1e2d3c-0000-4000-8000-00000000abcd";
   const cases: [string, () => Promise<unknown>, string, string][] = [
-    ["no blob", () => t.client.createUploadUrl({ sizeBytes: 10n }), "InvalidArgument", "INVALID_REQUEST"],
+    ["no upload", () => t.client.createUploadUrl({ sizeBytes: 10n }), "InvalidArgument", "INVALID_REQUEST"],
     [
       "user id not a UUID",
-      () => t.client.createUploadUrl({ blob: { userId: "../../etc", loraId: "1", extension: "pt" }, sizeBytes: 1n }),
+      () =>
+        t.client.createUploadUrl({
+          upload: { userId: "../../etc", uploadId: newUpload().uploadId, extension: "pt" },
+          sizeBytes: 1n,
+        }),
       "InvalidArgument",
       "INVALID_ID",
     ],
-    ...["0", "-1", "1.5", "12a", "../1", "1/2", " 1", "0x10", "99999999999999999999", ""].map(
-      (loraId) =>
+    ...["0", "1", "../1", "1/2", " 4f1e2d3c-0000-4000-8000-00000000abcd", "users", ""].map(
+      (uploadId) =>
         [
-          `lora id ${JSON.stringify(loraId)}`,
-          () => t.client.createUploadUrl({ blob: { userId, loraId, extension: "safetensors" }, sizeBytes: 1n }),
+          `upload id ${JSON.stringify(uploadId)}`,
+          () => t.client.createUploadUrl({ upload: { userId, uploadId, extension: "safetensors" }, sizeBytes: 1n }),
           "InvalidArgument",
           "INVALID_ID",
         ] as [string, () => Promise<unknown>, string, string],
@@ -181,34 +199,48 @@ describe("CreateUploadUrl and GetUploadState refuse bad input", () => {
       (extension) =>
         [
           `extension ${JSON.stringify(extension)}`,
-          () => t.client.createUploadUrl({ blob: { userId, loraId: "7", extension }, sizeBytes: 1n }),
+          () =>
+            t.client.createUploadUrl({
+              upload: { userId, uploadId: newUpload().uploadId, extension },
+              sizeBytes: 1n,
+            }),
           "InvalidArgument",
           "INVALID_FILE_FORMAT",
         ] as [string, () => Promise<unknown>, string, string],
     ),
-    ["size 0", () => t.client.createUploadUrl({ blob: newBlob(), sizeBytes: 0n }), "InvalidArgument", "INVALID_SIZE"],
-    ["size -5", () => t.client.createUploadUrl({ blob: newBlob(), sizeBytes: -5n }), "InvalidArgument", "INVALID_SIZE"],
+    [
+      "size 0",
+      () => t.client.createUploadUrl({ upload: newUpload(), sizeBytes: 0n }),
+      "InvalidArgument",
+      "INVALID_SIZE",
+    ],
+    [
+      "size -5",
+      () => t.client.createUploadUrl({ upload: newUpload(), sizeBytes: -5n }),
+      "InvalidArgument",
+      "INVALID_SIZE",
+    ],
     [
       "size above the limit",
-      () => t.client.createUploadUrl({ blob: newBlob(), sizeBytes: BigInt(200 * GiB + 1) }),
+      () => t.client.createUploadUrl({ upload: newUpload(), sizeBytes: BigInt(200 * GiB + 1) }),
       "InvalidArgument",
       "FILE_TOO_LARGE",
     ],
     [
       "negative ttl",
-      () => t.client.createUploadUrl({ blob: newBlob(), sizeBytes: 1n, ttlSeconds: -1 }),
+      () => t.client.createUploadUrl({ upload: newUpload(), sizeBytes: 1n, ttlSeconds: -1 }),
       "InvalidArgument",
       "INVALID_REQUEST",
     ],
     [
       "ttl above the maximum",
-      () => t.client.createUploadUrl({ blob: newBlob(), sizeBytes: 1n, ttlSeconds: 24 * 3600 + 1 }),
+      () => t.client.createUploadUrl({ upload: newUpload(), sizeBytes: 1n, ttlSeconds: 24 * 3600 + 1 }),
       "InvalidArgument",
       "INVALID_REQUEST",
     ],
     [
       "upload state with a bad id",
-      () => t.client.getUploadState({ blob: { userId, loraId: "abc", extension: "pt" } }),
+      () => t.client.getUploadState({ upload: { userId, uploadId: "abc", extension: "pt" } }),
       "InvalidArgument",
       "INVALID_ID",
     ],
@@ -223,16 +255,19 @@ describe("CreateUploadUrl and GetUploadState refuse bad input", () => {
   });
 
   it("reports an empty state for a blob nobody wrote to", async () => {
-    const state = await t.client.getUploadState({ blob: newBlob() });
+    const state = await t.client.getUploadState({ upload: newUpload() });
     expect(state.committed).toBe(false);
     expect(Number(state.committedSizeBytes)).toBe(0);
     expect(state.uncommittedBlocks).toEqual([]);
   });
 
   it("normalises the user id's case, so one user has one folder", async () => {
-    const blob = newBlob();
-    const res = await t.client.createUploadUrl({ blob: { ...blob, userId: blob.userId.toUpperCase() }, sizeBytes: 1n });
-    expect(res.blobPath).toBe(pathOf(blob));
+    const upload = newUpload();
+    const res = await t.client.createUploadUrl({
+      upload: { ...upload, userId: upload.userId.toUpperCase(), uploadId: upload.uploadId.toUpperCase() },
+      sizeBytes: 1n,
+    });
+    expect(res.blobPath).toBe(stagedPathOf(upload));
   });
 });
 
@@ -242,7 +277,7 @@ describe("CreateDownloadUrls", () => {
     const userBytes = Buffer.from("user lora bytes");
     await t.userContainer.getBlockBlobClient(pathOf(blob)).uploadData(userBytes);
     const sharedName = "style one (v2) #1 & 50%.safetensors";
-    const sharedBytes = Buffer.from("shared lora bytes, longer");
+    const sharedBytes = buildSafetensors(loraTensors(1));
     await t.sharedContainer.getBlockBlobClient(`models/loras/${sharedName}`).uploadData(sharedBytes);
     const missing = newBlob("pt");
 
@@ -278,7 +313,7 @@ describe("CreateDownloadUrls", () => {
 
   it("honours a requested lifetime and answers an empty list with an empty list", async () => {
     const res = await t.client.createDownloadUrls({
-      targets: [{ target: { case: "sharedLora", value: { name: "a.safetensors" } } }],
+      targets: [{ target: { case: "userLora", value: newBlob() } }],
       ttlSeconds: 60,
     });
     const ttl = timestampDate(res.urls[0]!.expireTime!).getTime() - Date.now();
@@ -286,6 +321,14 @@ describe("CreateDownloadUrls", () => {
     expect(ttl).toBeGreaterThan(50_000);
     expect(Number(res.urls[0]!.sizeBytes)).toBe(0);
     expect((await t.client.createDownloadUrls({ targets: [] })).urls).toEqual([]);
+  });
+
+  it("answers a missing shared LoRA with size -1 and no URL", async () => {
+    const res = await t.client.createDownloadUrls({
+      targets: [{ target: { case: "sharedLora", value: { name: "nobody-put-this.safetensors" } } }],
+    });
+    expect(res.urls[0]).toMatchObject({ sizeBytes: -1n, url: "", verificationPending: false });
+    expect(res.urls[0]?.verification).toBeUndefined();
   });
 
   const shared = (name: string) => ({ target: { case: "sharedLora" as const, value: { name } } });
@@ -325,7 +368,13 @@ describe("CreateDownloadUrls", () => {
   it.each(["style.ckpt", "日本語 style.safetensors", "console.pt", "x..y.sft"])(
     "signs the shared name %j (any model extension, the same rule as uploads)",
     async (name) => {
+      const safetensors = /\.(safetensors|sft)$/.test(name);
+      const content = safetensors
+        ? buildSafetensors(loraTensors(1))
+        : torchZip(stateDictPickle(LORA_TENSORS), loraStorages());
+      await t.sharedContainer.getBlockBlobClient(`models/loras/${name}`).uploadData(content);
       const res = await t.client.createDownloadUrls({ targets: [shared(name)] });
+      expect(res.urls[0]?.verification?.status).toBe(ValidationStatus.SAFE);
       expect(decodeURIComponent(new URL(res.urls[0]!.url).pathname).endsWith(`/models/loras/${name}`)).toBe(true);
     },
   );
@@ -369,7 +418,8 @@ describe("CreateDownloadUrls", () => {
 
 describe("access", () => {
   it("needs a token with the service or admin role", async () => {
-    const call = (token: string | undefined) => t.clientWith(token).createUploadUrl({ blob: newBlob(), sizeBytes: 1n });
+    const call = (token: string | undefined) =>
+      t.clientWith(token).createUploadUrl({ upload: newUpload(), sizeBytes: 1n });
     const none = await rpcFailure(call(undefined));
     expect([none.code, none.reason]).toEqual(["Unauthenticated", "TOKEN_MISSING"]);
     const user = await rpcFailure(call(await mintToken(JWT_SECRET, { subject: newBlob().userId })));

@@ -1,7 +1,16 @@
 import { createHash } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ErrorReason, FileFormat, type UploadBlobRequestSchema, ValidationStatus } from "@emprops/contracts";
-import { buildSafetensors, callPickle, loraTensors, rpcFailure, torchZip } from "@emprops/testkit";
+import {
+  buildSafetensors,
+  callPickle,
+  loraStorages,
+  LORA_TENSORS,
+  loraTensors,
+  rpcFailure,
+  stateDictPickle,
+  torchZip,
+} from "@emprops/testkit";
 import { newBlob, pathOf } from "./support/ids.js";
 import { type GatewayUnderTest, startGatewayForTest } from "./support/start-gateway.js";
 
@@ -69,6 +78,23 @@ describe("UploadBlob", () => {
     expect(sha256(stored)).toBe(sha256(file));
     const list = await client.getBlockList("committed");
     expect(list.committedBlocks?.map((b) => b.size)).toEqual([MiB, MiB, MiB, file.length - 3 * MiB]);
+  });
+
+  it("converts a .pt into the .safetensors beside it", async () => {
+    const file = torchZip(stateDictPickle(LORA_TENSORS), loraStorages());
+    const blob = newBlob("pt");
+    const res = await upload([header(blob, file.length, sha256(file)), ...chunks(file, [333])]);
+    expect(res.verification).toMatchObject({ status: ValidationStatus.SAFE, format: FileFormat.TORCH_ZIP });
+    const convertedPath = pathOf({ ...blob, extension: "safetensors" });
+    const converted = await t.userContainer.getBlockBlobClient(convertedPath).downloadToBuffer();
+    expect(res.converted).toMatchObject({ blobPath: convertedPath, sha256: sha256(converted) });
+    expect((await t.userContainer.getBlockBlobClient(pathOf(blob)).getProperties()).metadata).toEqual({
+      sha256: sha256(file),
+    });
+    expect((await t.userContainer.getBlockBlobClient(convertedPath).getProperties()).metadata).toEqual({
+      sha256: sha256(converted),
+      source_sha256: sha256(file),
+    });
   });
 
   it("never stores a rejected file", async () => {

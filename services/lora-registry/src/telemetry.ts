@@ -2,6 +2,7 @@ import {
   type Attributes,
   type BatchObservableCallback,
   type Counter,
+  type Link,
   type Span,
   SpanStatusCode,
 } from "@opentelemetry/api";
@@ -37,9 +38,14 @@ export function createMetrics(): RegistryMetrics {
   };
 }
 
-/** Runs fn in a child span named `lora_registry.<name>`; errors mark the span. */
-export async function withSpan<T>(name: string, attributes: Attributes, fn: (span: Span) => Promise<T>): Promise<T> {
-  return tracer().startActiveSpan(`lora_registry.${name}`, { attributes }, async (span) => {
+/** Runs fn in a child span named `lora_registry.<name>` (with links to other spans, if given); errors mark the span. */
+export async function withSpan<T>(
+  name: string,
+  attributes: Attributes,
+  fn: (span: Span) => Promise<T>,
+  links: Link[] = [],
+): Promise<T> {
+  return tracer().startActiveSpan(`lora_registry.${name}`, { attributes, links }, async (span) => {
     try {
       return await fn(span);
     } catch (err) {

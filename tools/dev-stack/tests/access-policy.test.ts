@@ -70,6 +70,8 @@ const EXPECTED: Record<string, Record<Kind, Outcome>> = {
   "emprops.lora.v1.PlacementService/FindLoraHolders": only("scheduler"),
   "emprops.blob.v1.BlobGatewayService/CreateUploadUrl": only("service", "admin"),
   "emprops.blob.v1.BlobGatewayService/GetUploadState": only("service", "admin"),
+  "emprops.blob.v1.BlobGatewayService/CommitUpload": only("service", "admin"),
+  "emprops.blob.v1.BlobGatewayService/SealUpload": only("service", "admin"),
   "emprops.blob.v1.BlobGatewayService/VerifyBlob": only("service", "admin"),
   "emprops.blob.v1.BlobGatewayService/CreateDownloadUrls": only("service", "admin"),
   "emprops.blob.v1.BlobGatewayService/DeleteBlob": only("service", "admin"),

@@ -10,12 +10,14 @@ import { loadConfig as machineConfig, type RunningMachineCache, startMachineCach
 import { ManualClock } from "@emprops/platform";
 import {
   blobEndpointOf,
+  callPickle,
   eventually,
   testEnv,
   type TestContainers,
   randomLoraSafetensors,
   type FaultProxy,
   startFaultProxy,
+  torchZip,
 } from "@emprops/testkit";
 import Database from "better-sqlite3";
 import { type RunningStack } from "../src/index.js";
@@ -257,6 +259,52 @@ describe("EnsureLoras end to end", () => {
       refs: [{ source: LoraSource.SHARED, identifier: "nobody-has-this.safetensors" }],
     });
     expect(missing.results[0]?.error).toMatchObject({ code: "not_found", reason: 6 });
+  });
+
+  test("a shared LoRA carries the gateway's sha256: a byte flipped in transit is never stored nor served as a hit", async () => {
+    const name = "flipped shared.safetensors";
+    const bytes = randomLoraSafetensors(250 * KIB);
+    await putSharedLora(containers.connectionString, containers.sharedContainer, name, bytes);
+    const ref = { source: LoraSource.SHARED, identifier: name };
+    const blobPath = `/models/loras/${encodeURIComponent(name)}`;
+    // Every attempt of the machine's download gets one byte flipped (the gateway's own verification read is not signed).
+    proxy.rules.push(onSignedReadsOf(blobPath, { kind: "corrupt", atByte: 5000 }, 3));
+    const flipped = await machine.ensureLoras({ jobId: "job-shared-flip", userId: B, refs: [ref] });
+    expect(flipped.results[0]?.error).toMatchObject({ code: "data_loss", reason: 5, metadata: { attempts: "3" } });
+    expect(proxy.requests.filter((r) => r.fault === "corrupt" && signedReadOf(blobPath)(r))).toHaveLength(3);
+    await expect(fs.stat(path.join(loraDir, "shared", name))).rejects.toMatchObject({ code: "ENOENT" });
+    const db = new Database(path.join(machineDir, "model_cache.db"), { readonly: true });
+    try {
+      const rows = db.prepare("SELECT path FROM models WHERE path LIKE ?").all(`%${name}`);
+      expect(rows).toEqual([]);
+    } finally {
+      db.close();
+    }
+    // Asked again, it is not a hit: it is downloaded, this time intact, and only then served from the cache.
+    const fetched = await machine.ensureLoras({ jobId: "job-shared-flip-2", userId: B, refs: [ref] });
+    expect(fetched.results[0]).toMatchObject({ cacheHit: false, sha256: sha256(bytes), path: `shared/${name}` });
+    expect(sha256(await fs.readFile(path.join(loraDir, "shared", name)))).toBe(sha256(bytes));
+    const hit = await machine.ensureLoras({ jobId: "job-shared-flip-3", userId: B, refs: [ref] });
+    expect(hit.results[0]).toMatchObject({ cacheHit: true, sha256: sha256(bytes) });
+  });
+
+  test("a shared LoRA that fails verification is refused with its reason and never downloaded", async () => {
+    const name = "evil shared.pt";
+    await putSharedLora(
+      containers.connectionString,
+      containers.sharedContainer,
+      name,
+      torchZip(callPickle("os", "system", "id")),
+    );
+    const { results } = await machine.ensureLoras({
+      jobId: "job-shared-evil",
+      userId: B,
+      refs: [{ source: LoraSource.SHARED, identifier: name }],
+    });
+    expect(results[0]?.error).toMatchObject({ code: "failed_precondition", reason: 4 /* UNSAFE_PICKLE */ });
+    expect(results[0]?.error?.message).toContain("os.system");
+    expect(signedReads(proxy, `/models/loras/${encodeURIComponent(name)}`)).toEqual([]);
+    await expect(fs.stat(path.join(loraDir, "shared", name))).rejects.toMatchObject({ code: "ENOENT" });
   });
 
   test("usage batches reach the registry and the machine's statistics reach the admin API", async () => {

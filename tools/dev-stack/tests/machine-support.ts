@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { BlobServiceClient, BlockBlobClient } from "@azure/storage-blob";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { LoraAdminService, LoraService, MachineCacheService } from "@emprops/contracts";
+import { LoraAdminService, LoraResolverService, LoraService, MachineCacheService } from "@emprops/contracts";
 import { bearerInterceptor, mintToken, type Role } from "@emprops/platform";
 import type { Fault, FaultProxy, FaultRule, SeenRequest } from "@emprops/testkit";
 
@@ -66,6 +66,17 @@ export function adminClient(registryUrl: string, secret: string): Client<typeof 
     createGrpcTransport({
       baseUrl: registryUrl,
       interceptors: [bearerInterceptor(() => mintToken(secret, { subject: "admin", roles: ["admin"] }))],
+    }),
+  );
+}
+
+/** The registry's resolver as a machine calls it (gRPC, machine token). */
+export function resolverClient(registryUrl: string, secret: string): Client<typeof LoraResolverService> {
+  return createClient(
+    LoraResolverService,
+    createGrpcTransport({
+      baseUrl: registryUrl,
+      interceptors: [bearerInterceptor(() => mintToken(secret, { subject: "gpu-machine", roles: ["machine"] }))],
     }),
   );
 }

@@ -142,7 +142,11 @@ describe("every service starts alone from its README", () => {
   test("the gateway signs upload URLs for Azurite's account on the port it was given", async () => {
     const gateway = await client(BlobGatewayService, ports.gateway, await token("lora-registry", ["service"]));
     const res = await gateway.createUploadUrl({
-      blob: { userId: "00000000-0000-4000-8000-00000000a10e", loraId: "1", extension: "safetensors" },
+      upload: {
+        userId: "00000000-0000-4000-8000-00000000a10e",
+        uploadId: "00000000-0000-4000-8000-0000000000a1",
+        extension: "safetensors",
+      },
       sizeBytes: 1024n,
     });
     expect(new URL(res.uploadUrl).host).toBe(`127.0.0.1:${ports.azurite}`);

@@ -7,13 +7,15 @@ import {
   createServiceClient,
   type InMemoryTelemetry,
   type MetricPoint,
+  ManualClock,
   mintToken,
   startInMemoryTelemetry,
   tracer,
 } from "@emprops/platform";
-import { eventually, type TestContainers, randomLoraSafetensors } from "@emprops/testkit";
+import { loadConfig as registryConfig, startLoraRegistry } from "@emprops/lora-registry";
+import { createTestDatabase, eventually, type TestContainers, randomLoraSafetensors } from "@emprops/testkit";
 import { uploadLora } from "@emprops/upload-client";
-import { SpanKind } from "@opentelemetry/api";
+import { context, ROOT_CONTEXT, SpanKind } from "@opentelemetry/api";
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import { type RunningStack } from "../src/index.js";
 import { sha256 } from "./machine-support.js";
@@ -119,7 +121,8 @@ test("an upload is one trace: registry and gateway spans, verification, and the 
     "emprops.lora.v1.LoraService/CreateLoraUpload",
     "emprops.lora.v1.LoraService/CompleteLoraUpload",
     "emprops.blob.v1.BlobGatewayService/CreateUploadUrl",
-    "emprops.blob.v1.BlobGatewayService/VerifyBlob",
+    "emprops.blob.v1.BlobGatewayService/CommitUpload",
+    "emprops.blob.v1.BlobGatewayService/SealUpload",
   ]) {
     const client = one(spans, rpc, SpanKind.CLIENT);
     const server = one(spans, rpc, SpanKind.SERVER);
@@ -131,20 +134,21 @@ test("an upload is one trace: registry and gateway spans, verification, and the 
   const complete = one(spans, "emprops.lora.v1.LoraService/CompleteLoraUpload", SpanKind.SERVER);
   const verify = one(spans, "blob.verify");
   expect(descends(spans, one(spans, "lora_registry.verify_blob"), complete)).toBe(true);
-  expect(descends(spans, verify, one(spans, "emprops.blob.v1.BlobGatewayService/VerifyBlob", SpanKind.SERVER))).toBe(
-    true,
-  );
+  const commit = one(spans, "emprops.blob.v1.BlobGatewayService/CommitUpload", SpanKind.SERVER);
+  expect(descends(spans, verify, commit)).toBe(true);
+  expect(descends(spans, one(spans, "blob.copy"), commit)).toBe(true);
   expect(one(spans, "lora_registry.reserve_quota").attributes["lora.size_bytes"]).toBe(bytes.length);
 
   const m = await telemetry.collect();
   expect(sum(m, "lora_registry.uploads", { outcome: "created" })).toBe(1);
   expect(sum(m, "lora_registry.uploads", { outcome: "completed" })).toBe(1);
-  expect(sum(m, "blob_gateway.verifications", { source: "verify" })).toBe(1);
+  expect(sum(m, "blob_gateway.verifications", { source: "commit" })).toBe(1);
+  expect(sum(m, "blob_gateway.commits", { outcome: "stored" })).toBe(1);
   expect(sum(m, "blob_gateway.verified_bytes")).toBe(bytes.length);
   expect(
     points(m, "rpc.server.duration", { "rpc.method": "CompleteLoraUpload", "rpc.connect_rpc.status_code": "ok" }),
   ).toHaveLength(1);
-  expect(points(m, "rpc.client.duration", { "rpc.method": "VerifyBlob" })).toHaveLength(1);
+  expect(points(m, "rpc.client.duration", { "rpc.method": "CommitUpload" })).toHaveLength(1);
   expect(points(m, "lora_registry.quota.users", { utilization_band: "under_half" })[0]?.value).toBe(1);
 });
 
@@ -326,7 +330,77 @@ test("the upload client (the CLI's and the page's) makes one upload one trace, w
     for (const rpc of ["CreateLoraUpload", "CompleteLoraUpload"]) {
       expect(named(spans, `emprops.lora.v1.LoraService/${rpc}`, SpanKind.SERVER)).toHaveLength(1);
     }
-    expect(named(spans, "emprops.blob.v1.BlobGatewayService/VerifyBlob", SpanKind.SERVER)).toHaveLength(1);
+    expect(named(spans, "emprops.blob.v1.BlobGatewayService/CommitUpload", SpanKind.SERVER)).toHaveLength(1);
     expect(named(spans, "blob.verify")).toHaveLength(1);
   });
+});
+
+test("a completion without a traceparent still joins its upload's trace, linked to the request's own", async () => {
+  const bytes = randomLoraSafetensors(2048);
+  // CreateLoraUpload in a trace; CompleteLoraUpload from a client that sends none.
+  const { result: created, traceId } = await inRootSpan("studio.create", () =>
+    studio().createLoraUpload({ name: "untraced.safetensors", sizeBytes: BigInt(bytes.length) }),
+  );
+  const { BlockBlobClient } = await import("@azure/storage-blob");
+  await new BlockBlobClient(created.uploadUrl).upload(bytes, bytes.length);
+  const plain = createClient(
+    LoraService,
+    createConnectTransport({
+      baseUrl: stack.registry.url,
+      httpVersion: "1.1",
+      interceptors: [bearerInterceptor(await mintToken(SECRET, { subject: USER }))],
+    }),
+  );
+  await context.with(ROOT_CONTEXT, () => plain.completeLoraUpload({ uploadId: created.upload?.uploadId ?? "" }));
+  const spans = traceOf(traceId);
+  const joined = one(spans, "lora_registry.complete_upload");
+  expect(descends(spans, one(spans, "blob.verify"), joined)).toBe(true);
+  expect(descends(spans, one(spans, "emprops.blob.v1.BlobGatewayService/SealUpload", SpanKind.SERVER), joined)).toBe(
+    true,
+  );
+  // The request's own span is in another trace, and linked.
+  const rpc = telemetry
+    .spans()
+    .find(
+      (s) =>
+        s.name === "emprops.lora.v1.LoraService/CompleteLoraUpload" &&
+        s.kind === SpanKind.SERVER &&
+        s.spanContext().traceId !== traceId &&
+        joined.links.some((l) => l.context.spanId === s.spanContext().spanId),
+    );
+  expect(rpc).toBeDefined();
+});
+
+test("reaping an expired upload joins the upload's trace", async () => {
+  const clock = new ManualClock(new Date());
+  const db = await createTestDatabase("telemetry-reaper");
+  const registry = await startLoraRegistry(
+    registryConfig({
+      REGISTRY_PORT: "0",
+      DATABASE_URL: db.url,
+      JWT_SECRET: SECRET,
+      LOG_LEVEL: "silent",
+      NATS_URL: "memory",
+      BLOB_GATEWAY_URL: stack.gateway.url,
+      UPLOAD_SESSION_TTL_SECONDS: "3600",
+      UPLOAD_REAPER_CRON: "* * * * * *",
+    }),
+    { clock },
+  );
+  try {
+    const client = createServiceClient(LoraService, registry.url, () => mintToken(SECRET, { subject: USER }));
+    const { traceId } = await inRootSpan("studio.create", () =>
+      client.createLoraUpload({ name: "forgotten.safetensors", sizeBytes: 100n }),
+    );
+    clock.advance(3600_000 + 1000);
+    await eventually(() => expect(named(traceOf(traceId), "lora_registry.expire_upload")).toHaveLength(1));
+    const spans = traceOf(traceId);
+    const expire = one(spans, "lora_registry.expire_upload");
+    await eventually(() =>
+      expect(descends(traceOf(traceId), one(traceOf(traceId), "blob.seal_upload"), expire)).toBe(true),
+    );
+  } finally {
+    await registry.stop();
+    await db.cleanup();
+  }
 });

@@ -1,10 +1,9 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { BlobServiceClient } from "@azure/storage-blob";
-import { type Client, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
-  BlobGatewayService,
   ErrorReason,
   FileFormat,
   LoraAdminService,
@@ -14,15 +13,7 @@ import {
   LoraState,
   UploadState,
 } from "@emprops/contracts";
-import {
-  bearerInterceptor,
-  createServiceClient,
-  errorMetadata,
-  errorReason,
-  ManualClock,
-  mintToken,
-  type Role,
-} from "@emprops/platform";
+import { bearerInterceptor, errorMetadata, errorReason, ManualClock, mintToken, type Role } from "@emprops/platform";
 import { loadConfig as registryConfig, type RunningRegistry, startLoraRegistry } from "@emprops/lora-registry";
 import {
   callPickle,
@@ -42,16 +33,10 @@ const SECRET = "upload-e2e-test-secret-0123456789";
 let t: TestStack;
 let containers: TestContainers;
 let stack: RunningStack;
-let gateway: Client<typeof BlobGatewayService>;
 
 beforeAll(async () => {
   t = await startTestStack("upload-e2e", { jwtSecret: SECRET, env: { registry: { OUTBOX_POLL_MS: "500" } } });
   ({ stack, containers } = t);
-  gateway = createServiceClient(
-    BlobGatewayService,
-    stack.gateway.url,
-    await mintToken(SECRET, { subject: "e2e", roles: ["service"] }),
-  );
 });
 
 afterAll(async () => {
@@ -102,7 +87,30 @@ async function uploadAll(url: string, file: Buffer, blockSize = 64 * 1024) {
   await putBlockList(url, n);
 }
 
-const blobOf = (userId: string, loraId: string, extension = "safetensors") => ({ userId, loraId, extension });
+/** Whether a committed blob is at this path of the user container (what any reader could get). */
+const finalBlobExists = (userId: string, loraId: string, extension = "safetensors") =>
+  BlobServiceClient.fromConnectionString(containers.connectionString)
+    .getContainerClient(containers.userContainer)
+    .getBlockBlobClient(`users/${userId}/loras/${loraId}.${extension}`)
+    .exists();
+
+/** What the staging blob of an upload holds now (size, lease), as storage sees it. */
+const stagingBlob = async (userId: string, uploadId: string, extension = "safetensors") =>
+  BlobServiceClient.fromConnectionString(containers.connectionString)
+    .getContainerClient(containers.userContainer)
+    .getBlockBlobClient(`staging/${userId}/${uploadId}.${extension}`)
+    .getProperties();
+
+/** Staged and sealed: emptied, under the upload's lease; the old URL can write nothing. */
+async function expectSealed(userId: string, uploadId: string, uploadUrl: string, extension = "safetensors") {
+  const props = await stagingBlob(userId, uploadId, extension);
+  expect([props.contentLength, props.leaseState, props.leaseDuration]).toEqual([0, "leased", "infinite"]);
+  const blocked = await fetch(`${uploadUrl}&comp=block&blockid=${encodeURIComponent(blockId(9))}`, {
+    method: "PUT",
+    body: randomBytes(100),
+  });
+  expect(blocked.status).toBe(412);
+}
 
 describe("upload through the registry and the gateway", () => {
   it("reserves, hands out a URL, resumes, verifies, publishes, resolves and deletes", async () => {
@@ -125,7 +133,8 @@ describe("upload through the registry and the gateway", () => {
       declaredSizeBytes: BigInt(file.length),
     });
     expect(created.lora).toMatchObject({ state: LoraState.PENDING, tags: ["lora", "style", "anime"] });
-    expect(created.lora!.url).toContain(`users/${user}/loras/${loraId}.safetensors`);
+    // The URL writes the upload's staging blob only, never the LoRA's final path.
+    expect(new URL(created.uploadUrl).pathname).toContain(`/staging/${user}/${uploadId}.safetensors`);
     expect(created.uploadUrl).toContain("sig=");
     expect(Number(created.blockSizeBytes)).toBeGreaterThan(0);
     expect(created.quota).toMatchObject({ reservedBytes: BigInt(file.length), reservedCount: 1, usedCount: 0 });
@@ -227,9 +236,7 @@ describe("upload through the registry and the gateway", () => {
 
     // Delete: the gateway's consumer of the deletion event removes the blob.
     await me.lora.deleteLora({ loraId });
-    await eventually(async () =>
-      expect((await gateway.getUploadState({ blob: blobOf(user, loraId) })).committed).toBe(false),
-    );
+    await eventually(async () => expect(await finalBlobExists(user, loraId)).toBe(false));
     expect((await me.lora.getQuota({})).quota).toMatchObject({ usedBytes: 0n, usedCount: 0 });
     const actions = (await as("root", ["admin"]).admin.listAuditEvents({ userId: user })).events.map((e) => e.action);
     expect(actions).toEqual([
@@ -283,7 +290,8 @@ describe("upload through the registry and the gateway", () => {
       expect(rejected).toMatchObject({ code: "InvalidArgument", reason });
       expect(rejected.metadata).toMatchObject(metadata);
       const ext = name.endsWith(".pt") ? "pt" : "safetensors";
-      expect((await gateway.getUploadState({ blob: blobOf(user, created.lora!.id, ext) })).committed).toBe(false);
+      expect(await finalBlobExists(user, created.lora!.id, ext)).toBe(false);
+      await expectSealed(user, created.upload!.uploadId, created.uploadUrl, ext);
       const { quota, loras } = await me.lora.getQuota({});
       expect(quota).toMatchObject({ reservedBytes: 0n, reservedCount: 0, usedCount: 0 });
       expect(loras).toEqual([]);
@@ -318,7 +326,8 @@ describe("upload through the registry and the gateway", () => {
     const uploadId = created.upload!.uploadId;
     await me.lora.abortLoraUpload({ uploadId });
     await me.lora.abortLoraUpload({ uploadId });
-    expect((await gateway.getUploadState({ blob: blobOf(user, created.lora!.id) })).committed).toBe(false);
+    await expectSealed(user, uploadId, created.uploadUrl);
+    expect(await finalBlobExists(user, created.lora!.id)).toBe(false);
     expect((await me.lora.getQuota({})).quota).toMatchObject({ reservedBytes: 0n, reservedCount: 0 });
     expect((await me.lora.getLoraUpload({ uploadId })).upload?.state).toBe(UploadState.ABORTED);
     expect(await rpcFailure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
@@ -480,11 +489,10 @@ describe("expired upload sessions", () => {
     const created = await me.lora.createLoraUpload({ name: "late.safetensors", sizeBytes: BigInt(file.length) });
     expect(timestampDate(created.upload!.expireTime!).getTime()).toBe(clock.now().getTime() + 3600_000);
     await uploadAll(created.uploadUrl, file);
-    const blob = blobOf(user, created.lora!.id);
-    expect((await gateway.getUploadState({ blob })).committed).toBe(true);
+    const uploadId = created.upload!.uploadId;
+    expect((await stagingBlob(user, uploadId)).contentLength).toBe(file.length);
 
     clock.advance(3600_000 + 1000);
-    const uploadId = created.upload!.uploadId;
     // Past its expiry the session is expired at once, reaper or not.
     expect((await me.lora.getLoraUpload({ uploadId })).upload?.state).toBe(UploadState.EXPIRED);
     expect(await rpcFailure(me.lora.completeLoraUpload({ uploadId }))).toMatchObject({
@@ -492,7 +500,7 @@ describe("expired upload sessions", () => {
       reason: "UPLOAD_EXPIRED",
     });
     await eventually(async () => expect((await me.lora.getQuota({})).quota!.reservedCount).toBe(0));
-    expect((await gateway.getUploadState({ blob })).committed).toBe(false);
+    await expectSealed(user, uploadId, created.uploadUrl);
     expect((await me.lora.getQuota({})).quota).toMatchObject({ reservedBytes: 0n, usedBytes: 0n });
     const audit = await clients(registry.url, "root", ["admin"]).admin.listAuditEvents({
       action: "lora.upload.expire",

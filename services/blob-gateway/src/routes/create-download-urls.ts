@@ -1,24 +1,33 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   type BlobGatewayService,
   checkLoraFileName,
   type DownloadTarget,
+  type DownloadUrlSchema,
   ErrorReason,
   MODEL_FILE_EXTENSIONS,
 } from "@emprops/contracts";
 import { invalidArgument } from "@emprops/platform";
 import contentDisposition from "content-disposition";
 import type { AppContext } from "../context.js";
-import { type BlobRef, previewBlob, sharedBlob, userBlob } from "../storage/blob-paths.js";
+import { type BlobRef, previewBlob, sharedBlob, type SharedBlobRef, userBlob } from "../storage/blob-paths.js";
 import type { ResponseHeaders } from "../storage/url-signer.js";
 import { isNotFound, storageError } from "../storage/storage-errors.js";
 import { inSpan } from "../telemetry.js";
+import { toBlobVerification } from "../verification/blob-verification.js";
 import { ttlSeconds } from "./request-fields.js";
 
 const MAX_TARGETS = 64;
 
-/** Read-only URLs of minutes, in request order; every target is checked before any is signed. */
+type DownloadUrlInit = MessageInitShape<typeof DownloadUrlSchema>;
+
+/**
+ * Read-only URLs of minutes, in request order; every target is checked
+ * before any is signed. A shared LoRA is signed only once its current
+ * version has been verified safe (its verification comes with the URL).
+ */
 export function createDownloadUrls(ctx: AppContext): Partial<ServiceImpl<typeof BlobGatewayService>> {
   return {
     async createDownloadUrls(req) {
@@ -39,24 +48,63 @@ export function createDownloadUrls(ctx: AppContext): Partial<ServiceImpl<typeof 
         { "blob.count": refs.length, "blob.ttl_seconds": ttl, "blob.include_properties": req.includeProperties },
         async () => {
           const urls = await Promise.all(
-            refs.map(async (ref, i) => {
-              const [signed, size] = await Promise.all([
-                ctx.storage.signedUrl(ref, "read", ttl, headers[i]),
-                req.includeProperties ? sizeOf(ctx, ref) : Promise.resolve(0),
-              ]);
-              return {
-                url: signed.url,
-                blobPath: ref.path,
-                expireTime: timestampFromDate(signed.expiresOn),
-                sizeBytes: BigInt(size),
-              };
-            }),
+            refs.map((ref, i) =>
+              ref.kind === "shared"
+                ? sharedUrl(ctx, ref, ttl, headers[i]!)
+                : blobUrl(ctx, ref, ttl, headers[i]!, req.includeProperties),
+            ),
           );
-          ctx.metrics.signedUrls.add(urls.length, { access: "read", signer: ctx.storage.signer.kind });
+          ctx.metrics.signedUrls.add(urls.filter((u) => u.url).length, {
+            access: "read",
+            signer: ctx.storage.signer.kind,
+          });
           return { urls };
         },
       );
     },
+  };
+}
+
+async function signed(ctx: AppContext, ref: BlobRef, ttl: number, headers: ResponseHeaders) {
+  const s = await ctx.storage.signedUrl(ref, "read", ttl, headers);
+  return { url: s.url, expireTime: timestampFromDate(s.expiresOn) };
+}
+
+async function blobUrl(
+  ctx: AppContext,
+  ref: BlobRef,
+  ttl: number,
+  headers: ResponseHeaders,
+  withSize: boolean,
+): Promise<DownloadUrlInit> {
+  const [url, size] = await Promise.all([
+    signed(ctx, ref, ttl, headers),
+    withSize ? sizeOf(ctx, ref) : Promise.resolve(0),
+  ]);
+  return { ...url, blobPath: ref.path, sizeBytes: BigInt(size) };
+}
+
+/** A shared LoRA: its size and verification always; a URL only for a version verified safe. */
+async function sharedUrl(
+  ctx: AppContext,
+  ref: SharedBlobRef,
+  ttl: number,
+  headers: ResponseHeaders,
+): Promise<DownloadUrlInit> {
+  const check = await ctx.shared.check(ref, ctx.cfg.sharedVerifyWaitMs).catch((err: unknown) => {
+    throw storageError(err, ref.path);
+  });
+  if (check.state === "missing") return { blobPath: ref.path, sizeBytes: -1n };
+  if (check.state === "pending") {
+    return { blobPath: ref.path, sizeBytes: BigInt(check.sizeBytes), verificationPending: true };
+  }
+  const verification = toBlobVerification(check.result);
+  if (!check.result.ok) return { blobPath: ref.path, sizeBytes: BigInt(check.sizeBytes), verification };
+  return {
+    ...(await signed(ctx, ref, ttl, headers)),
+    blobPath: ref.path,
+    sizeBytes: BigInt(check.sizeBytes),
+    verification,
   };
 }
 

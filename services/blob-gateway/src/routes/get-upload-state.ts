@@ -1,20 +1,20 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { BlobGatewayService } from "@emprops/contracts";
 import type { AppContext } from "../context.js";
-import { userBlob } from "../storage/blob-paths.js";
+import { stagedUpload } from "../storage/blob-paths.js";
 import { stagedBlocks } from "../storage/staged-blocks.js";
 import { isNotFound, storageError } from "../storage/storage-errors.js";
 import { inSpan } from "../telemetry.js";
 
 /**
- * What a resumable upload has left on the server: the staged (uncommitted)
- * blocks, and whether a block list was committed. A blob nobody has written
+ * What a resumable upload has left in its staging blob: the staged
+ * (uncommitted) blocks, and whether a block list was committed. A blob nobody has written
  * to yet is an empty state, not an error.
  */
 export function getUploadState(ctx: AppContext): Partial<ServiceImpl<typeof BlobGatewayService>> {
   return {
     async getUploadState(req) {
-      const ref = userBlob(req.blob);
+      const ref = stagedUpload(req.upload);
       const blob = ctx.storage.blob(ref);
       return inSpan("blob.upload_state", { "blob.path": ref.path }, async () => {
         // A blob with only staged blocks does not exist yet for Get Properties,

@@ -1,11 +1,13 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import { BlobGatewayService } from "@emprops/contracts";
 import type { AppContext } from "../context.js";
+import { commitUpload } from "./commit-upload.js";
 import { createDownloadUrls } from "./create-download-urls.js";
 import { createUploadUrl } from "./create-upload-url.js";
 import { deleteBlob } from "./delete-blob.js";
 import { deletePreview } from "./delete-preview.js";
 import { getUploadState } from "./get-upload-state.js";
+import { sealUpload } from "./seal-upload.js";
 import { storePreview } from "./store-preview.js";
 import { uploadBlob } from "./upload-blob.js";
 import { verifyBlob } from "./verify-blob.js";
@@ -16,6 +18,8 @@ export function routes(ctx: AppContext) {
     router.service(BlobGatewayService, {
       ...createUploadUrl(ctx),
       ...getUploadState(ctx),
+      ...commitUpload(ctx),
+      ...sealUpload(ctx),
       ...verifyBlob(ctx),
       ...createDownloadUrls(ctx),
       ...deleteBlob(ctx),

@@ -7,7 +7,10 @@ import type { AppContext } from "../context.js";
 import { userBlob, type UserBlobRef } from "../storage/blob-paths.js";
 import { BlockStager } from "../storage/block-stager.js";
 import { storageError } from "../storage/storage-errors.js";
+import { bareEtag } from "../storage/staging.js";
 import { inSpan } from "../telemetry.js";
+import { deleteFinalBlobs, storeConverted } from "../uploads/final-blobs.js";
+import { asRejection } from "../conversion/convert-to-safetensors.js";
 import { toBlobVerification } from "../verification/blob-verification.js";
 import { recordVerification } from "../verification/verify-chunks.js";
 import { declaredSize, optionalSha256 } from "./request-fields.js";
@@ -17,7 +20,8 @@ import { declaredSize, optionalSha256 } from "./request-fields.js";
  * header first, then chunks. Blocks are staged as the bytes arrive and the
  * same bytes go through the verifier in the same pass; the block list is
  * committed only for a safe file, so a rejected file never becomes a blob.
- * The blob must not exist yet: a verified LoRA is never overwritten.
+ * The blob must not exist yet: a verified LoRA is never overwritten. A .pt
+ * is then converted into the .safetensors beside it, as CommitUpload does.
  */
 export function uploadBlob(ctx: AppContext): Partial<ServiceImpl<typeof BlobGatewayService>> {
   return {
@@ -77,7 +81,7 @@ export function uploadBlob(ctx: AppContext): Partial<ServiceImpl<typeof BlobGate
             await stager.abandon();
             return { verification: toBlobVerification(result), blobUrl: "" };
           }
-          await stager.commit({ ifNoneMatch: "*" }).catch((err: unknown) => {
+          await stager.commit({ ifNoneMatch: "*" }, { sha256: result.sha256 }).catch((err: unknown) => {
             // Someone committed the same path while we streamed.
             if (err instanceof RestError && (err.statusCode === 409 || err.statusCode === 412)) {
               return Promise.reject(alreadyExists(ref));
@@ -85,7 +89,17 @@ export function uploadBlob(ctx: AppContext): Partial<ServiceImpl<typeof BlobGate
             return Promise.reject(storageError(err, ref.path));
           });
           span.setAttribute("blob.block_count", stager.blockCount);
-          return { verification: toBlobVerification(result), blobUrl: blob.url };
+          if (ref.extension !== "pt") return { verification: toBlobVerification(result), blobUrl: blob.url };
+          const props = await blob.getProperties().catch((err: unknown) => Promise.reject(storageError(err, ref.path)));
+          const stored = { sizeBytes: BigInt(size), sha256: result.sha256, etag: bareEtag(props.etag) };
+          const converted = await storeConverted(ctx, ref, stored, {}).catch((err: unknown) =>
+            Promise.reject(storageError(err, ref.path)),
+          );
+          if (!converted.ok) {
+            await deleteFinalBlobs(ctx, ref);
+            return { verification: toBlobVerification(asRejection(result, converted.refusal)), blobUrl: "" };
+          }
+          return { verification: toBlobVerification(result), blobUrl: blob.url, converted: converted.stored };
         } catch (err) {
           await stager.abandon();
           throw err;

@@ -14,6 +14,16 @@ export interface UserBlobRef {
   path: string;
 }
 
+/** An upload's staging blob whose ids have been checked: the only path a signed write URL covers. */
+export interface StagedBlobRef {
+  kind: "staged";
+  userId: string;
+  uploadId: string;
+  extension: LoraExtension;
+  /** staging/{user_id}/{upload_id}.{ext} */
+  path: string;
+}
+
 /** A shared LoRA blob whose name has been checked. */
 export interface SharedBlobRef {
   kind: "shared";
@@ -31,7 +41,12 @@ export interface PreviewBlobRef {
   path: string;
 }
 
-export type BlobRef = UserBlobRef | SharedBlobRef | PreviewBlobRef;
+export type BlobRef = UserBlobRef | StagedBlobRef | SharedBlobRef | PreviewBlobRef;
+
+/** Where upload URLs write; never under users/, which only the gateway writes. */
+export const STAGING_PREFIX = "staging/";
+/** Where verified LoRAs (their converted copies and previews too) live. */
+export const USERS_PREFIX = "users/";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const DECIMAL_ID = /^[1-9][0-9]{0,18}$/;
@@ -47,32 +62,65 @@ export function userBlob(
 ): UserBlobRef {
   if (!input) throw invalidArgument(ErrorReason.INVALID_REQUEST, `${field} is required`, { field });
   const { userId } = checkedIds(input, field);
-  if (input.extension !== "safetensors" && input.extension !== "pt") {
-    throw invalidArgument(ErrorReason.INVALID_FILE_FORMAT, 'extension must be "safetensors" or "pt"', {
-      field: `${field}.extension`,
-    });
-  }
+  const extension = checkedExtension(input.extension, field);
   return {
     kind: "user",
     userId,
     loraId: input.loraId,
-    extension: input.extension,
-    path: `users/${userId}/loras/${input.loraId}.${input.extension}`,
+    extension,
+    path: `${USERS_PREFIX}${userId}/loras/${input.loraId}.${extension}`,
   };
+}
+
+/** The converted safetensors beside a .pt: users/{user_id}/loras/{lora_id}.safetensors. */
+export function convertedBlob(original: UserBlobRef): UserBlobRef {
+  return userBlob({ userId: original.userId, loraId: original.loraId, extension: "safetensors" });
+}
+
+/**
+ * An upload's staging path, from a UUID user, a UUID upload id and a known
+ * extension: staging/{user_id}/{upload_id}.{ext}.
+ */
+export function stagedUpload(
+  input: { userId: string; uploadId: string; extension: string } | undefined,
+  field = "upload",
+): StagedBlobRef {
+  if (!input) throw invalidArgument(ErrorReason.INVALID_REQUEST, `${field} is required`, { field });
+  const userId = checkedUserId(input.userId, field);
+  if (!UUID.test(input.uploadId)) {
+    throw invalidArgument(ErrorReason.INVALID_ID, "upload_id must be a UUID", { field: `${field}.upload_id` });
+  }
+  const uploadId = input.uploadId.toLowerCase();
+  const extension = checkedExtension(input.extension, field);
+  return { kind: "staged", userId, uploadId, extension, path: `${STAGING_PREFIX}${userId}/${uploadId}.${extension}` };
 }
 
 /** A UUID and a positive decimal int64 id; the user id in lower case (one user, one prefix). */
 function checkedIds(input: { userId: string; loraId: string }, field: string): { userId: string } {
-  if (!UUID.test(input.userId)) {
-    throw invalidArgument(ErrorReason.INVALID_ID, "user_id must be a UUID", { field: `${field}.user_id` });
-  }
+  const userId = checkedUserId(input.userId, field);
   if (!DECIMAL_ID.test(input.loraId) || BigInt(input.loraId) > INT64_MAX) {
     throw invalidArgument(ErrorReason.INVALID_ID, "lora_id must be a positive decimal integer", {
       field: `${field}.lora_id`,
     });
   }
+  return { userId };
+}
+
+function checkedUserId(userId: string, field: string): string {
+  if (!UUID.test(userId)) {
+    throw invalidArgument(ErrorReason.INVALID_ID, "user_id must be a UUID", { field: `${field}.user_id` });
+  }
   // Postgres prints UUIDs in lower case; one user must map to one prefix.
-  return { userId: input.userId.toLowerCase() };
+  return userId.toLowerCase();
+}
+
+function checkedExtension(extension: string, field: string): LoraExtension {
+  if (extension !== "safetensors" && extension !== "pt") {
+    throw invalidArgument(ErrorReason.INVALID_FILE_FORMAT, 'extension must be "safetensors" or "pt"', {
+      field: `${field}.extension`,
+    });
+  }
+  return extension;
 }
 
 /** A LoRA's preview path, users/{user_id}/loras/{lora_id}.preview.webp, from checked ids only. */
@@ -83,7 +131,7 @@ export function previewBlob(input: { userId: string; loraId: string } | undefine
     kind: "preview",
     userId,
     loraId: input.loraId,
-    path: `users/${userId}/loras/${input.loraId}.preview.webp`,
+    path: `${USERS_PREFIX}${userId}/loras/${input.loraId}.preview.webp`,
   };
 }
 

@@ -1,4 +1,5 @@
 import type { BlobClient } from "@azure/storage-blob";
+import { quotedEtag } from "./staging.js";
 
 export interface OpenBlob {
   /** Size of the committed blob. */
@@ -28,14 +29,20 @@ export interface BlobReadSettings {
  * resumed from the last byte received (up to maxRetryRequests times per
  * request), every request after the first pinned to the blob's ETag, so a
  * blob replaced mid-read fails instead of mixing two versions. Throws the
- * storage error (404 included) before any byte is returned.
+ * storage error (404 included) before any byte is returned. With `pin`,
+ * the first request is pinned too: 412 when the blob is no longer that
+ * version.
  *
  * With `connections` > 1 a blob larger than one range is read as ranges of
  * `rangeBytes`, that many in flight: the first range's bytes flow to the
  * reader as they arrive, the ranges after it are held in memory until their
  * turn (at most connections × rangeBytes, whatever the blob's size).
  */
-export async function openBlob(blob: BlobClient, settings: BlobReadSettings): Promise<OpenBlob> {
+export async function openBlob(
+  blob: BlobClient,
+  settings: BlobReadSettings,
+  pin?: { etag: string },
+): Promise<OpenBlob> {
   const maxRetries = settings.maxRetryRequests ?? 5;
   const abort = new AbortController();
   const bodies = new Set<NodeJS.ReadableStream>();
@@ -50,11 +57,12 @@ export async function openBlob(blob: BlobClient, settings: BlobReadSettings): Pr
     return res;
   };
   // A range of an empty blob is not satisfiable (416): that one is read whole.
+  const pinned = pin ? quotedEtag(pin.etag) : undefined;
   const first = ranged
-    ? await get(0, settings.rangeBytes).catch((err: { statusCode?: number }) =>
-        err?.statusCode === 416 ? get(0, undefined) : Promise.reject(err),
+    ? await get(0, settings.rangeBytes, pinned).catch((err: { statusCode?: number }) =>
+        err?.statusCode === 416 ? get(0, undefined, pinned) : Promise.reject(err),
       )
-    : await get(0, undefined);
+    : await get(0, undefined, pinned);
   const size = sizeOf(first.contentRange) ?? first.contentLength ?? 0;
   const open = async (offset: number, count: number) => {
     const body = (await get(offset, count, first.etag)).readableStreamBody as NodeJS.ReadableStream;

@@ -42,12 +42,12 @@ export class BlockStager {
     while (this.pendingBytes >= this.opts.blockSize) await this.stage(this.take(this.opts.blockSize));
   }
 
-  /** Stages the rest, waits for every block, then commits the block list. */
-  async commit(conditions?: BlobRequestConditions): Promise<void> {
+  /** Stages the rest, waits for every block, then commits the block list (with its metadata). */
+  async commit(conditions?: BlobRequestConditions, metadata?: Record<string, string>): Promise<void> {
     if (this.pendingBytes > 0) await this.stage(this.take(this.pendingBytes));
     await Promise.all(this.inFlight);
     this.throwIfFailed();
-    await this.blob.commitBlockList(this.ids, { conditions });
+    await this.blob.commitBlockList(this.ids, { conditions, metadata });
   }
 
   /** Waits for blocks still in flight; they stay uncommitted (storage discards them after 7 days). */

@@ -36,10 +36,13 @@ export function tooLarge(sizeBytes: number, maxSizeBytes: number): VerificationR
   };
 }
 
+/** What a verification was for: VerifyBlob, UploadBlob, CommitUpload, or a shared LoRA before signing its URL. */
+export type VerificationSource = "verify" | "upload" | "commit" | "shared";
+
 /** Counts a verdict and logs a rejection. */
 export function recordVerification(
   ctx: AppContext,
-  source: "verify" | "upload",
+  source: VerificationSource,
   path: string,
   r: VerificationResult,
 ): void {

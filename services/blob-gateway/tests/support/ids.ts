@@ -15,3 +15,21 @@ export function newBlob(
 export function pathOf(blob: { userId: string; loraId: string; extension: string }): string {
   return `users/${blob.userId}/loras/${blob.loraId}.${blob.extension}`;
 }
+
+/** An upload with a fresh upload id (its staging blob). */
+export function newUpload(
+  extension: "safetensors" | "pt" = "safetensors",
+  userId: string = randomUUID(),
+): { userId: string; uploadId: string; extension: string } {
+  return { userId, uploadId: randomUUID(), extension };
+}
+
+/** The staging path the gateway builds for an upload. */
+export function stagedPathOf(upload: { userId: string; uploadId: string; extension: string }): string {
+  return `staging/${upload.userId}/${upload.uploadId}.${upload.extension}`;
+}
+
+/** The final blob of an upload's LoRA: same user and extension. */
+export function finalBlobOf(upload: { userId: string; extension: string }) {
+  return newBlob(upload.extension as "safetensors" | "pt", upload.userId);
+}

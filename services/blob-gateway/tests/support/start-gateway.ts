@@ -21,8 +21,15 @@ export interface GatewayUnderTest {
   stop(): Promise<void>;
 }
 
-/** The real gateway on a free port, with containers and a NATS namespace of its own. */
-export async function startGatewayForTest(label: string, env: NodeJS.ProcessEnv = {}): Promise<GatewayUnderTest> {
+/**
+ * The real gateway on a free port, with containers and a NATS namespace of
+ * its own; `storageVia` lets it reach storage another way (e.g. a fault proxy).
+ */
+export async function startGatewayForTest(
+  label: string,
+  env: NodeJS.ProcessEnv = {},
+  storageVia?: (containers: TestContainers) => Promise<string> | string,
+): Promise<GatewayUnderTest> {
   const containers = await createTestContainers(label);
   const namespace = testNamespace(label);
   const gateway = await startBlobGateway(
@@ -32,7 +39,7 @@ export async function startGatewayForTest(label: string, env: NodeJS.ProcessEnv 
       LOG_LEVEL: "silent",
       NATS_URL: namespace.natsUrl,
       NATS_NAMESPACE: namespace.namespace,
-      AZURE_STORAGE_CONNECTION_STRING: containers.connectionString,
+      AZURE_STORAGE_CONNECTION_STRING: storageVia ? await storageVia(containers) : containers.connectionString,
       USER_LORA_CONTAINER: containers.userContainer,
       CLOUD_STORAGE_CONTAINER: containers.sharedContainer,
       ...env,

@@ -1,12 +1,25 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ErrorInfoSchema, ErrorReason, parseReason, type UserLoraBlob, UserLoraBlobSchema } from "@emprops/contracts";
+import {
+  ErrorInfoSchema,
+  ErrorReason,
+  parseReason,
+  type StagedUpload,
+  StagedUploadSchema,
+  type UserLoraBlob,
+  UserLoraBlobSchema,
+} from "@emprops/contracts";
 import { rpcError } from "@emprops/platform";
 import type { Logger } from "pino";
 import type { LoraBlobRow } from "../db/queries/loras.js";
 
 export function userLoraBlob(userId: string, loraId: string, extension: string): UserLoraBlob {
   return create(UserLoraBlobSchema, { userId, loraId, extension });
+}
+
+/** An upload session's staging blob, as the gateway names it: staging/{user_id}/{upload_id}.{ext}. */
+export function stagedUpload(s: { id: string; user_id: string; extension: string }): StagedUpload {
+  return create(StagedUploadSchema, { userId: s.user_id, uploadId: s.id, extension: s.extension });
 }
 
 /**
@@ -42,7 +55,7 @@ export async function viaGateway<T>(logger: Logger, what: string, call: () => Pr
   }
 }
 
-/** users/{user_id}/loras/{id}.{ext}, as recorded at upload (or as the gateway builds it). */
+/** users/{user_id}/loras/{id}.{ext}: the verified original, as recorded at completion (or as the gateway builds it). */
 export function blobPathOf(row: LoraBlobRow) {
   const extension = row.gen_out_data?.extension ?? row.name.slice(row.name.lastIndexOf(".") + 1).toLowerCase();
   return {

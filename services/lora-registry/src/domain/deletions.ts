@@ -8,6 +8,7 @@ import { blobPathOf } from "./blob.js";
 import { sizeOf } from "./lora-message.js";
 import { loraNotFound } from "./loras.js";
 import { type DeletedLora, enqueueLoraDeleted } from "./outbox.js";
+import { sealStaging } from "./upload-session.js";
 
 /**
  * Soft-deletes the caller's LoRA in one transaction: hidden, its bytes and
@@ -107,11 +108,12 @@ export async function deleteAllLorasOfUser(
         details: { reason, deleted_count: all.length, released_bytes: usedBytes + reservedBytes },
       });
       await writeAudit(trx, now, audit);
-      return { count: all.length, releasedBytes: usedBytes + reservedBytes };
+      return { count: all.length, releasedBytes: usedBytes + reservedBytes, sessions };
     }),
   );
   if (result.count > 0) ctx.outboxWritten.notify();
+  await sealStaging(ctx, result.sessions);
   ctx.metrics.deletions.add(result.count, { reason: eventReason });
   ctx.logger.info({ user_id: userId, deleted: result.count, reason }, "all LoRAs of a user deleted");
-  return result;
+  return { count: result.count, releasedBytes: result.releasedBytes };
 }

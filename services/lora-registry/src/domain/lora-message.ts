@@ -111,7 +111,6 @@ export function toLora(row: LoraRow, extra: { workflows?: WorkflowRef[]; withRaw
     id: row.id,
     userId: row.user_id,
     name: row.name,
-    url: row.url ?? "",
     sizeBytes: BigInt(sizeOf(data)),
     sha256: sha256Of(data),
     createdAt: row.created_at ? timestampFromDate(row.created_at) : undefined,

@@ -12,6 +12,7 @@ import {
   type ResolveResult,
   ResolveResultSchema,
   SharedLoraBlobSchema,
+  ValidationStatus,
 } from "@emprops/contracts";
 import { invalidArgument, rpcError, toItemError } from "@emprops/platform";
 import { type AuditEntry, writeAudit } from "../db/queries/audit.js";
@@ -86,7 +87,23 @@ interface Signing {
   failure?: unknown;
 }
 
-/** One CreateDownloadUrls for every URL (and the size of every shared LoRA, which has no row). */
+/**
+ * The file a machine receives for a user LoRA: the verified upload itself
+ * for safetensors, the converted safetensors for a .pt. A .pt stored
+ * before conversion existed has none and is not handed out.
+ */
+function machineFile(row: LoraBlobRow): { extension: "safetensors"; sizeBytes: number; sha256: string } | undefined {
+  const data = row.gen_out_data;
+  if (blobPathOf(row).extension === "safetensors") {
+    return { extension: "safetensors", sizeBytes: sizeOf(data), sha256: sha256Of(data) };
+  }
+  const converted = data?.converted;
+  return converted
+    ? { extension: "safetensors", sizeBytes: converted.size_bytes, sha256: converted.sha256 }
+    : undefined;
+}
+
+/** One CreateDownloadUrls for every URL (and the size and verification of every shared LoRA, which has no row). */
 async function signAll(
   ctx: AppContext,
   job: ResolveJob,
@@ -96,8 +113,9 @@ async function signAll(
   const targets: { index: number; target: DownloadTarget }[] = [];
   plans.forEach((p, index) => {
     const row = p.kind === "user" ? owned.get(p.loraId) : undefined;
-    if (row && !job.skipDownloadUrls) {
-      const value = userLoraBlob(job.userId, row.id, blobPathOf(row).extension);
+    const file = row && machineFile(row);
+    if (row && file && !job.skipDownloadUrls) {
+      const value = userLoraBlob(job.userId, row.id, file.extension);
       targets.push({ index, target: create(DownloadTargetSchema, { target: { case: "userLora", value } }) });
     } else if (p.kind === "shared") {
       const value = create(SharedLoraBlobSchema, { name: p.name });
@@ -137,17 +155,19 @@ function resultOf(
   if (p.kind === "user") {
     const row = owned.get(p.loraId);
     if (!row) return fail(loraNotFound(p.loraId));
+    const file = machineFile(row);
+    if (!file) return fail(notConverted(row.id));
     if (!job.skipDownloadUrls && !url) return fail(signing.failure ?? missingUrl());
     return lora({
       ref,
       loraId: row.id,
       userId: row.user_id,
       fileName: row.name,
-      sizeBytes: BigInt(sizeOf(row.gen_out_data)),
-      sha256: sha256Of(row.gen_out_data),
+      sizeBytes: BigInt(file.sizeBytes),
+      sha256: file.sha256,
       downloadUrl: job.skipDownloadUrls ? "" : (url?.url ?? ""),
       downloadUrlExpireTime: job.skipDownloadUrls ? undefined : url?.expireTime,
-      format: toFileFormat(row.gen_out_data?.format),
+      format: toFileFormat(file.extension),
     });
   }
   if (!url) return fail(signing.failure ?? missingUrl());
@@ -156,14 +176,42 @@ function resultOf(
       rpcError(Code.NotFound, ErrorReason.LORA_NOT_FOUND, `Shared LoRA ${p.name} not found`, { name: p.name }),
     );
   }
+  const verified = sharedVerdict(p.name, url);
+  if (verified instanceof Error) return fail(verified);
   return lora({
     ref,
     fileName: p.name,
-    sizeBytes: url.sizeBytes,
+    sizeBytes: verified.sizeBytes,
+    sha256: verified.sha256,
     downloadUrl: job.skipDownloadUrls ? "" : url.url,
     downloadUrlExpireTime: job.skipDownloadUrls ? undefined : url.expireTime,
-    format: toFileFormat(p.name.toLowerCase().endsWith(".safetensors") ? "safetensors" : undefined),
+    format: verified.format,
   });
+}
+
+/**
+ * A shared LoRA resolves only as a version the gateway verified safe, with
+ * that verification's sha256 and size (machines check them while
+ * downloading); a version refused, or still being verified, fails alone.
+ */
+function sharedVerdict(name: string, url: DownloadUrl) {
+  const v = url.verification;
+  if (url.verificationPending || !v) {
+    return rpcError(
+      Code.Unavailable,
+      ErrorReason.DEPENDENCY_UNAVAILABLE,
+      `Shared LoRA ${name} is being verified; try again in a moment`,
+      { name },
+    );
+  }
+  if (v.status !== ValidationStatus.SAFE || !url.url) {
+    const reason = v.reason === ErrorReason.UNSPECIFIED ? ErrorReason.INVALID_FILE_FORMAT : v.reason;
+    return rpcError(Code.FailedPrecondition, reason, `Shared LoRA ${name} was refused: ${v.message}`, {
+      name,
+      ...(v.unsafeGlobals.length > 0 ? { unsafe_globals: v.unsafeGlobals.join(",") } : {}),
+    });
+  }
+  return { sizeBytes: v.sizeBytes, sha256: v.sha256, format: v.format };
 }
 
 function auditEntry(job: ResolveJob, p: Plan, r: ResolveResult, index: number): AuditEntry {
@@ -182,6 +230,15 @@ function auditEntry(job: ResolveJob, p: Plan, r: ResolveResult, index: number): 
       signed_url: r.outcome.case === "lora" && r.outcome.value.downloadUrl !== "",
     },
   };
+}
+
+function notConverted(loraId: string) {
+  return rpcError(
+    Code.FailedPrecondition,
+    ErrorReason.INVALID_FILE_FORMAT,
+    `LoRA ${loraId} is a .pt stored before machines received only safetensors: upload it again (or as .safetensors)`,
+    { lora_id: loraId },
+  );
 }
 
 function missingUrl() {

@@ -1,7 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ErrorReason, type UploadSession, UploadSessionSchema, UploadState } from "@emprops/contracts";
-import { failedPrecondition, notFound } from "@emprops/platform";
+import { failedPrecondition, notFound, withTraceContext } from "@emprops/platform";
+import { trace } from "@opentelemetry/api";
 import type { Kysely } from "kysely";
 import type { UploadConfig } from "../config.js";
 import { type AuditEntry, writeAudit } from "../db/queries/audit.js";
@@ -11,7 +12,8 @@ import * as sessions from "../db/queries/upload-sessions.js";
 import type { SessionRow } from "../db/queries/upload-sessions.js";
 import type { Database, UploadSessionState } from "../db/schema/index.js";
 import type { AppContext } from "../context.js";
-import { blobPathOf, userLoraBlob, viaGateway } from "./blob.js";
+import { withSpan } from "../telemetry.js";
+import { blobPathOf, stagedUpload, viaGateway } from "./blob.js";
 import { enqueueLoraDeleted } from "./outbox.js";
 
 const STATES: Record<UploadSessionState, UploadState> = {
@@ -93,11 +95,14 @@ export interface SessionEnd {
 /**
  * Ends a pending session without publishing it (aborted, expired, failed):
  * returns its reservation, marks the hidden row, writes the audit row and,
- * if anything may have been uploaded, a LoraDeleted event to the outbox (the
- * gateway's consumer deletes the blob even if the direct deletion below
- * fails). The state guard makes it happen once however many callers race —
- * a CompleteLoraUpload verifying at the same time then fails instead of
- * publishing; false when someone else ended the session first.
+ * if anything may have been uploaded, seals the staging blob (what was
+ * uploaded is discarded and the old URL can write nothing more) and writes
+ * a LoraDeleted event to the outbox, whose consumer removes anything a
+ * completion racing with this one stored at the final path. Should the
+ * gateway not answer, the consistency sweep seals or deletes the staging
+ * blob later. The state guard makes it happen once however many callers
+ * race — a CompleteLoraUpload verifying at the same time then fails instead
+ * of publishing; false when someone else ended the session first.
  */
 export async function endSession(ctx: AppContext, s: SessionRow, end: SessionEnd): Promise<boolean> {
   const now = ctx.clock.now();
@@ -121,24 +126,53 @@ export async function endSession(ctx: AppContext, s: SessionRow, end: SessionEnd
   });
   if (ended && end.blobMayExist) {
     ctx.outboxWritten.notify();
-    // At once if storage answers; otherwise the deletion event does it.
-    try {
-      await viaGateway(ctx.logger, "DeleteBlob", () =>
-        ctx.blobGateway.deleteBlob({ blob: userLoraBlob(s.user_id, s.lora_id, s.extension) }),
-      );
-    } catch {
-      ctx.logger.warn({ upload_id: s.id, lora_id: s.lora_id }, "blob of an ended upload left to its deletion event");
-    }
+    await sealStaging(ctx, [s]);
   }
   return ended;
 }
 
-/** The session's blob as blobPathOf reads a row. */
+/**
+ * Seals the staging blobs of ended sessions (at once when the gateway
+ * answers; otherwise the consistency sweep does it), so a write with an old
+ * upload URL stores nothing.
+ */
+export async function sealStaging(
+  ctx: AppContext,
+  ended: Pick<SessionRow, "id" | "user_id" | "extension">[],
+): Promise<void> {
+  await Promise.all(
+    ended.map(async (s) => {
+      try {
+        await viaGateway(ctx.logger, "SealUpload", () => ctx.blobGateway.sealUpload({ upload: stagedUpload(s) }));
+      } catch {
+        ctx.logger.warn({ upload_id: s.id }, "staging blob of an ended upload left to the consistency sweep");
+      }
+    }),
+  );
+}
+
+/** The LoRA's final blob as blobPathOf reads a row (the session's own blob_path is its staging blob). */
 function uploadRow(s: SessionRow) {
   return {
     id: s.lora_id,
     user_id: s.user_id,
     name: `.${s.extension}`,
-    gen_out_data: { extension: s.extension, ...(s.blob_path ? { blob_path: s.blob_path } : {}) },
+    gen_out_data: { extension: s.extension },
   };
+}
+
+/**
+ * Runs fn in a span of the upload's trace (the one its CreateLoraUpload
+ * ran in), linked to the current request's span when that is another
+ * trace: a client that sends no traceparent still finds the whole upload
+ * in one trace.
+ */
+export function joinUploadTrace<T>(s: SessionRow, name: string, fn: () => Promise<T>): Promise<T> {
+  const current = trace.getActiveSpan()?.spanContext();
+  const carrier = s.trace_context;
+  if (!carrier || (current && carrier.traceparent?.split("-")[1] === current.traceId)) {
+    return withSpan(name, { "lora.upload_id": s.id }, fn);
+  }
+  const links = current ? [{ context: current }] : [];
+  return withTraceContext(carrier, () => withSpan(name, { "lora.upload_id": s.id }, fn, links));
 }

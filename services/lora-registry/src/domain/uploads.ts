@@ -1,13 +1,13 @@
 import type { CreateUploadUrlResponse, GetUploadStateResponse, LoraUploadExtension } from "@emprops/contracts";
-import { errorReason } from "@emprops/platform";
+import { captureTraceContext, errorReason } from "@emprops/platform";
 import { writeAudit } from "../db/queries/audit.js";
-import { insertPendingLora, type LoraRow, updateLoraRow } from "../db/queries/loras.js";
+import { insertPendingLora, type LoraRow } from "../db/queries/loras.js";
 import { ensureLedger } from "../db/queries/quota.js";
 import { insertSession, type SessionRow, setSessionBlobPath } from "../db/queries/upload-sessions.js";
 import type { LoraGenOutData, StoredUserMetadata } from "../db/schema/index.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
-import { userLoraBlob, viaGateway } from "./blob.js";
+import { stagedUpload, viaGateway } from "./blob.js";
 import { mergeMetadata } from "./lora-message.js";
 import { type Ledger, quotaExceeded, readLedger, reserve } from "./quota.js";
 import { effectiveState, endSession, findSession, notPending, uploadUrlTtl } from "./upload-session.js";
@@ -66,6 +66,7 @@ export async function startUpload(ctx: AppContext, userId: string, u: NewUpload)
         expected_sha256: u.sha256 ?? null,
         created_at: now,
         expires_at: expiresAt,
+        trace_context: captureTraceContext() ?? null,
       });
       await writeAudit(trx, now, [
         {
@@ -99,23 +100,24 @@ export async function startUpload(ctx: AppContext, userId: string, u: NewUpload)
     throw err;
   }
 
-  const stored = await ctx.db.transaction().execute(async (trx) => {
-    await setSessionBlobPath(trx, uploadId, signed.blobPath);
-    return updateLoraRow(trx, lora.id, { url: signed.blobUrl, genOut: { ...genOut, blob_path: signed.blobPath } });
-  });
+  await setSessionBlobPath(ctx.db, uploadId, signed.blobPath);
   ctx.metrics.uploads.add(1, { outcome: "created" });
   ctx.logger.info(
     { user_id: userId, lora_id: lora.id, upload_id: uploadId, size_bytes: u.sizeBytes },
     "upload started",
   );
-  return { session: { ...session, blob_path: signed.blobPath }, lora: stored, signed, ledger, now };
+  return { session: { ...session, blob_path: signed.blobPath }, lora, signed, ledger, now };
 }
 
-/** A write-only URL for the session's blob, living no longer than the session. */
+/**
+ * A write-only URL for the session's staging blob, living no longer than
+ * the session. It never covers the LoRA's final path: only the gateway's
+ * CommitUpload writes there.
+ */
 function signUploadUrl(ctx: AppContext, s: SessionRow): Promise<CreateUploadUrlResponse> {
   return viaGateway(ctx.logger, "CreateUploadUrl", () =>
     ctx.blobGateway.createUploadUrl({
-      blob: userLoraBlob(s.user_id, s.lora_id, s.extension),
+      upload: stagedUpload(s),
       sizeBytes: BigInt(s.declared_size_bytes),
       ttlSeconds: uploadUrlTtl(ctx.cfg.upload, ctx.clock.now(), s.expires_at),
     }),
@@ -135,10 +137,10 @@ export async function uploadProgress(ctx: AppContext, userId: string, uploadId: 
   const session = await findSession(ctx.db, userId, uploadId);
   const now = ctx.clock.now();
   if (effectiveState(session, now) !== "pending") return { session, now };
-  const blob = userLoraBlob(userId, session.lora_id, session.extension);
+  const upload = stagedUpload(session);
   const [state, signed] = await withSpan("resume_upload", { "lora.upload_id": uploadId }, () =>
     Promise.all([
-      viaGateway(ctx.logger, "GetUploadState", () => ctx.blobGateway.getUploadState({ blob })),
+      viaGateway(ctx.logger, "GetUploadState", () => ctx.blobGateway.getUploadState({ upload })),
       signUploadUrl(ctx, session),
     ]),
   );

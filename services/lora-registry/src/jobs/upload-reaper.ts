@@ -1,17 +1,17 @@
 import { Cron } from "croner";
 import { expiredSessions } from "../db/queries/upload-sessions.js";
 import { forgetUsageBatches } from "../db/queries/usage.js";
-import { endSession } from "../domain/upload-session.js";
+import { endSession, joinUploadTrace } from "../domain/upload-session.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
 
 const BATCH = 100;
 
 /**
- * Ends every pending session past its expiry: returns the reservation and
- * deletes what was uploaded (directly, and through a deletion event should
- * storage not answer). Also forgets applied usage batch ids older than
- * their retention.
+ * Ends every pending session past its expiry, each in the trace its upload
+ * began in: returns the reservation and seals the staging blob (what was
+ * uploaded is discarded; the consistency sweep does it should storage not
+ * answer). Also forgets applied usage batch ids older than their retention.
  */
 export async function reapOnce(ctx: AppContext): Promise<number> {
   return withSpan("reap_uploads", {}, async () => {
@@ -19,16 +19,18 @@ export async function reapOnce(ctx: AppContext): Promise<number> {
     let reaped = 0;
     const expired = await expiredSessions(ctx.db, now, BATCH);
     for (const s of expired) {
-      const ended = await endSession(ctx, s, {
-        state: "expired",
-        blobMayExist: true,
-        audit: {
-          actorId: "system",
-          actorRole: "system",
-          action: "lora.upload.expire",
-          details: { upload_id: s.id, expire_time: s.expires_at.toISOString() },
-        },
-      });
+      const ended = await joinUploadTrace(s, "expire_upload", () =>
+        endSession(ctx, s, {
+          state: "expired",
+          blobMayExist: true,
+          audit: {
+            actorId: "system",
+            actorRole: "system",
+            action: "lora.upload.expire",
+            details: { upload_id: s.id, expire_time: s.expires_at.toISOString() },
+          },
+        }),
+      );
       if (ended) {
         reaped++;
         ctx.metrics.uploads.add(1, { outcome: "expired" });

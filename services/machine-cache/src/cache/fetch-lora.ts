@@ -225,7 +225,7 @@ export class LoraFetcher {
     const { db, space } = this.deps;
     const atTarget = findLoraFileByPath(db, target);
     const sha = lora.sha256.toLowerCase();
-    if (atTarget && isIntact(db, atTarget) && (!sha || atTarget.sha256 === sha)) {
+    if (atTarget && isIntact(db, atTarget) && atTarget.sha256 === sha) {
       const { size_bytes: sizeBytes, sha256 } = atTarget;
       return { path: target, sizeBytes, sha256, bytesDownloaded: 0, attempts: 0, resumed: false, present: true };
     }

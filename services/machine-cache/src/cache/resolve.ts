@@ -63,7 +63,11 @@ export async function resolveOne(deps: ResolveDeps, who: Requester, key: LoraKey
   return resolution as Resolution;
 }
 
-/** The registry's answer for `key`; an answer about another LoRA is as good as none. */
+/**
+ * The registry's answer for `key`; an answer about another LoRA is as good
+ * as none, and so is one without a sha256: every file this cache stores,
+ * user or shared, is checked against the sha256 its verification recorded.
+ */
 function checked(logger: Logger, key: LoraKey, result: ResolveResult | undefined): Resolution {
   const outcome = result?.outcome;
   if (outcome?.case === "error") return outcome;
@@ -72,6 +76,13 @@ function checked(logger: Logger, key: LoraKey, result: ResolveResult | undefined
   if (key.source === "user" && (lora.userId.toLowerCase() !== key.userId || lora.loraId !== key.identifier)) {
     logger.error({ asked: key, got: { user_id: lora.userId, lora_id: lora.loraId } }, "registry answered another LoRA");
     return { case: "error", value: notFoundItem(key) };
+  }
+  if (!/^[0-9a-f]{64}$/i.test(lora.sha256)) {
+    logger.error({ asked: key }, "registry answered without a sha256");
+    return {
+      case: "error",
+      value: internalItem(`the registry gave no sha256 for ${key.identifier}: nothing unverified is stored`),
+    };
   }
   return outcome;
 }
@@ -93,6 +104,6 @@ export function revalidation(row: LoraFileRow, resolution: Resolution): Revalida
       : { verdict: "unavailable", error: resolution.value };
   }
   const lora = resolution.value;
-  const same = Number(lora.sizeBytes) === row.size_bytes && (!lora.sha256 || lora.sha256.toLowerCase() === row.sha256);
+  const same = Number(lora.sizeBytes) === row.size_bytes && lora.sha256.toLowerCase() === row.sha256;
   return same ? { verdict: "valid" } : { verdict: "changed", lora };
 }

@@ -60,12 +60,12 @@ export function abortPendingSessionsOfUser(
   userId: string,
   now: Date,
   failure: { reason: string; message: string },
-): Promise<Pick<SessionRow, "lora_id" | "declared_size_bytes">[]> {
+): Promise<Pick<SessionRow, "id" | "user_id" | "extension" | "lora_id" | "declared_size_bytes">[]> {
   return db
     .updateTable("lora_upload")
     .set({ state: "aborted", finished_at: now, failure_reason: failure.reason, failure_message: failure.message })
     .where("user_id", "=", userId)
     .where("state", "=", "pending")
-    .returning(["lora_id", "declared_size_bytes"])
+    .returning(["id", "user_id", "extension", "lora_id", "declared_size_bytes"])
     .execute();
 }

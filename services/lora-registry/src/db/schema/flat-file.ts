@@ -19,8 +19,17 @@ export interface LoraGenOutData {
   format?: string;
   /** File extension without the dot. */
   extension?: string;
-  /** Path of the blob in the user LoRA container. */
+  /**
+   * Path of the verified file in the user LoRA container,
+   * users/{user_id}/loras/{id}.{ext} (the original the user uploaded).
+   */
   blob_path?: string;
+  /** ETag of that blob as the gateway stored it (without quotes); the consistency sweep compares it. */
+  blob_etag?: string;
+  /** ETag of the staging blob whose bytes were verified and copied to blob_path. */
+  verified_etag?: string;
+  /** For a .pt: the safetensors converted from it, the file machines receive (not counted in the quota). */
+  converted?: ConvertedBlob;
   /** Tensors in the file. */
   tensor_count?: number;
   /** What verification extracted from the file, including the raw header map. */
@@ -44,6 +53,16 @@ export interface StoredPreview {
   sha256: string;
   /** ISO time it was stored. */
   updated_at: string;
+}
+
+/** A blob the gateway derived from the uploaded file. */
+export interface ConvertedBlob {
+  /** users/{user_id}/loras/{id}.safetensors */
+  blob_path: string;
+  size_bytes: number;
+  /** Lower-case hex sha256 of the converted file (what machines check). */
+  sha256: string;
+  etag: string;
 }
 
 export interface StoredLoraMetadata {
