@@ -149,6 +149,21 @@ describe("the lora CLI against the real stack", () => {
     expect((await lora(["ls", "--search", "portrait"])).stdout).toBe("No LoRA matches.\n");
     expect(JSON.parse((await lora(["ls", "--tag", "style", "--json"])).stdout).loras).toHaveLength(1);
     expect(JSON.parse((await lora(["ls", "--tag", "landscape", "--json"])).stdout).loras ?? []).toHaveLength(0);
+    // Search reaches trigger words; base model and last use filter on the server.
+    expect(JSON.parse((await lora(["ls", "--search", "VIBRANT COL", "--json"])).stdout).totalSize).toBe(1);
+    expect((await lora(["ls", "--base-model", "flux.1"])).stdout).toBe("No LoRA matches.\n");
+    expect(JSON.parse((await lora(["ls", "--base-model", "sdxl", "--json"])).stdout).totalSize).toBe(1);
+    const unused = await lora([
+      "ls",
+      "--unused-since",
+      "2000-01-01",
+      "--sort",
+      "last_used",
+      "--order",
+      "asc",
+      "--json",
+    ]);
+    expect(JSON.parse(unused.stdout)).toMatchObject({ loras: [{ id: loraId }], totalSize: 1 });
 
     const show = await lora(["show", loraId]);
     expect(show.code).toBe(0);

@@ -108,9 +108,15 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv, streams: Strea
   program
     .command("ls")
     .description("list your LoRAs")
-    .option("--search <text>", "only names containing this text")
+    .option("--search <text>", "only LoRAs whose name, tags, trigger words or description contain this text")
     .option("--tag <tag>", "only LoRAs with this tag (repeat for several)", collect)
-    .addOption(new Option("--sort <field>", "sort by").choices(["created_at", "name", "size"]).default("created_at"))
+    .option("--base-model <model>", "only LoRAs of this base model, e.g. SDXL")
+    .option("--unused-since <time>", "only LoRAs not used since this time (ISO 8601), never used included", parseDate)
+    .addOption(
+      new Option("--sort <field>", "sort by (last_used: never used first with --order asc)")
+        .choices(["created_at", "name", "size", "last_used"])
+        .default("created_at"),
+    )
     .addOption(new Option("--order <order>", "sort direction (default: desc)").choices(["asc", "desc"]))
     .option("--limit <n>", "page size (default 50, at most 200)", parsePositiveInt)
     .option("--page-token <token>", "the page after a previous listing")

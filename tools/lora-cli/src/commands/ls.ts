@@ -1,4 +1,5 @@
 import { create, toJson } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { formatBytes, ListLorasResponseSchema, type Lora, LoraSortField, SortOrder } from "@emprops/contracts";
 import type { CliContext } from "../context.js";
 import { formatTime, renderTable } from "../format.js";
@@ -6,7 +7,9 @@ import { formatTime, renderTable } from "../format.js";
 export interface LsOptions {
   search?: string;
   tag?: string[];
-  sort: "created_at" | "name" | "size";
+  baseModel?: string;
+  unusedSince?: Date;
+  sort: "created_at" | "name" | "size" | "last_used";
   order?: "asc" | "desc";
   limit?: number;
   pageToken?: string;
@@ -14,7 +17,12 @@ export interface LsOptions {
   json?: boolean;
 }
 
-const SORT = { created_at: LoraSortField.CREATED_AT, name: LoraSortField.NAME, size: LoraSortField.SIZE };
+const SORT = {
+  created_at: LoraSortField.CREATED_AT,
+  name: LoraSortField.NAME,
+  size: LoraSortField.SIZE,
+  last_used: LoraSortField.LAST_USED,
+};
 const ORDER = { asc: SortOrder.ASC, desc: SortOrder.DESC };
 
 /** `lora ls`: one page (or --all) of the caller's LoRAs, as a table or JSON. */
@@ -27,6 +35,8 @@ export async function lsCommand(ctx: CliContext, opts: LsOptions): Promise<void>
     const res = await ctx.clients().lora.listLoras({
       search: opts.search ?? "",
       tags: opts.tag ?? [],
+      baseModel: opts.baseModel ?? "",
+      unusedSince: opts.unusedSince ? timestampFromDate(opts.unusedSince) : undefined,
       sort: SORT[opts.sort],
       order: opts.order ? ORDER[opts.order] : SortOrder.UNSPECIFIED,
       pageSize: opts.limit ?? 0,
@@ -45,7 +55,9 @@ export async function lsCommand(ctx: CliContext, opts: LsOptions): Promise<void>
   }
   if (loras.length === 0) {
     ctx.print(
-      opts.search || opts.tag?.length ? "No LoRA matches." : "No LoRAs yet: upload one with `lora upload FILE`.",
+      opts.search || opts.tag?.length || opts.baseModel || opts.unusedSince
+        ? "No LoRA matches."
+        : "No LoRAs yet: upload one with `lora upload FILE`.",
     );
     return;
   }
