@@ -30,7 +30,14 @@ export function createMetrics() {
     evictions: m.createCounter("machine_cache.evictions", {
       description: "Evicted LoRAs by reason: lru, gdsf, age, invalidation, admin, reconcile",
     }),
-    evictedBytes: m.createCounter("machine_cache.evicted_bytes", { unit: "By" }),
+    evictedBytes: m.createCounter("machine_cache.evicted_bytes", {
+      description: "Bytes freed by evictions (a path other paths still link to frees none)",
+      unit: "By",
+    }),
+    sameContent: m.createCounter("machine_cache.same_content", {
+      description:
+        "References served by a file of the same content already cached under another path, by outcome: linked, copied (another file system)",
+    }),
     revalidations: m.createCounter("machine_cache.revalidations", {
       description: "Registry checks of cache hits by outcome: valid, gone, changed, unavailable, late",
     }),

@@ -7,6 +7,7 @@ import { Evictor } from "../src/cache/evictor.js";
 import { GDSF_FIXED_COST_BYTES, pickAged, pickGdsf, pickLru } from "../src/cache/eviction-policies.js";
 import { Pins } from "../src/cache/pins.js";
 import { SpaceManager } from "../src/cache/space-manager.js";
+import { contentIdOf, setContentId } from "../src/db/lora-files.js";
 import { getModel, userLoraBytes } from "../src/db/models.js";
 import { type Db, openDatabase } from "../src/db/open-database.js";
 import { GIB, seedSettings } from "../src/db/settings.js";
@@ -328,4 +329,83 @@ test("pure GDSF: fewest lowest-priority rows; among equal use counts the larger 
   const inflationAt = (ms: number) => (ms >= new Date(2030, 0, 2).getTime() ? 10 : 0);
   const later = [row(1, 3, 100 * MIB), row(2, 1, 100 * MIB, "2030-01-02T00:00:00")];
   expect(pickGdsf(later, 1, inflationAt)?.victims.map((r) => r.id)).toEqual([1]);
+});
+
+describe("paths linked to one file (identical LoRAs of several users)", () => {
+  const V = "2f1e0d9c-8b7a-4695-a4b3-c2d1e0f9a8b7";
+  /** A second path for `of`'s file, as a linked reference is made; both rows get the file's identity. */
+  async function linkOf(w: World, of: SeededLora, rel: string, daysAgo: number, extra = {}) {
+    const twin = await seedLora(w.db, w.loraDir, {
+      relativePath: rel,
+      sizeBytes: of.sizeBytes,
+      lastUsed: new Date(w.clock.now().getTime() - daysAgo * DAY),
+      ...extra,
+    });
+    await fs.rm(twin.path);
+    await fs.link(of.path, twin.path);
+    const id = contentIdOf(await fs.stat(of.path));
+    for (const p of [of.path, twin.path]) setContentId(w.db, p, id);
+    return twin;
+  }
+
+  test("count once, are one LRU candidate used when any path was, and go together to free their bytes", async () => {
+    const w = await world({ maxBytes: 1024 });
+    const c = await standardCache(w);
+    // a (3 days) is linked under V's path, used 30 minutes ago: the content's last use.
+    const twin = await linkOf(w, c.a, `users/${V}/1-a.safetensors`, 1 / 48);
+    // a once, b, c, the protected and the ignored one.
+    expect(userLoraBytes(w.db)).toBe(1000);
+    // 300 more need 276 freed: b (2 days) and c (1 day) go before the content of a and its link.
+    const r1 = await w.space.reserve({
+      path: path.join(w.loraDir, "users/x/9-n.safetensors"),
+      sizeBytes: 300,
+      userLora: true,
+    });
+    expect(await present(c.b, w)).toBe(false);
+    expect(await present(c.c, w)).toBe(false);
+    expect(await present(c.a, w)).toBe(true);
+    expect(await present(twin, w)).toBe(true);
+    r1.release();
+    // 600 more need 176 freed, a's content (200), the only candidate left: both paths go.
+    const r2 = await w.space.reserve({
+      path: path.join(w.loraDir, "users/x/9-m.safetensors"),
+      sizeBytes: 600,
+      userLora: true,
+    });
+    expect(await present(c.a, w)).toBe(false);
+    expect(await present(twin, w)).toBe(false);
+    expect(userLoraBytes(w.db)).toBe(400);
+    r2.release();
+  });
+
+  test("a content one of whose paths is protected, pinned or shared is never an LRU victim", async () => {
+    const w = await world({ maxBytes: 1024 });
+    const c = await standardCache(w);
+    const kept = await linkOf(w, c.a, `users/${V}/1-a.safetensors`, 3, { protected: true });
+    const unpin = w.pins.pin([c.c.path]);
+    const held = await linkOf(w, c.c, `users/${V}/3-c.safetensors`, 5);
+    // Only b may go (200): 500 more need 476 freed, so nothing is evicted.
+    const err = await w.space
+      .reserve({ path: path.join(w.loraDir, "users/x/9-n.safetensors"), sizeBytes: 500, userLora: true })
+      .catch((e: unknown) => e);
+    expect(errorReason(err)).toBe("NO_SPACE");
+    for (const l of [c.a, kept, c.b, c.c, held]) expect(await present(l, w)).toBe(true);
+    unpin();
+    // A user LoRA identical to a shared one costs the budget nothing: the shared file holds the bytes.
+    const before = userLoraBytes(w.db);
+    await linkOf(w, c.shared, `users/${V}/6-style.safetensors`, 0);
+    expect(userLoraBytes(w.db)).toBe(before);
+  });
+
+  test("evicting one path frees nothing until the last path goes", async () => {
+    const w = await world({ maxBytes: 1024 });
+    const c = await standardCache(w);
+    const twin = await linkOf(w, c.a, `users/${V}/1-a.safetensors`, 0);
+    const [one] = await w.space.evictSelected([{ path: c.a.path }], "admin");
+    expect(one).toMatchObject({ path: c.a.path, sizeBytes: 200, freedBytes: 0 });
+    expect(await present(twin, w)).toBe(true);
+    expect(await fs.readFile(twin.path)).toHaveLength(200);
+    const [last] = await w.space.evictSelected([{ path: twin.path }], "admin");
+    expect(last).toMatchObject({ path: twin.path, freedBytes: 200 });
+  });
 });

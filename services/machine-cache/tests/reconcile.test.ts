@@ -4,7 +4,7 @@ import path from "node:path";
 import { createLogger, ManualClock } from "@emprops/platform";
 import { PARTIAL_SUFFIX, SIDECAR_SUFFIX } from "../src/cache/cache-layout.js";
 import { findLoraFileByPath } from "../src/db/lora-files.js";
-import { getModel, registerModel } from "../src/db/models.js";
+import { getModel, registerModel, userLoraBytes } from "../src/db/models.js";
 import { openDatabase } from "../src/db/open-database.js";
 import { toPythonIso } from "../src/db/python-time.js";
 import { savePartialState } from "../src/download/partial-state.js";
@@ -145,6 +145,7 @@ test("after a crash the database and the disk are made to agree", async () => {
     removedPartials: 2,
     foreignFiles: 1,
     unownedFiles: 1,
+    contentIdsSet: 1,
   });
   db.close();
 });
@@ -181,4 +182,70 @@ test("another model_cache.db (MODEL_CACHE_DB changed, or the node package's afte
   expect(removing).toMatchObject({ removedFiles: 2, unownedFiles: 2 });
   for (const lora of cached) expect(await exists(lora.path)).toBe(false);
   after.close();
+});
+
+test("a model_cache.db from before links migrates; start-up records each file's identity, so linked paths count once", async () => {
+  const base = path.join(root, "links");
+  const loraDir = path.join(base, "models", "loras");
+  const file = path.join(base, "model_cache.db");
+  const clock = new ManualClock(new Date());
+  const V = "3c9e1a57-0d2b-4f86-a4c1-5e7b9d0f2a63";
+  const old = openDatabase(file);
+  const mine = await seedLora(old, loraDir, {
+    relativePath: `users/${U}/1-same.safetensors`,
+    sizeBytes: 300,
+    lastUsed: clock.now(),
+    sha256: "ab".repeat(32),
+  });
+  const theirs = await seedLora(old, loraDir, {
+    relativePath: `users/${V}/2-same.safetensors`,
+    sizeBytes: 300,
+    lastUsed: clock.now(),
+    sha256: "ab".repeat(32),
+  });
+  // The second path made a hard link of the first, as a linked reference is.
+  await fs.rm(theirs.path);
+  await fs.link(mine.path, theirs.path);
+  // The schema as the previous version left it: lora_files without content_id, user_version 2.
+  old.exec(
+    "DROP INDEX lora_files_content; DROP INDEX lora_files_sha256; ALTER TABLE lora_files DROP COLUMN content_id",
+  );
+  old.pragma("user_version = 2");
+  old.close();
+
+  const db = openDatabase(file);
+  expect(db.pragma("user_version", { simple: true })).toBe(3);
+  // Before reconciliation the identities are unknown: each path counts as a content of its own.
+  expect(findLoraFileByPath(db, mine.path)?.content_id).toBe("");
+  expect(userLoraBytes(db)).toBe(600);
+  const report = await reconcile({
+    db,
+    loraDir,
+    userLoraDir: defaultUserLoraDir(loraDir),
+    clock,
+    logger: createLogger("t", "silent"),
+    partialMaxAgeMs: HOUR,
+    removeUnownedFiles: false,
+  });
+  expect(report).toMatchObject({ removedFiles: 0, droppedRows: 0, contentIdsSet: 2 });
+  const ids = [mine, theirs].map((l) => findLoraFileByPath(db, l.path)?.content_id);
+  expect(ids[0]).not.toBe("");
+  expect(ids[1]).toBe(ids[0]);
+  expect(userLoraBytes(db)).toBe(300);
+  for (const l of [mine, theirs]) expect(await exists(l.path)).toBe(true);
+  // Run again: nothing left to record.
+  expect(
+    (
+      await reconcile({
+        db,
+        loraDir,
+        userLoraDir: defaultUserLoraDir(loraDir),
+        clock,
+        logger: createLogger("t", "silent"),
+        partialMaxAgeMs: HOUR,
+        removeUnownedFiles: false,
+      })
+    ).contentIdsSet,
+  ).toBe(0);
+  db.close();
 });

@@ -17,6 +17,7 @@ import { downloadOutcomeOf, notFound } from "./item-errors.js";
 import { extensionOf, type LoraKey, keyString } from "./lora-key.js";
 import type { HoldingsRecorder } from "../reporting/holdings-publisher.js";
 import { isDeleted, registerDownloaded } from "./register.js";
+import { fromSameContent } from "./same-content.js";
 import { type Requester, type ResolveDeps, resolveOne } from "./resolve.js";
 import type { SpaceManager } from "./space-manager.js";
 
@@ -119,6 +120,12 @@ export class LoraFetcher {
         const ready = await this.presentCopy(key, lora, target);
         if (ready) return ready;
         if (isDeleted(db, key)) throw notFound(key);
+        // The same bytes cached under another path (another user's, a shared LoRA's): linked, not downloaded.
+        const same = await fromSameContent(this.deps, key, lora, target);
+        if (same) {
+          span.setAttributes({ "lora.outcome": "same_content" });
+          return same;
+        }
         const reservation = await space.reserve({
           path: target,
           sizeBytes,

@@ -1,7 +1,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import { recordEvent } from "../db/cache-events.js";
-import { type LoraFileRow, upsertLoraFile } from "../db/lora-files.js";
+import { contentIdOf, type LoraFileRow, upsertLoraFile } from "../db/lora-files.js";
 import { registerModel, SHARED_LORA, USER_LORA } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import { toPythonIso } from "../db/python-time.js";
@@ -46,6 +46,7 @@ export async function registerDownloaded(
 ): Promise<void> {
   const { key } = file;
   if (file.mode !== undefined) await fs.chmod(file.path, file.mode);
+  const stat = await fs.stat(file.path);
   const row: LoraFileRow = {
     path: file.path,
     source: key.source,
@@ -55,6 +56,7 @@ export async function registerDownloaded(
     sha256: file.sha256,
     size_bytes: file.sizeBytes,
     validated_at_ms: now.getTime(),
+    content_id: contentIdOf(stat),
   };
   const deleted = await writeTransaction(db, () => {
     if (isDeleted(db, key)) return true;

@@ -4,7 +4,14 @@ import { ErrorReason } from "@emprops/contracts";
 import { type Clock, type Logger, rpcError } from "@emprops/platform";
 import pLimit from "p-limit";
 import { evictedBytesSince } from "../db/cache-events.js";
-import { evictableUserLoras, getModel, type ModelRow, userLoraBytes } from "../db/models.js";
+import {
+  evictableUserContents,
+  evictableUserLoras,
+  getModel,
+  type KeyedModelRow,
+  type ModelRow,
+  userLoraBytes,
+} from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import { inflationReader, raiseInflation } from "../db/gdsf-inflation.js";
 import { type CacheSettings, EVICTION_POLICIES, readSettings } from "../db/settings.js";
@@ -30,9 +37,12 @@ const DAY_MS = 24 * 3600 * 1000;
 /**
  * The cache's budget: user LoRAs on disk plus downloads in flight never
  * exceed lora_cache_max_gb, and a download never leaves less than
- * min_free_space_gb free. Making room evicts the least recently used user
- * LoRAs that are neither protected, ignored, pinned by a batch in progress
- * nor being downloaded, and only as many as needed. One decision at a time.
+ * min_free_space_gb free. Each content counts once: paths linked to one file
+ * (identical LoRAs of several users) are one candidate, used when any of
+ * them was, and making room removes all of them, since only that frees its
+ * bytes. Making room evicts the least recently used user LoRAs that are
+ * neither protected, ignored, pinned by a batch in progress nor being
+ * downloaded, and only as many as needed. One decision at a time.
  */
 export class SpaceManager {
   private readonly lock = pLimit(1);
@@ -87,7 +97,7 @@ export class SpaceManager {
         if (req.maxEvictBytes !== undefined && victimBytes > req.maxEvictBytes) {
           throw noSpace("warming may not evict that much", { required_bytes: victimBytes });
         }
-        for (const v of victims) {
+        for (const v of victims.flatMap((content) => choice.paths(content))) {
           await this.deps.evictor.evict(v, settings.evictionPolicy, {
             for_path: req.path,
             ...(req.maxEvictBytes !== undefined ? { for_warm: true } : {}),
@@ -126,16 +136,17 @@ export class SpaceManager {
     return this.lock(async () => {
       const evicted: Evicted[] = [];
       let freed = 0;
-      for (const row of byLeastRecentlyUsed(this.candidates())) {
+      const contents = this.contents();
+      for (const content of byLeastRecentlyUsed([...contents.keys()])) {
         if (freed >= bytes) break;
-        evicted.push(await this.deps.evictor.evict(row, reason));
-        freed += row.size_bytes;
+        for (const row of contents.get(content) ?? []) evicted.push(await this.deps.evictor.evict(row, reason));
+        freed += content.size_bytes;
       }
       return evicted;
     });
   }
 
-  /** Evicts user LoRAs not used for lora_max_age_days. */
+  /** Evicts user LoRAs not used for lora_max_age_days, path by path (a linked file stays while any path does). */
   runAgePolicy(): Promise<Evicted[]> {
     return this.lock(async () => {
       const settings = readSettings(this.deps.db);
@@ -195,11 +206,13 @@ export class SpaceManager {
   private chooseVictims(
     settings: CacheSettings,
     bytes: number,
-  ): { victims: ModelRow[]; commit(): Promise<void> } | undefined {
-    const candidates = this.candidates();
+  ): { victims: ModelRow[]; paths(content: ModelRow): ModelRow[]; commit(): Promise<void> } | undefined {
+    const contents = this.contents();
+    const candidates = [...contents.keys()];
+    const paths = (content: ModelRow) => contents.get(content) ?? [];
     if (settings.evictionPolicy === "lru") {
       const victims = pickLru(candidates, bytes);
-      return victims && { victims, commit: async () => {} };
+      return victims && { victims, paths, commit: async () => {} };
     }
     const { db, clock } = this.deps;
     const inflationAt = inflationReader(db);
@@ -207,6 +220,7 @@ export class SpaceManager {
     if (!picked) return undefined;
     return {
       victims: picked.victims,
+      paths,
       commit: () => {
         const now = clock.now().getTime();
         const oldestUse = evictableUserLoras(db).reduce((min, row) => Math.min(min, lastUsedMs(row)), now);
@@ -217,6 +231,33 @@ export class SpaceManager {
 
   private candidates(): ModelRow[] {
     return evictableUserLoras(this.deps.db).filter((row) => !this.deps.busy(row.path));
+  }
+
+  /**
+   * Each content eviction may free now as one row for the policies (its
+   * size, its latest use, the uses of all its paths), with its paths. A
+   * content any of whose paths is busy stays whole.
+   */
+  private contents(): Map<ModelRow, KeyedModelRow[]> {
+    const byContent = new Map<string, KeyedModelRow[]>();
+    for (const row of evictableUserContents(this.deps.db)) {
+      const paths = byContent.get(row.content);
+      if (paths) paths.push(row);
+      else byContent.set(row.content, [row]);
+    }
+    const contents = new Map<ModelRow, KeyedModelRow[]>();
+    for (const paths of byContent.values()) {
+      if (paths.some((row) => this.deps.busy(row.path))) continue;
+      const latest = paths.reduce((a, b) => (lastUsedMs(b) > lastUsedMs(a) ? b : a));
+      const content: ModelRow = {
+        ...latest,
+        id: Math.min(...paths.map((row) => row.id)),
+        size_bytes: Math.max(...paths.map((row) => row.size_bytes)),
+        use_count: paths.reduce((sum, row) => sum + (row.use_count ?? 0), 0),
+      };
+      contents.set(content, paths);
+    }
+    return contents;
   }
 }
 

@@ -17,9 +17,19 @@ export interface LoraFileRow {
   size_bytes: number;
   /** When the registry last confirmed the LoRA exists (epoch ms). */
   validated_at_ms: number;
+  /**
+   * The file itself (device:inode): hard links of one file share it, so its
+   * bytes are on disk once. "" until known (rows from before links): a content of its own.
+   */
+  content_id: string;
 }
 
-const COLUMNS = "path, source, identifier, user_id, file_name, sha256, size_bytes, validated_at_ms";
+const COLUMNS = "path, source, identifier, user_id, file_name, sha256, size_bytes, validated_at_ms, content_id";
+
+/** A file's content_id: what hard links of one file have in common. */
+export function contentIdOf(stat: { dev: number; ino: number }): string {
+  return `${stat.dev}:${stat.ino}`;
+}
 
 export function findLoraFile(
   db: Db,
@@ -59,15 +69,36 @@ export function allLoraFiles(db: Db): LoraFileRow[] {
   return prepared<[], LoraFileRow>(db, `SELECT ${COLUMNS} FROM lora_files`).all();
 }
 
-export function upsertLoraFile(db: Db, row: LoraFileRow): void {
+export function upsertLoraFile(db: Db, row: Omit<LoraFileRow, "content_id"> & { content_id?: string }): void {
   prepared(
     db,
     `INSERT INTO lora_files (${COLUMNS})
-     VALUES (@path, @source, @identifier, @user_id, @file_name, @sha256, @size_bytes, @validated_at_ms)
+     VALUES (@path, @source, @identifier, @user_id, @file_name, @sha256, @size_bytes, @validated_at_ms, @content_id)
      ON CONFLICT(path) DO UPDATE SET source = excluded.source, identifier = excluded.identifier,
        user_id = excluded.user_id, file_name = excluded.file_name, sha256 = excluded.sha256,
-       size_bytes = excluded.size_bytes, validated_at_ms = excluded.validated_at_ms`,
-  ).run(row);
+       size_bytes = excluded.size_bytes, validated_at_ms = excluded.validated_at_ms, content_id = excluded.content_id`,
+  ).run({ ...row, content_id: row.content_id ?? "" });
+}
+
+/** Cached files with this content (sha256 and size), any reference's: where a new reference may link to. */
+export function loraFilesWithContent(db: Db, sha256: string, sizeBytes: number): LoraFileRow[] {
+  return prepared<[string, number], LoraFileRow>(
+    db,
+    `SELECT ${COLUMNS} FROM lora_files WHERE sha256 = ? AND size_bytes = ? ORDER BY validated_at_ms DESC`,
+  ).all(sha256, sizeBytes);
+}
+
+/** How many paths still hold this file (its hard links with rows); 0 for "" (a content of its own). */
+export function referencesOfContent(db: Db, contentId: string): number {
+  if (!contentId) return 0;
+  const row = prepared<[string], { n: number }>(db, "SELECT COUNT(*) AS n FROM lora_files WHERE content_id = ?").get(
+    contentId,
+  );
+  return row?.n ?? 0;
+}
+
+export function setContentId(db: Db, path: string, contentId: string): void {
+  prepared(db, "UPDATE lora_files SET content_id = ? WHERE path = ?").run(contentId, path);
 }
 
 /** Inside writeTransaction, with moveModel. */

@@ -72,12 +72,62 @@ export function evictableUserLoras(db: Db): ModelRow[] {
   ).all(USER_LORA);
 }
 
+/**
+ * Every models row with the content it holds: its lora_files content_id (hard
+ * links of one file share it), or its own path when that is unknown.
+ */
+const KEYED = `keyed AS (
+  SELECT m.id, m.path, m.model_type, m.filename, m.size_bytes, m.last_used, m.use_count, m.download_date,
+         m.protected, m.is_ignore, COALESCE(NULLIF(f.content_id, ''), m.path) AS content
+    FROM models m LEFT JOIN lora_files f ON f.path = m.path)`;
+
+/**
+ * Bytes of user LoRAs against lora_cache_max_gb: each content once, however
+ * many users' paths link to it. A content also held under a shared path costs
+ * the budget nothing (evicting the user paths would free no byte).
+ */
 export function userLoraBytes(db: Db): number {
   const row = prepared<[string], { total: number | null }>(
     db,
-    "SELECT SUM(size_bytes) AS total FROM models WHERE model_type = ?",
+    `WITH ${KEYED}
+     SELECT SUM(size) AS total FROM (
+       SELECT MAX(size_bytes) AS size FROM keyed GROUP BY content HAVING MIN(model_type = ?) = 1)`,
   ).get(USER_LORA);
   return row?.total ?? 0;
+}
+
+/** A models row and the content it holds (see KEYED). */
+export interface KeyedModelRow extends ModelRow {
+  content: string;
+}
+
+/**
+ * The rows of every content that eviction may free: all its paths are user
+ * LoRAs, neither protected nor ignored. A content with any other path (a
+ * shared LoRA, a protected copy) stays whatever happens to its user paths.
+ */
+export function evictableUserContents(db: Db): KeyedModelRow[] {
+  return prepared<[string], KeyedModelRow>(
+    db,
+    `WITH ${KEYED},
+       evictable AS (
+         SELECT content FROM keyed GROUP BY content
+         HAVING MIN(model_type = ? AND IFNULL(protected, 0) = 0 AND IFNULL(is_ignore, 0) = 0) = 1)
+     SELECT keyed.* FROM keyed JOIN evictable USING (content)`,
+  ).all(USER_LORA);
+}
+
+/** Each content's bytes once, of the rows given (by path): hard links of one file count as one. */
+export function contentBytes(db: Db, paths: Iterable<string>): number {
+  const wanted = new Set(paths);
+  const contents = new Map<string, number>();
+  for (const row of prepared<[], { path: string; content: string; size_bytes: number }>(
+    db,
+    `WITH ${KEYED} SELECT path, content, size_bytes FROM keyed`,
+  ).iterate()) {
+    if (wanted.has(row.path)) contents.set(row.content, Math.max(contents.get(row.content) ?? 0, row.size_bytes ?? 0));
+  }
+  return [...contents.values()].reduce((s, b) => s + b, 0);
 }
 
 /** Rows whose path lies under dir (absolute, without trailing separator). */

@@ -81,6 +81,14 @@ const MIGRATIONS: string[] = [
     value REAL NOT NULL
   );
   `,
+  `
+  -- One copy per content: paths whose files are hard links of one file share its content_id (the file's
+  -- device:inode, set at registration and refreshed by start-up reconciliation; '' until then, which counts
+  -- as a content of its own). Same sha256 and size find a file to link a new reference to.
+  ALTER TABLE lora_files ADD COLUMN content_id TEXT NOT NULL DEFAULT '';
+  CREATE INDEX lora_files_content ON lora_files (content_id);
+  CREATE INDEX lora_files_sha256 ON lora_files (sha256, size_bytes);
+  `,
 ];
 
 /** How long a write waits for another process's lock, in all, when nothing else is said (milliseconds). */

@@ -9,7 +9,7 @@ export function startAgeEvictionJob(deps: { pattern: string; space: SpaceManager
     tracer().startActiveSpan("machine-cache.age_eviction", async (span) => {
       try {
         const evicted = await space.runAgePolicy();
-        const freed = evicted.reduce((s, e) => s + e.sizeBytes, 0);
+        const freed = evicted.reduce((s, e) => s + e.freedBytes, 0);
         span.setAttributes({ "eviction.count": evicted.length, "eviction.freed_bytes": freed });
         logger.info({ evicted: evicted.length, freed_bytes: freed }, "age eviction ran");
       } finally {

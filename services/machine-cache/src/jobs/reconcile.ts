@@ -3,7 +3,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import type { Clock, Logger } from "@emprops/platform";
 import { PARTIAL_SUFFIX, SHARED_DIR, SIDECAR_SUFFIX } from "../cache/cache-layout.js";
-import { allLoraFiles, deleteLoraFile, findLoraFileByPath } from "../db/lora-files.js";
+import { allLoraFiles, contentIdOf, deleteLoraFile, findLoraFileByPath, setContentId } from "../db/lora-files.js";
 import { deleteModel, getModel, modelsUnder } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import { writeTransaction } from "../db/write-transaction.js";
@@ -19,6 +19,8 @@ export interface ReconcileReport {
   foreignFiles: number;
   /** Files with no row at all: reported, removed only with `removeUnownedFiles`. */
   unownedFiles: number;
+  /** This service's rows whose file identity (content_id) was unknown or had changed, now the file's. */
+  contentIdsSet: number;
 }
 
 export interface ReconcileDeps {
@@ -41,7 +43,11 @@ export interface ReconcileDeps {
  * - rows under the cache's directories whose file is missing are dropped
  *   (rows only);
  * - this service's files with the wrong size, or whose models row is gone,
- *   are removed with their rows;
+ *   are removed with their rows (that path only: other hard links of the
+ *   file are checked as files of their own);
+ * - each of this service's rows records its file's identity (device:inode),
+ *   so paths linked to one file count as one content (rows from before
+ *   links, or a file replaced behind our back, get it here);
  * - a partial download with a readable sidecar younger than
  *   `partialMaxAgeMs` is kept so the next request resumes it, any other is
  *   removed;
@@ -60,6 +66,7 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
     removedPartials: 0,
     foreignFiles: 0,
     unownedFiles: 0,
+    contentIdsSet: 0,
   };
   const sharedDir = path.join(loraDir, SHARED_DIR);
   await fs.mkdir(userLoraDir, { recursive: true });
@@ -82,10 +89,14 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
   const rows = new Map([...modelsUnder(db, loraDir), ...modelsUnder(db, userLoraDir)].map((r) => [r.path, r]));
   for (const row of rows.values()) {
     const stat = await statOrUndefined(row.path);
+    const ours = findLoraFileByPath(db, row.path);
     if (!stat?.isFile()) await dropRows(row.path, "file missing");
-    else if (findLoraFileByPath(db, row.path) && stat.size !== row.size_bytes) {
+    else if (ours && stat.size !== row.size_bytes) {
       await removeFile(row.path, `size ${stat.size} differs from the recorded ${row.size_bytes}`);
       await dropRows(row.path, "file truncated");
+    } else if (ours && ours.content_id !== contentIdOf(stat)) {
+      await writeTransaction(db, () => setContentId(db, row.path, contentIdOf(stat)));
+      report.contentIdsSet++;
     }
   }
   for (const row of allLoraFiles(db)) {

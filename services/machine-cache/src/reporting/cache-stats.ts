@@ -5,7 +5,7 @@ import type { Clock } from "@emprops/platform";
 import { lastUsedMs } from "../cache/eviction-policies.js";
 import { diskFreeBytes } from "../cache/space-manager.js";
 import { eventTotalsSince } from "../db/cache-events.js";
-import { modelsUnder, USER_LORA } from "../db/models.js";
+import { contentBytes, modelsUnder, USER_LORA, userLoraBytes } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import { GIB, readSettings } from "../db/settings.js";
 
@@ -15,6 +15,9 @@ const DAY_MS = 24 * 3600 * 1000;
  * The specification's cache-stats fields for this machine. Every row under
  * models/loras and the user LoRA directory counts: user_lora rows as user
  * LoRAs, the rest (shared/ and what the node package put there) as shared ones.
+ * Bytes are each content's once (paths linked to one file share it): user
+ * bytes as the budget counts them, shared bytes with every content a shared
+ * path holds, so together they are what the files take on disk.
  */
 export async function cacheStats(deps: {
   db: Db;
@@ -30,9 +33,11 @@ export async function cacheStats(deps: {
   const rows = [...byPath.values()];
   const user = rows.filter((r) => r.model_type === USER_LORA);
   const shared = rows.filter((r) => r.model_type !== USER_LORA);
-  const bytes = (list: typeof rows) => list.reduce((s, r) => s + (r.size_bytes ?? 0), 0);
-  const userBytes = bytes(user);
-  const sharedBytes = bytes(shared);
+  const userBytes = userLoraBytes(db);
+  const sharedBytes = contentBytes(
+    db,
+    shared.map((r) => r.path),
+  );
   const totals = eventTotalsSince(db, now.getTime() - DAY_MS);
   const requests = totals.hits + totals.misses;
   const oldest = rows.length > 0 ? Math.min(...rows.map(lastUsedMs)) : now.getTime();

@@ -64,7 +64,8 @@ export function evictLoras(ctx: AppContext): Partial<ServiceImpl<typeof MachineC
         evicted: evicted.map((e) =>
           create(EvictedModelSchema, { path: e.relativePath, sizeBytes: BigInt(e.sizeBytes), reason: e.reason }),
         ),
-        freedBytes: BigInt(evicted.reduce((s, e) => s + e.sizeBytes, 0)),
+        // A path other paths still link to frees nothing.
+        freedBytes: BigInt(evicted.reduce((s, e) => s + e.freedBytes, 0)),
       });
     },
   };
