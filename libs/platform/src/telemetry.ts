@@ -74,12 +74,10 @@ export function serverTracingInterceptor(): Interceptor {
       parent,
     );
     const started = performance.now();
-    let status = "ok";
-    let reason: string | undefined;
-    return context.with(trace.setSpan(parent, span), async () => {
-      try {
-        return await next(req);
-      } catch (err) {
+    const finish = (err?: unknown) => {
+      let status = "ok";
+      let reason: string | undefined;
+      if (err !== undefined) {
         const ce = ConnectError.from(err);
         status = Code[ce.code];
         reason = reasonOf(ce);
@@ -88,18 +86,46 @@ export function serverTracingInterceptor(): Interceptor {
           span.recordException(ce);
           span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
         }
-        throw err;
-      } finally {
-        span.setAttribute("rpc.connect_rpc.status_code", status);
-        span.end();
-        duration.record((performance.now() - started) / 1000, {
-          ...attributes,
-          "rpc.connect_rpc.status_code": status,
-          ...(reason ? { "emprops.error.reason": reason } : {}),
-        });
+      } else if (req.signal.aborted) {
+        status = Code[Code.Canceled];
       }
+      span.setAttribute("rpc.connect_rpc.status_code", status);
+      span.end();
+      duration.record((performance.now() - started) / 1000, {
+        ...attributes,
+        "rpc.connect_rpc.status_code": status,
+        ...(reason ? { "emprops.error.reason": reason } : {}),
+      });
+    };
+    return context.with(trace.setSpan(parent, span), async () => {
+      let res;
+      try {
+        res = await next(req);
+      } catch (err) {
+        finish(err);
+        throw err;
+      }
+      if (!res.stream) {
+        finish();
+        return res;
+      }
+      // A streamed answer ends with its last message, or its error.
+      return { ...res, message: observeEnd(res.message, finish) };
     });
   };
+}
+
+/** The same messages; `finish` is told once the stream ends, with its error if it failed. */
+async function* observeEnd<T>(messages: AsyncIterable<T>, finish: (err?: unknown) => void): AsyncIterable<T> {
+  let failure: { err: unknown } | undefined;
+  try {
+    yield* messages;
+  } catch (err) {
+    failure = { err };
+    throw err;
+  } finally {
+    finish(failure?.err);
+  }
 }
 
 /**

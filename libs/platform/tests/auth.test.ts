@@ -297,9 +297,10 @@ describe("acting as a user", () => {
 
   test("a rule is required for every RPC of a service", () => {
     expect(() =>
-      servicePolicy(MachineCacheService, { ensureLoras: "public" } as unknown as Parameters<
-        typeof servicePolicy<typeof MachineCacheService>
-      >[1]),
+      servicePolicy(MachineCacheService, {
+        ensureLoras: "public",
+        ensureLorasWithProgress: "public",
+      } as unknown as Parameters<typeof servicePolicy<typeof MachineCacheService>>[1]),
     ).toThrow(/no access rule for emprops.cache.v1.MachineCacheService\/GetCacheStats/);
     expect(() =>
       servicePolicy(LoraResolverService, {

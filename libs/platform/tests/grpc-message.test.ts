@@ -48,6 +48,7 @@ describe("grpc-message is percent-encoded as the gRPC HTTP/2 spec says", () => {
         authInterceptor(createTokenVerifier({ secret: SECRET }), [
           servicePolicy(MachineCacheService, {
             ensureLoras: MACHINE,
+            ensureLorasWithProgress: MACHINE,
             getCacheStats: MACHINE,
             listCachedModels: MACHINE,
             evictLoras: MACHINE,

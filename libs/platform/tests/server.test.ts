@@ -34,6 +34,7 @@ describe("RPC server", () => {
         authInterceptor(createTokenVerifier({ secret: SECRET }), [
           servicePolicy(MachineCacheService, {
             ensureLoras: ANY_MACHINE,
+            ensureLorasWithProgress: ANY_MACHINE,
             getCacheStats: ANY_MACHINE,
             listCachedModels: ANY_MACHINE,
             evictLoras: ANY_MACHINE,

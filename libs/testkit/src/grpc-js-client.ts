@@ -119,6 +119,41 @@ export function grpcUnary<Response = Record<string, unknown>>(
 }
 
 /**
+ * Calls a server-streaming method of a client made by createGrpcJsClient()
+ * and collects its messages; `onMessage` sees each as it arrives and may
+ * cancel the call (grpc-js's cancel(): the server sees the client go away).
+ * Resolves with the messages once the stream ends; rejects with grpc-js's
+ * ServiceError when it ends with an error status (CANCELLED after a cancel).
+ */
+export function grpcServerStream<Response = Record<string, unknown>>(
+  client: grpc.Client,
+  method: string,
+  request: object,
+  options: GrpcCallOptions & { onMessage?: (message: Response, cancel: () => void) => void } = {},
+): Promise<Response[]> {
+  const definition = methodDefinition(client, method);
+  if (definition.requestStream || !definition.responseStream)
+    throw new Error(`${definition.path} is not server-streaming`);
+  const call = client.makeServerStreamRequest(
+    definition.path,
+    definition.requestSerialize,
+    definition.responseDeserialize,
+    request,
+    toMetadata(options.metadata),
+    callOptions(options),
+  );
+  return new Promise((resolve, reject) => {
+    const messages: Response[] = [];
+    call.on("data", (message: Response) => {
+      messages.push(message);
+      options.onMessage?.(message, () => call.cancel());
+    });
+    call.on("error", reject);
+    call.on("end", () => resolve(messages));
+  });
+}
+
+/**
  * Asks a server's reflection service (`v1` by default, or `v1alpha`) to list
  * its services, over the bidirectional ServerReflectionInfo stream, and
  * returns their fully qualified names in the server's order.

@@ -25,6 +25,7 @@ export {
   loadServiceDefinition,
   createGrpcJsClient,
   grpcUnary,
+  grpcServerStream,
   listServicesViaReflection,
   DEFAULT_LOADER_OPTIONS,
   DEFAULT_DEADLINE_MS,

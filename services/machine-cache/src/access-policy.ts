@@ -9,6 +9,7 @@ const ADMIN: RpcRule = { allow: ["admin"] };
 export const machineCacheAccessPolicy: ServicePolicy[] = [
   servicePolicy(MachineCacheService, {
     ensureLoras: MACHINE_OR_ADMIN,
+    ensureLorasWithProgress: MACHINE_OR_ADMIN,
     getCacheStats: MACHINE_OR_ADMIN,
     listCachedModels: MACHINE_OR_ADMIN,
     evictLoras: ADMIN,

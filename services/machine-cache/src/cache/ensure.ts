@@ -1,6 +1,15 @@
 import { performance } from "node:perf_hooks";
 import { create } from "@bufbuild/protobuf";
-import { type EnsuredLora, EnsuredLoraSchema, type ItemError, reasonName, type ResolvedLora } from "@emprops/contracts";
+import {
+  type EnsuredLora,
+  EnsuredLoraSchema,
+  type ItemError,
+  LoraPhase,
+  type LoraProgress,
+  LoraProgressSchema,
+  reasonName,
+  type ResolvedLora,
+} from "@emprops/contracts";
 import { type Clock, tracer } from "@emprops/platform";
 import pLimit from "p-limit";
 import { recordEvent } from "../db/cache-events.js";
@@ -47,6 +56,8 @@ export interface EnsureInput {
   keys: LoraKey[];
   /** What is left of the caller's deadline when the request arrived (ms); undefined: none. */
   timeoutMs?: number;
+  /** Told each reference's progress (EnsureLorasWithProgress); must not throw. */
+  onProgress?: (progress: LoraProgress) => void;
 }
 
 /** The positions in a batch that name one reference. */
@@ -89,6 +100,8 @@ class Batch {
   private readonly started = performance.now();
   private readonly results: (EnsuredLora | undefined)[];
   private readonly unpins: (() => void)[] = [];
+  /** The last progress told of each reference (by keyString), whose bytes later phases keep. */
+  private readonly told = new Map<string, LoraProgress>();
 
   constructor(
     private readonly deps: EnsureDeps,
@@ -100,6 +113,7 @@ class Batch {
   async run(): Promise<EnsuredLora[]> {
     const { hits, stale, misses } = await this.classify();
     const toFetch: FetchGroup[] = [];
+    for (const g of [...stale, ...misses]) this.tell(g, LoraPhase.RESOLVING);
     if (stale.length > 0 || misses.length > 0) await this.resolve(stale, misses, hits, toFetch);
     await this.answerHits(hits);
     await this.fetchAll(toFetch.sort((a, b) => (a.indices[0] as number) - (b.indices[0] as number)));
@@ -280,7 +294,21 @@ class Batch {
         this.unpins.push(pins.pin([fetcher.targetPath(g.key, g.lora)]));
         let file: FetchedLora;
         try {
-          file = await limit(() => fetcher.fetch(g.key, g.lora, who));
+          file = await limit(() =>
+            fetcher.fetch(
+              g.key,
+              g.lora,
+              who,
+              this.input.onProgress &&
+                ((p, joined) =>
+                  this.tell(g, p.phase === "verifying" ? LoraPhase.VERIFYING : LoraPhase.DOWNLOADING, {
+                    bytesDone: BigInt(p.bytesDone),
+                    totalBytes: BigInt(p.totalBytes),
+                    attempt: p.attempt,
+                    joined,
+                  })),
+            ),
+          );
         } catch (err) {
           await this.answerError(g, downloadItemError(err));
           return;
@@ -326,6 +354,8 @@ class Batch {
           elapsedMs: this.elapsed(),
         });
       }
+      const size = BigInt(file.sizeBytes);
+      this.tell(g, LoraPhase.READY, { bytesDone: size, totalBytes: size });
     }
   }
 
@@ -340,6 +370,31 @@ class Batch {
       metrics.refs.add(1, { outcome: "error", reason: reasonName(error.reason) });
       this.results[i] = errorResult(g.key, error, this.elapsed());
     }
+    this.tell(g, LoraPhase.ERROR, { error });
+  }
+
+  /** Tells the caller where a reference is now; fields not given keep their last value. */
+  private tell(
+    g: Group,
+    phase: LoraPhase,
+    fields: Partial<Pick<LoraProgress, "bytesDone" | "totalBytes" | "attempt" | "joined" | "error">> = {},
+  ): void {
+    const { onProgress } = this.input;
+    if (!onProgress) return;
+    const id = keyString(g.key);
+    const last = this.told.get(id);
+    const progress = create(LoraProgressSchema, {
+      ref: referenceOf(g.key),
+      indices: g.indices,
+      phase,
+      bytesDone: last?.bytesDone ?? 0n,
+      totalBytes: last?.totalBytes ?? 0n,
+      attempt: last?.attempt ?? 0,
+      joined: last?.joined ?? false,
+      ...fields,
+    });
+    this.told.set(id, progress);
+    onProgress(progress);
   }
 
   /** The usage of a user LoRA by this job, for the registry's usage counts (one per distinct reference). */

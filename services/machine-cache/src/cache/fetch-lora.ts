@@ -9,6 +9,7 @@ import { getModel } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
 import { DownloadError, type DownloadResult, downloadFile } from "../download/download-file.js";
 import type { HashPool } from "../download/hash-pool.js";
+import { type DownloadProgress, ProgressFanOut } from "../download/progress.js";
 import type { SingleFlight } from "../download/singleflight.js";
 import { type Metrics, sizeBucket } from "../telemetry.js";
 import { absoluteInLoraDir, relativeToLoraDir, sharedLoraRelPath, userLoraRelPath } from "./cache-layout.js";
@@ -74,16 +75,34 @@ export class LoraFetcher {
   private readonly stopping = new AbortController();
   /** Consecutive download failures per LoRA: a warning and a gauge for alerts. */
   private readonly failures: RepeatedFailures;
+  /** The progress of each flight, by target path, for every caller waiting on it. */
+  private readonly progress = new Map<string, ProgressFanOut>();
 
   constructor(private readonly deps: LoraFetcherDeps) {
     this.failures = new RepeatedFailures({ name: "machine_cache.download", what: "download", logger: deps.logger });
   }
 
-  async fetch(key: LoraKey, lora: ResolvedLora, ctx: FetchContext): Promise<FetchOutcome> {
+  /** `onProgress` hears the flight's progress (thinned out), whether this caller started it or joined it. */
+  async fetch(
+    key: LoraKey,
+    lora: ResolvedLora,
+    ctx: FetchContext,
+    onProgress?: (progress: DownloadProgress, joined: boolean) => void,
+  ): Promise<FetchOutcome> {
     const target = this.targetPath(key, lora);
-    const { promise, joined } = this.deps.downloads.run(target, () => this.flight(key, lora, target, ctx));
-    const outcome = await promise;
-    return joined ? { ...outcome, bytesDownloaded: 0, attempts: 0, resumed: false, joined } : { ...outcome, joined };
+    const { promise, joined } = this.deps.downloads.run(target, () => {
+      // Set before run() returns (a flight starts synchronously), so its first caller hears every update too.
+      const fanOut = new ProgressFanOut();
+      this.progress.set(target, fanOut);
+      return this.flight(key, lora, target, ctx, fanOut).finally(() => this.progress.delete(target));
+    });
+    const unsubscribe = onProgress && this.progress.get(target)?.subscribe((p) => onProgress(p, joined));
+    try {
+      const outcome = await promise;
+      return joined ? { ...outcome, bytesDownloaded: 0, attempts: 0, resumed: false, joined } : { ...outcome, joined };
+    } finally {
+      unsubscribe?.();
+    }
   }
 
   /** Where a resolved LoRA lives (absolute): the user LoRA directory, or models/loras/shared. */
@@ -103,7 +122,13 @@ export class LoraFetcher {
     await this.deps.hashes.close();
   }
 
-  private flight(key: LoraKey, lora: ResolvedLora, target: string, ctx: FetchContext): Promise<FetchedLora> {
+  private flight(
+    key: LoraKey,
+    lora: ResolvedLora,
+    target: string,
+    ctx: FetchContext,
+    progress: ProgressFanOut,
+  ): Promise<FetchedLora> {
     const { db, space, clock } = this.deps;
     return tracer().startActiveSpan("machine-cache.download", async (span) => {
       const started = performance.now();
@@ -142,6 +167,7 @@ export class LoraFetcher {
               url: (refresh) =>
                 refresh || !lora.downloadUrl ? this.freshUrl(key, ctx) : Promise.resolve(lora.downloadUrl),
               signal: this.stopping.signal,
+              onProgress: (p) => progress.update(p),
             },
             this.deps.download,
             { dispatcher: this.deps.dispatcher, logger: this.deps.logger, hashes: this.deps.hashes },

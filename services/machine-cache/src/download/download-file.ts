@@ -14,6 +14,7 @@ import {
   savePartialState,
 } from "./partial-state.js";
 import { BlobSizeError, fetchRange, HttpStatusError, WriteBuffers } from "./range-fetch.js";
+import type { DownloadProgress } from "./progress.js";
 import { type Run, RunPlan } from "./run-plan.js";
 
 export interface DownloadSettings {
@@ -39,6 +40,8 @@ export interface DownloadRequest {
   /** A signed read URL; `refresh` is true after the previous one was refused (expired). */
   url: (refresh: boolean) => Promise<string>;
   signal?: AbortSignal;
+  /** Told at the start of each attempt, after each write, and when every byte is there (unthrottled). */
+  onProgress?: (progress: DownloadProgress) => void;
 }
 
 export interface DownloadResult {
@@ -110,6 +113,10 @@ export async function downloadFile(
   let resumed = false;
   let refreshUrl = false;
   let connections = 0;
+  /** Bytes on disk of the current attempt's plan, kept up to date without walking the parts at each write. */
+  let bytesDone = 0;
+  const report = (phase: DownloadProgress["phase"]) =>
+    req.onProgress?.({ phase, bytesDone, totalBytes: req.sizeBytes, attempt: attempts });
 
   let unsynced = 0;
   let syncing: Promise<void> | undefined;
@@ -157,6 +164,7 @@ export async function downloadFile(
       onWritten: (upTo) => {
         bytesDownloaded += upTo - at;
         unsynced += upTo - at;
+        bytesDone += upTo - at;
         at = upTo;
         // The parts this run covers, in order: each is done up to `upTo`.
         while (k < run.parts.length) {
@@ -168,13 +176,16 @@ export async function downloadFile(
         hash.advance(contiguousBytes(plan));
         syncInBackground();
         saveSidecarSoon();
+        report("downloading");
       },
     });
   };
 
   const attempt = async (): Promise<string> => {
     attempts++;
-    if (doneBytes(plan) > 0) resumed = true;
+    bytesDone = doneBytes(plan);
+    if (bytesDone > 0) resumed = true;
+    report("downloading");
     const runs = new RunPlan(plan);
     if (runs.pending > 0) {
       const url = new URL(await req.url(refreshUrl));
@@ -196,6 +207,7 @@ export async function downloadFile(
       await saveSidecarNow();
       if (failure !== undefined) throw classify(failure, attempts, () => (refreshUrl = true));
     }
+    report("verifying");
     const digest = await hash.digest(req.sizeBytes);
     if (req.sha256 && digest !== req.sha256) {
       for (const p of plan) p.done = 0;

@@ -2,8 +2,8 @@
 // @generated from file emprops/cache/v1/machine_cache_service.proto (package emprops.cache.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { MachineCacheStats } from "../../common/v1/cache_stats_pb.js";
 import { file_emprops_common_v1_cache_stats } from "../../common/v1/cache_stats_pb.js";
 import type { ItemError } from "../../common/v1/item_error_pb.js";
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file emprops/cache/v1/machine_cache_service.proto.
  */
 export const file_emprops_cache_v1_machine_cache_service: GenFile = /*@__PURE__*/
-  fileDesc("CixlbXByb3BzL2NhY2hlL3YxL21hY2hpbmVfY2FjaGVfc2VydmljZS5wcm90bxIQZW1wcm9wcy5jYWNoZS52MSKoAQoSRW5zdXJlTG9yYXNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhMKC3dvcmtmbG93X2lkGAMgASgJEhUKDXdvcmtmbG93X25hbWUYBCABKAkSLgoEcmVmcxgFIAMoCzIgLmVtcHJvcHMuY29tbW9uLnYxLkxvcmFSZWZlcmVuY2USFQoNd29ya2Zsb3dfanNvbhgGIAEoCSKWAgoLRW5zdXJlZExvcmESLQoDcmVmGAEgASgLMiAuZW1wcm9wcy5jb21tb24udjEuTG9yYVJlZmVyZW5jZRIMCgRwYXRoGAIgASgJEhEKCWNhY2hlX2hpdBgDIAEoCBISCgpzaXplX2J5dGVzGAQgASgDEhgKEGJ5dGVzX2Rvd25sb2FkZWQYBSABKAMSEgoKZWxhcHNlZF9tcxgGIAEoARIQCghhdHRlbXB0cxgHIAEoBRIPCgdyZXN1bWVkGAggASgIEisKBWVycm9yGAkgASgLMhwuZW1wcm9wcy5jb21tb24udjEuSXRlbUVycm9yEg4KBnNoYTI1NhgKIAEoCRIVCg1hYnNvbHV0ZV9wYXRoGAsgASgJIkUKE0Vuc3VyZUxvcmFzUmVzcG9uc2USLgoHcmVzdWx0cxgBIAMoCzIdLmVtcHJvcHMuY2FjaGUudjEuRW5zdXJlZExvcmEiFgoUR2V0Q2FjaGVTdGF0c1JlcXVlc3QiTAoVR2V0Q2FjaGVTdGF0c1Jlc3BvbnNlEjMKBXN0YXRzGAEgASgLMiQuZW1wcm9wcy5jb21tb24udjEuTWFjaGluZUNhY2hlU3RhdHMiVAoXTGlzdENhY2hlZE1vZGVsc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEgoKbW9kZWxfdHlwZRgDIAEoCSKTAgoLQ2FjaGVkTW9kZWwSCgoCaWQYASABKAMSDAoEcGF0aBgCIAEoCRISCgptb2RlbF90eXBlGAMgASgJEhAKCGZpbGVuYW1lGAQgASgJEhIKCnNpemVfYnl0ZXMYBSABKAMSLQoJbGFzdF91c2VkGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgl1c2VfY291bnQYByABKAMSMQoNZG93bmxvYWRfZGF0ZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJvdGVjdGVkGAkgASgIEhEKCWlzX2lnbm9yZRgKIAEoCBIVCg1yZWxhdGl2ZV9wYXRoGAsgASgJImIKGExpc3RDYWNoZWRNb2RlbHNSZXNwb25zZRItCgZtb2RlbHMYASADKAsyHS5lbXByb3BzLmNhY2hlLnYxLkNhY2hlZE1vZGVsEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKAAQoRRXZpY3RMb3Jhc1JlcXVlc3QSLgoEcmVmcxgBIAMoCzIgLmVtcHJvcHMuY29tbW9uLnYxLkxvcmFSZWZlcmVuY2USDwoHdXNlcl9pZBgCIAEoCRIWCg5ydW5fYWdlX3BvbGljeRgDIAEoCBISCgpmcmVlX2J5dGVzGAQgASgDIkAKDEV2aWN0ZWRNb2RlbBIMCgRwYXRoGAEgASgJEhIKCnNpemVfYnl0ZXMYAiABKAMSDgoGcmVhc29uGAMgASgJIloKEkV2aWN0TG9yYXNSZXNwb25zZRIvCgdldmljdGVkGAEgAygLMh4uZW1wcm9wcy5jYWNoZS52MS5FdmljdGVkTW9kZWwSEwoLZnJlZWRfYnl0ZXMYAiABKAMigwEKEFdhcm1Mb3Jhc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIuCgRyZWZzGAIgAygLMiAuZW1wcm9wcy5jb21tb24udjEuTG9yYVJlZmVyZW5jZRIXCg9pbmNsdWRlX3BvcHVsYXIYAyABKAgSFQoNcG9wdWxhcl9saW1pdBgEIAEoBSI7ChFXYXJtTG9yYXNSZXNwb25zZRIOCgZxdWV1ZWQYASABKAUSFgoOYWxyZWFkeV9jYWNoZWQYAiABKAUy7QMKE01hY2hpbmVDYWNoZVNlcnZpY2USWgoLRW5zdXJlTG9yYXMSJC5lbXByb3BzLmNhY2hlLnYxLkVuc3VyZUxvcmFzUmVxdWVzdBolLmVtcHJvcHMuY2FjaGUudjEuRW5zdXJlTG9yYXNSZXNwb25zZRJgCg1HZXRDYWNoZVN0YXRzEiYuZW1wcm9wcy5jYWNoZS52MS5HZXRDYWNoZVN0YXRzUmVxdWVzdBonLmVtcHJvcHMuY2FjaGUudjEuR2V0Q2FjaGVTdGF0c1Jlc3BvbnNlEmkKEExpc3RDYWNoZWRNb2RlbHMSKS5lbXByb3BzLmNhY2hlLnYxLkxpc3RDYWNoZWRNb2RlbHNSZXF1ZXN0GiouZW1wcm9wcy5jYWNoZS52MS5MaXN0Q2FjaGVkTW9kZWxzUmVzcG9uc2USVwoKRXZpY3RMb3JhcxIjLmVtcHJvcHMuY2FjaGUudjEuRXZpY3RMb3Jhc1JlcXVlc3QaJC5lbXByb3BzLmNhY2hlLnYxLkV2aWN0TG9yYXNSZXNwb25zZRJUCglXYXJtTG9yYXMSIi5lbXByb3BzLmNhY2hlLnYxLldhcm1Mb3Jhc1JlcXVlc3QaIy5lbXByb3BzLmNhY2hlLnYxLldhcm1Mb3Jhc1Jlc3BvbnNlYgZwcm90bzM", [file_emprops_common_v1_cache_stats, file_emprops_common_v1_item_error, file_emprops_common_v1_lora_reference, file_google_protobuf_timestamp]);
+  fileDesc("CixlbXByb3BzL2NhY2hlL3YxL21hY2hpbmVfY2FjaGVfc2VydmljZS5wcm90bxIQZW1wcm9wcy5jYWNoZS52MSKoAQoSRW5zdXJlTG9yYXNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhMKC3dvcmtmbG93X2lkGAMgASgJEhUKDXdvcmtmbG93X25hbWUYBCABKAkSLgoEcmVmcxgFIAMoCzIgLmVtcHJvcHMuY29tbW9uLnYxLkxvcmFSZWZlcmVuY2USFQoNd29ya2Zsb3dfanNvbhgGIAEoCSKWAgoLRW5zdXJlZExvcmESLQoDcmVmGAEgASgLMiAuZW1wcm9wcy5jb21tb24udjEuTG9yYVJlZmVyZW5jZRIMCgRwYXRoGAIgASgJEhEKCWNhY2hlX2hpdBgDIAEoCBISCgpzaXplX2J5dGVzGAQgASgDEhgKEGJ5dGVzX2Rvd25sb2FkZWQYBSABKAMSEgoKZWxhcHNlZF9tcxgGIAEoARIQCghhdHRlbXB0cxgHIAEoBRIPCgdyZXN1bWVkGAggASgIEisKBWVycm9yGAkgASgLMhwuZW1wcm9wcy5jb21tb24udjEuSXRlbUVycm9yEg4KBnNoYTI1NhgKIAEoCRIVCg1hYnNvbHV0ZV9wYXRoGAsgASgJIkUKE0Vuc3VyZUxvcmFzUmVzcG9uc2USLgoHcmVzdWx0cxgBIAMoCzIdLmVtcHJvcHMuY2FjaGUudjEuRW5zdXJlZExvcmEilwEKH0Vuc3VyZUxvcmFzV2l0aFByb2dyZXNzUmVzcG9uc2USMgoIcHJvZ3Jlc3MYASABKAsyHi5lbXByb3BzLmNhY2hlLnYxLkxvcmFQcm9ncmVzc0gAEjcKBnJlc3VsdBgCIAEoCzIlLmVtcHJvcHMuY2FjaGUudjEuRW5zdXJlTG9yYXNSZXNwb25zZUgAQgcKBWV2ZW50IvEBCgxMb3JhUHJvZ3Jlc3MSLQoDcmVmGAEgASgLMiAuZW1wcm9wcy5jb21tb24udjEuTG9yYVJlZmVyZW5jZRIPCgdpbmRpY2VzGAIgAygFEioKBXBoYXNlGAMgASgOMhsuZW1wcm9wcy5jYWNoZS52MS5Mb3JhUGhhc2USEgoKYnl0ZXNfZG9uZRgEIAEoAxITCgt0b3RhbF9ieXRlcxgFIAEoAxIPCgdhdHRlbXB0GAYgASgFEg4KBmpvaW5lZBgHIAEoCBIrCgVlcnJvchgIIAEoCzIcLmVtcHJvcHMuY29tbW9uLnYxLkl0ZW1FcnJvciIWChRHZXRDYWNoZVN0YXRzUmVxdWVzdCJMChVHZXRDYWNoZVN0YXRzUmVzcG9uc2USMwoFc3RhdHMYASABKAsyJC5lbXByb3BzLmNvbW1vbi52MS5NYWNoaW5lQ2FjaGVTdGF0cyJUChdMaXN0Q2FjaGVkTW9kZWxzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRISCgptb2RlbF90eXBlGAMgASgJIpMCCgtDYWNoZWRNb2RlbBIKCgJpZBgBIAEoAxIMCgRwYXRoGAIgASgJEhIKCm1vZGVsX3R5cGUYAyABKAkSEAoIZmlsZW5hbWUYBCABKAkSEgoKc2l6ZV9ieXRlcxgFIAEoAxItCglsYXN0X3VzZWQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXVzZV9jb3VudBgHIAEoAxIxCg1kb3dubG9hZF9kYXRlGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwcm90ZWN0ZWQYCSABKAgSEQoJaXNfaWdub3JlGAogASgIEhUKDXJlbGF0aXZlX3BhdGgYCyABKAkiYgoYTGlzdENhY2hlZE1vZGVsc1Jlc3BvbnNlEi0KBm1vZGVscxgBIAMoCzIdLmVtcHJvcHMuY2FjaGUudjEuQ2FjaGVkTW9kZWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIoABChFFdmljdExvcmFzUmVxdWVzdBIuCgRyZWZzGAEgAygLMiAuZW1wcm9wcy5jb21tb24udjEuTG9yYVJlZmVyZW5jZRIPCgd1c2VyX2lkGAIgASgJEhYKDnJ1bl9hZ2VfcG9saWN5GAMgASgIEhIKCmZyZWVfYnl0ZXMYBCABKAMiQAoMRXZpY3RlZE1vZGVsEgwKBHBhdGgYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAxIOCgZyZWFzb24YAyABKAkiWgoSRXZpY3RMb3Jhc1Jlc3BvbnNlEi8KB2V2aWN0ZWQYASADKAsyHi5lbXByb3BzLmNhY2hlLnYxLkV2aWN0ZWRNb2RlbBITCgtmcmVlZF9ieXRlcxgCIAEoAyKDAQoQV2FybUxvcmFzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEi4KBHJlZnMYAiADKAsyIC5lbXByb3BzLmNvbW1vbi52MS5Mb3JhUmVmZXJlbmNlEhcKD2luY2x1ZGVfcG9wdWxhchgDIAEoCBIVCg1wb3B1bGFyX2xpbWl0GAQgASgFIjsKEVdhcm1Mb3Jhc1Jlc3BvbnNlEg4KBnF1ZXVlZBgBIAEoBRIWCg5hbHJlYWR5X2NhY2hlZBgCIAEoBSqjAQoJTG9yYVBoYXNlEhoKFkxPUkFfUEhBU0VfVU5TUEVDSUZJRUQQABIYChRMT1JBX1BIQVNFX1JFU09MVklORxABEhoKFkxPUkFfUEhBU0VfRE9XTkxPQURJTkcQAhIYChRMT1JBX1BIQVNFX1ZFUklGWUlORxADEhQKEExPUkFfUEhBU0VfUkVBRFkQBBIUChBMT1JBX1BIQVNFX0VSUk9SEAUy4wQKE01hY2hpbmVDYWNoZVNlcnZpY2USWgoLRW5zdXJlTG9yYXMSJC5lbXByb3BzLmNhY2hlLnYxLkVuc3VyZUxvcmFzUmVxdWVzdBolLmVtcHJvcHMuY2FjaGUudjEuRW5zdXJlTG9yYXNSZXNwb25zZRJ0ChdFbnN1cmVMb3Jhc1dpdGhQcm9ncmVzcxIkLmVtcHJvcHMuY2FjaGUudjEuRW5zdXJlTG9yYXNSZXF1ZXN0GjEuZW1wcm9wcy5jYWNoZS52MS5FbnN1cmVMb3Jhc1dpdGhQcm9ncmVzc1Jlc3BvbnNlMAESYAoNR2V0Q2FjaGVTdGF0cxImLmVtcHJvcHMuY2FjaGUudjEuR2V0Q2FjaGVTdGF0c1JlcXVlc3QaJy5lbXByb3BzLmNhY2hlLnYxLkdldENhY2hlU3RhdHNSZXNwb25zZRJpChBMaXN0Q2FjaGVkTW9kZWxzEikuZW1wcm9wcy5jYWNoZS52MS5MaXN0Q2FjaGVkTW9kZWxzUmVxdWVzdBoqLmVtcHJvcHMuY2FjaGUudjEuTGlzdENhY2hlZE1vZGVsc1Jlc3BvbnNlElcKCkV2aWN0TG9yYXMSIy5lbXByb3BzLmNhY2hlLnYxLkV2aWN0TG9yYXNSZXF1ZXN0GiQuZW1wcm9wcy5jYWNoZS52MS5FdmljdExvcmFzUmVzcG9uc2USVAoJV2FybUxvcmFzEiIuZW1wcm9wcy5jYWNoZS52MS5XYXJtTG9yYXNSZXF1ZXN0GiMuZW1wcm9wcy5jYWNoZS52MS5XYXJtTG9yYXNSZXNwb25zZWIGcHJvdG8z", [file_emprops_common_v1_cache_stats, file_emprops_common_v1_item_error, file_emprops_common_v1_lora_reference, file_google_protobuf_timestamp]);
 
 /**
  * The LoRAs one job needs.
@@ -193,6 +193,121 @@ export const EnsureLorasResponseSchema: GenMessage<EnsureLorasResponse> = /*@__P
   messageDesc(file_emprops_cache_v1_machine_cache_service, 2);
 
 /**
+ * One message of an EnsureLorasWithProgress stream: progress, or (last) the results.
+ *
+ * @generated from message emprops.cache.v1.EnsureLorasWithProgressResponse
+ */
+export type EnsureLorasWithProgressResponse = Message<"emprops.cache.v1.EnsureLorasWithProgressResponse"> & {
+  /**
+   * What this message carries.
+   *
+   * @generated from oneof emprops.cache.v1.EnsureLorasWithProgressResponse.event
+   */
+  event: {
+    /**
+     * A reference moved on. Within one reference, phases come in the order
+     * of LoraPhase and bytes_done only grows, except that bytes failing
+     * verification start a new attempt: downloading again, from 0, with
+     * attempt one higher. Sent at each phase change and, while downloading,
+     * at most every 250 ms and only once at least 1 % more of the file has
+     * arrived, so that a fast download does not flood the stream.
+     *
+     * @generated from field: emprops.cache.v1.LoraProgress progress = 1;
+     */
+    value: LoraProgress;
+    case: "progress";
+  } | {
+    /**
+     * The last message: exactly what EnsureLoras answers for the same request.
+     *
+     * @generated from field: emprops.cache.v1.EnsureLorasResponse result = 2;
+     */
+    value: EnsureLorasResponse;
+    case: "result";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message emprops.cache.v1.EnsureLorasWithProgressResponse.
+ * Use `create(EnsureLorasWithProgressResponseSchema)` to create a new message.
+ */
+export const EnsureLorasWithProgressResponseSchema: GenMessage<EnsureLorasWithProgressResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 3);
+
+/**
+ * Where one reference of an EnsureLorasWithProgress is.
+ *
+ * @generated from message emprops.cache.v1.LoraProgress
+ */
+export type LoraProgress = Message<"emprops.cache.v1.LoraProgress"> & {
+  /**
+   * The reference.
+   *
+   * @generated from field: emprops.common.v1.LoraReference ref = 1;
+   */
+  ref?: LoraReference | undefined;
+
+  /**
+   * Its positions in the results (refs first, then those from workflow_json):
+   * a reference named more than once is fetched once and reported once.
+   *
+   * @generated from field: repeated int32 indices = 2;
+   */
+  indices: number[];
+
+  /**
+   * The phase it is in.
+   *
+   * @generated from field: emprops.cache.v1.LoraPhase phase = 3;
+   */
+  phase: LoraPhase;
+
+  /**
+   * Bytes of the file on this node so far (those a resumed download kept
+   * included); the total once ready.
+   *
+   * @generated from field: int64 bytes_done = 4;
+   */
+  bytesDone: bigint;
+
+  /**
+   * The file's size; 0 while resolving.
+   *
+   * @generated from field: int64 total_bytes = 5;
+   */
+  totalBytes: bigint;
+
+  /**
+   * Download attempt of the file (1 for the first; a retry after a broken
+   * connection keeps the bytes that arrived). 0 outside downloading and verifying.
+   *
+   * @generated from field: int32 attempt = 6;
+   */
+  attempt: number;
+
+  /**
+   * True when this caller waits for a download another request started.
+   *
+   * @generated from field: bool joined = 7;
+   */
+  joined: boolean;
+
+  /**
+   * Set with LORA_PHASE_ERROR: the same error as the result's.
+   *
+   * @generated from field: emprops.common.v1.ItemError error = 8;
+   */
+  error?: ItemError | undefined;
+};
+
+/**
+ * Describes the message emprops.cache.v1.LoraProgress.
+ * Use `create(LoraProgressSchema)` to create a new message.
+ */
+export const LoraProgressSchema: GenMessage<LoraProgress> = /*@__PURE__*/
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 4);
+
+/**
  * Asks for statistics.
  *
  * @generated from message emprops.cache.v1.GetCacheStatsRequest
@@ -205,7 +320,7 @@ export type GetCacheStatsRequest = Message<"emprops.cache.v1.GetCacheStatsReques
  * Use `create(GetCacheStatsRequestSchema)` to create a new message.
  */
 export const GetCacheStatsRequestSchema: GenMessage<GetCacheStatsRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_cache_v1_machine_cache_service, 3);
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 5);
 
 /**
  * This machine's statistics.
@@ -226,7 +341,7 @@ export type GetCacheStatsResponse = Message<"emprops.cache.v1.GetCacheStatsRespo
  * Use `create(GetCacheStatsResponseSchema)` to create a new message.
  */
 export const GetCacheStatsResponseSchema: GenMessage<GetCacheStatsResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_cache_v1_machine_cache_service, 4);
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 6);
 
 /**
  * Lists cached models.
@@ -261,7 +376,7 @@ export type ListCachedModelsRequest = Message<"emprops.cache.v1.ListCachedModels
  * Use `create(ListCachedModelsRequestSchema)` to create a new message.
  */
 export const ListCachedModelsRequestSchema: GenMessage<ListCachedModelsRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_cache_v1_machine_cache_service, 5);
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 7);
 
 /**
  * A row of model_cache.db's models table.
@@ -352,7 +467,7 @@ export type CachedModel = Message<"emprops.cache.v1.CachedModel"> & {
  * Use `create(CachedModelSchema)` to create a new message.
  */
 export const CachedModelSchema: GenMessage<CachedModel> = /*@__PURE__*/
-  messageDesc(file_emprops_cache_v1_machine_cache_service, 6);
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 8);
 
 /**
  * One page of models.
@@ -380,7 +495,7 @@ export type ListCachedModelsResponse = Message<"emprops.cache.v1.ListCachedModel
  * Use `create(ListCachedModelsResponseSchema)` to create a new message.
  */
 export const ListCachedModelsResponseSchema: GenMessage<ListCachedModelsResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_cache_v1_machine_cache_service, 7);
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 9);
 
 /**
  * What to evict.
@@ -422,7 +537,7 @@ export type EvictLorasRequest = Message<"emprops.cache.v1.EvictLorasRequest"> & 
  * Use `create(EvictLorasRequestSchema)` to create a new message.
  */
 export const EvictLorasRequestSchema: GenMessage<EvictLorasRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_cache_v1_machine_cache_service, 8);
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 10);
 
 /**
  * An evicted model.
@@ -457,7 +572,7 @@ export type EvictedModel = Message<"emprops.cache.v1.EvictedModel"> & {
  * Use `create(EvictedModelSchema)` to create a new message.
  */
 export const EvictedModelSchema: GenMessage<EvictedModel> = /*@__PURE__*/
-  messageDesc(file_emprops_cache_v1_machine_cache_service, 9);
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 11);
 
 /**
  * What was evicted.
@@ -485,7 +600,7 @@ export type EvictLorasResponse = Message<"emprops.cache.v1.EvictLorasResponse"> 
  * Use `create(EvictLorasResponseSchema)` to create a new message.
  */
 export const EvictLorasResponseSchema: GenMessage<EvictLorasResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_cache_v1_machine_cache_service, 10);
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 12);
 
 /**
  * What to warm.
@@ -527,7 +642,7 @@ export type WarmLorasRequest = Message<"emprops.cache.v1.WarmLorasRequest"> & {
  * Use `create(WarmLorasRequestSchema)` to create a new message.
  */
 export const WarmLorasRequestSchema: GenMessage<WarmLorasRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_cache_v1_machine_cache_service, 11);
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 13);
 
 /**
  * What was queued.
@@ -555,7 +670,64 @@ export type WarmLorasResponse = Message<"emprops.cache.v1.WarmLorasResponse"> & 
  * Use `create(WarmLorasResponseSchema)` to create a new message.
  */
 export const WarmLorasResponseSchema: GenMessage<WarmLorasResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_cache_v1_machine_cache_service, 12);
+  messageDesc(file_emprops_cache_v1_machine_cache_service, 14);
+
+/**
+ * The phases of one reference, in the order they come. A cached copy goes
+ * straight to ready (after resolving when it is checked again with the
+ * registry); a failure ends in error from whichever phase it happened in.
+ *
+ * @generated from enum emprops.cache.v1.LoraPhase
+ */
+export enum LoraPhase {
+  /**
+   * Not sent.
+   *
+   * @generated from enum value: LORA_PHASE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The registry is asked for access and a read URL.
+   *
+   * @generated from enum value: LORA_PHASE_RESOLVING = 1;
+   */
+  RESOLVING = 1,
+
+  /**
+   * Bytes arrive (bytes_done of total_bytes).
+   *
+   * @generated from enum value: LORA_PHASE_DOWNLOADING = 2;
+   */
+  DOWNLOADING = 2,
+
+  /**
+   * Every byte is there: the sha256 is checked and the file put in place.
+   *
+   * @generated from enum value: LORA_PHASE_VERIFYING = 3;
+   */
+  VERIFYING = 3,
+
+  /**
+   * The file is present; the result follows at the end of the stream.
+   *
+   * @generated from enum value: LORA_PHASE_READY = 4;
+   */
+  READY = 4,
+
+  /**
+   * The reference failed (error says why); the others go on.
+   *
+   * @generated from enum value: LORA_PHASE_ERROR = 5;
+   */
+  ERROR = 5,
+}
+
+/**
+ * Describes the enum emprops.cache.v1.LoraPhase.
+ */
+export const LoraPhaseSchema: GenEnum<LoraPhase> = /*@__PURE__*/
+  enumDesc(file_emprops_cache_v1_machine_cache_service, 0);
 
 /**
  * The LoRA cache of one GPU node. ComfyUI's loader node calls EnsureLoras
@@ -575,6 +747,22 @@ export const MachineCacheService: GenService<{
     methodKind: "unary";
     input: typeof EnsureLorasRequestSchema;
     output: typeof EnsureLorasResponseSchema;
+  },
+  /**
+   * EnsureLoras with progress, for a caller that shows the wait: the same
+   * request and work, streamed as each reference's progress (resolving,
+   * downloading with bytes done of the total, verifying, then ready or
+   * error) and, last, the results EnsureLoras answers. Callers waiting for
+   * the same download all see its progress; a caller that cancels its
+   * stream stops receiving, the download goes on for the others (and the
+   * cache).
+   *
+   * @generated from rpc emprops.cache.v1.MachineCacheService.EnsureLorasWithProgress
+   */
+  ensureLorasWithProgress: {
+    methodKind: "server_streaming";
+    input: typeof EnsureLorasRequestSchema;
+    output: typeof EnsureLorasWithProgressResponseSchema;
   },
   /**
    * This machine's cache statistics.
