@@ -20,6 +20,8 @@ const packages = [
 const moduleNameMapper = {
   "^(\\.{1,2}/.*)\\.js$": "$1",
   ...Object.fromEntries(packages.map(([name, dir]) => [`^@emprops/${name}$`, `<rootDir>/${dir}/src/index.ts`])),
+  // lora-formats' browser-safe entry point (package.json "exports")
+  "^@emprops/lora-formats/head$": "<rootDir>/libs/lora-formats/src/head.ts",
 };
 
 const swc = [

@@ -77,3 +77,8 @@ export function detectType(firstBytes: Uint8Array): string {
   if (looksLikeText(firstBytes.subarray(0, DETECT_TYPE_PREFIX_BYTES))) return "text";
   return "unknown";
 }
+
+/** torch.load's own test (serialization._is_zipfile): the first four bytes are a local file header's signature. */
+export function isZipStart(bytes: Uint8Array): boolean {
+  return bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
+}

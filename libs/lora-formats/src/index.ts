@@ -7,6 +7,8 @@ export type {
 } from "./types.js";
 export { LoraVerifier, type Rejection } from "./lora-verifier.js";
 export { verifyStream } from "./verify-stream.js";
+export { checkHead, headLength, HEAD_MAX_BYTES, type HeadCheckOptions, type HeadVerdict } from "./head.js";
+export { ContentCheck, type ContentCheckOptions } from "./content-check.js";
 export { FormatError } from "./format-error.js";
 export { detectType, DETECT_TYPE_PREFIX_BYTES } from "./detect-type.js";
 export { parseSafetensorsHeader, type SafetensorsHeader, type SafetensorsTensorInfo } from "./safetensors-header.js";

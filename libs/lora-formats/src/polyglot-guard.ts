@@ -1,4 +1,6 @@
+import { concatBytes, indexOfBytes, lastIndexOfBytes, readUint16LE, readUint32LE } from "./bytes.js";
 import { bytesText } from "./describe.js";
+import { isZipStart } from "./detect-type.js";
 import { FormatError } from "./format-error.js";
 import { PickleScanner } from "./pickle-scanner.js";
 import { isTarHeader, TAR_BLOCK_BYTES } from "./tar-header.js";
@@ -14,8 +16,8 @@ import { isTarHeader, TAR_BLOCK_BYTES } from "./tar-header.js";
 // Random tensor data cannot pass these by chance (each needs specific bytes at specific places), so a file that
 // does was built to.
 
-const EOCD_SIGNATURE = Buffer.from([0x50, 0x4b, 0x05, 0x06]);
-const CENTRAL_SIGNATURE = Buffer.from([0x50, 0x4b, 0x01, 0x02]);
+const EOCD_SIGNATURE = new Uint8Array([0x50, 0x4b, 0x05, 0x06]);
+const CENTRAL_SIGNATURE = new Uint8Array([0x50, 0x4b, 0x01, 0x02]);
 const EOCD_BYTES = 22;
 /** Where readers look for the end record: its 22 bytes plus a comment of up to 65,535. */
 const TAIL_BYTES = EOCD_BYTES + 0xffff;
@@ -29,17 +31,16 @@ export class PolyglotGuard {
   private firstLength = 0;
   private pickle: PickleScanner | undefined = new PickleScanner({ maxBytes: MAX_PICKLE_WALK_BYTES });
   /** The last up to TAIL_BYTES bytes of the file, in a buffer reused for every chunk. */
-  private readonly tail = Buffer.alloc(TAIL_BYTES);
+  private readonly tail = new Uint8Array(TAIL_BYTES);
   private tailLength = 0;
   /** Offsets of central directory signatures seen anywhere in the file (few in real data). */
   private readonly centralAt = new Set<number>();
   private centralOverflow = false;
   /** The last up to 3 bytes of the previous chunk, so signatures across chunk boundaries are found. */
-  private carry = Buffer.alloc(0);
+  private carry: Uint8Array = new Uint8Array(0);
 
-  update(chunk: Uint8Array): void {
-    if (chunk.length === 0) return;
-    const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  update(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
     if (this.firstLength < TAR_BLOCK_BYTES) {
       const take = Math.min(TAR_BLOCK_BYTES - this.firstLength, bytes.length);
       this.first.set(bytes.subarray(0, take), this.firstLength);
@@ -55,9 +56,7 @@ export class PolyglotGuard {
   }
 
   finish(): void {
-    if (this.firstLength === TAR_BLOCK_BYTES && isTarHeader(this.first)) {
-      throw polyglot("its first 512 bytes are a valid tar header, so torch.load would open it as a tar archive");
-    }
+    this.checkTarHeader();
     if (this.pickle) {
       try {
         this.pickle.finish();
@@ -70,7 +69,25 @@ export class PolyglotGuard {
     this.checkEndRecord();
   }
 
-  private walkPickle(bytes: Buffer): void {
+  /**
+   * For a file known to be `totalBytes` long whose start is what was fed so far: throws now when the checks of
+   * its first bytes already fail (a tar header in its first 512 bytes; a pickle walk that reached its limit while
+   * the file goes on). The end record needs the file's last bytes and waits for finish().
+   */
+  expectEnd(totalBytes: number): void {
+    this.checkTarHeader();
+    if (this.pickle && this.pickle.bytesConsumed >= MAX_PICKLE_WALK_BYTES && totalBytes > this.size) {
+      this.pickleFound();
+    }
+  }
+
+  private checkTarHeader(): void {
+    if (this.firstLength === TAR_BLOCK_BYTES && isTarHeader(this.first)) {
+      throw polyglot("its first 512 bytes are a valid tar header, so torch.load would open it as a tar archive");
+    }
+  }
+
+  private walkPickle(bytes: Uint8Array): void {
     const scanner = this.pickle;
     if (!scanner) return;
     try {
@@ -89,19 +106,23 @@ export class PolyglotGuard {
     throw polyglot("its bytes from the start read as a pickle, which torch.load's legacy path would unpickle");
   }
 
-  private findCentralSignatures(bytes: Buffer): void {
+  private findCentralSignatures(bytes: Uint8Array): void {
     if (this.centralOverflow) return;
     // A signature across the chunk boundary: the previous chunk's last 3 bytes and this one's first 3.
     if (this.carry.length > 0) {
-      const edge = Buffer.concat([this.carry, bytes.subarray(0, 3)]);
-      const at = edge.indexOf(CENTRAL_SIGNATURE);
+      const edge = concatBytes([this.carry, bytes.subarray(0, 3)]);
+      const at = indexOfBytes(edge, CENTRAL_SIGNATURE);
       if (at !== -1 && at < this.carry.length) this.addCentral(this.size - this.carry.length + at);
     }
-    for (let at = bytes.indexOf(CENTRAL_SIGNATURE); at !== -1; at = bytes.indexOf(CENTRAL_SIGNATURE, at + 1)) {
+    for (
+      let at = indexOfBytes(bytes, CENTRAL_SIGNATURE);
+      at !== -1;
+      at = indexOfBytes(bytes, CENTRAL_SIGNATURE, at + 1)
+    ) {
       if (!this.addCentral(this.size + at)) break;
     }
     const keep = Math.min(3, bytes.length);
-    this.carry = Buffer.concat([this.carry, bytes.subarray(bytes.length - keep)]).subarray(-3);
+    this.carry = concatBytes([this.carry, bytes.subarray(bytes.length - keep)]).subarray(-3);
   }
 
   /** Records a signature's offset; false once there are too many to track. */
@@ -111,7 +132,7 @@ export class PolyglotGuard {
     return !this.centralOverflow;
   }
 
-  private keepTail(bytes: Buffer): void {
+  private keepTail(bytes: Uint8Array): void {
     if (bytes.length >= TAIL_BYTES) {
       this.tail.set(bytes.subarray(bytes.length - TAIL_BYTES));
       this.tailLength = TAIL_BYTES;
@@ -128,12 +149,12 @@ export class PolyglotGuard {
   private checkEndRecord(): void {
     const tail = this.tail.subarray(0, this.tailLength);
     const tailStart = this.size - tail.length;
-    let at = tail.lastIndexOf(EOCD_SIGNATURE);
+    let at = lastIndexOfBytes(tail, EOCD_SIGNATURE);
     while (at !== -1) {
       if (at + EOCD_BYTES <= tail.length) {
-        const entries = tail.readUInt16LE(at + 10);
-        const directoryBytes = tail.readUInt32LE(at + 12);
-        const directoryOffset = tail.readUInt32LE(at + 16);
+        const entries = readUint16LE(tail, at + 10);
+        const directoryBytes = readUint32LE(tail, at + 12);
+        const directoryOffset = readUint32LE(tail, at + 16);
         const position = tailStart + at;
         const candidates = [directoryOffset, position - directoryBytes];
         const found = this.centralOverflow || candidates.some((offset) => this.centralAt.has(offset));
@@ -144,13 +165,9 @@ export class PolyglotGuard {
         }
       }
       if (at === 0) break;
-      at = tail.lastIndexOf(EOCD_SIGNATURE, at - 1);
+      at = lastIndexOfBytes(tail, EOCD_SIGNATURE, at - 1);
     }
   }
-}
-
-function isZipStart(bytes: Uint8Array): boolean {
-  return bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
 }
 
 function polyglot(detail: string): FormatError {

@@ -1,4 +1,4 @@
-import { isUtf8 } from "node:buffer";
+import { isUtf8, latin1Text, utf8Slicer } from "./bytes.js";
 import { bytesText, quote } from "./describe.js";
 import { FormatError } from "./format-error.js";
 import { dtypeBits, isSafetensorsDtype, type SafetensorsDtype } from "./safetensors-dtypes.js";
@@ -214,11 +214,11 @@ class HeaderParser {
   private metadata = new Map<string, string>();
   private metadataSeen = false;
 
-  /** The same bytes as a Buffer, for decoding slices without allocating a view per string. */
-  private readonly text: Buffer;
+  /** Decodes a slice of the header without allocating a view per string. */
+  private readonly text: (start: number, end: number) => string;
 
   constructor(private readonly bytes: Uint8Array) {
-    this.text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.text = utf8Slicer(bytes);
   }
 
   parse(): { tensors: Map<string, RawTensor>; metadata: Map<string, string> } {
@@ -396,7 +396,7 @@ class HeaderParser {
       const integral = this.number();
       if (!integral || c === 0x2d) {
         this.fail(
-          `${what()} must hold non-negative integers, but holds ${quote(this.text.toString("latin1", start, this.pos))}`,
+          `${what()} must hold non-negative integers, but holds ${quote(latin1Text(this.bytes, start, this.pos))}`,
         );
       }
       // Up to 15 digits are exact as a double; longer ones go through BigInt.
@@ -405,7 +405,7 @@ class HeaderParser {
         value = 0;
         for (let k = start; k < this.pos; k++) value = value * 10 + ((this.bytes[k] as number) - 0x30);
       } else {
-        const text = this.text.toString("latin1", start, this.pos);
+        const text = latin1Text(this.bytes, start, this.pos);
         const big = BigInt(text);
         if (big > U64_MAX) this.fail(`${what()} holds ${quote(text)}, which is larger than 64 bits`);
         value = big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
@@ -532,10 +532,10 @@ class HeaderParser {
     const plainEnd = this.scanPlain(start);
     if (this.bytes[plainEnd] === 0x22) {
       this.pos = plainEnd + 1;
-      return this.text.toString("utf8", start, plainEnd);
+      return this.text(start, plainEnd);
     }
     // Escapes: decode piece by piece.
-    let out = this.text.toString("utf8", start, plainEnd);
+    let out = this.text(start, plainEnd);
     this.pos = plainEnd;
     for (;;) {
       const c = this.bytes[this.pos];
@@ -549,7 +549,7 @@ class HeaderParser {
       }
       const from = this.pos;
       const end = this.scanPlain(from);
-      out += this.text.toString("utf8", from, end);
+      out += this.text(from, end);
       this.pos = end;
     }
   }

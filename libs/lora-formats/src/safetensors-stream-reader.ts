@@ -70,6 +70,22 @@ export class SafetensorsStreamReader implements ContentReader {
     this.polyglot.finish();
   }
 
+  /**
+   * For a file known to be `totalBytes` long whose start is what was fed so far: throws now the FormatError its
+   * end must bring (what finish() would find about the header's and the data section's lengths, and the polyglot
+   * checks already certain), so a file's first bytes can be judged before the rest exists.
+   */
+  expectEnd(totalBytes: number): void {
+    if (this.phase === "header" && 8 + this.headerLength > totalBytes) {
+      throw new FormatError(
+        `The safetensors header is truncated: it declares ${bytesText(this.headerLength)} but the file ends after ` +
+          `${bytesText(totalBytes - 8)} of it.`,
+      );
+    }
+    if (this.layoutValue) checkDataSection(this.layoutValue, totalBytes - 8 - this.headerLength);
+    this.polyglot.expectEnd(totalBytes);
+  }
+
   private startHeader(): void {
     const view = new DataView(this.lengthBytes.buffer);
     const length = view.getBigUint64(0, true);

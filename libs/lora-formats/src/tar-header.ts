@@ -3,6 +3,8 @@
 // pre-1.6 legacy format) and unpickles its members, so a file whose first block passes this test is a tar file to
 // torch whatever else it is.
 
+import { latin1Text } from "./bytes.js";
+
 export const TAR_BLOCK_BYTES = 512;
 
 /** True when `block` (the file's first 512 bytes) is a header tarfile.open would accept. */
@@ -46,10 +48,7 @@ function readNumber(field: Uint8Array): bigint | undefined {
   const raw = field.subarray(0, nul === -1 ? field.length : nul);
   if (raw.some((b) => b > 0x7f)) return undefined;
   // int(s.strip() or "0", 8): surrounding whitespace, a sign, an "0o" prefix and single underscores are allowed.
-  const text =
-    Buffer.from(raw)
-      .toString("latin1")
-      .replace(/^[\s\v\f]+|[\s\v\f]+$/g, "") || "0";
+  const text = latin1Text(raw).replace(/^[\s\v\f]+|[\s\v\f]+$/g, "") || "0";
   const match = /^([+-]?)(?:0[oO]_?)?([0-7](?:_?[0-7])*)$/.exec(text);
   if (!match) return undefined;
   const value = BigInt(`0o${(match[2] as string).replaceAll("_", "")}`);

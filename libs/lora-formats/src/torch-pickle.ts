@@ -1,3 +1,4 @@
+import { latin1Slicer } from "./bytes.js";
 import { bytesText, hexByte, quote } from "./describe.js";
 import { FormatError } from "./format-error.js";
 import { PICKLE_OPCODES } from "./pickle-opcodes.js";
@@ -124,14 +125,14 @@ class WeightsOnlyUnpickler {
   private frameEnd = -1;
 
   private readonly shortStrings: (string | undefined)[] = new Array<string | undefined>(SHORT_STR_SLOTS);
-  /** The pickle as a Buffer, to decode strings from without a view per string. */
-  private readonly buf: Buffer;
+  /** Decodes latin1 slices of the pickle without a view per string. */
+  private readonly latin1: (start: number, end: number) => string;
 
   constructor(
     private readonly bytes: Uint8Array,
     private readonly label: string,
   ) {
-    this.buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.latin1 = latin1Slicer(bytes);
     if (bytes.length > MAX_TORCH_PICKLE_BYTES) {
       throw new FormatError(
         `${label} is ${bytesText(bytes.length)}, above the limit of ${bytesText(MAX_TORCH_PICKLE_BYTES)}; a state dict's pickle is far smaller.`,
@@ -249,7 +250,7 @@ class WeightsOnlyUnpickler {
       if (byte >= 0x80) return this.text(b.subarray(at, at + length));
       hash = (hash * 31 + byte) | 0;
     }
-    if (length > SHORT_STR_BYTES) return this.buf.toString("latin1", at, at + length);
+    if (length > SHORT_STR_BYTES) return this.latin1(at, at + length);
     const slot = hash & (SHORT_STR_SLOTS - 1);
     const cached = this.shortStrings[slot];
     if (cached !== undefined && cached.length === length) {
@@ -262,7 +263,7 @@ class WeightsOnlyUnpickler {
       }
       if (same) return cached;
     }
-    const decoded = this.buf.toString("latin1", at, at + length);
+    const decoded = this.latin1(at, at + length);
     this.shortStrings[slot] = decoded;
     return decoded;
   }

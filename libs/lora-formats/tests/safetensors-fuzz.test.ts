@@ -8,6 +8,7 @@ import {
   tensorBytes,
   type TensorSpec,
 } from "@emprops/testkit";
+import { headAgrees } from "./head-agreement.js";
 
 // A differential test: every mutated file gets the verdict of the verifier and of an independent model of the
 // reference crate (safetensors-reference-model.ts), and the two must agree — on the files the reference refuses
@@ -315,6 +316,8 @@ describe("safetensors against a model of the reference", () => {
 
   it(`agrees with the reference on ${total} mutated files`, () => {
     const random = prng(SEED);
+    const cuts = prng(SEED + 1);
+    let headRefused = 0;
     const disagreements: string[] = [];
     let accepted = 0;
     let refused = 0;
@@ -325,6 +328,15 @@ describe("safetensors against a model of the reference", () => {
         const result = run(bytes, random);
         if (expected) accepted++;
         else refused++;
+        // The head check, on the whole file and on a head cut anywhere, may refuse only what the verifier refuses.
+        for (const cut of [bytes.length, Math.floor(cuts() * bytes.length)]) {
+          try {
+            if (headAgrees(bytes, "safetensors", result, cut).outcome === "refused" && cut < bytes.length)
+              headRefused++;
+          } catch (error) {
+            disagreements.push(`${label} #${n}: ${(error as Error).message}`);
+          }
+        }
         if (result.ok !== expected || (!result.ok && (result.reason !== "INVALID_FILE_FORMAT" || !result.message))) {
           disagreements.push(
             `${label} #${n}: reference ${expected ? "accepts" : "refuses"}, verifier ${result.ok ? "accepts" : `${result.reason}: ${result.message}`}` +
@@ -338,5 +350,7 @@ describe("safetensors against a model of the reference", () => {
     // Both verdicts must be well represented, or the test would prove little.
     expect(accepted).toBeGreaterThan(400);
     expect(refused).toBeGreaterThan(1000);
+    // Heads cut short still refuse many of the bad files (every byte of the header seen, or its length wrong).
+    expect(headRefused).toBeGreaterThan(100);
   });
 });

@@ -7,13 +7,17 @@ import {
   safetensorsReferenceAccepts as referenceAccepts,
   torchZip,
 } from "@emprops/testkit";
+import { headAgrees } from "./head-agreement.js";
 
 // Valid safetensors files (the reference accepts each) that another loader would open as something else.
 
+/** The verifier's verdict; the head check of the first MiB must agree with it (see head-agreement.ts). */
 function verify(bytes: Uint8Array, chunkSize = 1 << 20) {
   const verifier = new LoraVerifier({ expectedExtension: "safetensors", maxSizeBytes: 1 << 30 });
   for (const chunk of chunked(bytes, chunkSize)) verifier.update(chunk);
-  return verifier.finish();
+  const result = verifier.finish();
+  headAgrees(bytes, "safetensors", result);
+  return result;
 }
 
 /** A header of exactly `length` bytes: `prefix`, then a metadata string of padding, then `suffix`. */

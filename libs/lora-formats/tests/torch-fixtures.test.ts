@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { LoraVerifier } from "../src/index.js";
+import { headAgrees } from "./head-agreement.js";
 
 // Files written by the real torch.save (fixtures/make-torch-fixtures.py) with torch's own verdict,
 // torch.load(path, weights_only=True), recorded next to them.
@@ -20,10 +21,14 @@ const ACCEPTED_BEYOND_TORCH_1_13: Record<string, RegExp> = {
   "values.pt": /Unsupported operand 71/,
 };
 
+/** The verifier's verdict; the head check must agree with it (see head-agreement.ts). */
 function verify(file: string) {
+  const bytes = readFileSync(path.join(FIXTURES, "torch", file));
   const verifier = new LoraVerifier({ expectedExtension: "pt", maxSizeBytes: 1 << 30 });
-  verifier.update(readFileSync(path.join(FIXTURES, "torch", file)));
-  return verifier.finish();
+  verifier.update(bytes);
+  const result = verifier.finish();
+  headAgrees(bytes, "pt", result);
+  return result;
 }
 
 describe(`checkpoints written by torch ${expected.torch}`, () => {
