@@ -17,6 +17,36 @@ class LoraUnavailableError(RuntimeError):
     """The LoRA could not be loaded and the setting says the job must fail."""
 
 
+class DownloadProgressBar:
+    """ComfyUI's progress bar on the node (comfy.utils.ProgressBar) while the machine-cache fetches the LoRA.
+
+    Created at the first bytes of a download, so a cached LoRA shows none;
+    it counts bytes, up to the file's size.
+    """
+
+    def __init__(self, progress_bar_class):
+        self._progress_bar_class = progress_bar_class
+        self._bar = None
+
+    def __call__(self, progress):
+        if progress.phase not in ("downloading", "verifying", "ready") or progress.total_bytes <= 0:
+            return
+        if self._bar is None:
+            if progress.phase == "ready":
+                return
+            self._bar = self._progress_bar_class(progress.total_bytes)
+        self._bar.update_absolute(progress.bytes_done, progress.total_bytes)
+
+
+def _download_progress_bar():
+    """A DownloadProgressBar, or None where ComfyUI has no ProgressBar (the node then asks without progress)."""
+    try:
+        from comfy.utils import ProgressBar
+    except ImportError:
+        return None
+    return DownloadProgressBar(ProgressBar)
+
+
 def _notify(unique_id, message):
     """A toast in ComfyUI's front end, when it runs (the warning is also logged and in the node's ui output)."""
     try:
@@ -140,7 +170,7 @@ class EmPropsLoraLoader:
         if request.legacy and identifier.startswith("shared/"):
             # A path this cache handed out for a shared LoRA, no longer on disk: fetched again by its name.
             identifier = identifier[len("shared/") :]
-        lora = ensure_lora(settings, job, request.source, identifier)
+        lora = ensure_lora(settings, job, request.source, identifier, on_progress=_download_progress_bar())
         return cached_file(lora_dir, lora), "cache hit" if lora.cache_hit else "downloaded"
 
     def _unavailable(self, settings, legacy, message, model, clip, unique_id):

@@ -8,6 +8,10 @@ reduced to what a LoRA loader node meets, and records what it was asked:
 - comfy.utils.load_torch_file(path, safe_load): reads the real file (a safetensors
   header: tensor names, dtypes, shapes) and records the path and safe_load.
 - comfy.sd.load_lora_for_models(): records the call and returns patched stand-ins.
+- comfy.utils.ProgressBar: ComfyUI's class as it is (total, update_absolute, update),
+  with the global hook ComfyUI's server installs, which here records the
+  "progress" message it would send the front end ({"value", "max", "node"}).
+  comfyui(..., progress_bar=False) leaves it out, as in a ComfyUI without it.
 - server.PromptServer.instance.send_sync(): records messages to the front end.
 - graph_to_prompt(): the editor turning a saved UI workflow into an API prompt:
   saved widgets_values go to the node's widgets by position (widget inputs in
@@ -36,6 +40,8 @@ class Recorder:
         self.loaded = []  # (path, safe_load) per load_torch_file
         self.applied = []  # per load_lora_for_models
         self.messages = []  # (event, data) sent to the front end
+        self.bars = 0  # ProgressBar objects made
+        self.progress = []  # the "progress" messages a ProgressBar sends, in order
 
 
 class Patched:
@@ -86,7 +92,7 @@ def _read_safetensors(path):
 
 
 @contextmanager
-def comfyui(lora_folders):
+def comfyui(lora_folders, progress_bar=True):
     """ComfyUI's modules in sys.modules while the block runs, with these folders for "loras"."""
     record = Recorder()
 
@@ -127,6 +133,33 @@ def comfyui(lora_folders):
         return (Patched(model, lora["__file__"], strength_model), Patched(clip, lora["__file__"], strength_clip))
 
     utils.load_torch_file = load_torch_file
+
+    # comfy/utils.py: the hook is the server's (main.py sends {"value", "max", "prompt_id", "node"} as "progress").
+    def progress_hook(value, total, preview, prompt_id=None, node_id=None):
+        record.progress.append({"value": value, "max": total, "node": node_id})
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            record.bars += 1
+            self.total = total
+            self.current = 0
+            self.hook = progress_hook
+            self.node_id = node_id
+
+        def update_absolute(self, value, total=None, preview=None):
+            if total is not None:
+                self.total = total
+            if value > self.total:
+                value = self.total
+            self.current = value
+            if self.hook is not None:
+                self.hook(self.current, self.total, preview, node_id=self.node_id)
+
+        def update(self, value):
+            self.update_absolute(self.current + value)
+
+    if progress_bar:
+        utils.ProgressBar = ProgressBar
     sd.load_lora_for_models = load_lora_for_models
     comfy.utils, comfy.sd = utils, sd
 

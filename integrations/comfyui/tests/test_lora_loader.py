@@ -10,6 +10,8 @@ uploads the LoRAs, puts files where ComfyUI keeps LoRAs and passes it all here:
   EMPROPS_TEST_SHARED_LORA (only in the shared container),
   EMPROPS_TEST_LOCAL_LORA (only at the top of models/loras),
   EMPROPS_TEST_EXTRA_LORA_DIR, EMPROPS_TEST_EXTRA_LORA (a second ComfyUI loras folder)
+  EMPROPS_TEST_LARGE_SHARED_LORA, EMPROPS_TEST_UNCACHED_SHARED_LORA (only in the shared
+  container, fetched by one test each; the stack's blob traffic crosses a slow link)
 
 ComfyUI itself is replaced by tests/comfyui_stand_in.py (folder_paths, the
 loading functions, validation and execution of a prompt, the editor's
@@ -29,7 +31,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from comfyui_stand_in import Patched, PromptInvalid, comfyui, graph_to_prompt, node_classes, run_prompt  # noqa: E402
 from emprops_user_lora import NODE_CLASS_MAPPINGS  # noqa: E402
+from emprops_user_lora.job_context import job_context  # noqa: E402
 from emprops_user_lora.lora_loader import LoraUnavailableError  # noqa: E402
+from emprops_user_lora.machine_cache_client import MachineCacheError, ensure_lora  # noqa: E402
+from emprops_user_lora.settings import load_settings  # noqa: E402
 
 REQUIRED = [
     "MACHINE_CACHE_URL",
@@ -44,6 +49,8 @@ REQUIRED = [
     "EMPROPS_TEST_LOCAL_LORA",
     "EMPROPS_TEST_EXTRA_LORA_DIR",
     "EMPROPS_TEST_EXTRA_LORA",
+    "EMPROPS_TEST_LARGE_SHARED_LORA",
+    "EMPROPS_TEST_UNCACHED_SHARED_LORA",
 ]
 WORKFLOWS = os.path.join(os.path.dirname(__file__), "workflows")
 Loader = NODE_CLASS_MAPPINGS["EmProps_Lora_Loader"]
@@ -240,6 +247,41 @@ class SharedLoraTest(ComfyTestCase):
             self.load("shared", "no-such-lora.safetensors")
         self.assertIn("no-such-lora.safetensors", str(caught.exception))
         self.assertIn("LORA_NOT_FOUND", str(caught.exception))
+
+
+class DownloadProgressTest(ComfyTestCase):
+    def test_a_download_moves_comfys_progress_bar_up_to_the_files_size(self):
+        name = env("EMPROPS_TEST_LARGE_SHARED_LORA")
+        self.load("shared", name, extra_pnginfo=None)
+        [path] = self.loaded_paths()
+        size = os.path.getsize(path)
+        self.assertEqual(self.comfy.bars, 1)
+        self.assertEqual({p["max"] for p in self.comfy.progress}, {size})
+        values = [p["value"] for p in self.comfy.progress]
+        self.assertEqual(values, sorted(values))
+        self.assertEqual(values[-1], size)
+        # Over the slow link the bar moved while bytes arrived, not only at the start and the end.
+        self.assertTrue(any(0 < v < size for v in values), values)
+        # Cached now: loading it again shows no bar.
+        self.load("shared", name, extra_pnginfo=None, strengths=(0.5, 0.5))
+        self.assertEqual(self.comfy.bars, 1)
+
+    def test_a_comfyui_without_progress_bar_still_loads_the_lora(self):
+        stand_in = comfyui([env("COMFYUI_LORA_DIR"), env("EMPROPS_TEST_EXTRA_LORA_DIR")], progress_bar=False)
+        comfy = stand_in.__enter__()
+        self.addCleanup(stand_in.__exit__, None, None, None)
+        name = env("EMPROPS_TEST_UNCACHED_SHARED_LORA")
+        Loader().load_lora("MODEL", "CLIP", lora_source="shared", lora_identifier=name)
+        self.assertEqual([path for path, _ in comfy.loaded], [os.path.join(self.lora_dir, "shared", name)])
+        self.assertEqual((comfy.bars, comfy.progress), (0, []))
+
+    def test_the_streamed_call_reports_a_missing_lora_with_the_servers_reason(self):
+        seen = []
+        job = job_context(self.job)
+        with self.assertRaises(MachineCacheError) as caught:
+            ensure_lora(load_settings(), job, "user", "987654321", on_progress=seen.append)
+        self.assertEqual((caught.exception.code, caught.exception.reason), ("not_found", "LORA_NOT_FOUND"))
+        self.assertEqual([p.phase for p in seen], ["resolving", "error"])
 
 
 class OldNodeInputsTest(ComfyTestCase):

@@ -4,29 +4,47 @@ import os from "node:os";
 import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
 import { createRegistryClients, uploadLora } from "@emprops/lora-cli";
-import { kohyaMetadata, writeLoraFile } from "@emprops/testkit";
+import { blobEndpointOf, type FaultProxy, kohyaMetadata, startFaultProxy, writeLoraFile } from "@emprops/testkit";
 import { startTestStack, type TestStack } from "./support/test-stack.js";
 
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const SHARED_LORA = "shared_style.safetensors";
 const LOCAL_LORA = "on_this_node.safetensors";
 const EXTRA_LORA = "extra_folder_style.safetensors";
+const LARGE_SHARED_LORA = "large_shared_style.safetensors";
+const UNCACHED_SHARED_LORA = "uncached_shared_style.safetensors";
+const MIB = 1024 * 1024;
 
 /**
  * The ComfyUI node's own tests (python3 -m unittest, integrations/comfyui)
  * against this stack's machine-cache: a user LoRA uploaded here, another
  * user's LoRA, a shared LoRA in the shared container only, and LoRAs only
  * on this node where ComfyUI keeps them (the top of models/loras, a second
- * loras folder), as nodes have them today.
+ * loras folder), as nodes have them today. The stack's blob traffic crosses
+ * the test kit's fault proxy shaped like a slow link (4 MiB/s), so the 8 MiB
+ * shared LoRA takes a couple of seconds to arrive: long enough for the
+ * node's progress bar to move.
  */
 describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", () => {
   let t: TestStack;
+  let proxy: FaultProxy | undefined;
   let dir: string;
   const env: Record<string, string> = {};
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), "comfyui-"));
-    t = await startTestStack("clients-comfyui");
+    t = await startTestStack("clients-comfyui", {
+      azureConnectionString: async (c) => {
+        proxy = await startFaultProxy(blobEndpointOf(c.connectionString), { shape: { totalBytesPerSecond: 4 * MIB } });
+        return proxy.viaConnectionString(c.connectionString);
+      },
+      // A shared LoRA's first resolution waits for the gateway to verify it, over the same slow link.
+      env: {
+        gateway: { SHARED_LORA_VERIFY_WAIT_MS: "60000" },
+        registry: { BLOB_GATEWAY_TIMEOUT_MS: "60000" },
+        machineCache: { REGISTRY_TIMEOUT_MS: "60000" },
+      },
+    });
     const otherUser = "7d4c3b2a-1908-4f6e-8d5c-4b3a29180f7e";
     const upload = async (token: string, name: string) => {
       const file = path.join(dir, name);
@@ -38,12 +56,19 @@ describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", 
       upload(t.userToken, "my_style.safetensors"),
       upload(await t.tokenFor(otherUser), "their_style.safetensors"),
     ]);
-    const sharedFile = path.join(dir, SHARED_LORA);
-    writeLoraFile(sharedFile, 128 * 1024, kohyaMetadata("shared_style"));
-    await BlobServiceClient.fromConnectionString(t.containers.connectionString)
-      .getContainerClient(t.containers.sharedContainer)
-      .getBlockBlobClient(`models/loras/${SHARED_LORA}`)
-      .uploadFile(sharedFile);
+    // Straight to storage, not through the slow link.
+    const shared = BlobServiceClient.fromConnectionString(t.containers.connectionString).getContainerClient(
+      t.containers.sharedContainer,
+    );
+    for (const [name, size] of [
+      [SHARED_LORA, 128 * 1024],
+      [LARGE_SHARED_LORA, 8 * MIB],
+      [UNCACHED_SHARED_LORA, 128 * 1024],
+    ] as const) {
+      const file = path.join(dir, name);
+      writeLoraFile(file, size, kohyaMetadata(name.replace(/\.safetensors$/, "")));
+      await shared.getBlockBlobClient(`models/loras/${name}`).uploadFile(file);
+    }
     writeLoraFile(path.join(t.loraDir, LOCAL_LORA), 64 * 1024, kohyaMetadata("on_this_node"));
     const extraDir = path.join(dir, "extra_model_paths", "loras");
     mkdirSync(extraDir, { recursive: true });
@@ -61,11 +86,14 @@ describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", 
       EMPROPS_TEST_LOCAL_LORA: LOCAL_LORA,
       EMPROPS_TEST_EXTRA_LORA_DIR: extraDir,
       EMPROPS_TEST_EXTRA_LORA: EXTRA_LORA,
+      EMPROPS_TEST_LARGE_SHARED_LORA: LARGE_SHARED_LORA,
+      EMPROPS_TEST_UNCACHED_SHARED_LORA: UNCACHED_SHARED_LORA,
     });
   });
 
   afterAll(async () => {
     await t?.stop();
+    await proxy?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -83,7 +111,7 @@ describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", 
       child.on("close", (code) => resolve({ code, output }));
     });
     expect({ code: run.code, output: run.output }).toEqual({ code: 0, output: expect.stringMatching(/\nOK\n$/) });
-    expect(run.output).toMatch(/\nRan 27 tests in /);
+    expect(run.output).toMatch(/\nRan 30 tests in /);
     expect(run.output).not.toMatch(/skipped/);
   });
 
