@@ -100,8 +100,11 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
   const limits = opts.maxLifetimeSeconds ?? DEFAULT_TOKEN_LIFETIME_LIMITS;
   const skew = opts.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS;
   const clock = opts.clock ?? systemClock;
+  const verified = new VerifiedTokens();
   return async (token) => {
     const currentDate = clock.now();
+    const known = verified.get(token, currentDate.getTime());
+    if (known) return known;
     const options = { algorithms, issuer: opts.issuer, audience: opts.audience, clockTolerance: skew, currentDate };
     let payload: JWTPayload;
     try {
@@ -140,8 +143,45 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
         { lifetime_seconds: lifetime, max_lifetime_seconds: max },
       );
     }
-    return { subject: payload.sub, roles };
+    const caller = { subject: payload.sub, roles };
+    verified.add(token, caller, payload.exp, currentDate.getTime());
+    return caller;
   };
+}
+
+/** A verified token is trusted again without its signature check for at most this long (a JWKS key's removal). */
+const REVERIFY_AFTER_MS = 60_000;
+const MAX_VERIFIED_TOKENS = 1024;
+
+/**
+ * Tokens that passed every check, kept until their expiry (at most
+ * REVERIFY_AFTER_MS): a machine or service sends the same token on every
+ * call, and checking its HMAC or signature (a key import and a thread-pool
+ * round trip in WebCrypto) cost a cached EnsureLoras more than its SQLite
+ * work. What passed once keeps passing until exp (iat and nbf only recede,
+ * issuer, audience and lifetime do not change), so only exp is checked again.
+ */
+class VerifiedTokens {
+  private readonly tokens = new Map<string, { caller: Caller; fromMs: number; untilMs: number }>();
+
+  get(token: string, nowMs: number): Caller | undefined {
+    const entry = this.tokens.get(token);
+    if (!entry) return undefined;
+    if (nowMs >= entry.fromMs && nowMs < entry.untilMs) return { ...entry.caller };
+    // Expired, due for a fresh check or a clock set back: the full verification decides.
+    this.tokens.delete(token);
+    return undefined;
+  }
+
+  add(token: string, caller: Caller, exp: number, nowMs: number): void {
+    // Oldest first: Map keeps insertion order.
+    if (this.tokens.size >= MAX_VERIFIED_TOKENS) this.tokens.delete(this.tokens.keys().next().value as string);
+    this.tokens.set(token, {
+      caller: { ...caller },
+      fromMs: nowMs,
+      untilMs: Math.min(exp * 1000, nowMs + REVERIFY_AFTER_MS),
+    });
+  }
 }
 
 const expired = () =>

@@ -17,6 +17,7 @@ import {
   createTokenVerifier,
   errorMetadata,
   errorReason,
+  ManualClock,
   maxTokenLifetimeSeconds,
   mintToken,
   type RpcServer,
@@ -228,6 +229,47 @@ describe("token claims", () => {
     expect(await call(server, "getLora", await mintToken(SECRET, { subject: USER, ttlSeconds: DAY }))).toMatchObject({
       code: "OK",
     });
+  });
+});
+
+describe("a token verified before", () => {
+  const reasonOf = (err: unknown) => errorReason(ConnectError.from(err));
+
+  test("is refused once it expires, though it passed a moment earlier", async () => {
+    const clock = new ManualClock(new Date());
+    const verify = createTokenVerifier({ secret: SECRET, clock });
+    const t = Math.floor(clock.now().getTime() / 1000);
+    const token = await rawToken({ sub: USER, roles: ["machine"], iat: t, exp: t + 30 });
+    for (let i = 0; i < 3; i++) {
+      expect(await verify(token)).toEqual({ subject: USER, roles: new Set(["machine"]) });
+    }
+    clock.advance(29_000);
+    expect((await verify(token)).subject).toBe(USER);
+    clock.advance(1_000);
+    expect(reasonOf(await verify(token).catch((err: unknown) => err))).toBe("TOKEN_EXPIRED");
+  });
+
+  test("is checked again when the clock is set back before it was verified", async () => {
+    const clock = new ManualClock(new Date());
+    const verify = createTokenVerifier({ secret: SECRET, clock, clockSkewSeconds: 0 });
+    const t = Math.floor(clock.now().getTime() / 1000);
+    const token = await rawToken({ sub: USER, iat: t, nbf: t, exp: t + 600 });
+    expect((await verify(token)).subject).toBe(USER);
+    clock.advance(-10_000);
+    expect(reasonOf(await verify(token).catch((err: unknown) => err))).toBe("TOKEN_NOT_YET_VALID");
+  });
+
+  test("a forged token never passes for one that was verified", async () => {
+    const verify = createTokenVerifier({ secret: SECRET });
+    const good = await mintToken(SECRET, { subject: USER, roles: ["machine"] });
+    expect((await verify(good)).roles).toEqual(new Set(["machine"]));
+    const [header, , signature] = good.split(".");
+    const admin = Buffer.from(JSON.stringify({ sub: USER, roles: ["admin"], iat: now(), exp: now() + 60 })).toString(
+      "base64url",
+    );
+    expect(reasonOf(await verify(`${header}.${admin}.${signature}`).catch((err: unknown) => err))).toBe(
+      "TOKEN_INVALID",
+    );
   });
 });
 
