@@ -79,6 +79,7 @@ const EXPECTED: Record<string, Record<Kind, Outcome>> = {
   "emprops.blob.v1.BlobGatewayService/StorePreview": only("service", "admin"),
   "emprops.blob.v1.BlobGatewayService/DeletePreview": only("service", "admin"),
   "emprops.cache.v1.MachineCacheService/EnsureLoras": only("machine", "admin"),
+  "emprops.cache.v1.MachineCacheService/EnsureLorasWithProgress": only("machine", "admin"),
   "emprops.cache.v1.MachineCacheService/GetCacheStats": only("machine", "admin"),
   "emprops.cache.v1.MachineCacheService/ListCachedModels": only("machine", "admin"),
   "emprops.cache.v1.MachineCacheService/EvictLoras": only("admin"),
