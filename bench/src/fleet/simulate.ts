@@ -3,10 +3,11 @@
  * (LruNodeCache, validated against the real SpaceManager), a day of users'
  * sessions, and a router. The placement router ranks with the registry's
  * own rankCandidates, over what each node holds (what the holdings index
- * would tell it). Peer fetch is modelled: a miss that another node of the
+ * would tell it), with the job's user as home-node affinity (RankMachines'
+ * home_affinity). Peer fetch is modelled: a miss that another node of the
  * pool holds comes over the pool's link instead of from Blob Storage.
  */
-import { type Candidate, rankCandidates } from "@emprops/lora-registry";
+import { affinityHash, affinityWeight, type Candidate, rankCandidates } from "@emprops/lora-registry";
 import { prng } from "@emprops/testkit";
 import { zipf } from "../cache-policy/trace.js";
 import { LruNodeCache } from "./lru-model.js";
@@ -43,6 +44,8 @@ export interface FleetSpec {
   /** Bytes/s: one blob download stream; a node's peer link. */
   blobStreamRate: number;
   peerLinkRate: number;
+  /** Placement ranks with the job's user as its home-node affinity key (rendezvous over the free nodes). */
+  affinity: boolean;
   seed: number;
 }
 
@@ -78,6 +81,8 @@ interface Session {
 
 interface NodeState extends Candidate {
   index: number;
+  /** affinityHash of machineId, for picking a user's home node among the free ones. */
+  machineHash: number;
   pool: number;
   cache: LruNodeCache;
   freeAt: number;
@@ -198,6 +203,7 @@ export function simulateFleet(trace: FleetTrace, routing: Routing): FleetOutcome
   const nodes: NodeState[] = Array.from({ length: spec.nodes }, (_, index) => ({
     index,
     machineId: `node-${index}`,
+    machineHash: affinityHash(`node-${index}`),
     pool: Math.floor(index / spec.poolSize),
     reporting: true,
     freeCacheBytes: spec.cacheBytes,
@@ -284,20 +290,37 @@ export function simulateFleet(trace: FleetTrace, routing: Routing): FleetOutcome
   const queues: number[] = [];
   const wanted: { sizeBytes: number }[] = [];
   let job: number[] = [];
+  let jobUser = 0;
 
   const route = (now: number): NodeState => {
     if (routing === "random") return nodes[Math.floor(rnd() * nodes.length)]!;
     let best = nodes[0]!;
     for (const n of nodes) if (n.freeAt < best.freeAt) best = n;
     if (routing === "least-loaded") return best;
-    // The broker asks who holds the job's LoRAs (FindLoraHolders) and ranks those free now with the
-    // first 32 free nodes (node order); when no node is free, the 32 soonest free.
+    // The broker asks who holds the job's LoRAs (FindLoraHolders) and ranks those free now with the other free
+    // nodes; when no node is free, with the 32 soonest free. With home affinity (the job's user) ranking puts,
+    // among the nodes holding as much, the user's highest-weight one first, so of the free nodes that hold
+    // none of the job's LoRAs only that one needs to be a candidate: the first choice is the same. Without
+    // it, the first 32 free nodes (node order).
     const picked = new Set<NodeState>();
     for (const lora of job) for (const n of holders.get(lora) ?? []) if (n.freeAt <= now) picked.add(n);
-    for (let i = 0, free = 0; i < nodes.length && free < 32; i++) {
-      if (nodes[i]!.freeAt <= now) {
-        picked.add(nodes[i]!);
-        free++;
+    const affinityKey = spec.affinity ? `user-${jobUser}` : undefined;
+    if (affinityKey !== undefined) {
+      const keyHash = affinityHash(affinityKey);
+      let home: NodeState | undefined;
+      let homeWeight = -1;
+      for (const n of nodes) {
+        if (n.freeAt > now) continue;
+        const w = affinityWeight(keyHash, n.machineHash);
+        if (w > homeWeight) [home, homeWeight] = [n, w];
+      }
+      if (home) picked.add(home);
+    } else {
+      for (let i = 0, free = 0; i < nodes.length && free < 32; i++) {
+        if (nodes[i]!.freeAt <= now) {
+          picked.add(nodes[i]!);
+          free++;
+        }
       }
     }
     let candidates = [...picked];
@@ -308,7 +331,7 @@ export function simulateFleet(trace: FleetTrace, routing: Routing): FleetOutcome
     }
     wanted.length = 0;
     for (const lora of job) wanted.push({ sizeBytes: sizeOf(lora) });
-    return rankCandidates(candidates, wanted, (c, i) => c.cache.has(job[i]!))[0]!.candidate;
+    return rankCandidates(candidates, wanted, (c, i) => c.cache.has(job[i]!), { affinityKey })[0]!.candidate;
   };
 
   while (events.size > 0) {
@@ -317,6 +340,7 @@ export function simulateFleet(trace: FleetTrace, routing: Routing): FleetOutcome
     const s = sessions[id]!;
     if (s.workflow.length === 0 || s.rnd() < spec.switchChance) s.workflow = newWorkflow(s);
     job = s.workflow;
+    jobUser = s.user;
     const key = `${s.user}:${[...job].sort((a, b) => a - b).join(",")}`;
     const repeat = seenWorkflows.has(key);
     seenWorkflows.add(key);

@@ -31,6 +31,7 @@ function spec(mode: Mode): FleetSpec {
     utilisation: 0.35,
     blobStreamRate: 100e6,
     peerLinkRate: 1e9,
+    affinity: true,
     seed: 1600,
   };
   return mode === "full"
@@ -151,8 +152,10 @@ export const fleetSuite: Suite = {
         "",
         `Routers: random (any node, busy or not); least-loaded (the node free soonest); placement (the ` +
           `registry's own rankCandidates over the free nodes holding any of the job's LoRAs (what FindLoraHolders ` +
-          `answers) and the first 32 free nodes, ranked by the bytes ` +
-          `of the job's LoRAs each holds, then free cache space, then bytes evicted in the last hour). Peer fetch: ` +
+          `answers) and every free node, with home_affinity: ranked by the bytes of the job's LoRAs each holds, ` +
+          `then the user's rendezvous weight for the node (so a user's misses land on the same few nodes while ` +
+          `they are free), then free cache space, then bytes evicted in the last hour; ` +
+          `${s.affinity ? "with" : "without"} affinity in this run). Peer fetch: ` +
           `a miss that another node of the pool holds comes over the node's ${s.peerLinkRate / 1e9} GB/s peer link ` +
           `(the pool's copies summed), every other miss from Blob Storage at ${s.blobStreamRate / 1e6} MB/s per ` +
           `stream (a job's LoRAs in parallel). The schedule is that without peer fetch; with it the same jobs' ` +

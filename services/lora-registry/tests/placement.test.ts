@@ -335,6 +335,31 @@ describe("RankMachines", () => {
     expect(await holders([user(loraA)], owner, "pool-b")).toEqual([[]]);
   });
 
+  test("with home_affinity a user's misses go to the same machines: the user's weights, not free space nor order", async () => {
+    const rank = async (userId: string, machineIds: string[], refs = [user(loraA)]) =>
+      order(await scheduler().rankMachines({ userId, refs, machineIds, homeAffinity: true }));
+    const idle = Array.from({ length: 12 }, (_, i) => `idle-${i}`);
+    const reporting = ["empty", "stale-a", "holds-b-roomy", "holds-b-pressed"];
+    const mine = await rank(owner, [...idle, ...reporting, "holds-a"]);
+    // Holding the job's bytes still comes first, then machines in the index, then the others.
+    expect(mine[0]).toBe("holds-a");
+    expect(mine.slice(1, 5).sort()).toEqual([...reporting].sort());
+    expect(await rank(owner, [...reporting].reverse())).toEqual(mine.slice(1, 5));
+    // The same order whatever order the candidates come in, and for any subset (rendezvous hashing).
+    expect(await rank(owner, [...idle].reverse())).toEqual(mine.filter((m) => m.startsWith("idle-")));
+    const subset = idle.filter((_, i) => i % 3 !== 0);
+    expect(await rank(owner, subset)).toEqual(mine.filter((m) => subset.includes(m)));
+    // Another user has other home machines.
+    expect(await rank(intruder, idle)).not.toEqual(await rank(owner, idle));
+    // Without it, the order of equals is the caller's.
+    expect(order(await scheduler().rankMachines({ userId: owner, refs: [user(loraA)], machineIds: idle }))).toEqual(
+      idle,
+    );
+    // A job of shared LoRAs only has the home machines of its set of references.
+    const sharedJob = [shared("style.safetensors"), shared("other.safetensors")];
+    expect(await rank("", idle, sharedJob)).toEqual(await rank("", [...idle].reverse(), [...sharedJob].reverse()));
+  });
+
   test("bad input is refused with a reason", async () => {
     const bad = (machineIds: string[], refs = [user(loraA)], userId: string = owner) =>
       rpcFailure(scheduler().rankMachines({ userId, refs, machineIds }));

@@ -136,7 +136,7 @@ interface IndexedCandidate extends Candidate {
 /** RankMachines: the candidates best first, and what each would have to download. */
 export async function rankMachines(
   ctx: AppContext,
-  req: { userId: string; refs: LoraReference[]; machineIds: string[] },
+  req: { userId: string; refs: LoraReference[]; machineIds: string[]; homeAffinity?: boolean },
 ): Promise<RankMachinesResponse> {
   if (req.machineIds.length === 0 || req.machineIds.length > MAX_CANDIDATES) {
     throw invalidArgument(
@@ -171,6 +171,7 @@ export async function rankMachines(
     candidates,
     counted.map(({ w }) => w),
     (c, k) => holdsCurrent(c.entry!, counted[k]!.w),
+    req.homeAffinity ? { affinityKey: affinityKeyOf(req.userId, req.refs) } : {},
   );
   return create(RankMachinesResponseSchema, {
     loras,
@@ -185,6 +186,15 @@ export async function rankMachines(
       pool: r.candidate.entry?.pool ?? "",
     })),
   });
+}
+
+/** Whose home machines a job goes to: its user's, or for shared LoRAs only, its set of references'. */
+function affinityKeyOf(userId: string, refs: LoraReference[]): string {
+  if (userId !== "") return `user:${userId.toLowerCase()}`;
+  return `refs:${refs
+    .map((r) => `${r.source}/${r.identifier}`)
+    .sort()
+    .join("|")}`;
 }
 
 /** FindLoraHolders: per reference, the reporting machines holding its current content. */

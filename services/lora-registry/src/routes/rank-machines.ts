@@ -5,6 +5,7 @@ import type { AppContext } from "../context.js";
 
 export function rankMachines(ctx: AppContext): Partial<ServiceImpl<typeof PlacementService>> {
   return {
-    rankMachines: (req) => rank(ctx, { userId: req.userId, refs: req.refs, machineIds: req.machineIds }),
+    rankMachines: (req) =>
+      rank(ctx, { userId: req.userId, refs: req.refs, machineIds: req.machineIds, homeAffinity: req.homeAffinity }),
   };
 }
