@@ -47,6 +47,15 @@ def _download_progress_bar():
     return DownloadProgressBar(ProgressBar)
 
 
+def _interrupted(err):
+    """ComfyUI's interrupt (the user cancelled the prompt; raised by the progress bar's hook): never swallowed."""
+    try:
+        from comfy.model_management import InterruptProcessingException
+    except ImportError:
+        return False
+    return isinstance(err, InterruptProcessingException)
+
+
 def _notify(unique_id, message):
     """A toast in ComfyUI's front end, when it runs (the warning is also logged and in the node's ui output)."""
     try:
@@ -147,7 +156,7 @@ class EmPropsLoraLoader:
             message = f"EmProps LoRA {label} could not be loaded: {err}"
             return self._unavailable(settings, request.legacy, message, model, clip, unique_id)
         except Exception as err:
-            if not request.legacy:
+            if not request.legacy or _interrupted(err):
                 raise
             # The old node went on without a LoRA whatever failed.
             message = f"EmProps LoRA {label} could not be loaded: {type(err).__name__}: {err}"

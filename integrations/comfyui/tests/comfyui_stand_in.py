@@ -10,8 +10,11 @@ reduced to what a LoRA loader node meets, and records what it was asked:
 - comfy.sd.load_lora_for_models(): records the call and returns patched stand-ins.
 - comfy.utils.ProgressBar: ComfyUI's class as it is (total, update_absolute, update),
   with the global hook ComfyUI's server installs, which here records the
-  "progress" message it would send the front end ({"value", "max", "node"}).
+  "progress" message it would send the front end ({"value", "max", "node"})
+  after checking for an interrupt, as ComfyUI's hook does.
   comfyui(..., progress_bar=False) leaves it out, as in a ComfyUI without it.
+- comfy.model_management: interrupt_current_processing() (the user pressing
+  Cancel) and the InterruptProcessingException the next check raises.
 - server.PromptServer.instance.send_sync(): records messages to the front end.
 - graph_to_prompt(): the editor turning a saved UI workflow into an API prompt:
   saved widgets_values go to the node's widgets by position (widget inputs in
@@ -134,8 +137,29 @@ def comfyui(lora_folders, progress_bar=True):
 
     utils.load_torch_file = load_torch_file
 
-    # comfy/utils.py: the hook is the server's (main.py sends {"value", "max", "prompt_id", "node"} as "progress").
+    model_management = types.ModuleType("comfy.model_management")
+
+    class InterruptProcessingException(Exception):
+        pass
+
+    model_management.InterruptProcessingException = InterruptProcessingException
+    model_management.interrupt_processing = False
+
+    def interrupt_current_processing(value=True):
+        model_management.interrupt_processing = value
+
+    def throw_exception_if_processing_interrupted():
+        if model_management.interrupt_processing:
+            model_management.interrupt_processing = False
+            raise InterruptProcessingException()
+
+    model_management.interrupt_current_processing = interrupt_current_processing
+    model_management.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+
+    # comfy/utils.py: the hook is the server's (main.py: stop if interrupted, else send
+    # {"value", "max", "prompt_id", "node"} as "progress").
     def progress_hook(value, total, preview, prompt_id=None, node_id=None):
+        throw_exception_if_processing_interrupted()
         record.progress.append({"value": value, "max": total, "node": node_id})
 
     class ProgressBar:
@@ -161,7 +185,7 @@ def comfyui(lora_folders, progress_bar=True):
     if progress_bar:
         utils.ProgressBar = ProgressBar
     sd.load_lora_for_models = load_lora_for_models
-    comfy.utils, comfy.sd = utils, sd
+    comfy.utils, comfy.sd, comfy.model_management = utils, sd, model_management
 
     server = types.ModuleType("server")
 
@@ -174,7 +198,14 @@ def comfyui(lora_folders, progress_bar=True):
     PromptServer.instance = PromptServer()
     server.PromptServer = PromptServer
 
-    modules = {"folder_paths": folder_paths, "comfy": comfy, "comfy.utils": utils, "comfy.sd": sd, "server": server}
+    modules = {
+        "folder_paths": folder_paths,
+        "comfy": comfy,
+        "comfy.utils": utils,
+        "comfy.sd": sd,
+        "comfy.model_management": model_management,
+        "server": server,
+    }
     saved = {name: sys.modules.get(name) for name in modules}
     sys.modules.update(modules)
     try:

@@ -10,8 +10,9 @@ uploads the LoRAs, puts files where ComfyUI keeps LoRAs and passes it all here:
   EMPROPS_TEST_SHARED_LORA (only in the shared container),
   EMPROPS_TEST_LOCAL_LORA (only at the top of models/loras),
   EMPROPS_TEST_EXTRA_LORA_DIR, EMPROPS_TEST_EXTRA_LORA (a second ComfyUI loras folder)
-  EMPROPS_TEST_LARGE_SHARED_LORA, EMPROPS_TEST_UNCACHED_SHARED_LORA (only in the shared
-  container, fetched by one test each; the stack's blob traffic crosses a slow link)
+  EMPROPS_TEST_LARGE_SHARED_LORA, EMPROPS_TEST_UNCACHED_SHARED_LORA,
+  EMPROPS_TEST_INTERRUPTED_SHARED_LORA (only in the shared container, fetched by one
+  test each; the stack's blob traffic crosses a slow link)
 
 ComfyUI itself is replaced by tests/comfyui_stand_in.py (folder_paths, the
 loading functions, validation and execution of a prompt, the editor's
@@ -51,6 +52,7 @@ REQUIRED = [
     "EMPROPS_TEST_EXTRA_LORA",
     "EMPROPS_TEST_LARGE_SHARED_LORA",
     "EMPROPS_TEST_UNCACHED_SHARED_LORA",
+    "EMPROPS_TEST_INTERRUPTED_SHARED_LORA",
 ]
 WORKFLOWS = os.path.join(os.path.dirname(__file__), "workflows")
 Loader = NODE_CLASS_MAPPINGS["EmProps_Lora_Loader"]
@@ -274,6 +276,20 @@ class DownloadProgressTest(ComfyTestCase):
         Loader().load_lora("MODEL", "CLIP", lora_source="shared", lora_identifier=name)
         self.assertEqual([path for path, _ in comfy.loaded], [os.path.join(self.lora_dir, "shared", name)])
         self.assertEqual((comfy.bars, comfy.progress), (0, []))
+
+    def test_cancelling_the_prompt_while_the_lora_downloads_stops_the_node_and_the_download_goes_on(self):
+        name = env("EMPROPS_TEST_INTERRUPTED_SHARED_LORA")
+        management = sys.modules["comfy.model_management"]
+        # The user presses Cancel: the bar's next update raises ComfyUI's interrupt, which the node lets through,
+        # even for a workflow written for the old node (which goes on without a LoRA that cannot be had).
+        management.interrupt_current_processing(True)
+        with self.assertRaises(management.InterruptProcessingException):
+            self.load_old(name)
+        self.assertEqual((self.comfy.loaded, self.comfy.messages), ([], []))
+        # The machine-cache went on downloading: the next run waits for that download (or finds it done).
+        self.load_old(name)
+        self.assertEqual(self.loaded_paths(), [os.path.join(self.lora_dir, "shared", name)])
+        self.assert_loaded_safely(self.loaded_paths()[0])
 
     def test_the_streamed_call_reports_a_missing_lora_with_the_servers_reason(self):
         seen = []

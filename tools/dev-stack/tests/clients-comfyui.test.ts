@@ -13,6 +13,7 @@ const LOCAL_LORA = "on_this_node.safetensors";
 const EXTRA_LORA = "extra_folder_style.safetensors";
 const LARGE_SHARED_LORA = "large_shared_style.safetensors";
 const UNCACHED_SHARED_LORA = "uncached_shared_style.safetensors";
+const INTERRUPTED_SHARED_LORA = "interrupted_shared_style.safetensors";
 const MIB = 1024 * 1024;
 
 /**
@@ -64,6 +65,7 @@ describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", 
       [SHARED_LORA, 128 * 1024],
       [LARGE_SHARED_LORA, 8 * MIB],
       [UNCACHED_SHARED_LORA, 128 * 1024],
+      [INTERRUPTED_SHARED_LORA, 8 * MIB],
     ] as const) {
       const file = path.join(dir, name);
       writeLoraFile(file, size, kohyaMetadata(name.replace(/\.safetensors$/, "")));
@@ -88,6 +90,7 @@ describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", 
       EMPROPS_TEST_EXTRA_LORA: EXTRA_LORA,
       EMPROPS_TEST_LARGE_SHARED_LORA: LARGE_SHARED_LORA,
       EMPROPS_TEST_UNCACHED_SHARED_LORA: UNCACHED_SHARED_LORA,
+      EMPROPS_TEST_INTERRUPTED_SHARED_LORA: INTERRUPTED_SHARED_LORA,
     });
   });
 
@@ -111,7 +114,7 @@ describe("the ComfyUI EmProps_Lora_Loader node against the real machine-cache", 
       child.on("close", (code) => resolve({ code, output }));
     });
     expect({ code: run.code, output: run.output }).toEqual({ code: 0, output: expect.stringMatching(/\nOK\n$/) });
-    expect(run.output).toMatch(/\nRan 30 tests in /);
+    expect(run.output).toMatch(/\nRan 31 tests in /);
     expect(run.output).not.toMatch(/skipped/);
   });
 
