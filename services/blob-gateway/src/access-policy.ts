@@ -3,6 +3,8 @@ import { type RpcRule, type ServicePolicy, servicePolicy } from "@emprops/platfo
 
 /** The registry (and other internal services) with the service role; admins for operations. */
 const INTERNAL: RpcRule = { allow: ["service", "admin"] };
+/** The registry's consistency sweep only: listing and deleting what no row names is its job, not an operator's by hand. */
+const SERVICE: RpcRule = { allow: ["service"] };
 
 /** Who may call each RPC of the gateway: never a user or a machine (they get signed URLs from the registry). */
 export const gatewayAccessPolicy: ServicePolicy[] = [
@@ -17,5 +19,7 @@ export const gatewayAccessPolicy: ServicePolicy[] = [
     uploadBlob: INTERNAL,
     storePreview: INTERNAL,
     deletePreview: INTERNAL,
+    listBlobs: SERVICE,
+    deleteListedBlob: SERVICE,
   }),
 ];

@@ -78,6 +78,8 @@ const EXPECTED: Record<string, Record<Kind, Outcome>> = {
   "emprops.blob.v1.BlobGatewayService/UploadBlob": only("service", "admin"),
   "emprops.blob.v1.BlobGatewayService/StorePreview": only("service", "admin"),
   "emprops.blob.v1.BlobGatewayService/DeletePreview": only("service", "admin"),
+  "emprops.blob.v1.BlobGatewayService/ListBlobs": only("service"),
+  "emprops.blob.v1.BlobGatewayService/DeleteListedBlob": only("service"),
   "emprops.cache.v1.MachineCacheService/EnsureLoras": only("machine", "admin"),
   "emprops.cache.v1.MachineCacheService/EnsureLorasWithProgress": only("machine", "admin"),
   "emprops.cache.v1.MachineCacheService/GetCacheStats": only("machine", "admin"),

@@ -5,8 +5,10 @@ import { commitUpload } from "./commit-upload.js";
 import { createDownloadUrls } from "./create-download-urls.js";
 import { createUploadUrl } from "./create-upload-url.js";
 import { deleteBlob } from "./delete-blob.js";
+import { deleteListedBlob } from "./delete-listed-blob.js";
 import { deletePreview } from "./delete-preview.js";
 import { getUploadState } from "./get-upload-state.js";
+import { listBlobs } from "./list-blobs.js";
 import { sealUpload } from "./seal-upload.js";
 import { storePreview } from "./store-preview.js";
 import { uploadBlob } from "./upload-blob.js";
@@ -26,6 +28,8 @@ export function routes(ctx: AppContext) {
       ...uploadBlob(ctx),
       ...storePreview(ctx),
       ...deletePreview(ctx),
+      ...listBlobs(ctx),
+      ...deleteListedBlob(ctx),
     });
   };
 }

@@ -152,3 +152,35 @@ export function sharedBlob(input: { name: string } | undefined, field = "name"):
   }
   return { kind: "shared", name, path: `models/loras/${name}` };
 }
+
+/** A blob of the user LoRA container whose name the gateway makes, read back from its path. */
+export type NamedUserContainerBlob = UserBlobRef | PreviewBlobRef | StagedBlobRef;
+
+const USER_BLOB_NAME = /^users\/([0-9a-f-]{36})\/loras\/([0-9]+)\.(safetensors|pt|preview\.webp)$/;
+const STAGED_BLOB_NAME = /^staging\/([0-9a-f-]{36})\/([0-9a-f-]{36})\.(safetensors|pt)$/;
+
+/**
+ * What a path of the user LoRA container names, when it is one the gateway
+ * makes: parsed, then rebuilt by the functions above and compared, so a
+ * name is recognised only if the gateway would write exactly it.
+ */
+export function parseUserContainerPath(path: string): NamedUserContainerBlob | undefined {
+  try {
+    const user = USER_BLOB_NAME.exec(path);
+    if (user) {
+      const [, userId, loraId, suffix] = user as unknown as [string, string, string, string];
+      const ref =
+        suffix === "preview.webp" ? previewBlob({ userId, loraId }) : userBlob({ userId, loraId, extension: suffix });
+      return ref.path === path ? ref : undefined;
+    }
+    const staged = STAGED_BLOB_NAME.exec(path);
+    if (staged) {
+      const [, userId, uploadId, extension] = staged as unknown as [string, string, string, string];
+      const ref = stagedUpload({ userId, uploadId, extension });
+      return ref.path === path ? ref : undefined;
+    }
+  } catch {
+    // An id the checks refuse: not a name the gateway makes.
+  }
+  return undefined;
+}

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file emprops/blob/v1/blob_gateway_service.proto.
  */
 export const file_emprops_blob_v1_blob_gateway_service: GenFile = /*@__PURE__*/
-  fileDesc("CiplbXByb3BzL2Jsb2IvdjEvYmxvYl9nYXRld2F5X3NlcnZpY2UucHJvdG8SD2VtcHJvcHMuYmxvYi52MSJDCgxVc2VyTG9yYUJsb2ISDwoHdXNlcl9pZBgBIAEoCRIPCgdsb3JhX2lkGAIgASgJEhEKCWV4dGVuc2lvbhgDIAEoCSJFCgxTdGFnZWRVcGxvYWQSDwoHdXNlcl9pZBgBIAEoCRIRCgl1cGxvYWRfaWQYAiABKAkSEQoJZXh0ZW5zaW9uGAMgASgJIh4KDlNoYXJlZExvcmFCbG9iEgwKBG5hbWUYASABKAkifAoWQ3JlYXRlVXBsb2FkVXJsUmVxdWVzdBISCgpzaXplX2J5dGVzGAIgASgDEhMKC3R0bF9zZWNvbmRzGAMgASgFEi0KBnVwbG9hZBgEIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5TdGFnZWRVcGxvYWRKBAgBEAJSBGJsb2IimwEKF0NyZWF0ZVVwbG9hZFVybFJlc3BvbnNlEhIKCnVwbG9hZF91cmwYASABKAkSEQoJYmxvYl9wYXRoGAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBibG9ja19zaXplX2J5dGVzGAUgASgDSgQIAhADUghibG9iX3VybCJSChVHZXRVcGxvYWRTdGF0ZVJlcXVlc3QSLQoGdXBsb2FkGAIgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlN0YWdlZFVwbG9hZEoECAEQAlIEYmxvYiIxCglCbG9iQmxvY2sSEAoIYmxvY2tfaWQYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAyKBAQoWR2V0VXBsb2FkU3RhdGVSZXNwb25zZRIRCgljb21taXR0ZWQYASABKAgSHAoUY29tbWl0dGVkX3NpemVfYnl0ZXMYAiABKAMSNgoSdW5jb21taXR0ZWRfYmxvY2tzGAMgAygLMhouZW1wcm9wcy5ibG9iLnYxLkJsb2JCbG9jayKqAQoRVmVyaWZ5QmxvYlJlcXVlc3QSKwoEYmxvYhgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2ISFgoObWF4X3NpemVfYnl0ZXMYAiABKAMSGwoTZXhwZWN0ZWRfc2l6ZV9ieXRlcxgDIAEoAxIXCg9leHBlY3RlZF9zaGEyNTYYBCABKAkSGgoScmVwb3J0X3VuY29tbWl0dGVkGAUgASgIItECChBCbG9iVmVyaWZpY2F0aW9uEjEKBnN0YXR1cxgBIAEoDjIhLmVtcHJvcHMuYmxvYi52MS5WYWxpZGF0aW9uU3RhdHVzEi4KBnJlYXNvbhgCIAEoDjIeLmVtcHJvcHMuY29tbW9uLnYxLkVycm9yUmVhc29uEg8KB21lc3NhZ2UYAyABKAkSEgoKc2l6ZV9ieXRlcxgEIAEoAxIOCgZzaGEyNTYYBSABKAkSLQoGZm9ybWF0GAYgASgOMh0uZW1wcm9wcy5jb21tb24udjEuRmlsZUZvcm1hdBIVCg1kZXRlY3RlZF90eXBlGAcgASgJEjEKCG1ldGFkYXRhGAggASgLMh8uZW1wcm9wcy5jb21tb24udjEuTG9yYU1ldGFkYXRhEhYKDnVuc2FmZV9nbG9iYWxzGAkgAygJEhQKDHRlbnNvcl9jb3VudBgKIAEoBSKpAQoTQ29tbWl0VXBsb2FkUmVxdWVzdBItCgZ1cGxvYWQYASABKAsyHS5lbXByb3BzLmJsb2IudjEuU3RhZ2VkVXBsb2FkEjIKC2Rlc3RpbmF0aW9uGAIgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlVzZXJMb3JhQmxvYhIWCg5tYXhfc2l6ZV9ieXRlcxgDIAEoAxIXCg9leHBlY3RlZF9zaGEyNTYYBCABKAkiYwoKU3RvcmVkQmxvYhIRCglibG9iX3BhdGgYASABKAkSEAoIYmxvYl91cmwYAiABKAkSDAoEZXRhZxgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCSKOAgoUQ29tbWl0VXBsb2FkUmVzcG9uc2USEQoJY29tbWl0dGVkGAEgASgIEjYKEnVuY29tbWl0dGVkX2Jsb2NrcxgCIAMoCzIaLmVtcHJvcHMuYmxvYi52MS5CbG9iQmxvY2sSNwoMdmVyaWZpY2F0aW9uGAMgASgLMiEuZW1wcm9wcy5ibG9iLnYxLkJsb2JWZXJpZmljYXRpb24SKwoGc3RvcmVkGAQgASgLMhsuZW1wcm9wcy5ibG9iLnYxLlN0b3JlZEJsb2ISFQoNdmVyaWZpZWRfZXRhZxgFIAEoCRIuCgljb252ZXJ0ZWQYBiABKAsyGy5lbXByb3BzLmJsb2IudjEuU3RvcmVkQmxvYiJCChFTZWFsVXBsb2FkUmVxdWVzdBItCgZ1cGxvYWQYASABKAsyHS5lbXByb3BzLmJsb2IudjEuU3RhZ2VkVXBsb2FkIhQKElNlYWxVcGxvYWRSZXNwb25zZSKYAQoSVmVyaWZ5QmxvYlJlc3BvbnNlEjcKDHZlcmlmaWNhdGlvbhgBIAEoCzIhLmVtcHJvcHMuYmxvYi52MS5CbG9iVmVyaWZpY2F0aW9uEhEKCWNvbW1pdHRlZBgCIAEoCBI2ChJ1bmNvbW1pdHRlZF9ibG9ja3MYAyADKAsyGi5lbXByb3BzLmJsb2IudjEuQmxvYkJsb2NrIjMKD0xvcmFQcmV2aWV3QmxvYhIPCgd1c2VyX2lkGAEgASgJEg8KB2xvcmFfaWQYAiABKAki3gEKDkRvd25sb2FkVGFyZ2V0EjIKCXVzZXJfbG9yYRgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2JIABI2CgtzaGFyZWRfbG9yYRgCIAEoCzIfLmVtcHJvcHMuYmxvYi52MS5TaGFyZWRMb3JhQmxvYkgAEjgKDGxvcmFfcHJldmlldxgDIAEoCzIgLmVtcHJvcHMuYmxvYi52MS5Mb3JhUHJldmlld0Jsb2JIABIcChRhdHRhY2htZW50X2ZpbGVfbmFtZRgEIAEoCUIICgZ0YXJnZXQifgoZQ3JlYXRlRG93bmxvYWRVcmxzUmVxdWVzdBIwCgd0YXJnZXRzGAEgAygLMh8uZW1wcm9wcy5ibG9iLnYxLkRvd25sb2FkVGFyZ2V0EhMKC3R0bF9zZWNvbmRzGAIgASgFEhoKEmluY2x1ZGVfcHJvcGVydGllcxgDIAEoCCLJAQoLRG93bmxvYWRVcmwSCwoDdXJsGAEgASgJEhEKCWJsb2JfcGF0aBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2l6ZV9ieXRlcxgEIAEoAxI3Cgx2ZXJpZmljYXRpb24YBSABKAsyIS5lbXByb3BzLmJsb2IudjEuQmxvYlZlcmlmaWNhdGlvbhIcChR2ZXJpZmljYXRpb25fcGVuZGluZxgGIAEoCCJIChpDcmVhdGVEb3dubG9hZFVybHNSZXNwb25zZRIqCgR1cmxzGAEgAygLMhwuZW1wcm9wcy5ibG9iLnYxLkRvd25sb2FkVXJsIkAKEURlbGV0ZUJsb2JSZXF1ZXN0EisKBGJsb2IYASABKAsyHS5lbXByb3BzLmJsb2IudjEuVXNlckxvcmFCbG9iIiUKEkRlbGV0ZUJsb2JSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIImwKEFVwbG9hZEJsb2JIZWFkZXISKwoEYmxvYhgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2ISEgoKc2l6ZV9ieXRlcxgCIAEoAxIXCg9leHBlY3RlZF9zaGEyNTYYAyABKAkiZAoRVXBsb2FkQmxvYlJlcXVlc3QSMwoGaGVhZGVyGAEgASgLMiEuZW1wcm9wcy5ibG9iLnYxLlVwbG9hZEJsb2JIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgkKB3BheWxvYWQiVAoTU3RvcmVQcmV2aWV3UmVxdWVzdBIuCgRibG9iGAEgASgLMiAuZW1wcm9wcy5ibG9iLnYxLkxvcmFQcmV2aWV3QmxvYhINCgVpbWFnZRgCIAEoDCKwAQoUU3RvcmVQcmV2aWV3UmVzcG9uc2USDQoFd2lkdGgYASABKAUSDgoGaGVpZ2h0GAIgASgFEhIKCnNpemVfYnl0ZXMYAyABKAMSDgoGc2hhMjU2GAQgASgJEhUKDXNvdXJjZV9mb3JtYXQYBSABKAkSFAoMc291cmNlX3dpZHRoGAYgASgFEhUKDXNvdXJjZV9oZWlnaHQYByABKAUSEQoJYmxvYl9wYXRoGAggASgJIkYKFERlbGV0ZVByZXZpZXdSZXF1ZXN0Ei4KBGJsb2IYASABKAsyIC5lbXByb3BzLmJsb2IudjEuTG9yYVByZXZpZXdCbG9iIigKFURlbGV0ZVByZXZpZXdSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIIo8BChJVcGxvYWRCbG9iUmVzcG9uc2USNwoMdmVyaWZpY2F0aW9uGAEgASgLMiEuZW1wcm9wcy5ibG9iLnYxLkJsb2JWZXJpZmljYXRpb24SEAoIYmxvYl91cmwYAiABKAkSLgoJY29udmVydGVkGAMgASgLMhsuZW1wcm9wcy5ibG9iLnYxLlN0b3JlZEJsb2IqcQoQVmFsaWRhdGlvblN0YXR1cxIhCh1WQUxJREFUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlZBTElEQVRJT05fU1RBVFVTX1NBRkUQARIeChpWQUxJREFUSU9OX1NUQVRVU19SRUpFQ1RFRBACMsQHChJCbG9iR2F0ZXdheVNlcnZpY2USZAoPQ3JlYXRlVXBsb2FkVXJsEicuZW1wcm9wcy5ibG9iLnYxLkNyZWF0ZVVwbG9hZFVybFJlcXVlc3QaKC5lbXByb3BzLmJsb2IudjEuQ3JlYXRlVXBsb2FkVXJsUmVzcG9uc2USYQoOR2V0VXBsb2FkU3RhdGUSJi5lbXByb3BzLmJsb2IudjEuR2V0VXBsb2FkU3RhdGVSZXF1ZXN0GicuZW1wcm9wcy5ibG9iLnYxLkdldFVwbG9hZFN0YXRlUmVzcG9uc2USWwoMQ29tbWl0VXBsb2FkEiQuZW1wcm9wcy5ibG9iLnYxLkNvbW1pdFVwbG9hZFJlcXVlc3QaJS5lbXByb3BzLmJsb2IudjEuQ29tbWl0VXBsb2FkUmVzcG9uc2USVQoKU2VhbFVwbG9hZBIiLmVtcHJvcHMuYmxvYi52MS5TZWFsVXBsb2FkUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5TZWFsVXBsb2FkUmVzcG9uc2USVQoKVmVyaWZ5QmxvYhIiLmVtcHJvcHMuYmxvYi52MS5WZXJpZnlCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5WZXJpZnlCbG9iUmVzcG9uc2USbQoSQ3JlYXRlRG93bmxvYWRVcmxzEiouZW1wcm9wcy5ibG9iLnYxLkNyZWF0ZURvd25sb2FkVXJsc1JlcXVlc3QaKy5lbXByb3BzLmJsb2IudjEuQ3JlYXRlRG93bmxvYWRVcmxzUmVzcG9uc2USVQoKRGVsZXRlQmxvYhIiLmVtcHJvcHMuYmxvYi52MS5EZWxldGVCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5EZWxldGVCbG9iUmVzcG9uc2USVwoKVXBsb2FkQmxvYhIiLmVtcHJvcHMuYmxvYi52MS5VcGxvYWRCbG9iUmVxdWVzdBojLmVtcHJvcHMuYmxvYi52MS5VcGxvYWRCbG9iUmVzcG9uc2UoARJbCgxTdG9yZVByZXZpZXcSJC5lbXByb3BzLmJsb2IudjEuU3RvcmVQcmV2aWV3UmVxdWVzdBolLmVtcHJvcHMuYmxvYi52MS5TdG9yZVByZXZpZXdSZXNwb25zZRJeCg1EZWxldGVQcmV2aWV3EiUuZW1wcm9wcy5ibG9iLnYxLkRlbGV0ZVByZXZpZXdSZXF1ZXN0GiYuZW1wcm9wcy5ibG9iLnYxLkRlbGV0ZVByZXZpZXdSZXNwb25zZWIGcHJvdG8z", [file_emprops_common_v1_error_reason, file_emprops_common_v1_lora_metadata, file_google_protobuf_timestamp]);
+  fileDesc("CiplbXByb3BzL2Jsb2IvdjEvYmxvYl9nYXRld2F5X3NlcnZpY2UucHJvdG8SD2VtcHJvcHMuYmxvYi52MSJDCgxVc2VyTG9yYUJsb2ISDwoHdXNlcl9pZBgBIAEoCRIPCgdsb3JhX2lkGAIgASgJEhEKCWV4dGVuc2lvbhgDIAEoCSJFCgxTdGFnZWRVcGxvYWQSDwoHdXNlcl9pZBgBIAEoCRIRCgl1cGxvYWRfaWQYAiABKAkSEQoJZXh0ZW5zaW9uGAMgASgJIh4KDlNoYXJlZExvcmFCbG9iEgwKBG5hbWUYASABKAkifAoWQ3JlYXRlVXBsb2FkVXJsUmVxdWVzdBISCgpzaXplX2J5dGVzGAIgASgDEhMKC3R0bF9zZWNvbmRzGAMgASgFEi0KBnVwbG9hZBgEIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5TdGFnZWRVcGxvYWRKBAgBEAJSBGJsb2IimwEKF0NyZWF0ZVVwbG9hZFVybFJlc3BvbnNlEhIKCnVwbG9hZF91cmwYASABKAkSEQoJYmxvYl9wYXRoGAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBibG9ja19zaXplX2J5dGVzGAUgASgDSgQIAhADUghibG9iX3VybCJSChVHZXRVcGxvYWRTdGF0ZVJlcXVlc3QSLQoGdXBsb2FkGAIgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlN0YWdlZFVwbG9hZEoECAEQAlIEYmxvYiIxCglCbG9iQmxvY2sSEAoIYmxvY2tfaWQYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAyKBAQoWR2V0VXBsb2FkU3RhdGVSZXNwb25zZRIRCgljb21taXR0ZWQYASABKAgSHAoUY29tbWl0dGVkX3NpemVfYnl0ZXMYAiABKAMSNgoSdW5jb21taXR0ZWRfYmxvY2tzGAMgAygLMhouZW1wcm9wcy5ibG9iLnYxLkJsb2JCbG9jayKqAQoRVmVyaWZ5QmxvYlJlcXVlc3QSKwoEYmxvYhgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2ISFgoObWF4X3NpemVfYnl0ZXMYAiABKAMSGwoTZXhwZWN0ZWRfc2l6ZV9ieXRlcxgDIAEoAxIXCg9leHBlY3RlZF9zaGEyNTYYBCABKAkSGgoScmVwb3J0X3VuY29tbWl0dGVkGAUgASgIItECChBCbG9iVmVyaWZpY2F0aW9uEjEKBnN0YXR1cxgBIAEoDjIhLmVtcHJvcHMuYmxvYi52MS5WYWxpZGF0aW9uU3RhdHVzEi4KBnJlYXNvbhgCIAEoDjIeLmVtcHJvcHMuY29tbW9uLnYxLkVycm9yUmVhc29uEg8KB21lc3NhZ2UYAyABKAkSEgoKc2l6ZV9ieXRlcxgEIAEoAxIOCgZzaGEyNTYYBSABKAkSLQoGZm9ybWF0GAYgASgOMh0uZW1wcm9wcy5jb21tb24udjEuRmlsZUZvcm1hdBIVCg1kZXRlY3RlZF90eXBlGAcgASgJEjEKCG1ldGFkYXRhGAggASgLMh8uZW1wcm9wcy5jb21tb24udjEuTG9yYU1ldGFkYXRhEhYKDnVuc2FmZV9nbG9iYWxzGAkgAygJEhQKDHRlbnNvcl9jb3VudBgKIAEoBSKpAQoTQ29tbWl0VXBsb2FkUmVxdWVzdBItCgZ1cGxvYWQYASABKAsyHS5lbXByb3BzLmJsb2IudjEuU3RhZ2VkVXBsb2FkEjIKC2Rlc3RpbmF0aW9uGAIgASgLMh0uZW1wcm9wcy5ibG9iLnYxLlVzZXJMb3JhQmxvYhIWCg5tYXhfc2l6ZV9ieXRlcxgDIAEoAxIXCg9leHBlY3RlZF9zaGEyNTYYBCABKAkiYwoKU3RvcmVkQmxvYhIRCglibG9iX3BhdGgYASABKAkSEAoIYmxvYl91cmwYAiABKAkSDAoEZXRhZxgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCSKOAgoUQ29tbWl0VXBsb2FkUmVzcG9uc2USEQoJY29tbWl0dGVkGAEgASgIEjYKEnVuY29tbWl0dGVkX2Jsb2NrcxgCIAMoCzIaLmVtcHJvcHMuYmxvYi52MS5CbG9iQmxvY2sSNwoMdmVyaWZpY2F0aW9uGAMgASgLMiEuZW1wcm9wcy5ibG9iLnYxLkJsb2JWZXJpZmljYXRpb24SKwoGc3RvcmVkGAQgASgLMhsuZW1wcm9wcy5ibG9iLnYxLlN0b3JlZEJsb2ISFQoNdmVyaWZpZWRfZXRhZxgFIAEoCRIuCgljb252ZXJ0ZWQYBiABKAsyGy5lbXByb3BzLmJsb2IudjEuU3RvcmVkQmxvYiJCChFTZWFsVXBsb2FkUmVxdWVzdBItCgZ1cGxvYWQYASABKAsyHS5lbXByb3BzLmJsb2IudjEuU3RhZ2VkVXBsb2FkIhQKElNlYWxVcGxvYWRSZXNwb25zZSKYAQoSVmVyaWZ5QmxvYlJlc3BvbnNlEjcKDHZlcmlmaWNhdGlvbhgBIAEoCzIhLmVtcHJvcHMuYmxvYi52MS5CbG9iVmVyaWZpY2F0aW9uEhEKCWNvbW1pdHRlZBgCIAEoCBI2ChJ1bmNvbW1pdHRlZF9ibG9ja3MYAyADKAsyGi5lbXByb3BzLmJsb2IudjEuQmxvYkJsb2NrIjMKD0xvcmFQcmV2aWV3QmxvYhIPCgd1c2VyX2lkGAEgASgJEg8KB2xvcmFfaWQYAiABKAki3gEKDkRvd25sb2FkVGFyZ2V0EjIKCXVzZXJfbG9yYRgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2JIABI2CgtzaGFyZWRfbG9yYRgCIAEoCzIfLmVtcHJvcHMuYmxvYi52MS5TaGFyZWRMb3JhQmxvYkgAEjgKDGxvcmFfcHJldmlldxgDIAEoCzIgLmVtcHJvcHMuYmxvYi52MS5Mb3JhUHJldmlld0Jsb2JIABIcChRhdHRhY2htZW50X2ZpbGVfbmFtZRgEIAEoCUIICgZ0YXJnZXQifgoZQ3JlYXRlRG93bmxvYWRVcmxzUmVxdWVzdBIwCgd0YXJnZXRzGAEgAygLMh8uZW1wcm9wcy5ibG9iLnYxLkRvd25sb2FkVGFyZ2V0EhMKC3R0bF9zZWNvbmRzGAIgASgFEhoKEmluY2x1ZGVfcHJvcGVydGllcxgDIAEoCCLJAQoLRG93bmxvYWRVcmwSCwoDdXJsGAEgASgJEhEKCWJsb2JfcGF0aBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2l6ZV9ieXRlcxgEIAEoAxI3Cgx2ZXJpZmljYXRpb24YBSABKAsyIS5lbXByb3BzLmJsb2IudjEuQmxvYlZlcmlmaWNhdGlvbhIcChR2ZXJpZmljYXRpb25fcGVuZGluZxgGIAEoCCJIChpDcmVhdGVEb3dubG9hZFVybHNSZXNwb25zZRIqCgR1cmxzGAEgAygLMhwuZW1wcm9wcy5ibG9iLnYxLkRvd25sb2FkVXJsIkAKEURlbGV0ZUJsb2JSZXF1ZXN0EisKBGJsb2IYASABKAsyHS5lbXByb3BzLmJsb2IudjEuVXNlckxvcmFCbG9iIiUKEkRlbGV0ZUJsb2JSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIImwKEFVwbG9hZEJsb2JIZWFkZXISKwoEYmxvYhgBIAEoCzIdLmVtcHJvcHMuYmxvYi52MS5Vc2VyTG9yYUJsb2ISEgoKc2l6ZV9ieXRlcxgCIAEoAxIXCg9leHBlY3RlZF9zaGEyNTYYAyABKAkiZAoRVXBsb2FkQmxvYlJlcXVlc3QSMwoGaGVhZGVyGAEgASgLMiEuZW1wcm9wcy5ibG9iLnYxLlVwbG9hZEJsb2JIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgkKB3BheWxvYWQiVAoTU3RvcmVQcmV2aWV3UmVxdWVzdBIuCgRibG9iGAEgASgLMiAuZW1wcm9wcy5ibG9iLnYxLkxvcmFQcmV2aWV3QmxvYhINCgVpbWFnZRgCIAEoDCKwAQoUU3RvcmVQcmV2aWV3UmVzcG9uc2USDQoFd2lkdGgYASABKAUSDgoGaGVpZ2h0GAIgASgFEhIKCnNpemVfYnl0ZXMYAyABKAMSDgoGc2hhMjU2GAQgASgJEhUKDXNvdXJjZV9mb3JtYXQYBSABKAkSFAoMc291cmNlX3dpZHRoGAYgASgFEhUKDXNvdXJjZV9oZWlnaHQYByABKAUSEQoJYmxvYl9wYXRoGAggASgJIkYKFERlbGV0ZVByZXZpZXdSZXF1ZXN0Ei4KBGJsb2IYASABKAsyIC5lbXByb3BzLmJsb2IudjEuTG9yYVByZXZpZXdCbG9iIigKFURlbGV0ZVByZXZpZXdSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIIo8BChJVcGxvYWRCbG9iUmVzcG9uc2USNwoMdmVyaWZpY2F0aW9uGAEgASgLMiEuZW1wcm9wcy5ibG9iLnYxLkJsb2JWZXJpZmljYXRpb24SEAoIYmxvYl91cmwYAiABKAkSLgoJY29udmVydGVkGAMgASgLMhsuZW1wcm9wcy5ibG9iLnYxLlN0b3JlZEJsb2IicwoQTGlzdEJsb2JzUmVxdWVzdBInCgRhcmVhGAEgASgOMhkuZW1wcm9wcy5ibG9iLnYxLkJsb2JBcmVhEg8KB3VzZXJfaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAki6QIKCkxpc3RlZEJsb2ISEQoJYmxvYl9wYXRoGAEgASgJEhIKCnNpemVfYnl0ZXMYAiABKAMSDAoEZXRhZxgDIAEoCRIxCg1sYXN0X21vZGlmaWVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI7CghtZXRhZGF0YRgFIAMoCzIpLmVtcHJvcHMuYmxvYi52MS5MaXN0ZWRCbG9iLk1ldGFkYXRhRW50cnkSLQoEa2luZBgGIAEoDjIfLmVtcHJvcHMuYmxvYi52MS5MaXN0ZWRCbG9iS2luZBIPCgd1c2VyX2lkGAcgASgJEg8KB2xvcmFfaWQYCCABKAkSEQoJdXBsb2FkX2lkGAkgASgJEhEKCWV4dGVuc2lvbhgKIAEoCRIOCgZsZWFzZWQYCyABKAgaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlgKEUxpc3RCbG9ic1Jlc3BvbnNlEioKBWJsb2JzGAEgAygLMhsuZW1wcm9wcy5ibG9iLnYxLkxpc3RlZEJsb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjoKF0RlbGV0ZUxpc3RlZEJsb2JSZXF1ZXN0EhEKCWJsb2JfcGF0aBgBIAEoCRIMCgRldGFnGAIgASgJIisKGERlbGV0ZUxpc3RlZEJsb2JSZXNwb25zZRIPCgdkZWxldGVkGAEgASgIKnEKEFZhbGlkYXRpb25TdGF0dXMSIQodVkFMSURBVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZWQUxJREFUSU9OX1NUQVRVU19TQUZFEAESHgoaVkFMSURBVElPTl9TVEFUVVNfUkVKRUNURUQQAipRCghCbG9iQXJlYRIZChVCTE9CX0FSRUFfVU5TUEVDSUZJRUQQABITCg9CTE9CX0FSRUFfVVNFUlMQARIVChFCTE9CX0FSRUFfU1RBR0lORxACKogBCg5MaXN0ZWRCbG9iS2luZBIgChxMSVNURURfQkxPQl9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVTElTVEVEX0JMT0JfS0lORF9MT1JBEAESHAoYTElTVEVEX0JMT0JfS0lORF9QUkVWSUVXEAISGwoXTElTVEVEX0JMT0JfS0lORF9TVEFHRUQQAzKBCQoSQmxvYkdhdGV3YXlTZXJ2aWNlEmQKD0NyZWF0ZVVwbG9hZFVybBInLmVtcHJvcHMuYmxvYi52MS5DcmVhdGVVcGxvYWRVcmxSZXF1ZXN0GiguZW1wcm9wcy5ibG9iLnYxLkNyZWF0ZVVwbG9hZFVybFJlc3BvbnNlEmEKDkdldFVwbG9hZFN0YXRlEiYuZW1wcm9wcy5ibG9iLnYxLkdldFVwbG9hZFN0YXRlUmVxdWVzdBonLmVtcHJvcHMuYmxvYi52MS5HZXRVcGxvYWRTdGF0ZVJlc3BvbnNlElsKDENvbW1pdFVwbG9hZBIkLmVtcHJvcHMuYmxvYi52MS5Db21taXRVcGxvYWRSZXF1ZXN0GiUuZW1wcm9wcy5ibG9iLnYxLkNvbW1pdFVwbG9hZFJlc3BvbnNlElUKClNlYWxVcGxvYWQSIi5lbXByb3BzLmJsb2IudjEuU2VhbFVwbG9hZFJlcXVlc3QaIy5lbXByb3BzLmJsb2IudjEuU2VhbFVwbG9hZFJlc3BvbnNlElUKClZlcmlmeUJsb2ISIi5lbXByb3BzLmJsb2IudjEuVmVyaWZ5QmxvYlJlcXVlc3QaIy5lbXByb3BzLmJsb2IudjEuVmVyaWZ5QmxvYlJlc3BvbnNlEm0KEkNyZWF0ZURvd25sb2FkVXJscxIqLmVtcHJvcHMuYmxvYi52MS5DcmVhdGVEb3dubG9hZFVybHNSZXF1ZXN0GisuZW1wcm9wcy5ibG9iLnYxLkNyZWF0ZURvd25sb2FkVXJsc1Jlc3BvbnNlElUKCkRlbGV0ZUJsb2ISIi5lbXByb3BzLmJsb2IudjEuRGVsZXRlQmxvYlJlcXVlc3QaIy5lbXByb3BzLmJsb2IudjEuRGVsZXRlQmxvYlJlc3BvbnNlElcKClVwbG9hZEJsb2ISIi5lbXByb3BzLmJsb2IudjEuVXBsb2FkQmxvYlJlcXVlc3QaIy5lbXByb3BzLmJsb2IudjEuVXBsb2FkQmxvYlJlc3BvbnNlKAESWwoMU3RvcmVQcmV2aWV3EiQuZW1wcm9wcy5ibG9iLnYxLlN0b3JlUHJldmlld1JlcXVlc3QaJS5lbXByb3BzLmJsb2IudjEuU3RvcmVQcmV2aWV3UmVzcG9uc2USXgoNRGVsZXRlUHJldmlldxIlLmVtcHJvcHMuYmxvYi52MS5EZWxldGVQcmV2aWV3UmVxdWVzdBomLmVtcHJvcHMuYmxvYi52MS5EZWxldGVQcmV2aWV3UmVzcG9uc2USUgoJTGlzdEJsb2JzEiEuZW1wcm9wcy5ibG9iLnYxLkxpc3RCbG9ic1JlcXVlc3QaIi5lbXByb3BzLmJsb2IudjEuTGlzdEJsb2JzUmVzcG9uc2USZwoQRGVsZXRlTGlzdGVkQmxvYhIoLmVtcHJvcHMuYmxvYi52MS5EZWxldGVMaXN0ZWRCbG9iUmVxdWVzdBopLmVtcHJvcHMuYmxvYi52MS5EZWxldGVMaXN0ZWRCbG9iUmVzcG9uc2ViBnByb3RvMw", [file_emprops_common_v1_error_reason, file_emprops_common_v1_lora_metadata, file_google_protobuf_timestamp]);
 
 /**
  * Identifies a user LoRA blob: users/{user_id}/loras/{lora_id}.{ext}.
@@ -1112,6 +1112,216 @@ export const UploadBlobResponseSchema: GenMessage<UploadBlobResponse> = /*@__PUR
   messageDesc(file_emprops_blob_v1_blob_gateway_service, 29);
 
 /**
+ * Lists blobs (AIP-158 paging).
+ *
+ * @generated from message emprops.blob.v1.ListBlobsRequest
+ */
+export type ListBlobsRequest = Message<"emprops.blob.v1.ListBlobsRequest"> & {
+  /**
+   * Which part of the container.
+   *
+   * @generated from field: emprops.blob.v1.BlobArea area = 1;
+   */
+  area: BlobArea;
+
+  /**
+   * Only this user's blobs (UUID); empty for every user.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * Page size: 0 means 1000, above 5000 (Blob Storage's page limit) is clamped, negative is INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * Opaque cursor from a previous response with the same area and user.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message emprops.blob.v1.ListBlobsRequest.
+ * Use `create(ListBlobsRequestSchema)` to create a new message.
+ */
+export const ListBlobsRequestSchema: GenMessage<ListBlobsRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 30);
+
+/**
+ * A blob as the listing shows it.
+ *
+ * @generated from message emprops.blob.v1.ListedBlob
+ */
+export type ListedBlob = Message<"emprops.blob.v1.ListedBlob"> & {
+  /**
+   * Path inside the user LoRA container.
+   *
+   * @generated from field: string blob_path = 1;
+   */
+  blobPath: string;
+
+  /**
+   * Size in bytes (0 for a blob with staged blocks only).
+   *
+   * @generated from field: int64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * ETag (without quotes).
+   *
+   * @generated from field: string etag = 3;
+   */
+  etag: string;
+
+  /**
+   * When the blob was last written.
+   *
+   * @generated from field: google.protobuf.Timestamp last_modified = 4;
+   */
+  lastModified?: Timestamp | undefined;
+
+  /**
+   * Its metadata, e.g. sha256 and verified_etag of a LoRA, sealed of a sealed staging blob.
+   *
+   * @generated from field: map<string, string> metadata = 5;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * What its name identifies; the ids below are those of its name.
+   *
+   * @generated from field: emprops.blob.v1.ListedBlobKind kind = 6;
+   */
+  kind: ListedBlobKind;
+
+  /**
+   * Owner (UUID, lower case); empty when the name has none.
+   *
+   * @generated from field: string user_id = 7;
+   */
+  userId: string;
+
+  /**
+   * LORA and PREVIEW: the flat_file id.
+   *
+   * @generated from field: string lora_id = 8;
+   */
+  loraId: string;
+
+  /**
+   * STAGED: the upload session id.
+   *
+   * @generated from field: string upload_id = 9;
+   */
+  uploadId: string;
+
+  /**
+   * LORA and STAGED: the file extension without the dot.
+   *
+   * @generated from field: string extension = 10;
+   */
+  extension: string;
+
+  /**
+   * True when a lease is held on it (a staging blob being committed or sealed).
+   *
+   * @generated from field: bool leased = 11;
+   */
+  leased: boolean;
+};
+
+/**
+ * Describes the message emprops.blob.v1.ListedBlob.
+ * Use `create(ListedBlobSchema)` to create a new message.
+ */
+export const ListedBlobSchema: GenMessage<ListedBlob> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 31);
+
+/**
+ * One page of blobs.
+ *
+ * @generated from message emprops.blob.v1.ListBlobsResponse
+ */
+export type ListBlobsResponse = Message<"emprops.blob.v1.ListBlobsResponse"> & {
+  /**
+   * In name order.
+   *
+   * @generated from field: repeated emprops.blob.v1.ListedBlob blobs = 1;
+   */
+  blobs: ListedBlob[];
+
+  /**
+   * Cursor of the next page; empty at the end.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message emprops.blob.v1.ListBlobsResponse.
+ * Use `create(ListBlobsResponseSchema)` to create a new message.
+ */
+export const ListBlobsResponseSchema: GenMessage<ListBlobsResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 32);
+
+/**
+ * Deletes a listed blob.
+ *
+ * @generated from message emprops.blob.v1.DeleteListedBlobRequest
+ */
+export type DeleteListedBlobRequest = Message<"emprops.blob.v1.DeleteListedBlobRequest"> & {
+  /**
+   * The path ListBlobs gave.
+   *
+   * @generated from field: string blob_path = 1;
+   */
+  blobPath: string;
+
+  /**
+   * The ETag ListBlobs gave; required.
+   *
+   * @generated from field: string etag = 2;
+   */
+  etag: string;
+};
+
+/**
+ * Describes the message emprops.blob.v1.DeleteListedBlobRequest.
+ * Use `create(DeleteListedBlobRequestSchema)` to create a new message.
+ */
+export const DeleteListedBlobRequestSchema: GenMessage<DeleteListedBlobRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 33);
+
+/**
+ * Whether it was deleted.
+ *
+ * @generated from message emprops.blob.v1.DeleteListedBlobResponse
+ */
+export type DeleteListedBlobResponse = Message<"emprops.blob.v1.DeleteListedBlobResponse"> & {
+  /**
+   * False when it was already gone or has another ETag now (written since it was listed).
+   *
+   * @generated from field: bool deleted = 1;
+   */
+  deleted: boolean;
+};
+
+/**
+ * Describes the message emprops.blob.v1.DeleteListedBlobResponse.
+ * Use `create(DeleteListedBlobResponseSchema)` to create a new message.
+ */
+export const DeleteListedBlobResponseSchema: GenMessage<DeleteListedBlobResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_blob_v1_blob_gateway_service, 34);
+
+/**
  * Result of content verification.
  *
  * @generated from enum emprops.blob.v1.ValidationStatus
@@ -1144,6 +1354,81 @@ export enum ValidationStatus {
  */
 export const ValidationStatusSchema: GenEnum<ValidationStatus> = /*@__PURE__*/
   enumDesc(file_emprops_blob_v1_blob_gateway_service, 0);
+
+/**
+ * A part of the user LoRA container ListBlobs reads.
+ *
+ * @generated from enum emprops.blob.v1.BlobArea
+ */
+export enum BlobArea {
+  /**
+   * Not set: INVALID_ARGUMENT.
+   *
+   * @generated from enum value: BLOB_AREA_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * users/: verified LoRAs, the .safetensors converted beside a .pt, previews.
+   *
+   * @generated from enum value: BLOB_AREA_USERS = 1;
+   */
+  USERS = 1,
+
+  /**
+   * staging/: what upload URLs write, also blobs with staged blocks only (listed with size 0).
+   *
+   * @generated from enum value: BLOB_AREA_STAGING = 2;
+   */
+  STAGING = 2,
+}
+
+/**
+ * Describes the enum emprops.blob.v1.BlobArea.
+ */
+export const BlobAreaSchema: GenEnum<BlobArea> = /*@__PURE__*/
+  enumDesc(file_emprops_blob_v1_blob_gateway_service, 1);
+
+/**
+ * What a listed blob's name identifies.
+ *
+ * @generated from enum emprops.blob.v1.ListedBlobKind
+ */
+export enum ListedBlobKind {
+  /**
+   * A name the gateway never writes (reported, never deleted by ListBlobs' callers).
+   *
+   * @generated from enum value: LISTED_BLOB_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * users/{user_id}/loras/{lora_id}.{ext}: a LoRA file (original or the converted .safetensors).
+   *
+   * @generated from enum value: LISTED_BLOB_KIND_LORA = 1;
+   */
+  LORA = 1,
+
+  /**
+   * users/{user_id}/loras/{lora_id}.preview.webp: a LoRA's preview.
+   *
+   * @generated from enum value: LISTED_BLOB_KIND_PREVIEW = 2;
+   */
+  PREVIEW = 2,
+
+  /**
+   * staging/{user_id}/{upload_id}.{ext}: an upload's staging blob.
+   *
+   * @generated from enum value: LISTED_BLOB_KIND_STAGED = 3;
+   */
+  STAGED = 3,
+}
+
+/**
+ * Describes the enum emprops.blob.v1.ListedBlobKind.
+ */
+export const ListedBlobKindSchema: GenEnum<ListedBlobKind> = /*@__PURE__*/
+  enumDesc(file_emprops_blob_v1_blob_gateway_service, 2);
 
 /**
  * The only holder of storage credentials: signs short-lived URLs, verifies
@@ -1274,6 +1559,34 @@ export const BlobGatewayService: GenService<{
     methodKind: "unary";
     input: typeof DeletePreviewRequestSchema;
     output: typeof DeletePreviewResponseSchema;
+  },
+  /**
+   * One page of the blobs under users/ (LoRAs, converted copies, previews)
+   * or staging/ (uploads' staging blobs) of the user LoRA container, in name
+   * order, optionally of one user only: each with its size, ETag,
+   * last-modified time, metadata and what its name identifies. What the
+   * registry's consistency sweep compares with its rows.
+   *
+   * @generated from rpc emprops.blob.v1.BlobGatewayService.ListBlobs
+   */
+  listBlobs: {
+    methodKind: "unary";
+    input: typeof ListBlobsRequestSchema;
+    output: typeof ListBlobsResponseSchema;
+  },
+  /**
+   * Deletes one listed blob under users/ or staging/ only while its ETag is
+   * still the one listed, so a blob written since is kept. The path must be
+   * one the gateway names (a LoRA, its converted copy or preview, or a
+   * staging blob, whose upload's lease it breaks); anything else is
+   * INVALID_ARGUMENT. The consistency sweep's orphan deletion.
+   *
+   * @generated from rpc emprops.blob.v1.BlobGatewayService.DeleteListedBlob
+   */
+  deleteListedBlob: {
+    methodKind: "unary";
+    input: typeof DeleteListedBlobRequestSchema;
+    output: typeof DeleteListedBlobResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_emprops_blob_v1_blob_gateway_service, 0);
