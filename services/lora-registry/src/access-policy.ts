@@ -33,6 +33,8 @@ export const registryAccessPolicy: ServicePolicy[] = [
     listAuditEvents: ADMIN,
     deleteUserLoras: ADMIN,
     reconcileQuota: ADMIN,
+    checkStorageConsistency: ADMIN,
+    getStorageConsistencyReport: ADMIN,
   }),
   servicePolicy(LoraResolverService, {
     resolveLoras: MACHINE,

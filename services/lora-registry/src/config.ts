@@ -24,6 +24,14 @@ export interface UploadConfig {
   reaperCron: string;
 }
 
+/** The storage consistency sweep (flat_file and upload sessions against the user LoRA container). */
+export interface StorageSweepConfig {
+  /** Croner pattern (with seconds) of the scheduled sweep. */
+  cron: string;
+  /** A blob no row or live session points at is deleted only once its last write is older than this. */
+  orphanGraceMs: number;
+}
+
 export interface RegistryConfig {
   host: string;
   port: number;
@@ -43,6 +51,7 @@ export interface RegistryConfig {
   natsNamespace: string;
   quota: QuotaConfig;
   upload: UploadConfig;
+  storageSweep: StorageSweepConfig;
   /** Lifetime of read URLs handed to machines (0: the gateway's default). */
   downloadUrlTtlSeconds: number;
   /** The outbox relay also polls at this interval (other replicas' rows, missed wake-ups). */
@@ -102,6 +111,13 @@ const shape = {
     .max(7 * 24 * 3600)
     .default(4 * 3600),
   UPLOAD_REAPER_CRON: env.cron("*/30 * * * * *"),
+  STORAGE_SWEEP_CRON: env.cron("0 17 * * * *"),
+  // Never below an hour: a blob this young may be a completion or preview whose row is being written.
+  STORAGE_ORPHAN_GRACE_HOURS: z.coerce
+    .number()
+    .min(1)
+    .max(90 * 24)
+    .default(24),
   DOWNLOAD_URL_TTL_SECONDS: z.coerce
     .number()
     .int()
@@ -143,6 +159,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): RegistryCon
       urlTtlSeconds: e.UPLOAD_URL_TTL_SECONDS,
       reaperCron: e.UPLOAD_REAPER_CRON,
     },
+    storageSweep: { cron: e.STORAGE_SWEEP_CRON, orphanGraceMs: e.STORAGE_ORPHAN_GRACE_HOURS * 3_600_000 },
     downloadUrlTtlSeconds: e.DOWNLOAD_URL_TTL_SECONDS,
     outboxPollMs: e.OUTBOX_POLL_MS,
     dependencyCheckIntervalMs: e.DEPENDENCY_CHECK_INTERVAL_MS,

@@ -10,3 +10,5 @@ export {
   type RankedCandidate,
   type WantedContent,
 } from "./holdings/rank-candidates.js";
+export { runStorageSweep, type SweepOptions } from "./jobs/storage-sweep.js";
+export { sweepLockKey } from "./db/queries/storage-sweep.js";

@@ -10,6 +10,7 @@ import { migrateToLatest } from "./db/migrate.js";
 import { startCacheStatsConsumer } from "./jobs/cache-stats-consumer.js";
 import { startHoldingsFollower } from "./jobs/holdings-follower.js";
 import { startOutboxRelay } from "./jobs/outbox-relay.js";
+import { startStorageSweep } from "./jobs/storage-sweep.js";
 import { startUploadReaper } from "./jobs/upload-reaper.js";
 import { startUsageConsumer } from "./jobs/usage-consumer.js";
 import { routes } from "./routes/index.js";
@@ -25,7 +26,7 @@ export interface RunningRegistry {
 
 /**
  * Migrates the database, starts the background work (outbox relay, upload
- * reaper, usage and cache-stats consumers), then serves; stop() drains
+ * reaper, storage consistency sweep, usage and cache-stats consumers), then serves; stop() drains
  * calls, stops the jobs and closes everything.
  */
 export async function startLoraRegistry(
@@ -41,7 +42,7 @@ export async function startLoraRegistry(
   try {
     if (!overrides.db) await ensureDatabase(cfg.databaseUrl, ctx.logger);
     await migrateToLatest(ctx.db);
-    jobs.push(startOutboxRelay(ctx), startUploadReaper(ctx), startHoldingsFollower(ctx));
+    jobs.push(startOutboxRelay(ctx), startUploadReaper(ctx), startStorageSweep(ctx), startHoldingsFollower(ctx));
     const consumers: Consumer[] = await Promise.all([startUsageConsumer(ctx), startCacheStatsConsumer(ctx)]);
     jobs.push(...consumers);
     const server = await startRpcServer({

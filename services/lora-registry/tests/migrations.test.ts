@@ -61,6 +61,7 @@ describe("migrations", () => {
       "lora_usage_batch",
       "lora_workflow_usage",
       "machine_cache_stats",
+      "storage_sweep_report",
     ]);
 
     const registry = await startLoraRegistry(
@@ -101,7 +102,7 @@ describe("migrations", () => {
 
   it("go up, all the way down, and up again on an empty database", async () => {
     await migrateToLatest(db);
-    expect(await tables()).toHaveLength(9);
+    expect(await tables()).toHaveLength(10);
     // One GIN over (user_id, search text) serves search; the name-only trigram index is gone.
     const search = await sql<{ indexdef: string }>`
       SELECT indexdef FROM pg_indexes WHERE indexname IN ('flat_file_lora_search_idx', 'flat_file_lora_name_trgm_idx')`.execute(
@@ -113,6 +114,6 @@ describe("migrations", () => {
     await migrateToNothing(db);
     expect(await tables()).toEqual([]);
     await migrateToLatest(db);
-    expect(await tables()).toHaveLength(9);
+    expect(await tables()).toHaveLength(10);
   });
 });

@@ -64,6 +64,8 @@ const EXPECTED: Record<string, Record<Kind, Outcome>> = {
   "emprops.lora.v1.LoraAdminService/ListAuditEvents": only("admin"),
   "emprops.lora.v1.LoraAdminService/DeleteUserLoras": only("admin"),
   "emprops.lora.v1.LoraAdminService/ReconcileQuota": only("admin"),
+  "emprops.lora.v1.LoraAdminService/CheckStorageConsistency": only("admin"),
+  "emprops.lora.v1.LoraAdminService/GetStorageConsistencyReport": only("admin"),
   "emprops.lora.v1.LoraResolverService/ResolveLoras": only("machine"),
   "emprops.lora.v1.LoraResolverService/ListPopularLoras": only("machine"),
   "emprops.lora.v1.PlacementService/RankMachines": only("scheduler"),

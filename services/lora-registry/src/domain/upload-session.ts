@@ -99,8 +99,9 @@ export interface SessionEnd {
  * uploaded is discarded and the old URL can write nothing more) and writes
  * a LoraDeleted event to the outbox, whose consumer removes anything a
  * completion racing with this one stored at the final path. Should the
- * gateway not answer, the consistency sweep seals or deletes the staging
- * blob later. The state guard makes it happen once however many callers
+ * gateway not answer, the consistency sweep (jobs/storage-sweep.ts) seals
+ * the staging blob later; it deletes every ended session's staging blob once
+ * the session's URLs have expired. The state guard makes it happen once however many callers
  * race — a CompleteLoraUpload verifying at the same time then fails instead
  * of publishing; false when someone else ended the session first.
  */

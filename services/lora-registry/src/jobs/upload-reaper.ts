@@ -10,8 +10,9 @@ const BATCH = 100;
 /**
  * Ends every pending session past its expiry, each in the trace its upload
  * began in: returns the reservation and seals the staging blob (what was
- * uploaded is discarded; the consistency sweep does it should storage not
- * answer). Also forgets applied usage batch ids older than their retention.
+ * uploaded is discarded; should storage not answer, the consistency sweep
+ * in storage-sweep.ts seals it later and deletes it once the session's URLs
+ * have expired). Also forgets applied usage batch ids older than their retention.
  */
 export async function reapOnce(ctx: AppContext): Promise<number> {
   return withSpan("reap_uploads", {}, async () => {

@@ -2,6 +2,7 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { LoraAdminService, LoraResolverService, LoraService, PlacementService } from "@emprops/contracts";
 import type { AppContext } from "../context.js";
 import { abortLoraUpload } from "./abort-lora-upload.js";
+import { checkStorageConsistency } from "./check-storage-consistency.js";
 import { completeLoraUpload } from "./complete-lora-upload.js";
 import { createLoraUpload } from "./create-lora-upload.js";
 import { deleteLora } from "./delete-lora.js";
@@ -14,6 +15,7 @@ import { getLoraDownloadUrl } from "./get-lora-download-url.js";
 import { getLoraPreviewUrls } from "./get-lora-preview-urls.js";
 import { getLoraUpload } from "./get-lora-upload.js";
 import { getQuota } from "./get-quota.js";
+import { getStorageConsistencyReport } from "./get-storage-consistency-report.js";
 import { getUserQuota } from "./get-user-quota.js";
 import { listAuditEvents } from "./list-audit-events.js";
 import { listLoras } from "./list-loras.js";
@@ -50,6 +52,8 @@ export function routes(ctx: AppContext) {
       ...listAuditEvents(ctx),
       ...deleteUserLoras(ctx),
       ...reconcileQuota(ctx),
+      ...checkStorageConsistency(ctx),
+      ...getStorageConsistencyReport(ctx),
     });
     router.service(LoraResolverService, {
       ...resolveLoras(ctx),

@@ -9,6 +9,7 @@ import * as m007 from "./2026-11-25-007-machine-cache-stats.js";
 import * as m008 from "./2026-11-25-008-outbox-trace-context.js";
 import * as m009 from "./2026-12-03-009-lora-search-text.js";
 import * as m010 from "./2026-12-03-010-upload-trace-context.js";
+import * as m011 from "./2026-12-03-011-storage-sweep-report.js";
 
 /** Every migration, in order. Each file is frozen once merged. */
 export const migrations: Record<string, Migration> = {
@@ -22,4 +23,5 @@ export const migrations: Record<string, Migration> = {
   "2026-11-25-008-outbox-trace-context": m008,
   "2026-12-03-009-lora-search-text": m009,
   "2026-12-03-010-upload-trace-context": m010,
+  "2026-12-03-011-storage-sweep-report": m011,
 };

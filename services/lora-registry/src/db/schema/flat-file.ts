@@ -24,7 +24,7 @@ export interface LoraGenOutData {
    * users/{user_id}/loras/{id}.{ext} (the original the user uploaded).
    */
   blob_path?: string;
-  /** ETag of that blob as the gateway stored it (without quotes); the consistency sweep compares it. */
+  /** ETag of that blob as the gateway stored it (without quotes); the consistency sweep reports a blob whose ETag differs. */
   blob_etag?: string;
   /** ETag of the staging blob whose bytes were verified and copied to blob_path. */
   verified_etag?: string;

@@ -7,6 +7,7 @@ import type { LoraUsageBatchTable } from "./lora-usage-batch.js";
 import type { LoraUsageTable } from "./lora-usage.js";
 import type { LoraWorkflowUsageTable } from "./lora-workflow-usage.js";
 import type { MachineCacheStatsTable } from "./machine-cache-stats.js";
+import type { StorageSweepReportTable } from "./storage-sweep-report.js";
 
 export type * from "./flat-file.js";
 export type * from "./lora-audit-event.js";
@@ -17,6 +18,7 @@ export type * from "./lora-usage-batch.js";
 export type * from "./lora-usage.js";
 export type * from "./lora-workflow-usage.js";
 export type * from "./machine-cache-stats.js";
+export type * from "./storage-sweep-report.js";
 
 /** The database as kysely sees it: one interface per table, in this folder. */
 export interface Database {
@@ -29,4 +31,5 @@ export interface Database {
   lora_audit_event: LoraAuditEventTable;
   lora_outbox: LoraOutboxTable;
   machine_cache_stats: MachineCacheStatsTable;
+  storage_sweep_report: StorageSweepReportTable;
 }

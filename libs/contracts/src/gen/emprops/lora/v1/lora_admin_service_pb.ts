@@ -2,8 +2,8 @@
 // @generated from file emprops/lora/v1/lora_admin_service.proto (package emprops.lora.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { MachineCacheStats } from "../../common/v1/cache_stats_pb.js";
 import { file_emprops_common_v1_cache_stats } from "../../common/v1/cache_stats_pb.js";
 import type { QuotaSummary } from "../../common/v1/quota_pb.js";
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file emprops/lora/v1/lora_admin_service.proto.
  */
 export const file_emprops_lora_v1_lora_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CihlbXByb3BzL2xvcmEvdjEvbG9yYV9hZG1pbl9zZXJ2aWNlLnByb3RvEg9lbXByb3BzLmxvcmEudjEijQEKE1NldFVzZXJRdW90YVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIWCgltYXhfYnl0ZXMYAiABKANIAIgBARIWCgltYXhfY291bnQYAyABKAVIAYgBARIZChFyZXNldF90b19kZWZhdWx0cxgEIAEoCEIMCgpfbWF4X2J5dGVzQgwKCl9tYXhfY291bnQiRgoUU2V0VXNlclF1b3RhUmVzcG9uc2USLgoFcXVvdGEYASABKAsyHy5lbXByb3BzLmNvbW1vbi52MS5RdW90YVN1bW1hcnkiJgoTR2V0VXNlclF1b3RhUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJInAKFEdldFVzZXJRdW90YVJlc3BvbnNlEi4KBXF1b3RhGAEgASgLMh8uZW1wcm9wcy5jb21tb24udjEuUXVvdGFTdW1tYXJ5EigKBWxvcmFzGAIgAygLMhkuZW1wcm9wcy5sb3JhLnYxLkxvcmFTaXplIioKFEdldENhY2hlU3RhdHNSZXF1ZXN0EhIKCm1hY2hpbmVfaWQYASABKAkiTwoVR2V0Q2FjaGVTdGF0c1Jlc3BvbnNlEjYKCG1hY2hpbmVzGAEgAygLMiQuZW1wcm9wcy5jb21tb24udjEuTWFjaGluZUNhY2hlU3RhdHMivgEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIOCgZhY3Rpb24YBCABKAkSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrYBCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEi4KCmV2ZW50X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFjdG9yX2lkGAMgASgJEhIKCmFjdG9yX3JvbGUYBCABKAkSDgoGYWN0aW9uGAUgASgJEg8KB3VzZXJfaWQYBiABKAkSDwoHbG9yYV9pZBgHIAEoCRIUCgxkZXRhaWxzX2pzb24YCCABKAkiXwoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKwoGZXZlbnRzGAEgAygLMhsuZW1wcm9wcy5sb3JhLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjkKFkRlbGV0ZVVzZXJMb3Jhc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiSAoXRGVsZXRlVXNlckxvcmFzUmVzcG9uc2USFQoNZGVsZXRlZF9jb3VudBgBIAEoBRIWCg5yZWxlYXNlZF9ieXRlcxgCIAEoAyI4ChVSZWNvbmNpbGVRdW90YVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZyZXBhaXIYAiABKAgihQIKClF1b3RhRHJpZnQSDwoHdXNlcl9pZBgBIAEoCRIZChFsZWRnZXJfdXNlZF9ieXRlcxgCIAEoAxIZChFhY3R1YWxfdXNlZF9ieXRlcxgDIAEoAxIZChFsZWRnZXJfdXNlZF9jb3VudBgEIAEoBRIZChFhY3R1YWxfdXNlZF9jb3VudBgFIAEoBRIdChVsZWRnZXJfcmVzZXJ2ZWRfYnl0ZXMYBiABKAMSHQoVYWN0dWFsX3Jlc2VydmVkX2J5dGVzGAcgASgDEh0KFWxlZGdlcl9yZXNlcnZlZF9jb3VudBgIIAEoBRIdChVhY3R1YWxfcmVzZXJ2ZWRfY291bnQYCSABKAUibgoWUmVjb25jaWxlUXVvdGFSZXNwb25zZRIVCg11c2Vyc19jaGVja2VkGAEgASgFEisKBmRyaWZ0cxgCIAMoCzIbLmVtcHJvcHMubG9yYS52MS5RdW90YURyaWZ0EhAKCHJlcGFpcmVkGAMgASgIMtsEChBMb3JhQWRtaW5TZXJ2aWNlElsKDFNldFVzZXJRdW90YRIkLmVtcHJvcHMubG9yYS52MS5TZXRVc2VyUXVvdGFSZXF1ZXN0GiUuZW1wcm9wcy5sb3JhLnYxLlNldFVzZXJRdW90YVJlc3BvbnNlElsKDEdldFVzZXJRdW90YRIkLmVtcHJvcHMubG9yYS52MS5HZXRVc2VyUXVvdGFSZXF1ZXN0GiUuZW1wcm9wcy5sb3JhLnYxLkdldFVzZXJRdW90YVJlc3BvbnNlEl4KDUdldENhY2hlU3RhdHMSJS5lbXByb3BzLmxvcmEudjEuR2V0Q2FjaGVTdGF0c1JlcXVlc3QaJi5lbXByb3BzLmxvcmEudjEuR2V0Q2FjaGVTdGF0c1Jlc3BvbnNlEmQKD0xpc3RBdWRpdEV2ZW50cxInLmVtcHJvcHMubG9yYS52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GiguZW1wcm9wcy5sb3JhLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEmQKD0RlbGV0ZVVzZXJMb3JhcxInLmVtcHJvcHMubG9yYS52MS5EZWxldGVVc2VyTG9yYXNSZXF1ZXN0GiguZW1wcm9wcy5sb3JhLnYxLkRlbGV0ZVVzZXJMb3Jhc1Jlc3BvbnNlEmEKDlJlY29uY2lsZVF1b3RhEiYuZW1wcm9wcy5sb3JhLnYxLlJlY29uY2lsZVF1b3RhUmVxdWVzdBonLmVtcHJvcHMubG9yYS52MS5SZWNvbmNpbGVRdW90YVJlc3BvbnNlYgZwcm90bzM", [file_emprops_common_v1_cache_stats, file_emprops_common_v1_quota, file_emprops_lora_v1_lora_service, file_google_protobuf_timestamp]);
+  fileDesc("CihlbXByb3BzL2xvcmEvdjEvbG9yYV9hZG1pbl9zZXJ2aWNlLnByb3RvEg9lbXByb3BzLmxvcmEudjEijQEKE1NldFVzZXJRdW90YVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIWCgltYXhfYnl0ZXMYAiABKANIAIgBARIWCgltYXhfY291bnQYAyABKAVIAYgBARIZChFyZXNldF90b19kZWZhdWx0cxgEIAEoCEIMCgpfbWF4X2J5dGVzQgwKCl9tYXhfY291bnQiRgoUU2V0VXNlclF1b3RhUmVzcG9uc2USLgoFcXVvdGEYASABKAsyHy5lbXByb3BzLmNvbW1vbi52MS5RdW90YVN1bW1hcnkiJgoTR2V0VXNlclF1b3RhUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJInAKFEdldFVzZXJRdW90YVJlc3BvbnNlEi4KBXF1b3RhGAEgASgLMh8uZW1wcm9wcy5jb21tb24udjEuUXVvdGFTdW1tYXJ5EigKBWxvcmFzGAIgAygLMhkuZW1wcm9wcy5sb3JhLnYxLkxvcmFTaXplIioKFEdldENhY2hlU3RhdHNSZXF1ZXN0EhIKCm1hY2hpbmVfaWQYASABKAkiTwoVR2V0Q2FjaGVTdGF0c1Jlc3BvbnNlEjYKCG1hY2hpbmVzGAEgAygLMiQuZW1wcm9wcy5jb21tb24udjEuTWFjaGluZUNhY2hlU3RhdHMivgEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIOCgZhY3Rpb24YBCABKAkSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrYBCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEi4KCmV2ZW50X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFjdG9yX2lkGAMgASgJEhIKCmFjdG9yX3JvbGUYBCABKAkSDgoGYWN0aW9uGAUgASgJEg8KB3VzZXJfaWQYBiABKAkSDwoHbG9yYV9pZBgHIAEoCRIUCgxkZXRhaWxzX2pzb24YCCABKAkiXwoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKwoGZXZlbnRzGAEgAygLMhsuZW1wcm9wcy5sb3JhLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjkKFkRlbGV0ZVVzZXJMb3Jhc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiSAoXRGVsZXRlVXNlckxvcmFzUmVzcG9uc2USFQoNZGVsZXRlZF9jb3VudBgBIAEoBRIWCg5yZWxlYXNlZF9ieXRlcxgCIAEoAyI4ChVSZWNvbmNpbGVRdW90YVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZyZXBhaXIYAiABKAgihQIKClF1b3RhRHJpZnQSDwoHdXNlcl9pZBgBIAEoCRIZChFsZWRnZXJfdXNlZF9ieXRlcxgCIAEoAxIZChFhY3R1YWxfdXNlZF9ieXRlcxgDIAEoAxIZChFsZWRnZXJfdXNlZF9jb3VudBgEIAEoBRIZChFhY3R1YWxfdXNlZF9jb3VudBgFIAEoBRIdChVsZWRnZXJfcmVzZXJ2ZWRfYnl0ZXMYBiABKAMSHQoVYWN0dWFsX3Jlc2VydmVkX2J5dGVzGAcgASgDEh0KFWxlZGdlcl9yZXNlcnZlZF9jb3VudBgIIAEoBRIdChVhY3R1YWxfcmVzZXJ2ZWRfY291bnQYCSABKAUibgoWUmVjb25jaWxlUXVvdGFSZXNwb25zZRIVCg11c2Vyc19jaGVja2VkGAEgASgFEisKBmRyaWZ0cxgCIAMoCzIbLmVtcHJvcHMubG9yYS52MS5RdW90YURyaWZ0EhAKCHJlcGFpcmVkGAMgASgIIjEKHkNoZWNrU3RvcmFnZUNvbnNpc3RlbmN5UmVxdWVzdBIPCgdkcnlfcnVuGAEgASgIIlwKH0NoZWNrU3RvcmFnZUNvbnNpc3RlbmN5UmVzcG9uc2USOQoGcmVwb3J0GAEgASgLMikuZW1wcm9wcy5sb3JhLnYxLlN0b3JhZ2VDb25zaXN0ZW5jeVJlcG9ydCIkCiJHZXRTdG9yYWdlQ29uc2lzdGVuY3lSZXBvcnRSZXF1ZXN0ImAKI0dldFN0b3JhZ2VDb25zaXN0ZW5jeVJlcG9ydFJlc3BvbnNlEjkKBnJlcG9ydBgBIAEoCzIpLmVtcHJvcHMubG9yYS52MS5TdG9yYWdlQ29uc2lzdGVuY3lSZXBvcnQi3QIKDlN0b3JhZ2VGaW5kaW5nEjUKBnJlYXNvbhgBIAEoDjIlLmVtcHJvcHMubG9yYS52MS5TdG9yYWdlRmluZGluZ1JlYXNvbhI1CgZhY3Rpb24YAiABKA4yJS5lbXByb3BzLmxvcmEudjEuU3RvcmFnZUZpbmRpbmdBY3Rpb24SEQoJYmxvYl9wYXRoGAMgASgJEg8KB3VzZXJfaWQYBCABKAkSDwoHbG9yYV9pZBgFIAEoCRIRCgl1cGxvYWRfaWQYBiABKAkSGwoTZXhwZWN0ZWRfc2l6ZV9ieXRlcxgHIAEoAxIZChFhY3R1YWxfc2l6ZV9ieXRlcxgIIAEoAxIVCg1leHBlY3RlZF9ldGFnGAkgASgJEhMKC2FjdHVhbF9ldGFnGAogASgJEjEKDWxhc3RfbW9kaWZpZWQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItkEChhTdG9yYWdlQ29uc2lzdGVuY3lSZXBvcnQSDgoGcnVuX2lkGAEgASgJEg8KB3RyaWdnZXIYAiABKAkSDwoHZHJ5X3J1bhgDIAEoCBIuCgpzdGFydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcm93c19jaGVja2VkGAYgASgDEhkKEXVzZXJfYmxvYnNfbGlzdGVkGAcgASgDEhwKFHN0YWdpbmdfYmxvYnNfbGlzdGVkGAggASgDEhUKDW1pc3NpbmdfYmxvYnMYCSABKAMSFwoPc2l6ZV9taXNtYXRjaGVzGAogASgDEhcKD2V0YWdfbWlzbWF0Y2hlcxgLIAEoAxIUCgxvcnBoYW5fYmxvYnMYDCABKAMSFwoPc3RhZ2luZ19vcnBoYW5zGA0gASgDEhoKEnVucmVjb2duaXNlZF9ibG9icxgOIAEoAxIbChNzZWFsZWRfcGxhY2Vob2xkZXJzGA8gASgDEhUKDWRlbGV0ZWRfYmxvYnMYECABKAMSFAoMc2VhbGVkX2Jsb2JzGBEgASgDEhUKDWtlcHRfaW5fZ3JhY2UYEiABKAMSFwoPa2VwdF9yZWZlcmVuY2VkGBMgASgDEjEKCGZpbmRpbmdzGBQgAygLMh8uZW1wcm9wcy5sb3JhLnYxLlN0b3JhZ2VGaW5kaW5nEhoKEmZpbmRpbmdzX3RydW5jYXRlZBgVIAEoCCq8AgoUU3RvcmFnZUZpbmRpbmdSZWFzb24SJgoiU1RPUkFHRV9GSU5ESU5HX1JFQVNPTl9VTlNQRUNJRklFRBAAEicKI1NUT1JBR0VfRklORElOR19SRUFTT05fQkxPQl9NSVNTSU5HEAESKAokU1RPUkFHRV9GSU5ESU5HX1JFQVNPTl9TSVpFX01JU01BVENIEAISKAokU1RPUkFHRV9GSU5ESU5HX1JFQVNPTl9FVEFHX01JU01BVENIEAMSJgoiU1RPUkFHRV9GSU5ESU5HX1JFQVNPTl9PUlBIQU5fQkxPQhAEEikKJVNUT1JBR0VfRklORElOR19SRUFTT05fU1RBR0lOR19PUlBIQU4QBRIsCihTVE9SQUdFX0ZJTkRJTkdfUkVBU09OX1VOUkVDT0dOSVNFRF9CTE9CEAYqgAIKFFN0b3JhZ2VGaW5kaW5nQWN0aW9uEiYKIlNUT1JBR0VfRklORElOR19BQ1RJT05fVU5TUEVDSUZJRUQQABIjCh9TVE9SQUdFX0ZJTkRJTkdfQUNUSU9OX1JFUE9SVEVEEAESIgoeU1RPUkFHRV9GSU5ESU5HX0FDVElPTl9ERUxFVEVEEAISIQodU1RPUkFHRV9GSU5ESU5HX0FDVElPTl9TRUFMRUQQAxIoCiRTVE9SQUdFX0ZJTkRJTkdfQUNUSU9OX0tFUFRfSU5fR1JBQ0UQBBIqCiZTVE9SQUdFX0ZJTkRJTkdfQUNUSU9OX0tFUFRfUkVGRVJFTkNFRBAFMuQGChBMb3JhQWRtaW5TZXJ2aWNlElsKDFNldFVzZXJRdW90YRIkLmVtcHJvcHMubG9yYS52MS5TZXRVc2VyUXVvdGFSZXF1ZXN0GiUuZW1wcm9wcy5sb3JhLnYxLlNldFVzZXJRdW90YVJlc3BvbnNlElsKDEdldFVzZXJRdW90YRIkLmVtcHJvcHMubG9yYS52MS5HZXRVc2VyUXVvdGFSZXF1ZXN0GiUuZW1wcm9wcy5sb3JhLnYxLkdldFVzZXJRdW90YVJlc3BvbnNlEl4KDUdldENhY2hlU3RhdHMSJS5lbXByb3BzLmxvcmEudjEuR2V0Q2FjaGVTdGF0c1JlcXVlc3QaJi5lbXByb3BzLmxvcmEudjEuR2V0Q2FjaGVTdGF0c1Jlc3BvbnNlEmQKD0xpc3RBdWRpdEV2ZW50cxInLmVtcHJvcHMubG9yYS52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GiguZW1wcm9wcy5sb3JhLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEmQKD0RlbGV0ZVVzZXJMb3JhcxInLmVtcHJvcHMubG9yYS52MS5EZWxldGVVc2VyTG9yYXNSZXF1ZXN0GiguZW1wcm9wcy5sb3JhLnYxLkRlbGV0ZVVzZXJMb3Jhc1Jlc3BvbnNlEmEKDlJlY29uY2lsZVF1b3RhEiYuZW1wcm9wcy5sb3JhLnYxLlJlY29uY2lsZVF1b3RhUmVxdWVzdBonLmVtcHJvcHMubG9yYS52MS5SZWNvbmNpbGVRdW90YVJlc3BvbnNlEnwKF0NoZWNrU3RvcmFnZUNvbnNpc3RlbmN5Ei8uZW1wcm9wcy5sb3JhLnYxLkNoZWNrU3RvcmFnZUNvbnNpc3RlbmN5UmVxdWVzdBowLmVtcHJvcHMubG9yYS52MS5DaGVja1N0b3JhZ2VDb25zaXN0ZW5jeVJlc3BvbnNlEogBChtHZXRTdG9yYWdlQ29uc2lzdGVuY3lSZXBvcnQSMy5lbXByb3BzLmxvcmEudjEuR2V0U3RvcmFnZUNvbnNpc3RlbmN5UmVwb3J0UmVxdWVzdBo0LmVtcHJvcHMubG9yYS52MS5HZXRTdG9yYWdlQ29uc2lzdGVuY3lSZXBvcnRSZXNwb25zZWIGcHJvdG8z", [file_emprops_common_v1_cache_stats, file_emprops_common_v1_quota, file_emprops_lora_v1_lora_service, file_google_protobuf_timestamp]);
 
 /**
  * Sets a per-user override. Unset fields keep their current value.
@@ -525,7 +525,455 @@ export const ReconcileQuotaResponseSchema: GenMessage<ReconcileQuotaResponse> = 
   messageDesc(file_emprops_lora_v1_lora_admin_service, 13);
 
 /**
- * Administration of quotas, machine caches, audit and account deletion.
+ * Runs a sweep.
+ *
+ * @generated from message emprops.lora.v1.CheckStorageConsistencyRequest
+ */
+export type CheckStorageConsistencyRequest = Message<"emprops.lora.v1.CheckStorageConsistencyRequest"> & {
+  /**
+   * Report only: seal and delete nothing.
+   *
+   * @generated from field: bool dry_run = 1;
+   */
+  dryRun: boolean;
+};
+
+/**
+ * Describes the message emprops.lora.v1.CheckStorageConsistencyRequest.
+ * Use `create(CheckStorageConsistencyRequestSchema)` to create a new message.
+ */
+export const CheckStorageConsistencyRequestSchema: GenMessage<CheckStorageConsistencyRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_admin_service, 14);
+
+/**
+ * The sweep's report.
+ *
+ * @generated from message emprops.lora.v1.CheckStorageConsistencyResponse
+ */
+export type CheckStorageConsistencyResponse = Message<"emprops.lora.v1.CheckStorageConsistencyResponse"> & {
+  /**
+   * What it found and did.
+   *
+   * @generated from field: emprops.lora.v1.StorageConsistencyReport report = 1;
+   */
+  report?: StorageConsistencyReport | undefined;
+};
+
+/**
+ * Describes the message emprops.lora.v1.CheckStorageConsistencyResponse.
+ * Use `create(CheckStorageConsistencyResponseSchema)` to create a new message.
+ */
+export const CheckStorageConsistencyResponseSchema: GenMessage<CheckStorageConsistencyResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_admin_service, 15);
+
+/**
+ * Asks for the latest report.
+ *
+ * @generated from message emprops.lora.v1.GetStorageConsistencyReportRequest
+ */
+export type GetStorageConsistencyReportRequest = Message<"emprops.lora.v1.GetStorageConsistencyReportRequest"> & {
+};
+
+/**
+ * Describes the message emprops.lora.v1.GetStorageConsistencyReportRequest.
+ * Use `create(GetStorageConsistencyReportRequestSchema)` to create a new message.
+ */
+export const GetStorageConsistencyReportRequestSchema: GenMessage<GetStorageConsistencyReportRequest> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_admin_service, 16);
+
+/**
+ * The latest report.
+ *
+ * @generated from message emprops.lora.v1.GetStorageConsistencyReportResponse
+ */
+export type GetStorageConsistencyReportResponse = Message<"emprops.lora.v1.GetStorageConsistencyReportResponse"> & {
+  /**
+   * Unset when no sweep has finished yet.
+   *
+   * @generated from field: emprops.lora.v1.StorageConsistencyReport report = 1;
+   */
+  report?: StorageConsistencyReport | undefined;
+};
+
+/**
+ * Describes the message emprops.lora.v1.GetStorageConsistencyReportResponse.
+ * Use `create(GetStorageConsistencyReportResponseSchema)` to create a new message.
+ */
+export const GetStorageConsistencyReportResponseSchema: GenMessage<GetStorageConsistencyReportResponse> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_admin_service, 17);
+
+/**
+ * One row or blob the sweep found wrong.
+ *
+ * @generated from message emprops.lora.v1.StorageFinding
+ */
+export type StorageFinding = Message<"emprops.lora.v1.StorageFinding"> & {
+  /**
+   * Why.
+   *
+   * @generated from field: emprops.lora.v1.StorageFindingReason reason = 1;
+   */
+  reason: StorageFindingReason;
+
+  /**
+   * What was done.
+   *
+   * @generated from field: emprops.lora.v1.StorageFindingAction action = 2;
+   */
+  action: StorageFindingAction;
+
+  /**
+   * Path in the user LoRA container.
+   *
+   * @generated from field: string blob_path = 3;
+   */
+  blobPath: string;
+
+  /**
+   * Owner (UUID), when known.
+   *
+   * @generated from field: string user_id = 4;
+   */
+  userId: string;
+
+  /**
+   * The LoRA (flat_file id), when the path or row names one.
+   *
+   * @generated from field: string lora_id = 5;
+   */
+  loraId: string;
+
+  /**
+   * The upload session, for a staging blob.
+   *
+   * @generated from field: string upload_id = 6;
+   */
+  uploadId: string;
+
+  /**
+   * Size the row records; -1 when unknown.
+   *
+   * @generated from field: int64 expected_size_bytes = 7;
+   */
+  expectedSizeBytes: bigint;
+
+  /**
+   * Size in storage; -1 when missing.
+   *
+   * @generated from field: int64 actual_size_bytes = 8;
+   */
+  actualSizeBytes: bigint;
+
+  /**
+   * ETag recorded at completion, when any.
+   *
+   * @generated from field: string expected_etag = 9;
+   */
+  expectedEtag: string;
+
+  /**
+   * ETag in storage, when the blob exists.
+   *
+   * @generated from field: string actual_etag = 10;
+   */
+  actualEtag: string;
+
+  /**
+   * When the blob was last written, when it exists.
+   *
+   * @generated from field: google.protobuf.Timestamp last_modified = 11;
+   */
+  lastModified?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message emprops.lora.v1.StorageFinding.
+ * Use `create(StorageFindingSchema)` to create a new message.
+ */
+export const StorageFindingSchema: GenMessage<StorageFinding> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_admin_service, 18);
+
+/**
+ * What one sweep found and did.
+ *
+ * @generated from message emprops.lora.v1.StorageConsistencyReport
+ */
+export type StorageConsistencyReport = Message<"emprops.lora.v1.StorageConsistencyReport"> & {
+  /**
+   * Id of the run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * "schedule" or "rpc".
+   *
+   * @generated from field: string trigger = 2;
+   */
+  trigger: string;
+
+  /**
+   * Nothing was sealed or deleted.
+   *
+   * @generated from field: bool dry_run = 3;
+   */
+  dryRun: boolean;
+
+  /**
+   * When it began and ended.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 4;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * When it ended.
+   *
+   * @generated from field: google.protobuf.Timestamp finish_time = 5;
+   */
+  finishTime?: Timestamp | undefined;
+
+  /**
+   * Visible LoRA rows compared with storage.
+   *
+   * @generated from field: int64 rows_checked = 6;
+   */
+  rowsChecked: bigint;
+
+  /**
+   * Blobs listed under users/.
+   *
+   * @generated from field: int64 user_blobs_listed = 7;
+   */
+  userBlobsListed: bigint;
+
+  /**
+   * Blobs listed under staging/.
+   *
+   * @generated from field: int64 staging_blobs_listed = 8;
+   */
+  stagingBlobsListed: bigint;
+
+  /**
+   * Findings by reason.
+   *
+   * @generated from field: int64 missing_blobs = 9;
+   */
+  missingBlobs: bigint;
+
+  /**
+   * Blobs of another size than recorded.
+   *
+   * @generated from field: int64 size_mismatches = 10;
+   */
+  sizeMismatches: bigint;
+
+  /**
+   * Blobs of another ETag than recorded.
+   *
+   * @generated from field: int64 etag_mismatches = 11;
+   */
+  etagMismatches: bigint;
+
+  /**
+   * Blobs under users/ without a row (kept in grace, kept or deleted).
+   *
+   * @generated from field: int64 orphan_blobs = 12;
+   */
+  orphanBlobs: bigint;
+
+  /**
+   * Staging blobs without a live session that were sealed, deleted or kept in grace.
+   *
+   * @generated from field: int64 staging_orphans = 13;
+   */
+  stagingOrphans: bigint;
+
+  /**
+   * Blobs under users/ with names the gateway never writes.
+   *
+   * @generated from field: int64 unrecognised_blobs = 14;
+   */
+  unrecognisedBlobs: bigint;
+
+  /**
+   * Sealed staging blobs of ended uploads waiting for their URLs to expire (expected, not findings).
+   *
+   * @generated from field: int64 sealed_placeholders = 15;
+   */
+  sealedPlaceholders: bigint;
+
+  /**
+   * Actions.
+   *
+   * @generated from field: int64 deleted_blobs = 16;
+   */
+  deletedBlobs: bigint;
+
+  /**
+   * Staging blobs sealed.
+   *
+   * @generated from field: int64 sealed_blobs = 17;
+   */
+  sealedBlobs: bigint;
+
+  /**
+   * Orphans younger than the grace period, kept for now.
+   *
+   * @generated from field: int64 kept_in_grace = 18;
+   */
+  keptInGrace: bigint;
+
+  /**
+   * Orphans kept because a row or session pointed at them just before deletion, or they changed since listed.
+   *
+   * @generated from field: int64 kept_referenced = 19;
+   */
+  keptReferenced: bigint;
+
+  /**
+   * A sample of the findings, at most 100, in the order found.
+   *
+   * @generated from field: repeated emprops.lora.v1.StorageFinding findings = 20;
+   */
+  findings: StorageFinding[];
+
+  /**
+   * True when there were more findings than the sample holds.
+   *
+   * @generated from field: bool findings_truncated = 21;
+   */
+  findingsTruncated: boolean;
+};
+
+/**
+ * Describes the message emprops.lora.v1.StorageConsistencyReport.
+ * Use `create(StorageConsistencyReportSchema)` to create a new message.
+ */
+export const StorageConsistencyReportSchema: GenMessage<StorageConsistencyReport> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_admin_service, 19);
+
+/**
+ * Why a blob or row is in a report.
+ *
+ * @generated from enum emprops.lora.v1.StorageFindingReason
+ */
+export enum StorageFindingReason {
+  /**
+   * Not used.
+   *
+   * @generated from enum value: STORAGE_FINDING_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A visible LoRA's blob (its file, the converted .safetensors or its preview) does not exist.
+   *
+   * @generated from enum value: STORAGE_FINDING_REASON_BLOB_MISSING = 1;
+   */
+  BLOB_MISSING = 1,
+
+  /**
+   * A visible LoRA's blob has another size than the row records.
+   *
+   * @generated from enum value: STORAGE_FINDING_REASON_SIZE_MISMATCH = 2;
+   */
+  SIZE_MISMATCH = 2,
+
+  /**
+   * A visible LoRA's blob has another ETag than the one recorded at completion (it was rewritten).
+   *
+   * @generated from enum value: STORAGE_FINDING_REASON_ETAG_MISMATCH = 3;
+   */
+  ETAG_MISMATCH = 3,
+
+  /**
+   * A blob under users/ that no visible row and no pending upload points at.
+   *
+   * @generated from enum value: STORAGE_FINDING_REASON_ORPHAN_BLOB = 4;
+   */
+  ORPHAN_BLOB = 4,
+
+  /**
+   * A staging blob without a live upload session (ended, expired or unknown), not yet sealed or past its URLs' lifetime.
+   *
+   * @generated from enum value: STORAGE_FINDING_REASON_STAGING_ORPHAN = 5;
+   */
+  STAGING_ORPHAN = 5,
+
+  /**
+   * A blob under users/ whose name the gateway never writes (reported, never deleted).
+   *
+   * @generated from enum value: STORAGE_FINDING_REASON_UNRECOGNISED_BLOB = 6;
+   */
+  UNRECOGNISED_BLOB = 6,
+}
+
+/**
+ * Describes the enum emprops.lora.v1.StorageFindingReason.
+ */
+export const StorageFindingReasonSchema: GenEnum<StorageFindingReason> = /*@__PURE__*/
+  enumDesc(file_emprops_lora_v1_lora_admin_service, 0);
+
+/**
+ * What the sweep did about a finding.
+ *
+ * @generated from enum emprops.lora.v1.StorageFindingAction
+ */
+export enum StorageFindingAction {
+  /**
+   * Not used.
+   *
+   * @generated from enum value: STORAGE_FINDING_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Reported only (a difference, an unrecognised name, or a dry run).
+   *
+   * @generated from enum value: STORAGE_FINDING_ACTION_REPORTED = 1;
+   */
+  REPORTED = 1,
+
+  /**
+   * Deleted.
+   *
+   * @generated from enum value: STORAGE_FINDING_ACTION_DELETED = 2;
+   */
+  DELETED = 2,
+
+  /**
+   * A staging blob emptied and kept under its upload's lease (deleted once its URLs expired and the grace passed).
+   *
+   * @generated from enum value: STORAGE_FINDING_ACTION_SEALED = 3;
+   */
+  SEALED = 3,
+
+  /**
+   * Younger than the grace period (last modified): kept for now.
+   *
+   * @generated from enum value: STORAGE_FINDING_ACTION_KEPT_IN_GRACE = 4;
+   */
+  KEPT_IN_GRACE = 4,
+
+  /**
+   * Kept: just before deletion a row or live session pointed at it, or it had been written again since it was listed.
+   *
+   * @generated from enum value: STORAGE_FINDING_ACTION_KEPT_REFERENCED = 5;
+   */
+  KEPT_REFERENCED = 5,
+}
+
+/**
+ * Describes the enum emprops.lora.v1.StorageFindingAction.
+ */
+export const StorageFindingActionSchema: GenEnum<StorageFindingAction> = /*@__PURE__*/
+  enumDesc(file_emprops_lora_v1_lora_admin_service, 1);
+
+/**
+ * Administration of quotas, machine caches, audit, account deletion and the
+ * storage consistency sweep.
  * Every RPC needs the "admin" role.
  *
  * @generated from service emprops.lora.v1.LoraAdminService
@@ -591,6 +1039,34 @@ export const LoraAdminService: GenService<{
     methodKind: "unary";
     input: typeof ReconcileQuotaRequestSchema;
     output: typeof ReconcileQuotaResponseSchema;
+  },
+  /**
+   * Runs the storage consistency sweep now, as its schedule does, and answers
+   * its report: flat_file rows against the blobs under users/ and upload
+   * sessions against the blobs under staging/. Visible LoRAs whose blob is
+   * missing or differs from the size and ETag recorded at completion are
+   * reported; blobs no row or live session points at are deleted once older
+   * than the grace period (each checked against the database again just
+   * before it is deleted); staging blobs of ended uploads are sealed, and
+   * deleted once their upload URLs have expired. One sweep at a time across
+   * replicas: while another runs, ABORTED / STORAGE_SWEEP_RUNNING.
+   *
+   * @generated from rpc emprops.lora.v1.LoraAdminService.CheckStorageConsistency
+   */
+  checkStorageConsistency: {
+    methodKind: "unary";
+    input: typeof CheckStorageConsistencyRequestSchema;
+    output: typeof CheckStorageConsistencyResponseSchema;
+  },
+  /**
+   * The report of the latest finished sweep, scheduled or on demand, whichever replica ran it.
+   *
+   * @generated from rpc emprops.lora.v1.LoraAdminService.GetStorageConsistencyReport
+   */
+  getStorageConsistencyReport: {
+    methodKind: "unary";
+    input: typeof GetStorageConsistencyReportRequestSchema;
+    output: typeof GetStorageConsistencyReportResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_emprops_lora_v1_lora_admin_service, 0);
