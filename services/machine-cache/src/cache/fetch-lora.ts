@@ -146,7 +146,7 @@ export class LoraFetcher {
         if (ready) return ready;
         if (isDeleted(db, key)) throw notFound(key);
         // The same bytes cached under another path (another user's, a shared LoRA's): linked, not downloaded.
-        const same = await fromSameContent(this.deps, key, lora, target);
+        const same = await fromSameContent(this.deps, key, lora, target, { forWarm: ctx.forWarm });
         if (same) {
           span.setAttributes({ "lora.outcome": "same_content" });
           return same;

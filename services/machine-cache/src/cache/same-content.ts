@@ -43,6 +43,7 @@ export async function fromSameContent(
   key: LoraKey,
   lora: ResolvedLora,
   target: string,
+  opts: { forWarm?: boolean } = {},
 ): Promise<FetchedLora | undefined> {
   const { db, space } = deps;
   const sha256 = lora.sha256.toLowerCase();
@@ -99,7 +100,12 @@ export async function fromSameContent(
   }
   const source = found.copyFrom;
   try {
-    const reservation = await space.reserve({ path: target, sizeBytes, userLora: key.source === "user" });
+    const reservation = await space.reserve({
+      path: target,
+      sizeBytes,
+      userLora: key.source === "user",
+      maxEvictBytes: opts.forWarm ? space.warmEvictBudget() : undefined,
+    });
     try {
       if (!(await copyVerified(source, target, sizeBytes, sha256))) {
         deps.logger.warn({ path: target, sha256 }, "the cached file of the same content did not verify; downloading");
@@ -152,7 +158,13 @@ async function linkInto(source: string, target: string): Promise<void> {
   const staging = target + PARTIAL_SUFFIX;
   await Promise.all([fs.rm(staging, { force: true }), fs.rm(target + SIDECAR_SUFFIX, { force: true })]);
   await fs.link(source, staging);
-  await fs.rename(staging, target);
+  try {
+    await fs.rename(staging, target);
+  } catch (err) {
+    // Never leave a link where a download would open (and truncate) its partial file.
+    await fs.rm(staging, { force: true });
+    throw err;
+  }
   await syncDirectory(path.dirname(target));
 }
 
@@ -160,8 +172,9 @@ async function linkInto(source: string, target: string): Promise<void> {
 async function copyVerified(source: fs.FileHandle, target: string, sizeBytes: number, sha256: string) {
   await fs.mkdir(path.dirname(target), { recursive: true });
   const staging = target + PARTIAL_SUFFIX;
-  await fs.rm(target + SIDECAR_SUFFIX, { force: true });
-  const out = await fs.open(staging, "w");
+  // A new file ("wx"): truncating whatever was at the staging path could be truncating another path's file.
+  await Promise.all([fs.rm(staging, { force: true }), fs.rm(target + SIDECAR_SUFFIX, { force: true })]);
+  const out = await fs.open(staging, "wx");
   const hash = createHash("sha256");
   let bytes = 0;
   try {
