@@ -1,4 +1,6 @@
 import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { BlobServiceClient, BlockBlobClient, type ContainerClient } from "@azure/storage-blob";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -15,6 +17,7 @@ import {
   randomLoraSafetensors,
   rpcFailure,
   testEnv,
+  testImage,
   testNamespace,
   type TestContainers,
   type TestDatabase,
@@ -174,6 +177,32 @@ test("a visible LoRA whose blob is missing, has another size or another ETag is 
     expect(findingAt(after, loraPath(userId, l!.id))).toMatchObject({ reason: Reason.ETAG_MISMATCH });
   }
   expect(after).toMatchObject({ missingBlobs: 0n, sizeMismatches: 0n, etagMismatches: 3n, deletedBlobs: 0n });
+});
+
+test("a .pt's converted .safetensors and a recorded preview belong to their LoRA; either missing is reported, neither is ever an orphan", async () => {
+  offset = 0;
+  const userId = randomUUID();
+  const file = readFileSync(path.join(__dirname, "../../../libs/lora-formats/fixtures/torch/kohya_fp16.pt"));
+  const pt = await uploadUserLora(registry.url, SECRET, userId, "trained.pt", file);
+  const lora = userClient(registry.url, SECRET, userId);
+  await lora.setLoraPreview({ loraId: pt.id, image: await testImage("png", 64, 64) });
+  const converted = loraPath(userId, pt.id, "safetensors");
+  const preview = `users/${userId}/loras/${pt.id}.preview.webp`;
+  expect(await blob(converted).exists()).toBe(true);
+
+  // Long past the grace: still theirs.
+  offset = 3 * DAY;
+  const clean = await sweep();
+  for (const p of [loraPath(userId, pt.id, "pt"), converted, preview]) {
+    expect(findingAt(clean, p)).toBeUndefined();
+    expect(await blob(p).exists()).toBe(true);
+  }
+
+  await Promise.all([blob(converted).delete(), blob(preview).delete()]);
+  const report = await sweep();
+  expect(findingAt(report, converted)).toMatchObject({ reason: Reason.BLOB_MISSING, loraId: pt.id });
+  expect(findingAt(report, preview)).toMatchObject({ reason: Reason.BLOB_MISSING, loraId: pt.id });
+  expect(await blob(loraPath(userId, pt.id, "pt")).exists()).toBe(true);
 });
 
 test("orphans under users/ are kept within the grace and deleted after it; staging blobs without a live session are sealed, then deleted once their URLs expired; a live row's and a live session's blobs are never touched", async () => {
