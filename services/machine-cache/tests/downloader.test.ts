@@ -94,8 +94,9 @@ test("a small file arrives in one ranged stream with its sha256 checked", async 
   await expectOnlyFinalFile(file, small);
 });
 
-test("a large file arrives in parallel ranged requests covering each byte once, longest first", async () => {
+test("a large file arrives in parallel ranged requests covering each byte once, longest first, on kept-alive connections", async () => {
   const file = target();
+  const connectionsBefore = proxy.connections();
   const result = await download(large, file);
   expect(result).toMatchObject({ sha256: large.sha256, bytesDownloaded: large.bytes.length, connections: 3 });
   const ranges = proxy.requests
@@ -118,6 +119,8 @@ test("a large file arrives in parallel ranged requests covering each byte once, 
   // 9 parts for 3 connections: runs of 2, 2, then single parts.
   const sizes = ranges.map(([from, to]) => Math.ceil((to + 1 - from) / settings.partSizeBytes));
   expect(sizes).toEqual([2, 2, 1, 1, 1, 1, 1]);
+  // Each connection's next run rides on it: 7 requests, at most 3 new connections.
+  expect(proxy.connections() - connectionsBefore).toBeLessThanOrEqual(3);
   await expectOnlyFinalFile(file, large);
 });
 

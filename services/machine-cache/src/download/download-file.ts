@@ -13,7 +13,7 @@ import {
   planParts,
   savePartialState,
 } from "./partial-state.js";
-import { BlobSizeError, fetchRange, HttpStatusError, WriteBuffers } from "./range-fetch.js";
+import { BlobSizeError, fetchRange, HttpStatusError } from "./range-fetch.js";
 import type { DownloadProgress } from "./progress.js";
 import { type Run, RunPlan } from "./run-plan.js";
 
@@ -83,8 +83,8 @@ const SYNC_EVERY = 64 * 1024 * 1024;
  * Downloads one blob to `finalPath`: ranged GETs in parallel (one stream for
  * small files), each covering a run of parts sized so that early requests
  * are long and the last ones short (few round trips, an even finish),
- * written with positional writes from reused buffers into
- * `finalPath.partial`; a sidecar records each part's progress so any later
+ * written as they arrive with positional writes into `finalPath.partial`
+ * (each connection's next run on the same kept-alive connection); a sidecar records each part's progress so any later
  * attempt or process resumes; sha256 of the bytes in order is computed on a
  * hashing thread while they arrive; retries with exponential backoff and
  * jitter, a fresh URL after a 403; then fsync and an atomic rename. A
@@ -149,7 +149,7 @@ export async function downloadFile(
   // Bytes kept from an earlier process are hashed while the rest arrives.
   hash.advance(contiguousBytes(plan));
 
-  const fetchRun = async (url: URL, run: Run, buffers: WriteBuffers): Promise<void> => {
+  const fetchRun = async (url: URL, run: Run): Promise<void> => {
     let at = run.from;
     let k = 0;
     await fetchRange(deps.dispatcher, {
@@ -158,7 +158,6 @@ export async function downloadFile(
       to: run.to,
       blobSize: req.sizeBytes,
       fd: file.fd,
-      buffers,
       signal: req.signal,
       stallTimeoutMs: settings.stallTimeoutMs,
       onWritten: (upTo) => {
@@ -194,10 +193,9 @@ export async function downloadFile(
       const slots = Math.min(settings.partsPerFile, runs.pending);
       connections = Math.max(connections, slots);
       const slot = async () => {
-        const buffers = new WriteBuffers();
         for (let run = runs.take(slots); run && failure === undefined; run = runs.take(slots)) {
           try {
-            await fetchRun(url, run, buffers);
+            await fetchRun(url, run);
           } catch (err) {
             failure ??= err;
           }

@@ -11,20 +11,13 @@ export class HttpStatusError extends Error {
 /** The blob is not the size the registry said: a wrong file, not a network failure. */
 export class BlobSizeError extends Error {}
 
-/** Bytes gathered before one positional write. */
-export const WRITE_BUFFER_BYTES = 1024 * 1024;
+/** Received bytes gathered before one positional write. */
+export const WRITE_BATCH_BYTES = 1024 * 1024;
+/** At most this many chunks in one write (well under IOV_MAX). */
+const WRITE_BATCH_CHUNKS = 256;
 
 /** Error bodies are read (so the connection stays usable) up to this size, then the connection is dropped. */
 const ERROR_BODY_LIMIT = 64 * 1024;
-
-/**
- * The write buffers of one connection slot, reused by each of its requests,
- * so a download allocates nothing per byte: one is written to disk while the
- * other fills.
- */
-export class WriteBuffers {
-  readonly buffers: Buffer[] = [Buffer.allocUnsafe(WRITE_BUFFER_BYTES), Buffer.allocUnsafe(WRITE_BUFFER_BYTES)];
-}
 
 export interface RangeRequest {
   url: URL;
@@ -34,36 +27,40 @@ export interface RangeRequest {
   /** The blob's size (checked against Content-Range). */
   blobSize: number;
   fd: number;
-  buffers: WriteBuffers;
   /** After each write reached the file, in order: everything before `upTo` is on disk. */
   onWritten(upTo: number): void;
   signal?: AbortSignal;
   stallTimeoutMs: number;
 }
 
+/** Chunks written together, at the file offset of the first. */
+interface Batch {
+  chunks: Buffer[];
+  length: number;
+  at: number;
+}
+
 /**
  * One ranged GET of a signed blob URL, streamed into the file with
  * positional writes: undici's dispatch handler hands over each socket chunk,
- * which is copied into a free write buffer; a full buffer is written (one
- * write at a time, in order) while the next fills. When no buffer is free
- * (the disk is slower than the network) the chunks wait as they are and the
- * socket is paused. Resolves when every byte of the range is on disk;
- * rejects with what went wrong once the bytes that did arrive are written
- * and reported (a retry asks only for the rest).
+ * the chunks are gathered and written as they are with one writev per
+ * megabyte (no copy in user space), one write at a time, in order. While
+ * one batch is written and the next is full, the socket is paused (the disk
+ * is slower than the network), so memory stays a few megabytes per
+ * connection. Resolves when every byte of the range is on disk; rejects
+ * with what went wrong once the bytes that did arrive are written and
+ * reported (a retry asks only for the rest).
  */
 export function fetchRange(dispatcher: Dispatcher, req: RangeRequest): Promise<void> {
   return new Promise((resolve, reject) => {
     const { from, to, fd } = req;
-    const free = [...req.buffers.buffers];
-    let fill: Buffer | undefined = free.pop();
-    let filled = 0;
-    /** File offset of the next byte placed in `fill`. */
+    /** File offset of the next byte that arrives. */
     let at = from;
-    /** Full buffers waiting for the disk, in file order. */
-    const queue: { buffer: Buffer; length: number; at: number }[] = [];
+    let filling: Batch = { chunks: [], length: 0, at: from };
+    /** A full batch waiting for the one being written. */
+    let full: Batch | undefined;
     let writing = false;
-    /** Chunks that arrived while no buffer was free. */
-    const waiting: Buffer[] = [];
+    let paused = false;
     let controller: Dispatcher.DispatchController | undefined;
     let failure: Error | undefined;
     /** The bytes in memory must not reach the file (a write failed, the blob is the wrong size). */
@@ -72,13 +69,15 @@ export function fetchRange(dispatcher: Dispatcher, req: RangeRequest): Promise<v
     let errorBodyBytes = 0;
     let ended = false;
     let settled = false;
+    /** The answer is the whole blob (200), not the range. */
+    let whole = false;
 
     const settle = () => {
       if (discard && !writing) {
-        queue.length = 0;
-        waiting.length = 0;
+        full = undefined;
+        filling = { chunks: [], length: 0, at };
       }
-      if (settled || !ended || writing || queue.length > 0 || waiting.length > 0) return;
+      if (settled || !ended || writing || full || filling.length > 0) return;
       settled = true;
       req.signal?.removeEventListener("abort", onAbort);
       if (failure) reject(failure);
@@ -90,52 +89,47 @@ export function fetchRange(dispatcher: Dispatcher, req: RangeRequest): Promise<v
       discard ||= discardBytes;
       if (controller && !controller.aborted && !ended) controller.abort(err);
     };
-    const hand = () => {
-      if (!fill || filled === 0) return;
-      queue.push({ buffer: fill, length: filled, at: at - filled });
-      fill = free.pop();
-      filled = 0;
-      pump();
-    };
-    /** Copies a chunk into write buffers; what finds no free buffer waits. Returns false when something waits. */
-    const place = (chunk: Buffer): boolean => {
-      let offset = 0;
-      while (offset < chunk.length && at < to) {
-        if (!fill) {
-          waiting.push(chunk.subarray(offset));
-          return false;
-        }
-        const n = Math.min(fill.length - filled, to - at, chunk.length - offset);
-        chunk.copy(fill, filled, offset, offset + n);
-        filled += n;
-        offset += n;
-        at += n;
-        if (filled === fill.length) hand();
-      }
-      return true;
-    };
-    const pump = () => {
-      if (writing || discard) return;
-      const job = queue.shift();
-      if (!job) return;
+    const write = (batch: Batch) => {
       writing = true;
-      fs.write(fd, job.buffer, 0, job.length, job.at, (err, written) => {
+      fs.writev(fd, batch.chunks, batch.at, (err, written) => {
         writing = false;
         if (err) fail(err);
-        else if (written !== job.length) fail(new Error(`short write: ${written} of ${job.length} bytes at ${job.at}`));
-        else req.onWritten(job.at + job.length);
-        free.push(job.buffer);
-        if (!fill) fill = free.pop();
+        else if (written !== batch.length) {
+          fail(new Error(`short write: ${written} of ${batch.length} bytes at ${batch.at}`));
+        } else req.onWritten(batch.at + batch.length);
         if (!discard) {
-          while (waiting.length > 0 && place(waiting.shift() as Buffer));
-          if (waiting.length === 0) {
-            if (ended) hand();
-            else controller?.resume();
+          const next = full;
+          full = undefined;
+          if (next) write(next);
+          else if (ended) hand();
+          if (paused && !ended) {
+            paused = false;
+            controller?.resume();
           }
-          pump();
         }
         settle();
       });
+    };
+    /** The batch being filled goes to the disk (or waits for the write in progress). */
+    const hand = () => {
+      if (filling.length === 0 || full || discard) return;
+      const batch = filling;
+      filling = { chunks: [], length: 0, at };
+      if (writing) full = batch;
+      else write(batch);
+    };
+    /** Takes a chunk (up to `to`); false when the socket must wait for the disk. */
+    const place = (chunk: Buffer): boolean => {
+      const n = Math.min(chunk.length, to - at);
+      if (n <= 0) return true;
+      filling.chunks.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+      filling.length += n;
+      at += n;
+      if (filling.length >= WRITE_BATCH_BYTES || filling.chunks.length >= WRITE_BATCH_CHUNKS) {
+        if (full) return false;
+        hand();
+      }
+      return true;
     };
     // Cancelled: what arrived is still written, for a later resume.
     const onAbort = () => fail(req.signal?.reason instanceof Error ? req.signal.reason : new Error("aborted"), false);
@@ -157,7 +151,7 @@ export function fetchRange(dispatcher: Dispatcher, req: RangeRequest): Promise<v
           if (failure) c.abort(failure);
         },
         onResponseStart(_c, status, headers) {
-          const whole = status === 200 && from === 0;
+          whole = status === 200 && from === 0;
           if (status !== 206 && !whole) {
             statusFailure =
               status === 416
@@ -177,14 +171,13 @@ export function fetchRange(dispatcher: Dispatcher, req: RangeRequest): Promise<v
             return;
           }
           if (failure) return;
-          if (waiting.length > 0) waiting.push(chunk);
-          else place(chunk);
-          if (waiting.length > 0) {
+          if (!place(chunk)) {
+            paused = true;
             c.pause();
-            return;
           }
-          // A whole-blob answer (200) to a range that ends early: the rest is not needed.
-          if (at >= to && !ended) {
+          // A whole-blob answer (200) to a range that ends early: the rest is not needed. (A 206 ends by
+          // itself, and its connection is reused.)
+          if (whole && at >= to && to < req.blobSize && !ended) {
             ended = true;
             hand();
             c.abort(new Error("range complete"));
@@ -195,10 +188,9 @@ export function fetchRange(dispatcher: Dispatcher, req: RangeRequest): Promise<v
           ended = true;
           if (statusFailure) failure ??= statusFailure;
           else {
-            // Counted with what still waits for a buffer: placing it cannot go past `to`.
-            const arrived = at - from + waiting.reduce((n, c) => n + c.length, 0);
+            const arrived = at - from;
             if (arrived < to - from) failure ??= new Error(`the response ended after ${arrived} of ${to - from} bytes`);
-            if (waiting.length === 0) hand();
+            hand();
           }
           settle();
         },
@@ -207,7 +199,7 @@ export function fetchRange(dispatcher: Dispatcher, req: RangeRequest): Promise<v
           ended = true;
           failure ??= statusFailure ?? err;
           // What arrived before the failure is kept: the next attempt asks only for the rest.
-          if (waiting.length === 0) hand();
+          hand();
           settle();
         },
       },
