@@ -13,6 +13,7 @@ describe("configuration", () => {
       warningPercent: 80,
     });
     expect(cfg.upload).toEqual({ sessionTtlSeconds: 6 * 3600, urlTtlSeconds: 4 * 3600, reaperCron: "*/30 * * * * *" });
+    expect(cfg.storageSweep).toEqual({ cron: "0 17 * * * *", orphanGraceMs: 24 * 3_600_000 });
     expect(cfg.port).toBe(50051);
   });
 
@@ -27,6 +28,8 @@ describe("configuration", () => {
         UPLOAD_SESSION_TTL_SECONDS: "5",
         UPLOAD_REAPER_CRON: "every minute",
         MAX_LORA_BYTES: "0",
+        STORAGE_SWEEP_CRON: "hourly",
+        STORAGE_ORPHAN_GRACE_HOURS: "0.5",
       });
     } catch (err) {
       error = err;
@@ -38,6 +41,8 @@ describe("configuration", () => {
       "DEFAULT_QUOTA_COUNT",
       "MAX_LORA_BYTES",
       "QUOTA_WARNING_PERCENT",
+      "STORAGE_ORPHAN_GRACE_HOURS",
+      "STORAGE_SWEEP_CRON",
       "UPLOAD_REAPER_CRON",
       "UPLOAD_SESSION_TTL_SECONDS",
     ]);
