@@ -102,7 +102,11 @@ test("a second user's identical upload is linked, not downloaded: no blob GET, i
   // The budget and the statistics count the content once; each path keeps its own row.
   expect(await userBytes()).toBe(before + a.bytes.length);
   const { models } = await admin.listCachedModels({ modelType: "user_lora", pageSize: 1000 });
-  expect(models.map((m) => m.path)).toEqual(expect.arrayContaining([first.absolutePath, second.absolutePath]));
+  const listed = models.filter((m) => m.path === first.absolutePath || m.path === second.absolutePath);
+  expect(listed.map((m) => [m.sizeBytes, m.sha256, m.linkedPaths])).toEqual([
+    [BigInt(a.bytes.length), a.sha256, 2],
+    [BigInt(a.bytes.length), a.sha256, 2],
+  ]);
   // Another user still cannot name A's LoRA.
   const { results } = await machine.ensureLoras({ jobId: "job-cross", userId: B, refs: [user(a)] });
   expect(results[0]?.error).toMatchObject({ code: "not_found" });
@@ -123,6 +127,9 @@ test("evicting one reference removes that path only; the bytes go with the last 
   expect(hit).toMatchObject({ absolutePath: pathB, cacheHit: true, sha256: b.sha256 });
   expect(sha256(await fs.readFile(pathB))).toBe(b.sha256);
   expect(signedReads(proxy, userBlobPath(b))).toHaveLength(0);
+
+  const { models } = await admin.listCachedModels({ modelType: "user_lora", pageSize: 1000 });
+  expect(models.find((m) => m.path === pathB)?.linkedPaths).toBe(1);
 
   const last = await admin.evictLoras({ refs: [user(b)] });
   expect(last.freedBytes).toBe(BigInt(b.bytes.length));

@@ -11,7 +11,9 @@ import {
 import { invalidArgument } from "@emprops/platform";
 import { relativeToLoraDir } from "../cache/cache-layout.js";
 import type { AppContext } from "../context.js";
+import { findLoraFileByPath, referencesOfContent } from "../db/lora-files.js";
 import { type ModelRow, modelsPage } from "../db/models.js";
+import type { Db } from "../db/open-database.js";
 import { parsePythonIso } from "../db/python-time.js";
 import { checkLength } from "./field-checks.js";
 
@@ -41,14 +43,15 @@ export function listCachedModels(ctx: AppContext): Partial<ServiceImpl<typeof Ma
       const page = rows.slice(0, pageSize);
       const last = page[page.length - 1];
       return create(ListCachedModelsResponseSchema, {
-        models: page.map((row) => toCachedModel(row, ctx.cfg.loraDir)),
+        models: page.map((row) => toCachedModel(ctx.db, row, ctx.cfg.loraDir)),
         nextPageToken: rows.length > pageSize && last ? writeCursor({ a: last.id, t: req.modelType }) : "",
       });
     },
   };
 }
 
-function toCachedModel(row: ModelRow, loraDir: string): CachedModel {
+function toCachedModel(db: Db, row: ModelRow, loraDir: string): CachedModel {
+  const ours = findLoraFileByPath(db, row.path);
   const lastUsed = parsePythonIso(row.last_used);
   const downloaded = parsePythonIso(row.download_date);
   return create(CachedModelSchema, {
@@ -63,6 +66,8 @@ function toCachedModel(row: ModelRow, loraDir: string): CachedModel {
     protected: !!row.protected,
     isIgnore: !!row.is_ignore,
     relativePath: relativeToLoraDir(loraDir, row.path) ?? "",
+    sha256: ours?.sha256 ?? "",
+    linkedPaths: ours ? Math.max(1, referencesOfContent(db, ours.content_id)) : 0,
   });
 }
 
