@@ -41,3 +41,9 @@ export function remainingBlocks(
 export function blockListXml(plan: PlannedBlock[]): string {
   return `<?xml version="1.0" encoding="utf-8"?><BlockList>${plan.map((b) => `<Latest>${b.id}</Latest>`).join("")}</BlockList>`;
 }
+
+/**
+ * The most of a file's first bytes CreateLoraUpload and CreateUploadUrl take
+ * as `head` (1 MiB): what a head check can judge before a block is sent.
+ */
+export const UPLOAD_HEAD_MAX_BYTES = 1024 * 1024;

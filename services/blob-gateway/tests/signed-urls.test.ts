@@ -271,6 +271,80 @@ describe("CreateUploadUrl and GetUploadState refuse bad input", () => {
   });
 });
 
+describe("CreateUploadUrl with the file's first bytes", () => {
+  const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(2000)]);
+
+  it("refuses a head the verifier refuses, with its reason and message, and signs nothing", async () => {
+    const before = await userContainerListing();
+    const cases: [string, Buffer, "safetensors" | "pt", bigint, string | RegExp][] = [
+      [
+        "an image named .safetensors",
+        png,
+        "safetensors",
+        10n * BigInt(MiB),
+        "The file is named .safetensors but its content is a PNG image.",
+      ],
+      [
+        "a safetensors header longer than the file",
+        buildSafetensors(loraTensors(1)).subarray(0, 16),
+        "safetensors",
+        100n,
+        /header is truncated/,
+      ],
+      [
+        "a safetensors file named .pt",
+        buildSafetensors(loraTensors(1)),
+        "pt",
+        BigInt(buildSafetensors(loraTensors(1)).length),
+        /named \.pt but its content is a safetensors file/,
+      ],
+      [
+        "a raw pickle named .pt",
+        Buffer.concat([stateDictPickle(LORA_TENSORS), Buffer.alloc(1024)]),
+        "pt",
+        5n * BigInt(MiB),
+        /raw pickle/,
+      ],
+    ];
+    for (const [what, head, extension, sizeBytes, message] of cases) {
+      const upload = { ...newUpload(), extension };
+      const failure = await rpcFailure(t.client.createUploadUrl({ upload, sizeBytes, head }));
+      expect([what, failure.code, failure.reason, failure.metadata.field]).toEqual([
+        what,
+        "InvalidArgument",
+        "INVALID_FILE_FORMAT",
+        "head",
+      ]);
+      expect(failure.message).toMatch(message);
+    }
+    expect(await userContainerListing()).toEqual(before);
+  });
+
+  it("signs a URL for a head that passes or decides nothing, and refuses a head longer than allowed", async () => {
+    const file = buildSafetensors(loraTensors(24, 32, 1024));
+    const passed = await t.client.createUploadUrl({
+      upload: newUpload(),
+      sizeBytes: BigInt(file.length),
+      head: file.subarray(0, MiB),
+    });
+    expect(passed.uploadUrl).not.toBe("");
+    const zip = torchZip(stateDictPickle(LORA_TENSORS), loraStorages());
+    const pt = await t.client.createUploadUrl({ upload: newUpload("pt"), sizeBytes: BigInt(zip.length), head: zip });
+    expect(pt.uploadUrl).not.toBe("");
+    for (const [head, sizeBytes] of [
+      [Buffer.alloc(MiB + 1), BigInt(GiB)],
+      [Buffer.alloc(11), 10n],
+    ] as const) {
+      const failure = await rpcFailure(t.client.createUploadUrl({ upload: newUpload(), sizeBytes, head }));
+      expect([failure.code, failure.reason, failure.metadata.field]).toEqual([
+        "InvalidArgument",
+        "INVALID_REQUEST",
+        "head",
+      ]);
+    }
+  });
+});
+
 describe("CreateDownloadUrls", () => {
   it("signs read-only URLs for user and shared LoRAs, in request order, with sizes", async () => {
     const blob = newBlob();

@@ -68,6 +68,16 @@ const cases: Case[] = [
   ["CreateLoraUpload long tag", "INVALID_TAGS", () => me().createLoraUpload(upload({ tags: [long(65)] }))],
   ["CreateLoraUpload bad sha256", "INVALID_REQUEST", () => me().createLoraUpload(upload({ sha256: "abc" }))],
   [
+    "CreateLoraUpload head above 1 MiB",
+    "INVALID_REQUEST",
+    () => me().createLoraUpload(upload({ sizeBytes: 2n ** 21n, head: new Uint8Array(2 ** 20 + 1) })),
+  ],
+  [
+    "CreateLoraUpload head longer than the file",
+    "INVALID_REQUEST",
+    () => me().createLoraUpload(upload({ head: new Uint8Array(1001) })),
+  ],
+  [
     "CreateLoraUpload bad upload_source",
     "INVALID_REQUEST",
     () => me().createLoraUpload(upload({ uploadSource: "my studio!" })),

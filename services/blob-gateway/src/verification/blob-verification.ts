@@ -17,6 +17,11 @@ const REASONS: Record<RejectReason, ErrorReason> = {
   CHECKSUM_MISMATCH: ErrorReason.CHECKSUM_MISMATCH,
 };
 
+/** The API's reason for a verifier's rejection reason. */
+export function errorReasonOf(reason: RejectReason): ErrorReason {
+  return REASONS[reason];
+}
+
 const FORMATS: Record<FileFormatName, FileFormat> = {
   safetensors: FileFormat.SAFETENSORS,
   torch_zip: FileFormat.TORCH_ZIP,
@@ -27,7 +32,7 @@ const FORMATS: Record<FileFormatName, FileFormat> = {
 export function toBlobVerification(r: VerificationResult): BlobVerificationInit {
   return {
     status: r.ok ? ValidationStatus.SAFE : ValidationStatus.REJECTED,
-    reason: r.ok || !r.reason ? ErrorReason.UNSPECIFIED : REASONS[r.reason],
+    reason: r.ok || !r.reason ? ErrorReason.UNSPECIFIED : errorReasonOf(r.reason),
     message: r.ok ? "" : (r.message ?? ""),
     sizeBytes: BigInt(r.sizeBytes),
     sha256: r.sha256,

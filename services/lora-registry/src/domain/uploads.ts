@@ -1,4 +1,5 @@
 import type { CreateUploadUrlResponse, GetUploadStateResponse, LoraUploadExtension } from "@emprops/contracts";
+import { ConnectError } from "@connectrpc/connect";
 import { captureTraceContext, errorReason } from "@emprops/platform";
 import { writeAudit } from "../db/queries/audit.js";
 import { insertPendingLora, type LoraRow } from "../db/queries/loras.js";
@@ -21,6 +22,8 @@ export interface NewUpload {
   userMetadata: StoredUserMetadata;
   sha256?: string;
   uploadSource: string;
+  /** The file's first bytes, for the gateway to refuse a wrong file before a URL is signed. */
+  head?: Uint8Array;
 }
 
 export interface StartedUpload {
@@ -89,13 +92,18 @@ export async function startUpload(ctx: AppContext, userId: string, u: NewUpload)
 
   let signed: CreateUploadUrlResponse;
   try {
-    signed = await signUploadUrl(ctx, session);
+    signed = await signUploadUrl(ctx, session, u.head);
   } catch (err) {
+    // A refusal the gateway explains (a head that shows a wrong file) is kept with its reason and message.
+    const reason = errorReason(err);
     await endSession(ctx, session, {
       state: "failed",
       blobMayExist: false,
       audit: { actorId: "system", actorRole: "system", action: "lora.upload.fail", details: { upload_id: uploadId } },
-      failure: { reason: errorReason(err) || "DEPENDENCY_UNAVAILABLE", message: "no upload URL could be signed" },
+      failure: {
+        reason: reason || "DEPENDENCY_UNAVAILABLE",
+        message: reason && err instanceof ConnectError ? err.rawMessage : "no upload URL could be signed",
+      },
     });
     throw err;
   }
@@ -114,12 +122,13 @@ export async function startUpload(ctx: AppContext, userId: string, u: NewUpload)
  * the session. It never covers the LoRA's final path: only the gateway's
  * CommitUpload writes there.
  */
-function signUploadUrl(ctx: AppContext, s: SessionRow): Promise<CreateUploadUrlResponse> {
+function signUploadUrl(ctx: AppContext, s: SessionRow, head?: Uint8Array): Promise<CreateUploadUrlResponse> {
   return viaGateway(ctx.logger, "CreateUploadUrl", () =>
     ctx.blobGateway.createUploadUrl({
       upload: stagedUpload(s),
       sizeBytes: BigInt(s.declared_size_bytes),
       ttlSeconds: uploadUrlTtl(ctx.cfg.upload, ctx.clock.now(), s.expires_at),
+      head,
     }),
   );
 }

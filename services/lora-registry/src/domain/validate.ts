@@ -4,6 +4,7 @@ import {
   type LoraUploadExtension,
   MAX_LORA_FILE_NAME_BYTES,
   MODEL_FILE_EXTENSIONS,
+  UPLOAD_HEAD_MAX_BYTES,
   type UserLoraMetadata,
 } from "@emprops/contracts";
 import { invalidArgument } from "@emprops/platform";
@@ -183,6 +184,21 @@ export function parseOptionalSha256(value: string, field = "sha256"): string | u
     throw invalidArgument(ErrorReason.INVALID_REQUEST, `${field} must be 64 hexadecimal characters`, { field });
   }
   return value.toLowerCase();
+}
+
+/** CreateLoraUpload's head: the file's first bytes, at most 1 MiB and never more than the file; empty = none. */
+export function parseUploadHead(head: Uint8Array, sizeBytes: number): Uint8Array | undefined {
+  if (head.length === 0) return undefined;
+  if (head.length > UPLOAD_HEAD_MAX_BYTES) {
+    throw invalidArgument(ErrorReason.INVALID_REQUEST, `head must be at most ${UPLOAD_HEAD_MAX_BYTES} bytes`, {
+      field: "head",
+      max_head_bytes: UPLOAD_HEAD_MAX_BYTES,
+    });
+  }
+  if (head.length > sizeBytes) {
+    throw invalidArgument(ErrorReason.INVALID_REQUEST, "head must not be longer than size_bytes", { field: "head" });
+  }
+  return head;
 }
 
 /** Where an upload comes from, e.g. "emprops_studio"; "api" when empty. */

@@ -10,6 +10,7 @@ import {
   parseLoraName,
   parseOptionalSha256,
   parseTags,
+  parseUploadHead,
   parseUploadSize,
   parseUploadSource,
   parseUserMetadata,
@@ -21,10 +22,12 @@ export function createLoraUpload(ctx: AppContext): Partial<ServiceImpl<typeof Lo
     async createLoraUpload(req, hctx) {
       const userId = userOf(hctx);
       const { name, extension } = parseLoraName(req.name);
+      const sizeBytes = parseUploadSize(req.sizeBytes, ctx.cfg.quota.maxLoraBytes);
       const started = await startUpload(ctx, userId, {
         name,
         extension,
-        sizeBytes: parseUploadSize(req.sizeBytes, ctx.cfg.quota.maxLoraBytes),
+        sizeBytes,
+        head: parseUploadHead(req.head, sizeBytes),
         tags: parseTags(req.tags),
         userMetadata: parseUserMetadata(req.metadata),
         sha256: parseOptionalSha256(req.sha256),
