@@ -8,6 +8,7 @@ export {
 export { type UploadSource, type UploadProgress, type RetryPolicy } from "./send-blocks.js";
 export { UploadSessionEndedError, type NewUpload } from "./upload-session.js";
 export { BlobRequestError } from "./blob-request-error.js";
+export { HeadRefusedError, checkFileHead } from "./head-check.js";
 export {
   fetchPut,
   putBlockRequest,

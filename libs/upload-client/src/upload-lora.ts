@@ -1,6 +1,7 @@
 import type { Client } from "@connectrpc/connect";
 import { type Lora, type LoraService, planBlocks, type QuotaSummary, remainingBlocks } from "@emprops/contracts";
 import { fetchPut, putBlockListRequest, type PutTransport } from "./blob-put.js";
+import { checkFileHead } from "./head-check.js";
 import { type RetryPolicy, sendBlocks, type UploadProgress, type UploadSource, withRetries } from "./send-blocks.js";
 import { inTrace, newTraceId } from "./trace-context.js";
 import { createSession, type NewUpload, pickUpSession, refreshUploadUrl, type UploadTarget } from "./upload-session.js";
@@ -72,7 +73,10 @@ export interface UploadLoraResult {
  * CompleteLoraUpload, which verifies the file and publishes it. After a
  * failure a call with `resumeUploadId` sends only what storage does not hold
  * yet: the registry reports the staged blocks, since a write-only URL cannot
- * read them.
+ * read them. Before any of that, the file's first bytes are judged with the
+ * verifier's rules: a file they show to be wrong is refused here
+ * (HeadRefusedError) and nothing is sent; otherwise they go with
+ * CreateLoraUpload, so the registry refuses a wrong file before any block.
  */
 export async function uploadLora(opts: UploadLoraOptions): Promise<UploadLoraResult> {
   const { source } = opts;
@@ -83,6 +87,7 @@ export async function uploadLora(opts: UploadLoraOptions): Promise<UploadLoraRes
   const signal = opts.signal ?? new AbortController().signal;
   const policy: RetryPolicy = { retries: opts.retries ?? 4, retryDelayMs: opts.retryDelayMs ?? 500 };
   const put = opts.put ?? fetchPut;
+  const head = await checkFileHead(source, opts.create.name ?? "");
 
   let target: UploadTarget | undefined;
   if (opts.resumeUploadId) {
@@ -95,7 +100,7 @@ export async function uploadLora(opts: UploadLoraOptions): Promise<UploadLoraRes
     }
     target = earlier?.target;
   }
-  target ??= await createSession(client, size, opts.create);
+  target ??= await createSession(client, size, { ...opts.create, head });
   const session = target;
   opts.onSession?.({ uploadId: session.uploadId, loraId: session.loraId, resumed: session.resumed, traceId });
   signal.throwIfAborted();

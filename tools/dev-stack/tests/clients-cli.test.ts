@@ -267,6 +267,21 @@ describe("the lora CLI against the real stack", () => {
     expect(JSON.parse((await lora(["ls", "--json"])).stdout).totalSize).toBe(2);
   });
 
+  test("a file whose first bytes show it is wrong is refused before anything is sent, with the verifier's reason", async () => {
+    const image = path.join(dir, "picture.safetensors");
+    const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    writeFileSync(image, Buffer.concat([png, Buffer.alloc(3 * MiB)]));
+    const refusal = "lora: The file is named .safetensors but its content is a PNG image. [INVALID_FILE_FORMAT]\n";
+    proxy.reset();
+    // Not even the registry is asked: with an address nothing listens on, the answer is the same.
+    const offline = await lora(["--registry", "http://127.0.0.1:9", "--token", t.userToken, "upload", image]);
+    expect(offline).toEqual({ code: 6, stdout: "", stderr: refusal });
+    const run = await lora(["upload", image]);
+    expect(run).toEqual({ code: 6, stdout: "", stderr: refusal });
+    expect(proxy.requests).toEqual([]);
+    expect(Object.keys(storedConfig().uploads ?? {}).filter((key) => key.includes("picture"))).toEqual([]);
+  });
+
   test("a file name the registry would refuse is refused before anything is sent, with the rule's message", async () => {
     const cases: [string, string[], RegExp][] = [
       [

@@ -429,6 +429,31 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
     expect(await page.getByRole("button", { name: "Clear finished" }).isHidden()).toBe(true);
   });
 
+  test("a file whose first bytes show it is wrong is refused on the page before any upload", async () => {
+    const asked: string[] = [];
+    const watch = (request: { url(): string }) => {
+      const url = request.url();
+      if (url.includes("CreateLoraUpload") || putBlockIndex(new URL(url)) >= 0) asked.push(url);
+    };
+    page.on("request", watch);
+    try {
+      const photo = path.join(dir, "photo.safetensors");
+      writeFileSync(photo, await testImage("png", 640, 480));
+      await choose([photo]);
+      await waitPhase("photo.safetensors", "failed");
+      const refused = upload("photo.safetensors").getByRole("alert");
+      expect(await refused.getAttribute("data-reason")).toBe("INVALID_FILE_FORMAT");
+      expect(await text(refused)).toMatch(
+        /^Not a valid LoRA file\nThe file is named \.safetensors but its content is a PNG image\.\nChecked on this computer before uploading: nothing was sent\./,
+      );
+      expect(asked).toEqual([]);
+      await shot("studio-refused-before-upload");
+      await upload("photo.safetensors").getByRole("button", { name: "Dismiss" }).click();
+    } finally {
+      page.off("request", watch);
+    }
+  });
+
   test("a file name the registry would refuse is refused on the page, with the rule's message", async () => {
     const device = file("CON.safetensors", 64 * 1024);
     const spoofed = file("evil\u202Egpj.safetensors", 64 * 1024);

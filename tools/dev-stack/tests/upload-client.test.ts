@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { type Client, createClient } from "@connectrpc/connect";
+import { type Client, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { LoraService, UploadState } from "@emprops/contracts";
 import { bearerInterceptor } from "@emprops/platform";
@@ -7,12 +7,16 @@ import {
   blobEndpointOf,
   eventually,
   type FaultProxy,
+  assembleSafetensors,
+  fillerBytes,
   putBlockIndex,
   randomLoraSafetensors,
+  rpcFailure,
   startFaultProxy,
 } from "@emprops/testkit";
 import {
   BlobRequestError,
+  HeadRefusedError,
   type ResumeInfo,
   type UploadLoraOptions,
   type UploadProgress,
@@ -104,6 +108,87 @@ describe("the block-upload client against the real stack", () => {
     });
     expect(progress.map((p) => p.uploadedBytes)).toEqual(progress.map((p) => p.uploadedBytes).sort((a, b) => a - b));
     expect(storedBlocks()).toEqual([0, 1, 2]);
+  });
+
+  describe("a wrong file is refused before any block is sent", () => {
+    /** A PNG image of 3 MiB, named as a LoRA. */
+    const image = () => {
+      const bytes = Buffer.concat([
+        Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+        fillerBytes(3 * MiB),
+      ]);
+      return { bytes, blob: new Blob([bytes]), name: `image-${++n}.safetensors` };
+    };
+    const imageMessage = "The file is named .safetensors but its content is a PNG image.";
+    const reserved = async () => (await lora.getQuota({})).quota?.reservedBytes;
+    /** Requests storage saw for staging blobs (Put Block, Put Block List). */
+    const stagingRequests = () => proxy.requests.filter((r) => r.path.includes("/staging/"));
+
+    test("the client refuses it on this side: not a call to the registry, not a request to storage", async () => {
+      const calls: string[] = [];
+      const counted = createClient(
+        LoraService,
+        createGrpcTransport({
+          baseUrl: t.stack.registry.url,
+          interceptors: [(next) => (req) => (calls.push(req.method.name), next(req)), bearerInterceptor(t.userToken)],
+        }),
+      );
+      const f = image();
+      const err = await upload(f, { client: counted }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(HeadRefusedError);
+      expect(err).toBeInstanceOf(ConnectError);
+      expect(new ConnectError("a server's refusal")).not.toBeInstanceOf(HeadRefusedError);
+      expect(await rpcFailure(Promise.reject(err))).toMatchObject({
+        code: "InvalidArgument",
+        reason: "INVALID_FILE_FORMAT",
+        message: imageMessage,
+      });
+      expect(calls).toEqual([]);
+      expect(proxy.requests).toEqual([]);
+    });
+
+    test("CreateLoraUpload refuses the head with the verifier's reason: no URL, no staging blob, nothing reserved", async () => {
+      const before = await reserved();
+      const f = image();
+      const failure = await rpcFailure(
+        lora.createLoraUpload({ name: f.name, sizeBytes: BigInt(f.bytes.length), head: f.bytes.subarray(0, MiB) }),
+      );
+      expect(failure).toMatchObject({ code: "InvalidArgument", reason: "INVALID_FILE_FORMAT", message: imageMessage });
+      expect(failure.metadata.field).toBe("head");
+      // A safetensors header that claims more bytes than the file has.
+      const overflowing = assembleSafetensors('{"t":', fillerBytes(64), 50_000_000n);
+      const truncated = await rpcFailure(
+        lora.createLoraUpload({ name: "overflow.safetensors", sizeBytes: BigInt(2 * MiB), head: overflowing }),
+      );
+      expect(truncated).toMatchObject({
+        reason: "INVALID_FILE_FORMAT",
+        message: expect.stringMatching(/header is truncated/),
+      });
+      expect(await reserved()).toBe(before);
+      expect(stagingRequests()).toEqual([]);
+      // The head is at most 1 MiB and never longer than the file.
+      for (const [head, sizeBytes] of [
+        [Buffer.alloc(MiB + 1), BigInt(2 * MiB)],
+        [Buffer.alloc(100), 99n],
+      ] as const) {
+        const refused = await rpcFailure(lora.createLoraUpload({ name: "h.safetensors", sizeBytes, head }));
+        expect([refused.code, refused.reason, refused.metadata.field]).toEqual([
+          "InvalidArgument",
+          "INVALID_REQUEST",
+          "head",
+        ]);
+      }
+    });
+
+    test("a header that goes on beyond the first MiB is undecided, not refused: the upload completes", async () => {
+      const header = {
+        __metadata__: { notes: "n".repeat(MiB + 200_000) },
+        t: { dtype: "U8", shape: [1024], data_offsets: [0, 1024] },
+      };
+      const bytes = assembleSafetensors(JSON.stringify(header), fillerBytes(1024));
+      const result = await upload({ bytes, blob: new Blob([bytes]), name: `long-header-${++n}.safetensors` });
+      expect(result.lora.sha256).toBe(sha256(bytes));
+    });
   });
 
   test("an interrupted upload resumes from the blocks the session reports, sending only the rest", async () => {

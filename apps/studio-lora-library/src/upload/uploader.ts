@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Lora, QuotaSummary } from "@emprops/contracts";
-import { BlobRequestError, uploadLora } from "@emprops/upload-client";
+import { BlobRequestError, HeadRefusedError, uploadLora } from "@emprops/upload-client";
 import type { LoraClient } from "../api.js";
 import { type ShownError, showError } from "../errors.js";
 import { fileFingerprint, resumeStore } from "./resume-store.js";
@@ -131,6 +131,8 @@ export class LoraUpload {
         return;
       }
       const shown = showError(err);
+      if (err instanceof HeadRefusedError)
+        shown.details.push("Checked on this computer before uploading: nothing was sent.");
       // A final refusal (bad file, quota, expired) ends the session: forget it.
       if (err instanceof ConnectError && err.code !== Code.Unavailable) resumeStore.delete(this.key);
       this.set({ phase: "failed", error: shown });
