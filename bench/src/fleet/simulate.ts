@@ -60,6 +60,8 @@ export interface FleetOutcome {
   repeatRefs: number;
   repeatHits: number;
   evictions: number;
+  /** Misses of a LoRA no node held at the time: no routing avoids them, and a full cache evicts for each. */
+  fleetColdMisses: number;
   /** Bytes fetched from Blob Storage without peer fetch (every miss), and with it (misses no pool peer held). */
   blobBytes: number;
   blobBytesWithPeers: number;
@@ -276,6 +278,7 @@ export function simulateFleet(trace: FleetTrace, routing: Routing): FleetOutcome
     repeatRefs: 0,
     repeatHits: 0,
     evictions: 0,
+    fleetColdMisses: 0,
     blobBytes: 0,
     blobBytesWithPeers: 0,
     peerBytes: 0,
@@ -358,6 +361,7 @@ export function simulateFleet(trace: FleetTrace, routing: Routing): FleetOutcome
     job.forEach((lora, k) => {
       const size = sizeOf(lora);
       if (!hits[k]) {
+        if (counted && !holders.has(lora)) out.fleetColdMisses++;
         const fromPeer = (poolHolders[node.pool]!.get(lora) ?? 0) > 0;
         held(node, lora, 1);
         blobMax = Math.max(blobMax, size / spec.blobStreamRate);

@@ -178,12 +178,16 @@ export const fleetSuite: Suite = {
           rows,
         ),
         "",
+        `Misses of a LoRA no node held at the time (its first use in the fleet, or every copy evicted), which no ` +
+          `choice of node for that job avoids and for which a full cache evicts: ${perNodeDay(placement.fleetColdMisses, placement).toFixed(1)} ` +
+          `per node per day with placement, ${perNodeDay(random.fleetColdMisses, random).toFixed(1)} with random routing.`,
+        "",
         `Targets: repeat-workflow hit ratio ≥ 80 % with placement — ${reason(repeatOk, "placement's nodes are busy when a session's next job arrives, so it lands elsewhere")}; ` +
           `blob egress ≥ 5× lower than random routing at equal cache size — placement alone ${egressGain.toFixed(1)}× ` +
           `(${reason(egressGain >= 5, "first uses and LoRAs used once miss under any routing")}), with peer fetch ` +
           `${egressGainPeers.toFixed(1)}× (${reason(egressGainPeers >= 5, "first uses of a LoRA no pool peer holds still come from the blob")}); ` +
           `evictions < 5 per node per day at ${s.cacheBytes / GIB} GiB — ${evictions(placement).toFixed(1)} with placement ` +
-          `(${reason(evictionsOk, "the day's new LoRAs per node exceed what a full cache takes without evicting")}).`,
+          `(${reason(evictionsOk, `the day's new LoRAs per node exceed what a full cache takes without evicting: ${perNodeDay(placement.fleetColdMisses, placement).toFixed(1)} misses per node per day are of LoRAs no node held, which the job downloads wherever it runs and a full cache evicts for`)}).`,
       ].join("\n"),
     };
   },
