@@ -78,6 +78,21 @@ export const env = {
       .string()
       .regex(/^[A-Za-z0-9_-]*$/, "must contain only letters, digits, _ and -")
       .default(""),
+  /**
+   * An optional PEM block of this label (e.g. "PUBLIC KEY"); "\\n" escapes
+   * become newlines, so a key fits in one environment line.
+   */
+  pem: (label: string) =>
+    z
+      .string()
+      .optional()
+      .transform((v) => (v === undefined || v.trim() === "" ? undefined : v.replace(/\\n/g, "\n").trim() + "\n"))
+      .refine(
+        (v) => v === undefined || (v.startsWith(`-----BEGIN ${label}-----`) && v.includes(`-----END ${label}-----`)),
+        {
+          message: `must be a PEM block (-----BEGIN ${label}-----)`,
+        },
+      ),
   /** Comma-separated browser origins for CORS, or "*"; empty means none. */
   origins: () =>
     z

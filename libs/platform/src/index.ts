@@ -16,3 +16,4 @@ export * from "./clock.js";
 export * from "./telemetry-messaging.js";
 export * from "./telemetry-failures.js";
 export * from "./telemetry-testing.js";
+export * from "./peer-token.js";

@@ -66,6 +66,13 @@ export interface RegistryConfig {
   corsAllowedOrigins: string[];
   /** A machine whose latest holdings report is older than this is left out of placement answers. */
   holdingsMachineTtlMs: number;
+  /** Peer fetch: how many holders of the same file ResolveLoras offers (0: none) and their tokens. */
+  peerFetch: {
+    maxPeers: number;
+    tokenTtlSeconds: number;
+    /** Ed25519 PKCS#8 PEM; without it tokens are HS256 with a key derived from JWT_SECRET. */
+    tokenPrivateKeyPem?: string;
+  };
 }
 
 const shape = {
@@ -130,6 +137,9 @@ const shape = {
   USAGE_BATCH_RETENTION_DAYS: env.positiveInt(14),
   CORS_ALLOWED_ORIGINS: env.origins(),
   HOLDINGS_MACHINE_TTL_SECONDS: z.coerce.number().int().min(5).max(3600).default(90),
+  PEER_FETCH_MAX_PEERS: z.coerce.number().int().min(0).max(16).default(3),
+  PEER_TOKEN_TTL_SECONDS: z.coerce.number().int().min(30).max(3600).default(300),
+  PEER_TOKEN_PRIVATE_KEY: env.pem("PRIVATE KEY"),
 };
 
 /** The only place lora-registry reads the environment. */
@@ -167,5 +177,20 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): RegistryCon
     usageBatchRetentionDays: e.USAGE_BATCH_RETENTION_DAYS,
     corsAllowedOrigins: e.CORS_ALLOWED_ORIGINS,
     holdingsMachineTtlMs: e.HOLDINGS_MACHINE_TTL_SECONDS * 1000,
+    peerFetch: peerFetchConfig(e),
+  };
+}
+
+/** Peer tokens need a key to be signed with: PEER_TOKEN_PRIVATE_KEY, else JWT_SECRET; with neither no peer is offered. */
+function peerFetchConfig(e: {
+  PEER_FETCH_MAX_PEERS: number;
+  PEER_TOKEN_TTL_SECONDS: number;
+  PEER_TOKEN_PRIVATE_KEY?: string;
+  JWT_SECRET?: string;
+}): RegistryConfig["peerFetch"] {
+  return {
+    maxPeers: e.PEER_TOKEN_PRIVATE_KEY || e.JWT_SECRET ? e.PEER_FETCH_MAX_PEERS : 0,
+    tokenTtlSeconds: e.PEER_TOKEN_TTL_SECONDS,
+    tokenPrivateKeyPem: e.PEER_TOKEN_PRIVATE_KEY,
   };
 }

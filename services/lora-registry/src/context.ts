@@ -10,6 +10,8 @@ import {
   handlePostgresPoolErrors,
   type Logger,
   mintToken,
+  createPeerTokenSigner,
+  type PeerTokenSigner,
   systemClock,
   type TokenVerifier,
 } from "@emprops/platform";
@@ -42,6 +44,8 @@ export interface AppContext {
   outboxWritten: Signal;
   /** What every machine holds (this replica's copy, folded from LORA_HOLDINGS). */
   holdings: HoldingsIndex;
+  /** Signs the tokens ResolveLoras hands out with peers; undefined when peer fetch is off. */
+  peerTokens?: PeerTokenSigner;
 }
 
 export function createContext(cfg: RegistryConfig, overrides: Partial<AppContext> = {}): AppContext {
@@ -79,6 +83,13 @@ export function createContext(cfg: RegistryConfig, overrides: Partial<AppContext
     metrics: createMetrics(),
     outboxWritten: new Signal(),
     holdings: new HoldingsIndex(),
+    peerTokens:
+      cfg.peerFetch.maxPeers > 0
+        ? createPeerTokenSigner(
+            { privateKeyPem: cfg.peerFetch.tokenPrivateKeyPem, secret: cfg.auth.secret },
+            { ttlSeconds: cfg.peerFetch.tokenTtlSeconds, clock: overrides.clock },
+          )
+        : undefined,
     ...overrides,
   };
 }

@@ -22,6 +22,7 @@ import { withSpan } from "../telemetry.js";
 import { blobPathOf, userLoraBlob, viaGateway } from "./blob.js";
 import { sha256Of, sizeOf, toFileFormat } from "./lora-message.js";
 import { loraNotFound } from "./loras.js";
+import { peersFor } from "./peers.js";
 import { parseLoraId, parseSharedLoraName } from "./validate.js";
 
 type Plan =
@@ -68,6 +69,14 @@ export function resolveReferences(ctx: AppContext, job: ResolveJob): Promise<Res
     const owned = new Map((await findVisibleLoras(ctx.db, job.userId, wanted)).map((r) => [r.id, r]));
     const signing = await signAll(ctx, job, plans, owned);
     const results = plans.map((p, index) => resultOf(p, job.refs[index] as LoraReference, owned, signing, index, job));
+    // Peers only for a fetch (a read URL was asked for): validating a cached copy needs none.
+    if (!job.skipDownloadUrls && job.machineId !== "") {
+      await Promise.all(
+        results.map(async (r) => {
+          if (r.outcome.case === "lora") r.outcome.value.peers = await peersFor(ctx, job.machineId, r.outcome.value);
+        }),
+      );
+    }
     await writeAudit(
       ctx.db,
       ctx.clock.now(),

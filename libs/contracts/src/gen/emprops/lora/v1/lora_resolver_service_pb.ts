@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file emprops/lora/v1/lora_resolver_service.proto.
  */
 export const file_emprops_lora_v1_lora_resolver_service: GenFile = /*@__PURE__*/
-  fileDesc("CitlbXByb3BzL2xvcmEvdjEvbG9yYV9yZXNvbHZlcl9zZXJ2aWNlLnByb3RvEg9lbXByb3BzLmxvcmEudjEilgEKE1Jlc29sdmVMb3Jhc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSLgoEcmVmcxgDIAMoCzIgLmVtcHJvcHMuY29tbW9uLnYxLkxvcmFSZWZlcmVuY2USGgoSc2tpcF9kb3dubG9hZF91cmxzGAQgASgIEhIKCm1hY2hpbmVfaWQYBSABKAkimQIKDFJlc29sdmVkTG9yYRItCgNyZWYYASABKAsyIC5lbXByb3BzLmNvbW1vbi52MS5Mb3JhUmVmZXJlbmNlEg8KB2xvcmFfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIRCglmaWxlX25hbWUYBCABKAkSEgoKc2l6ZV9ieXRlcxgFIAEoAxIOCgZzaGEyNTYYBiABKAkSFAoMZG93bmxvYWRfdXJsGAcgASgJEjwKGGRvd25sb2FkX3VybF9leHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoGZm9ybWF0GAkgASgOMh0uZW1wcm9wcy5jb21tb24udjEuRmlsZUZvcm1hdCJ4Cg1SZXNvbHZlUmVzdWx0Ei0KBGxvcmEYASABKAsyHS5lbXByb3BzLmxvcmEudjEuUmVzb2x2ZWRMb3JhSAASLQoFZXJyb3IYAiABKAsyHC5lbXByb3BzLmNvbW1vbi52MS5JdGVtRXJyb3JIAEIJCgdvdXRjb21lIkcKFFJlc29sdmVMb3Jhc1Jlc3BvbnNlEi8KB3Jlc3VsdHMYASADKAsyHi5lbXByb3BzLmxvcmEudjEuUmVzb2x2ZVJlc3VsdCJtChdMaXN0UG9wdWxhckxvcmFzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRIuCgp1c2VkX3NpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJYCgtQb3B1bGFyTG9yYRIPCgd1c2VyX2lkGAEgASgJEg8KB2xvcmFfaWQYAiABKAkSEwoLdXNhZ2VfY291bnQYAyABKAMSEgoKc2l6ZV9ieXRlcxgEIAEoAyJHChhMaXN0UG9wdWxhckxvcmFzUmVzcG9uc2USKwoFbG9yYXMYASADKAsyHC5lbXByb3BzLmxvcmEudjEuUG9wdWxhckxvcmEy2wEKE0xvcmFSZXNvbHZlclNlcnZpY2USWwoMUmVzb2x2ZUxvcmFzEiQuZW1wcm9wcy5sb3JhLnYxLlJlc29sdmVMb3Jhc1JlcXVlc3QaJS5lbXByb3BzLmxvcmEudjEuUmVzb2x2ZUxvcmFzUmVzcG9uc2USZwoQTGlzdFBvcHVsYXJMb3JhcxIoLmVtcHJvcHMubG9yYS52MS5MaXN0UG9wdWxhckxvcmFzUmVxdWVzdBopLmVtcHJvcHMubG9yYS52MS5MaXN0UG9wdWxhckxvcmFzUmVzcG9uc2ViBnByb3RvMw", [file_emprops_common_v1_item_error, file_emprops_common_v1_lora_metadata, file_emprops_common_v1_lora_reference, file_google_protobuf_timestamp]);
+  fileDesc("CitlbXByb3BzL2xvcmEvdjEvbG9yYV9yZXNvbHZlcl9zZXJ2aWNlLnByb3RvEg9lbXByb3BzLmxvcmEudjEilgEKE1Jlc29sdmVMb3Jhc1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSLgoEcmVmcxgDIAMoCzIgLmVtcHJvcHMuY29tbW9uLnYxLkxvcmFSZWZlcmVuY2USGgoSc2tpcF9kb3dubG9hZF91cmxzGAQgASgIEhIKCm1hY2hpbmVfaWQYBSABKAkixQIKDFJlc29sdmVkTG9yYRItCgNyZWYYASABKAsyIC5lbXByb3BzLmNvbW1vbi52MS5Mb3JhUmVmZXJlbmNlEg8KB2xvcmFfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIRCglmaWxlX25hbWUYBCABKAkSEgoKc2l6ZV9ieXRlcxgFIAEoAxIOCgZzaGEyNTYYBiABKAkSFAoMZG93bmxvYWRfdXJsGAcgASgJEjwKGGRvd25sb2FkX3VybF9leHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoGZm9ybWF0GAkgASgOMh0uZW1wcm9wcy5jb21tb24udjEuRmlsZUZvcm1hdBIqCgVwZWVycxgKIAMoCzIbLmVtcHJvcHMubG9yYS52MS5QZWVyU291cmNlIncKClBlZXJTb3VyY2USEgoKbWFjaGluZV9pZBgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEg0KBXRva2VuGAMgASgJEjUKEXRva2VuX2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ4Cg1SZXNvbHZlUmVzdWx0Ei0KBGxvcmEYASABKAsyHS5lbXByb3BzLmxvcmEudjEuUmVzb2x2ZWRMb3JhSAASLQoFZXJyb3IYAiABKAsyHC5lbXByb3BzLmNvbW1vbi52MS5JdGVtRXJyb3JIAEIJCgdvdXRjb21lIkcKFFJlc29sdmVMb3Jhc1Jlc3BvbnNlEi8KB3Jlc3VsdHMYASADKAsyHi5lbXByb3BzLmxvcmEudjEuUmVzb2x2ZVJlc3VsdCJtChdMaXN0UG9wdWxhckxvcmFzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRIuCgp1c2VkX3NpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJYCgtQb3B1bGFyTG9yYRIPCgd1c2VyX2lkGAEgASgJEg8KB2xvcmFfaWQYAiABKAkSEwoLdXNhZ2VfY291bnQYAyABKAMSEgoKc2l6ZV9ieXRlcxgEIAEoAyJHChhMaXN0UG9wdWxhckxvcmFzUmVzcG9uc2USKwoFbG9yYXMYASADKAsyHC5lbXByb3BzLmxvcmEudjEuUG9wdWxhckxvcmEy2wEKE0xvcmFSZXNvbHZlclNlcnZpY2USWwoMUmVzb2x2ZUxvcmFzEiQuZW1wcm9wcy5sb3JhLnYxLlJlc29sdmVMb3Jhc1JlcXVlc3QaJS5lbXByb3BzLmxvcmEudjEuUmVzb2x2ZUxvcmFzUmVzcG9uc2USZwoQTGlzdFBvcHVsYXJMb3JhcxIoLmVtcHJvcHMubG9yYS52MS5MaXN0UG9wdWxhckxvcmFzUmVxdWVzdBopLmVtcHJvcHMubG9yYS52MS5MaXN0UG9wdWxhckxvcmFzUmVzcG9uc2ViBnByb3RvMw", [file_emprops_common_v1_item_error, file_emprops_common_v1_lora_metadata, file_emprops_common_v1_lora_reference, file_google_protobuf_timestamp]);
 
 /**
  * References of one job.
@@ -49,14 +49,16 @@ export type ResolveLorasRequest = Message<"emprops.lora.v1.ResolveLorasRequest">
   refs: LoraReference[];
 
   /**
-   * Skip signing read URLs (validation of cached copies only).
+   * Skip signing read URLs (validation of cached copies only); no peers
+   * are offered either.
    *
    * @generated from field: bool skip_download_urls = 4;
    */
   skipDownloadUrls: boolean;
 
   /**
-   * The requesting machine, for the audit log.
+   * The requesting machine, for the audit log and for peer fetch: peers are
+   * offered from its pool (as its holdings reports name it), never itself.
    *
    * @generated from field: string machine_id = 5;
    */
@@ -142,6 +144,18 @@ export type ResolvedLora = Message<"emprops.lora.v1.ResolvedLora"> & {
    * @generated from field: emprops.common.v1.FileFormat format = 9;
    */
   format: FileFormat;
+
+  /**
+   * Machines of the requesting machine's pool that hold a verified copy of
+   * this file (the same sha256), most recently heard from first, at most
+   * PEER_FETCH_MAX_PEERS; empty when peer fetch is off, the requesting
+   * machine reports no holdings, or nobody else holds it. A machine fetches
+   * from them first and falls back to download_url; it checks the sha256
+   * whatever the source.
+   *
+   * @generated from field: repeated emprops.lora.v1.PeerSource peers = 10;
+   */
+  peers: PeerSource[];
 };
 
 /**
@@ -150,6 +164,56 @@ export type ResolvedLora = Message<"emprops.lora.v1.ResolvedLora"> & {
  */
 export const ResolvedLoraSchema: GenMessage<ResolvedLora> = /*@__PURE__*/
   messageDesc(file_emprops_lora_v1_lora_resolver_service, 1);
+
+/**
+ * A machine of the same pool that serves a file to its peers over HTTP:
+ * GET http://{address}/peer/v1/sha256/{sha256} with Range requests and
+ * "authorization: Bearer {token}" (206 Partial Content; 401 without a valid
+ * token, 403 for a token of another file or machine, 404 when it no longer
+ * holds the file, 429 when it already serves its maximum of peers).
+ *
+ * @generated from message emprops.lora.v1.PeerSource
+ */
+export type PeerSource = Message<"emprops.lora.v1.PeerSource"> & {
+  /**
+   * The serving machine (its MACHINE_ID).
+   *
+   * @generated from field: string machine_id = 1;
+   */
+  machineId: string;
+
+  /**
+   * host:port where it serves peers (its MACHINE_PEER_ADDRESS).
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * A JWT signed by the registry (EdDSA with PEER_TOKEN_PRIVATE_KEY, or
+   * HS256 with a key derived from JWT_SECRET in development): iss
+   * "lora-registry", sub the requesting machine, aud "peer:{machine_id}"
+   * of the serving one, claim "sha256" the file; it lives
+   * PEER_TOKEN_TTL_SECONDS (minutes) and opens nothing else.
+   *
+   * @generated from field: string token = 3;
+   */
+  token: string;
+
+  /**
+   * When token stops working.
+   *
+   * @generated from field: google.protobuf.Timestamp token_expire_time = 4;
+   */
+  tokenExpireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message emprops.lora.v1.PeerSource.
+ * Use `create(PeerSourceSchema)` to create a new message.
+ */
+export const PeerSourceSchema: GenMessage<PeerSource> = /*@__PURE__*/
+  messageDesc(file_emprops_lora_v1_lora_resolver_service, 2);
 
 /**
  * The outcome of one reference.
@@ -186,7 +250,7 @@ export type ResolveResult = Message<"emprops.lora.v1.ResolveResult"> & {
  * Use `create(ResolveResultSchema)` to create a new message.
  */
 export const ResolveResultSchema: GenMessage<ResolveResult> = /*@__PURE__*/
-  messageDesc(file_emprops_lora_v1_lora_resolver_service, 2);
+  messageDesc(file_emprops_lora_v1_lora_resolver_service, 3);
 
 /**
  * One result per reference, in request order.
@@ -207,7 +271,7 @@ export type ResolveLorasResponse = Message<"emprops.lora.v1.ResolveLorasResponse
  * Use `create(ResolveLorasResponseSchema)` to create a new message.
  */
 export const ResolveLorasResponseSchema: GenMessage<ResolveLorasResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_lora_v1_lora_resolver_service, 3);
+  messageDesc(file_emprops_lora_v1_lora_resolver_service, 4);
 
 /**
  * Asks for popular LoRAs.
@@ -242,7 +306,7 @@ export type ListPopularLorasRequest = Message<"emprops.lora.v1.ListPopularLorasR
  * Use `create(ListPopularLorasRequestSchema)` to create a new message.
  */
 export const ListPopularLorasRequestSchema: GenMessage<ListPopularLorasRequest> = /*@__PURE__*/
-  messageDesc(file_emprops_lora_v1_lora_resolver_service, 4);
+  messageDesc(file_emprops_lora_v1_lora_resolver_service, 5);
 
 /**
  * A popular LoRA.
@@ -284,7 +348,7 @@ export type PopularLora = Message<"emprops.lora.v1.PopularLora"> & {
  * Use `create(PopularLoraSchema)` to create a new message.
  */
 export const PopularLoraSchema: GenMessage<PopularLora> = /*@__PURE__*/
-  messageDesc(file_emprops_lora_v1_lora_resolver_service, 5);
+  messageDesc(file_emprops_lora_v1_lora_resolver_service, 6);
 
 /**
  * Popular LoRAs, most used first.
@@ -305,7 +369,7 @@ export type ListPopularLorasResponse = Message<"emprops.lora.v1.ListPopularLoras
  * Use `create(ListPopularLorasResponseSchema)` to create a new message.
  */
 export const ListPopularLorasResponseSchema: GenMessage<ListPopularLorasResponse> = /*@__PURE__*/
-  messageDesc(file_emprops_lora_v1_lora_resolver_service, 6);
+  messageDesc(file_emprops_lora_v1_lora_resolver_service, 7);
 
 /**
  * Resolution of LoRA references for machine nodes. Needs the "machine" role;
