@@ -85,6 +85,7 @@ test("a small file arrives in one ranged stream with its sha256 checked", async 
   expect(result).toEqual({
     sha256: small.sha256,
     bytesDownloaded: small.bytes.length,
+    bytesFromPeers: 0,
     attempts: 1,
     resumed: false,
     connections: 1,
@@ -249,4 +250,91 @@ test("a sidecar describing other content is ignored", async () => {
   );
   expect(result).toMatchObject({ resumed: false, bytesDownloaded: small.bytes.length });
   await expectOnlyFinalFile(file, small);
+});
+
+describe("peers as sources of the same download", () => {
+  /** A second server of the same bytes, as a peer of the pool would be. */
+  let peer: FaultProxy;
+
+  beforeAll(async () => {
+    peer = await startFaultProxy(blobEndpointOf(containers.connectionString));
+  });
+  afterAll(async () => {
+    await peer?.close();
+  });
+  beforeEach(() => peer.reset());
+
+  async function viaPeers(blob: TestBlob, finalPath: string, peers: { machineId: string; proxy: FaultProxy }[]) {
+    const url = await blob.sasUrl();
+    const failures: [string, string][] = [];
+    const result = await downloadFile(
+      {
+        finalPath,
+        sizeBytes: blob.bytes.length,
+        sha256: blob.sha256,
+        url: async () => proxy.via(url),
+        peers: peers.map((p) => ({ machineId: p.machineId, url: p.proxy.via(url), headers: {} })),
+        onPeerFailure: (p, reason) => failures.push([p.machineId, reason]),
+      },
+      { ...settings, peerConnections: 1 },
+      { dispatcher, logger, hashes },
+    );
+    return { result, failures };
+  }
+
+  const starts = (p: FaultProxy) => p.requests.map((r) => Number(/bytes=(\d+)-/.exec(r.range ?? "")?.[1]));
+
+  test("a peer that serves the file: nothing from the blob", async () => {
+    const file = target();
+    const { result, failures } = await viaPeers(large, file, [{ machineId: "peer-a", proxy: peer }]);
+    expect(result).toMatchObject({ sha256: large.sha256, bytesFromPeers: large.bytes.length, attempts: 1 });
+    expect(failures).toEqual([]);
+    expect(proxy.requests).toEqual([]);
+    await expectOnlyFinalFile(file, large);
+  });
+
+  test("a peer that drops mid-file: the blob sends only the rest, every byte asked for once", async () => {
+    const file = target();
+    peer.rules.push({ method: "GET", fault: { kind: "cut", afterBytes: 300 * KIB }, times: Infinity });
+    const { result, failures } = await viaPeers(large, file, [{ machineId: "peer-a", proxy: peer }]);
+    expect(failures).toEqual([["peer-a", "vanished"]]);
+    expect(result).toMatchObject({ sha256: large.sha256, attempts: 1, resumed: true, bytesFromPeers: 300 * KIB });
+    expect(result.bytesDownloaded).toBe(large.bytes.length);
+    expect(Math.min(...starts(proxy))).toBe(300 * KIB);
+    await expectOnlyFinalFile(file, large);
+  });
+
+  test("a peer that refuses is left for the next peer", async () => {
+    const file = target();
+    const refusing = await startFaultProxy(blobEndpointOf(containers.connectionString));
+    try {
+      refusing.rules.push({ method: "GET", fault: { kind: "status", status: 403 }, times: Infinity });
+      const { result, failures } = await viaPeers(small, file, [
+        { machineId: "peer-refusing", proxy: refusing },
+        { machineId: "peer-a", proxy: peer },
+      ]);
+      expect(failures).toEqual([["peer-refusing", "refused"]]);
+      expect(result).toMatchObject({ sha256: small.sha256, bytesFromPeers: small.bytes.length, attempts: 1 });
+      expect(proxy.requests).toEqual([]);
+      await expectOnlyFinalFile(file, small);
+    } finally {
+      await refusing.close();
+    }
+  });
+
+  test("a peer that corrupts a byte: everything is discarded and fetched again from the blob alone", async () => {
+    const file = target();
+    peer.rules.push({ method: "GET", fault: { kind: "corrupt", atByte: 1000 }, times: Infinity });
+    const { result, failures } = await viaPeers(large, file, [
+      { machineId: "peer-a", proxy: peer },
+      { machineId: "peer-b", proxy: peer },
+    ]);
+    expect(failures).toEqual([["peer-a", "corrupt"]]);
+    expect(result).toMatchObject({ sha256: large.sha256, attempts: 2 });
+    // The second attempt asked the blob for every byte, and no peer again.
+    expect(Math.min(...starts(proxy))).toBe(0);
+    expect(peer.requests.length).toBeGreaterThan(0);
+    expect(result.bytesDownloaded - result.bytesFromPeers).toBe(large.bytes.length);
+    await expectOnlyFinalFile(file, large);
+  });
 });

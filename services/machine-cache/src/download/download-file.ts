@@ -30,7 +30,28 @@ export interface DownloadSettings {
   retryMaxMs: number;
   /** A response that sends nothing for this long is cut and retried. */
   stallTimeoutMs: number;
+  /** A peer that sends nothing for this long is left for the next source (default stallTimeoutMs). */
+  peerStallTimeoutMs?: number;
+  /** Ranged requests of one file in flight to a peer (default partsPerFile; a LAN link needs few). */
+  peerConnections?: number;
 }
+
+/**
+ * Another machine of the pool serving the same file: tried, in order,
+ * before the blob URL. Any failure of a peer (a refusal, a stall, a cut, a
+ * wrong size) moves on to the next source at once, keeping the bytes that
+ * arrived; bytes that fail the sha256 are all discarded and fetched again
+ * from the blob alone.
+ */
+export interface PeerSource {
+  /** The serving machine, for logs and telemetry. */
+  machineId: string;
+  url: string;
+  headers: Record<string, string>;
+}
+
+/** Why a peer was left for the next source. */
+export type PeerFailure = "refused" | "busy" | "not_held" | "slow" | "vanished" | "wrong_size" | "corrupt";
 
 export interface DownloadRequest {
   finalPath: string;
@@ -39,6 +60,10 @@ export interface DownloadRequest {
   sha256: string;
   /** A signed read URL; `refresh` is true after the previous one was refused (expired). */
   url: (refresh: boolean) => Promise<string>;
+  /** Tried before the blob URL. */
+  peers?: PeerSource[];
+  /** Told of each peer left for the next source. */
+  onPeerFailure?: (peer: PeerSource, reason: PeerFailure, err: unknown) => void;
   signal?: AbortSignal;
   /** Told at the start of each attempt, after each write, and when every byte is there (unthrottled). */
   onProgress?: (progress: DownloadProgress) => void;
@@ -48,6 +73,8 @@ export interface DownloadResult {
   sha256: string;
   /** Bytes received over the network by this call. */
   bytesDownloaded: number;
+  /** Of those, the bytes that came from peers (the rest came from the blob). */
+  bytesFromPeers: number;
   attempts: number;
   /** True when bytes already on disk (from an earlier attempt or process) were kept. */
   resumed: boolean;
@@ -109,6 +136,10 @@ export async function downloadFile(
   const plan = parts;
   const hash = deps.hashes.begin(partialPath);
   let bytesDownloaded = 0;
+  const peers = [...(req.peers ?? [])];
+  /** Bytes received from peers, and the peers whose bytes are in the file. */
+  let bytesFromPeers = 0;
+  const contributors = new Set<PeerSource>();
   let attempts = 0;
   let resumed = false;
   let refreshUrl = false;
@@ -149,7 +180,7 @@ export async function downloadFile(
   // Bytes kept from an earlier process are hashed while the rest arrives.
   hash.advance(contiguousBytes(plan));
 
-  const fetchRun = async (url: URL, run: Run): Promise<void> => {
+  const fetchRun = async (url: URL, peer: PeerSource | undefined, run: Run): Promise<void> => {
     let at = run.from;
     let k = 0;
     await fetchRange(deps.dispatcher, {
@@ -159,9 +190,14 @@ export async function downloadFile(
       blobSize: req.sizeBytes,
       fd: file.fd,
       signal: req.signal,
-      stallTimeoutMs: settings.stallTimeoutMs,
+      stallTimeoutMs: peer ? (settings.peerStallTimeoutMs ?? settings.stallTimeoutMs) : settings.stallTimeoutMs,
+      headers: peer?.headers,
       onWritten: (upTo) => {
         bytesDownloaded += upTo - at;
+        if (peer) {
+          bytesFromPeers += upTo - at;
+          contributors.add(peer);
+        }
         unsynced += upTo - at;
         bytesDone += upTo - at;
         at = upTo;
@@ -185,17 +221,18 @@ export async function downloadFile(
     bytesDone = doneBytes(plan);
     if (bytesDone > 0) resumed = true;
     report("downloading");
-    const runs = new RunPlan(plan);
-    if (runs.pending > 0) {
-      const url = new URL(await req.url(refreshUrl));
-      refreshUrl = false;
+    // Peers first, each until it fails; then the blob URL. Every source resumes where the last one stopped.
+    for (let runs = new RunPlan(plan); runs.pending > 0; runs = new RunPlan(plan)) {
+      const peer = req.signal?.aborted ? undefined : peers[0];
+      const url = new URL(peer ? peer.url : await req.url(refreshUrl));
+      if (!peer) refreshUrl = false;
       let failure: unknown;
-      const slots = Math.min(settings.partsPerFile, runs.pending);
+      const slots = Math.min((peer && settings.peerConnections) || settings.partsPerFile, runs.pending);
       connections = Math.max(connections, slots);
       const slot = async () => {
         for (let run = runs.take(slots); run && failure === undefined; run = runs.take(slots)) {
           try {
-            await fetchRun(url, run);
+            await fetchRun(url, peer, run);
           } catch (err) {
             failure ??= err;
           }
@@ -203,7 +240,11 @@ export async function downloadFile(
       };
       await Promise.all(Array.from({ length: slots }, slot));
       await saveSidecarNow();
-      if (failure !== undefined) throw classify(failure, attempts, () => (refreshUrl = true));
+      if (failure === undefined) break;
+      if (!peer || req.signal?.aborted) throw classify(failure, attempts, () => (refreshUrl = true));
+      peers.shift();
+      req.onPeerFailure?.(peer, peerFailureOf(failure), failure);
+      if (doneBytes(plan) > 0) resumed = true;
     }
     report("verifying");
     const digest = await hash.digest(req.sizeBytes);
@@ -211,6 +252,12 @@ export async function downloadFile(
       for (const p of plan) p.done = 0;
       await hash.reset();
       await fs.rm(sidecarPath, { force: true });
+      // A peer's bytes were among them: no peer is trusted again for this file, the blob sends it all.
+      if (contributors.size > 0) {
+        peers.length = 0;
+        for (const peer of contributors) req.onPeerFailure?.(peer, "corrupt", undefined);
+        contributors.clear();
+      }
       throw new ChecksumError(`sha256 ${digest} differs from the expected ${req.sha256}`);
     }
     return digest;
@@ -239,7 +286,15 @@ export async function downloadFile(
     await fs.rename(partialPath, req.finalPath);
     await syncDirectory(path.dirname(req.finalPath));
     await fs.rm(sidecarPath, { force: true });
-    return { sha256: digest, bytesDownloaded, attempts, resumed, connections, partBytes: settings.partSizeBytes };
+    return {
+      sha256: digest,
+      bytesDownloaded,
+      bytesFromPeers,
+      attempts,
+      resumed,
+      connections,
+      partBytes: settings.partSizeBytes,
+    };
   } catch (err) {
     await syncing;
     await saving;
@@ -265,6 +320,19 @@ function classify(err: unknown, attempts: number, refreshUrl: () => void): unkno
   }
   if (err instanceof BlobSizeError) return new ChecksumError(err.message);
   return err;
+}
+
+/** What a peer's failed request says about it. */
+function peerFailureOf(err: unknown): PeerFailure {
+  if (err instanceof HttpStatusError) {
+    if (err.status === 429 || err.status === 503) return "busy";
+    if (err.status === 404) return "not_held";
+    return "refused";
+  }
+  if (err instanceof BlobSizeError) return "wrong_size";
+  const code = (err as { code?: string } | undefined)?.code;
+  if (code === "UND_ERR_BODY_TIMEOUT" || code === "UND_ERR_HEADERS_TIMEOUT") return "slow";
+  return "vanished";
 }
 
 /** The parts recorded beside an existing partial file of the same size, or undefined to start afresh. */

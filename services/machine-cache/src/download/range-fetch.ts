@@ -4,7 +4,7 @@ import type { Dispatcher } from "undici";
 /** Storage answered with a status that is not the bytes asked for. */
 export class HttpStatusError extends Error {
   constructor(readonly status: number) {
-    super(`blob storage answered HTTP ${status}`);
+    super(`the source answered HTTP ${status}`);
   }
 }
 
@@ -31,6 +31,8 @@ export interface RangeRequest {
   onWritten(upTo: number): void;
   signal?: AbortSignal;
   stallTimeoutMs: number;
+  /** Sent with the request (a peer's authorization). */
+  headers?: Record<string, string>;
 }
 
 /** Chunks written together, at the file offset of the first. */
@@ -141,7 +143,7 @@ export function fetchRange(dispatcher: Dispatcher, req: RangeRequest): Promise<v
         origin: req.url.origin,
         path: req.url.pathname + req.url.search,
         method: "GET",
-        headers: { range: `bytes=${from}-${to - 1}` },
+        headers: { ...req.headers, range: `bytes=${from}-${to - 1}` },
         headersTimeout: req.stallTimeoutMs,
         bodyTimeout: req.stallTimeoutMs,
       },
