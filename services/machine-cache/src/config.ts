@@ -16,6 +16,20 @@ export interface DownloadConfig extends DownloadSettings {
   partialMaxAgeMs: number;
 }
 
+export interface PeerConfig {
+  /** Where the peer server listens (when peerAddress is set). */
+  listenHost: string;
+  listenPort: number;
+  /** Peer requests served at once; more are answered 429. */
+  maxUploads: number;
+  /** Bytes per second all uploads together may send (0: unlimited). */
+  uploadBytesPerSecond: number;
+  /** Fetch from the peers ResolveLoras offers before the blob. */
+  fetchEnabled: boolean;
+  /** Ed25519 SPKI PEM the registry's peer tokens are checked with; else a key derived from JWT_SECRET. */
+  tokenPublicKeyPem?: string;
+}
+
 export interface MachineCacheConfig {
   host: string;
   port: number;
@@ -26,6 +40,8 @@ export interface MachineCacheConfig {
   pool: string;
   /** Where peers of the pool reach this node's cached files; empty: it serves none. */
   peerAddress: string;
+  /** Serving verified files to peers of the pool, and fetching from them. */
+  peer: PeerConfig;
   /** What this node holds is reported to the holdings index: a heartbeat this often, a full snapshot that often. */
   holdings: { heartbeatIntervalMs: number; snapshotIntervalMs: number };
   /** ComfyUI's models/loras directory; shared LoRAs go under shared/. */
@@ -94,6 +110,16 @@ const shape = {
     .string()
     .regex(/^$|^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/, "must be host:port, or empty")
     .default(""),
+  PEER_LISTEN_ADDRESS: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/, "must be host:port")
+    .optional(),
+  PEER_MAX_UPLOADS: int(1, 256, 8),
+  PEER_UPLOAD_MAX_MB_PER_SECOND: z.coerce.number().min(0).max(100_000).default(400),
+  PEER_FETCH_ENABLED: env.bool(true),
+  PEER_FETCH_CONNECTIONS: int(1, 32, 2),
+  PEER_STALL_TIMEOUT_MS: int(100, 600_000, 3_000),
+  PEER_TOKEN_PUBLIC_KEY: env.pem("PUBLIC KEY"),
   HOLDINGS_HEARTBEAT_SECONDS: int(1, 600, 30),
   // Below half of LORA_HOLDINGS' retention (an hour), so the stream always holds a live node's latest snapshot.
   HOLDINGS_SNAPSHOT_SECONDS: int(10, 1800, 600),
@@ -142,6 +168,13 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
     machineId: e.MACHINE_ID,
     pool: e.MACHINE_POOL,
     peerAddress: e.MACHINE_PEER_ADDRESS,
+    peer: {
+      ...peerListen(e.PEER_LISTEN_ADDRESS, e.MACHINE_PEER_ADDRESS),
+      maxUploads: e.PEER_MAX_UPLOADS,
+      uploadBytesPerSecond: e.PEER_UPLOAD_MAX_MB_PER_SECOND * MIB,
+      fetchEnabled: e.PEER_FETCH_ENABLED,
+      tokenPublicKeyPem: e.PEER_TOKEN_PUBLIC_KEY,
+    },
     holdings: {
       heartbeatIntervalMs: e.HOLDINGS_HEARTBEAT_SECONDS * 1000,
       snapshotIntervalMs: e.HOLDINGS_SNAPSHOT_SECONDS * 1000,
@@ -174,6 +207,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): MachineCach
       retryMinMs: e.LORA_DOWNLOAD_RETRY_MIN_MS,
       retryMaxMs: Math.max(e.LORA_DOWNLOAD_RETRY_MIN_MS, e.LORA_DOWNLOAD_RETRY_MAX_MS),
       stallTimeoutMs: e.LORA_DOWNLOAD_STALL_TIMEOUT_SECONDS * 1000,
+      peerStallTimeoutMs: e.PEER_STALL_TIMEOUT_MS,
+      peerConnections: e.PEER_FETCH_CONNECTIONS,
       partialMaxAgeMs: e.LORA_PARTIAL_MAX_AGE_HOURS * 3600 * 1000,
     },
     statsIntervalMs: e.CACHE_STATS_INTERVAL_SECONDS * 1000,
@@ -231,3 +266,11 @@ function modelCacheDb(
   }
   return { modelCacheDbPath: path.join(comfyDir, "model_cache.db"), modelCacheDbChosenBy: "default" };
 }
+
+/** PEER_LISTEN_ADDRESS, by default every interface on the port peers are told (MACHINE_PEER_ADDRESS). */
+function peerListen(listen: string | undefined, advertised: string): { listenHost: string; listenPort: number } {
+  const [, host = "0.0.0.0", port = "0"] = /^\[?(.*?)\]?:(\d+)$/.exec(listen ?? `0.0.0.0:${portOf(advertised)}`) ?? [];
+  return { listenHost: host, listenPort: Number(port) };
+}
+
+const portOf = (address: string) => /:(\d+)$/.exec(address)?.[1] ?? "0";

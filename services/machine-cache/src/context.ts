@@ -145,6 +145,7 @@ export function createContext(cfg: MachineCacheConfig, overrides: Partial<BaseCo
     space,
     downloads,
     holdings,
+    peerFetch: cfg.peer.fetchEnabled,
   });
   const cache = new LoraCache({
     ...resolving,

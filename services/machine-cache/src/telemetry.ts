@@ -21,7 +21,21 @@ export function createMetrics() {
     downloads: m.createCounter("machine_cache.downloads", {
       description: "LoRA downloads by outcome: ok, not_found, checksum, failed, no_space, aborted",
     }),
-    downloadedBytes: m.createCounter("machine_cache.downloaded_bytes", { unit: "By" }),
+    downloadedBytes: m.createCounter("machine_cache.downloaded_bytes", {
+      description: "Bytes received for LoRA downloads, by lora.source and download.source: peer or blob",
+      unit: "By",
+    }),
+    peerFailures: m.createCounter("machine_cache.peer_failures", {
+      description:
+        "Peers left for the next source, by reason: refused, busy, not_held, slow, vanished, wrong_size, corrupt",
+    }),
+    peerRequests: m.createCounter("machine_cache.peer_requests", {
+      description: "Requests of peers to this node's peer server, by outcome (HTTP status)",
+    }),
+    peerUploadedBytes: m.createCounter("machine_cache.peer_uploaded_bytes", {
+      description: "Bytes this node sent to peers of its pool",
+      unit: "By",
+    }),
     downloadDuration: m.createHistogram("machine_cache.download_duration", {
       description: "Duration of LoRA downloads, by source and size bucket",
       unit: "ms",

@@ -7,7 +7,8 @@ import type { DownloadConfig } from "../config.js";
 import { findLoraFile, findLoraFileByPath, type LoraFileRow } from "../db/lora-files.js";
 import { getModel } from "../db/models.js";
 import type { Db } from "../db/open-database.js";
-import { DownloadError, type DownloadResult, downloadFile } from "../download/download-file.js";
+import { DownloadError, type DownloadResult, downloadFile, type PeerSource } from "../download/download-file.js";
+import { PEER_PATH } from "../peer/peer-server.js";
 import type { HashPool } from "../download/hash-pool.js";
 import { type DownloadProgress, ProgressFanOut } from "../download/progress.js";
 import type { SingleFlight } from "../download/singleflight.js";
@@ -64,6 +65,17 @@ export interface LoraFetcherDeps extends ResolveDeps {
   downloads: SingleFlight<FetchedLora>;
   /** Told of every registered download. */
   holdings: HoldingsRecorder;
+  /** Fetch from the peers a resolution offers before its blob URL. */
+  peerFetch: boolean;
+}
+
+/** The peers ResolveLoras offered for this file, as download sources. */
+function peerSources(lora: ResolvedLora): PeerSource[] {
+  return lora.peers.map((p) => ({
+    machineId: p.machineId,
+    url: `http://${p.address}${PEER_PATH}${lora.sha256.toLowerCase()}`,
+    headers: { authorization: `Bearer ${p.token}` },
+  }));
 }
 
 /**
@@ -166,6 +178,14 @@ export class LoraFetcher {
               // A LoRA resolved without a read URL (a cached copy found changed) gets one now.
               url: (refresh) =>
                 refresh || !lora.downloadUrl ? this.freshUrl(key, ctx) : Promise.resolve(lora.downloadUrl),
+              peers: this.deps.peerFetch ? peerSources(lora) : [],
+              onPeerFailure: (peer, reason, err) => {
+                this.deps.metrics.peerFailures.add(1, { reason });
+                this.deps.logger.warn(
+                  { err, peer: peer.machineId, reason, path: target },
+                  "peer left for the next source",
+                );
+              },
               signal: this.stopping.signal,
               onProgress: (p) => progress.update(p),
             },
@@ -191,6 +211,7 @@ export class LoraFetcher {
           span.setAttributes({
             "lora.outcome": "ok",
             "lora.bytes_downloaded": result.bytesDownloaded,
+            "lora.bytes_from_peers": result.bytesFromPeers,
             "lora.attempts": result.attempts,
             "lora.resumed": result.resumed,
             "lora.duration_ms": Math.round(ms),
@@ -231,7 +252,11 @@ export class LoraFetcher {
   ): void {
     const { metrics, logger, loraDir } = this.deps;
     metrics.downloads.add(1, { outcome: "ok", ...labels });
-    metrics.downloadedBytes.add(result.bytesDownloaded, { "lora.source": key.source });
+    metrics.downloadedBytes.add(result.bytesFromPeers, { "lora.source": key.source, "download.source": "peer" });
+    metrics.downloadedBytes.add(result.bytesDownloaded - result.bytesFromPeers, {
+      "lora.source": key.source,
+      "download.source": "blob",
+    });
     metrics.downloadDuration.record(ms, labels);
     this.failures.succeeded(keyString(key));
     logger.info(
@@ -239,6 +264,7 @@ export class LoraFetcher {
         path: relativeToLoraDir(loraDir, target) ?? target,
         size_bytes: sizeBytes,
         bytes_downloaded: result.bytesDownloaded,
+        bytes_from_peers: result.bytesFromPeers,
         attempts: result.attempts,
         resumed: result.resumed,
         connections: result.connections,

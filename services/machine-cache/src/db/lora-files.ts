@@ -114,3 +114,8 @@ export function deleteLoraFile(db: Db, path: string): void {
 export function markValidated(db: Db, path: string, atMs: number): void {
   prepared(db, "UPDATE lora_files SET validated_at_ms = ? WHERE path = ?").run(atMs, path);
 }
+
+/** Every cached file with this content (lower-case hex sha256), whatever it answers. */
+export function loraFilesWithSha256(db: Db, sha256: string): LoraFileRow[] {
+  return prepared<[string], LoraFileRow>(db, `SELECT ${COLUMNS} FROM lora_files WHERE sha256 = ?`).all(sha256);
+}
