@@ -30,7 +30,7 @@ import { startTestStack, type TestStack } from "./support/test-stack.js";
  * Three machine-caches of one pool on loopback, with the real registry,
  * gateway, Azurite (behind a counting fault proxy) and NATS: a LoRA one node
  * holds is fetched by the next from it, without a byte from the blob; a peer
- * that corrupts a byte, refuses or dies mid-transfer leaves the fetching
+ * that corrupts a byte, refuses, goes silent or dies mid-transfer leaves the fetching
  * node with the right file from the blob, resuming; a node's peer server
  * refuses what its token does not open. Node 1's peer server is reached
  * through a second fault proxy, so the test can make it misbehave.
@@ -236,6 +236,20 @@ test("a peer that dies mid-transfer: node 2 resumes from the blob where the peer
   const from = Math.min(...reads.map((r) => Number(/^bytes=(\d+)-/.exec(r.range ?? "")?.[1] ?? 0)));
   expect(from).toBeGreaterThan(0);
   expect(from).toBeLessThanOrEqual(cutAt);
+});
+
+test("a peer that goes silent: node 2 leaves it after PEER_STALL_TIMEOUT_MS and resumes from the blob", async () => {
+  const l = await upload("peer-stalls.safetensors");
+  await heldByNode1(l);
+  blob.reset();
+  const stallAt = 1 * MIB;
+  node1Peer.rules.push({ method: "GET", fault: { kind: "stall", afterBytes: stallAt }, times: Infinity });
+  const ensured = await ensureOn(node2.url, l);
+  expect(sha256(readFileSync(ensured.absolutePath))).toBe(l.sha256);
+  expect(node1Peer.requests.some((r) => r.fault === "stall")).toBe(true);
+  const from = Math.min(...blobGets(l).map((r) => Number(/^bytes=(\d+)-/.exec(r.range ?? "")?.[1] ?? 0)));
+  expect(from).toBeGreaterThan(0);
+  expect(from).toBeLessThanOrEqual(stallAt);
 });
 
 test("an evicted copy leaves the index: node 1 is no longer offered as a peer", async () => {
