@@ -133,7 +133,7 @@ class Batch {
       groups.set(keyString(key), group);
     }
     // Pinned inside the space lock: no eviction decision can be half-way through these files.
-    const found = await space.exclusive(async () =>
+    const found = await space.exclusiveSync(() =>
       [...groups.values()].map((group) => {
         const row = findLoraFile(db, group.key);
         if (row) this.unpins.push(pins.pin([row.path]));

@@ -200,6 +200,17 @@ export class SpaceManager {
   }
 
   /**
+   * `exclusive` for synchronous work: run at once when nothing holds the lock
+   * or waits for it (no decision can be half-way, and none can start before
+   * `fn` returns), else after the work ahead of it. A cached hit saves the
+   * queue's round trips.
+   */
+  exclusiveSync<T>(fn: () => T): T | Promise<T> {
+    if (this.lock.activeCount === 0 && this.lock.pendingCount === 0) return fn();
+    return this.lock(async () => fn());
+  }
+
+  /**
    * The victims the configured policy picks to free `bytes` (undefined when
    * not enough may go), and what to record once they are gone.
    */
