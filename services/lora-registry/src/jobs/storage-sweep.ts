@@ -28,8 +28,10 @@ import { blobPathOf, stagedUpload, viaGateway } from "../domain/blob.js";
 import type { AppContext } from "../context.js";
 import { withSpan } from "../telemetry.js";
 
-/** Blobs per ListBlobs page: Blob Storage's own limit. */
-const PAGE = 5000;
+/** Blobs per ListBlobs page (Blob Storage allows 5,000; a smaller page stays well within one call's deadline). */
+const PAGE = 1000;
+/** Deadline of one ListBlobs page: listing with metadata can take seconds on a busy account, more than other calls. */
+const LIST_TIMEOUT_MS = 30_000;
 /** Orphans re-checked and deleted together. */
 const ACT_BATCH = 200;
 /** Findings a report carries (the counts cover all of them). */
@@ -309,7 +311,10 @@ class SweepRun {
     let pageToken = "";
     do {
       const page = await viaGateway(this.ctx.logger, "ListBlobs", () =>
-        this.ctx.blobGateway.listBlobs({ area, userId, pageSize: PAGE, pageToken }),
+        this.ctx.blobGateway.listBlobs(
+          { area, userId, pageSize: PAGE, pageToken },
+          { timeoutMs: Math.max(LIST_TIMEOUT_MS, this.ctx.cfg.blobGatewayTimeoutMs) },
+        ),
       );
       yield page.blobs;
       pageToken = page.nextPageToken;

@@ -53,15 +53,25 @@ export interface SweptLoraRow {
 const uploadPending = sql<boolean>`EXISTS (
   SELECT 1 FROM lora_upload u WHERE u.lora_id = f.id AND u.state = 'pending')`;
 
-/** Every LoRA row of the user that is visible or has a pending upload. */
+/**
+ * Every LoRA row of the user that is visible or has a pending upload: two
+ * index reads (the visible-LoRA partial index led by user_id, and the
+ * user's pending sessions), not a scan of the user's hidden history.
+ */
 export function liveLoraRowsOfUser(db: Kysely<Database>, userId: string): Promise<SweptLoraRow[]> {
-  return db
+  const visible = db
     .selectFrom("flat_file as f")
     .select(["f.id", "f.user_id", "f.name", "f.hidden", "f.gen_out_data", uploadPending.as("upload_pending")])
     .where("f.user_id", "=", userId)
-    .where(isLora)
-    .where((eb) => eb.or([eb("f.hidden", "is not", true), uploadPending]))
-    .execute();
+    .where(isVisibleLora);
+  const uploading = db
+    .selectFrom("lora_upload as u")
+    .innerJoin("flat_file as f", "f.id", "u.lora_id")
+    .select(["f.id", "f.user_id", "f.name", "f.hidden", "f.gen_out_data", sql<boolean>`true`.as("upload_pending")])
+    .where("u.user_id", "=", userId)
+    .where("u.state", "=", "pending")
+    .where("f.hidden", "=", true);
+  return visible.unionAll(uploading).execute();
 }
 
 /** Those of the ids that are LoRA rows visible or with a pending upload, read now. */
