@@ -1,3 +1,4 @@
+import { crc32 } from "node:zlib";
 import type { RandomAccessSource } from "./random-access-source.js";
 import { type TorchCheckpoint, TorchCheckpointReader } from "./torch-checkpoint.js";
 import {
@@ -32,7 +33,7 @@ const READS_IN_FLIGHT = 8;
 
 /** Pass 1 of a conversion: the checkpoint, with its storages' bytes skipped (see `skippedStorages`). */
 export async function readCheckpointByRange(source: RandomAccessSource, chunkBytes: number): Promise<TorchCheckpoint> {
-  const reader = new TorchCheckpointReader();
+  const reader = new TorchCheckpointReader(crc32);
   const entries = await indexEntries(source);
   const reads = new PlannedReads(source, planReads(entries ?? [], source.size));
   let at = 0;

@@ -1,4 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
+import { crc32 } from "node:zlib";
 import { ContentCheck, type Rejection } from "./content-check.js";
 import { bytesText } from "./describe.js";
 import { extractLoraMetadata } from "./lora-metadata.js";
@@ -51,7 +52,7 @@ export class LoraVerifier {
     };
     this.content = new ContentCheck({
       expectedExtension: opts.expectedExtension,
-      torchReader: () => new TorchCheckpointReader(),
+      torchReader: () => new TorchCheckpointReader(crc32),
     });
   }
 

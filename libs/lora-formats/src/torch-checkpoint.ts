@@ -1,4 +1,6 @@
+import { concatBytes, latin1Text } from "./bytes.js";
 import type { ContentReader } from "./content-reader.js";
+import type { Crc32 } from "./crc32.js";
 import { bytesText, quote } from "./describe.js";
 import { FormatError } from "./format-error.js";
 import { isDecimalKey, MAX_TORCH_PICKLE_BYTES, readTorchPickle, type TorchPickle } from "./torch-pickle.js";
@@ -50,11 +52,7 @@ type Role = { kind: "pickle" } | { kind: "storage"; key: string } | { kind: "rec
 export class TorchCheckpointReader implements ContentReader {
   readonly unsafeGlobals: readonly string[] = [];
   readonly unsafeSources: readonly string[] = [];
-  private readonly zip = new ZipStreamReader({
-    onEntryStart: (entry) => this.startEntry(entry),
-    onEntryData: (bytes) => this.entryData(bytes),
-    onEntryEnd: (entry) => this.endEntry(entry),
-  });
+  private readonly zip: ZipStreamReader;
   private prefix = "";
   /** `prefix` and "/": what every other entry's name starts with. */
   private folder = "";
@@ -67,6 +65,18 @@ export class TorchCheckpointReader implements ContentReader {
   private readonly storageEntries = new Map<string, ZipEntry>();
   private readonly records = new Set<string>();
   private readonly skippedStorages = new Map<string, SkippedEntry>();
+
+  /** `crc32`: zlib.crc32 on Node (native), portableCrc32 elsewhere. */
+  constructor(crc32: Crc32) {
+    this.zip = new ZipStreamReader(
+      {
+        onEntryStart: (entry) => this.startEntry(entry),
+        onEntryData: (bytes) => this.entryData(bytes),
+        onEntryEnd: (entry) => this.endEntry(entry),
+      },
+      crc32,
+    );
+  }
 
   get tensorCount(): number {
     return this.layoutValue?.tensors.length ?? 0;
@@ -208,7 +218,7 @@ export class TorchCheckpointReader implements ContentReader {
       this.storageEntries.set(role.key, entry);
       return;
     }
-    const bytes = Buffer.concat(this.parts);
+    const bytes = concatBytes(this.parts);
     this.parts = [];
     if (role.kind === "pickle") {
       this.pickle = readTorchPickle(bytes, `The pickle ${quote(entry.name)}`);
@@ -217,7 +227,7 @@ export class TorchCheckpointReader implements ContentReader {
     }
     if (this.records.has(role.name)) throw this.invalid(`it holds the record ${quote(role.name)} twice`);
     this.records.add(role.name);
-    const text = bytes.toString("latin1");
+    const text = latin1Text(bytes);
     if (!(METADATA_RECORDS[role.name] as RegExp).test(text)) {
       throw this.invalid(
         role.name === "byteorder"

@@ -1,4 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
+import { crc32 } from "node:zlib";
 import { readCheckpointByRange, readExactly } from "./checkpoint-by-range.js";
 import { quote } from "./describe.js";
 import { FormatError } from "./format-error.js";
@@ -229,7 +230,12 @@ export class TorchToSafetensors {
     // A record that only views, or a slice of it, reach is read once more for its check alone.
     for (const [key, skipped] of this.checkpoint.skippedStorages) {
       if (!checked.has(key)) {
-        yield* this.storageJobs(skipped.entry.dataOffset, new SkippedEntryCheck(skipped), 0, this.planned.length);
+        yield* this.storageJobs(
+          skipped.entry.dataOffset,
+          new SkippedEntryCheck(skipped, crc32),
+          0,
+          this.planned.length,
+        );
       }
     }
   }
@@ -246,7 +252,7 @@ export class TorchToSafetensors {
     if (tensor.checks !== undefined) {
       const skipped = this.checkpoint.skippedStorages.get(tensor.checks);
       if (skipped) {
-        yield* this.storageJobs(entry.dataOffset, new SkippedEntryCheck(skipped), tensor.bytes, index);
+        yield* this.storageJobs(entry.dataOffset, new SkippedEntryCheck(skipped, crc32), tensor.bytes, index);
         return;
       }
     }

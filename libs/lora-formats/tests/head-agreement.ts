@@ -3,8 +3,8 @@ import type { VerificationResult } from "../src/index.js";
 
 /**
  * The head check of `file`'s first `cut` bytes (a MiB by default), held to the verifier's verdict on the whole
- * file: it may refuse only what the verifier refuses, for the same reason; on a whole safetensors file the two
- * verdicts are the same. Throws a message naming both verdicts otherwise.
+ * file: it may refuse only what the verifier refuses, for the same reason; on a whole file the two verdicts are the
+ * same. Throws a message naming both verdicts otherwise.
  */
 export function headAgrees(
   file: Uint8Array,
@@ -18,7 +18,7 @@ export function headAgrees(
   const fullSaid = full.ok ? "accepts" : `refuses (${full.reason}: ${full.message})`;
   const disagree =
     (verdict.outcome === "refused" && (full.ok || full.reason !== verdict.reason)) ||
-    (extension === "safetensors" && head.length === file.length && full.ok === (verdict.outcome === "refused"));
+    (head.length === file.length && full.ok === (verdict.outcome === "refused"));
   if (disagree) {
     throw new Error(`the head check of ${head.length} of ${file.length} bytes ${said}; the verifier ${fullSaid}`);
   }

@@ -1,16 +1,21 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
+import { crc32 } from "node:zlib";
 import {
   assembleSafetensors,
   buildSafetensors,
   callPickle,
   fillerBytes,
   kohyaMetadata,
+  LORA_TENSORS,
+  loraStorages,
   loraTensors,
   randomLoraSafetensors,
+  stateDictPickle,
   tarArchive,
   torchZip,
 } from "@emprops/testkit";
+import { portableCrc32 } from "../src/crc32.js";
 import { checkHead, HEAD_MAX_BYTES, headLength } from "../src/head.js";
 import { LoraVerifier, SAFETENSORS_MAX_HEADER_BYTES } from "../src/index.js";
 import { headAgrees } from "./head-agreement.js";
@@ -62,7 +67,7 @@ describe("head check of a .safetensors file", () => {
   it("refuses content of another type, with the verifier's message", () => {
     for (const file of [png, torchZip(callPickle("os", "system", "id")), Buffer.from("")]) {
       const verdict = head(file);
-      expect(verdict).toEqual({
+      expect(verdict).toMatchObject({
         outcome: "refused",
         reason: "INVALID_FILE_FORMAT",
         message: verify(file, "safetensors").message,
@@ -85,7 +90,7 @@ describe("head check of a .safetensors file", () => {
     // 50 MB declared for a 2 MiB file: the header would end past the file.
     const overflowing = assembleSafetensors('{"a":', fillerBytes(16), 50_000_000n);
     const verdict = checkHead(overflowing.subarray(0, 16), { extension: "safetensors", sizeBytes: 2 * HEAD_MAX_BYTES });
-    expect(verdict).toEqual({
+    expect(verdict).toMatchObject({
       outcome: "refused",
       reason: "INVALID_FILE_FORMAT",
       message:
@@ -125,10 +130,28 @@ describe("head check of a .pt file", () => {
     JSON.parse(readFileSync(path.join(FIXTURES, "expected.json"), "utf8")) as { files: Record<string, unknown> }
   ).files;
 
-  it.each(Object.keys(fixtures))("agrees with the verifier on torch.save's %s", (name) => {
+  it.each(Object.keys(fixtures))("agrees with the verifier on torch.save's %s, whole and cut short", (name) => {
     const file = readFileSync(path.join(FIXTURES, "torch", name));
-    const verdict = head(file, "pt");
-    expect(verdict.outcome).toBe(name === "legacy_format.pt" ? "refused" : "undecided");
+    const full = verify(file, "pt");
+    // The whole file in the head: the verifier's own verdict.
+    expect(head(file, "pt")).toMatchObject(
+      full.ok ? { outcome: "passed" } : { outcome: "refused", reason: full.reason, message: full.message },
+    );
+    for (const cut of [16, 100, 512, 1000, Math.floor(file.length / 2), file.length - 1]) head(file, "pt", cut);
+  });
+
+  it("refuses an unsafe import in data.pkl within the first MiB although the file goes on", () => {
+    const payload = torchZip(callPickle("os", "system", "id"), [fillerBytes(3 * HEAD_MAX_BYTES)]);
+    expect(head(payload, "pt")).toMatchObject({
+      outcome: "refused",
+      reason: "UNSAFE_PICKLE",
+      detectedType: "zip",
+      unsafeGlobals: ["os.system"],
+      message: expect.stringMatching(/os\.system/),
+    });
+    const benign = torchZip(stateDictPickle(LORA_TENSORS), loraStorages());
+    expect(verify(benign, "pt").ok).toBe(true);
+    for (const cut of [64, 200, benign.length - 30]) expect(head(benign, "pt", cut).outcome).toBe("undecided");
   });
 
   it("refuses what is no torch.save ZIP from its first bytes, as the verifier does", () => {
@@ -140,12 +163,21 @@ describe("head check of a .pt file", () => {
     ];
     for (const file of cases) {
       const padded = Buffer.concat([file, fillerBytes(2 * HEAD_MAX_BYTES)]);
-      expect(head(padded, "pt")).toEqual({
+      expect(head(padded, "pt")).toMatchObject({
         outcome: "refused",
         reason: "INVALID_FILE_FORMAT",
         message: verify(padded, "pt").message,
       });
     }
+  });
+});
+
+describe("the portable CRC-32 a browser's head check uses for a .pt", () => {
+  it("equals zlib's, whole and continued", () => {
+    const data = fillerBytes(100_000, 7);
+    expect(portableCrc32(data)).toBe(crc32(data));
+    expect(portableCrc32(data.subarray(5000), portableCrc32(data.subarray(0, 5000)))).toBe(crc32(data));
+    expect(portableCrc32(new Uint8Array(0))).toBe(0);
   });
 });
 

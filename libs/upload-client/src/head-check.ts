@@ -13,11 +13,13 @@ export class HeadRefusedError extends ConnectError {
   constructor(
     readonly reason: string,
     message: string,
+    /** As the gateway's refusal has it: field, detected_format and unsafe_globals. */
+    metadata: Record<string, string>,
   ) {
     super(message, Code.InvalidArgument, undefined, [
       {
         desc: ErrorInfoSchema,
-        value: create(ErrorInfoSchema, { reason, domain: ERROR_DOMAIN, metadata: { field: "head" } }),
+        value: create(ErrorInfoSchema, { reason, domain: ERROR_DOMAIN, metadata }),
       },
     ]);
   }
@@ -39,7 +41,13 @@ export async function checkFileHead(source: UploadSource, name: string): Promise
   if (extension !== "safetensors" && extension !== "pt") return undefined;
   const head = await bytesOf(await source.slice(0, headLength(source.size)));
   const verdict = checkHead(head, { extension, sizeBytes: source.size });
-  if (verdict.outcome === "refused") throw new HeadRefusedError(verdict.reason, verdict.message);
+  if (verdict.outcome === "refused") {
+    throw new HeadRefusedError(verdict.reason, verdict.message, {
+      field: "head",
+      detected_format: verdict.detectedType,
+      ...(verdict.unsafeGlobals.length > 0 ? { unsafe_globals: verdict.unsafeGlobals.join(",") } : {}),
+    });
+  }
   return head;
 }
 

@@ -5,6 +5,7 @@ import { mintToken } from "@emprops/platform";
 import { ValidationStatus } from "@emprops/contracts";
 import {
   buildSafetensors,
+  callPickle,
   loraStorages,
   LORA_TENSORS,
   loraTensors,
@@ -317,6 +318,16 @@ describe("CreateUploadUrl with the file's first bytes", () => {
       ]);
       expect(failure.message).toMatch(message);
     }
+    // A checkpoint whose data.pkl, within the head, would call os.system: the verifier's UNSAFE_PICKLE.
+    const exploit = torchZip(callPickle("os", "system", "id"));
+    const unsafe = await rpcFailure(
+      t.client.createUploadUrl({ upload: newUpload("pt"), sizeBytes: BigInt(5 * MiB), head: exploit }),
+    );
+    expect(unsafe).toMatchObject({
+      code: "InvalidArgument",
+      reason: "UNSAFE_PICKLE",
+      message: expect.stringMatching(/os\.system/),
+    });
     expect(await userContainerListing()).toEqual(before);
   });
 

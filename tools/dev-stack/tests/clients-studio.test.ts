@@ -444,7 +444,7 @@ describe("the Studio LoRA library page in Chromium against the real stack", () =
       const refused = upload("photo.safetensors").getByRole("alert");
       expect(await refused.getAttribute("data-reason")).toBe("INVALID_FILE_FORMAT");
       expect(await text(refused)).toMatch(
-        /^Not a valid LoRA file\nThe file is named \.safetensors but its content is a PNG image\.\nChecked on this computer before uploading: nothing was sent\./,
+        /^Not a valid LoRA file\nThe file is named \.safetensors but its content is a PNG image\.\nDetected: png\nChecked on this computer before uploading: nothing was sent\./,
       );
       expect(asked).toEqual([]);
       await shot("studio-refused-before-upload");

@@ -1,5 +1,6 @@
-import { crc32 } from "node:zlib";
 import { ByteQueue } from "../byte-queue.js";
+import { indexOfBytes, latin1Text } from "../bytes.js";
+import type { Crc32 } from "../crc32.js";
 import { bytesText, quote } from "../describe.js";
 import { FormatError } from "../format-error.js";
 import { decodeUtf8 } from "../pickle-strings.js";
@@ -33,7 +34,7 @@ import {
 // stored entries, whose CRC-32 matches them). After the last entry the central directory must agree with what the
 // stream showed (see CentralDirectory).
 
-const DESCRIPTOR_SIGNATURE = Buffer.from([0x50, 0x4b, 0x07, 0x08]);
+const DESCRIPTOR_SIGNATURE = new Uint8Array([0x50, 0x4b, 0x07, 0x08]);
 // A checkpoint has one entry per storage (at most 100,000 tensors) plus a few records.
 const MAX_ENTRIES = 100_016;
 const MAX_TOTAL_NAME_BYTES = 16 * 1024 * 1024;
@@ -81,7 +82,11 @@ export class ZipStreamReader {
   private current: OpenEntry | undefined;
   private nameBytesTotal = 0;
 
-  constructor(private readonly handler: ZipEntryHandler) {}
+  constructor(
+    private readonly handler: ZipEntryHandler,
+    /** zlib.crc32 on Node (native), portableCrc32 elsewhere. */
+    private readonly crc32: Crc32,
+  ) {}
 
   /** Entries read so far, in archive order. */
   get entries(): readonly ZipEntry[] {
@@ -147,8 +152,8 @@ export class ZipStreamReader {
   }
 
   /** A reader that reads a skipped entry's data and descriptor; used by SkippedEntryCheck. */
-  static resuming(skipped: SkippedEntry, handler: ZipEntryHandler): ZipStreamReader {
-    const reader = new ZipStreamReader(handler);
+  static resuming(skipped: SkippedEntry, handler: ZipEntryHandler, crc32: Crc32): ZipStreamReader {
+    const reader = new ZipStreamReader(handler, crc32);
     reader.resume(skipped);
     return reader;
   }
@@ -307,10 +312,7 @@ export class ZipStreamReader {
 
   private decodeName(nameBytes: Uint8Array, flags: number): string {
     if (nameBytes.length === 0) this.fail(`an entry has an empty name`);
-    const name =
-      flags & FLAG_UTF8_NAME
-        ? decodeUtf8(nameBytes)
-        : Buffer.from(nameBytes.buffer, nameBytes.byteOffset, nameBytes.byteLength).toString("latin1");
+    const name = flags & FLAG_UTF8_NAME ? decodeUtf8(nameBytes) : latin1Text(nameBytes);
     if (name.includes("\0")) this.fail(`entry name ${quote(name)} contains a NUL character`);
     return name;
   }
@@ -327,11 +329,10 @@ export class ZipStreamReader {
 
   private searchDescriptor(buf: Uint8Array, pos: number): number {
     const entry = this.current as OpenEntry;
-    const haystack = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
     const length = entry.descriptorLength;
     let from = pos;
     for (;;) {
-      const at = haystack.indexOf(DESCRIPTOR_SIGNATURE, from);
+      const at = indexOfBytes(buf, DESCRIPTOR_SIGNATURE, from);
       if (at === -1 || at + length > buf.length) {
         // Hold back what could be the start of a descriptor until more bytes arrive.
         const keepFrom = at === -1 ? Math.max(from, buf.length - 3) : at;
@@ -339,7 +340,7 @@ export class ZipStreamReader {
         return keepFrom > pos ? keepFrom : NEED_MORE;
       }
       const sizeIfEnd = entry.dataLength + (at - from);
-      const crcIfEnd = entry.method === METHOD_STORED ? crc32(buf.subarray(from, at), entry.runningCrc) : 0;
+      const crcIfEnd = entry.method === METHOD_STORED ? this.crc32(buf.subarray(from, at), entry.runningCrc) : 0;
       const crc = u32(buf, at + 4);
       const compressed = length === 24 ? u64(buf, at + 8) : u32(buf, at + 8);
       const uncompressed = length === 24 ? u64(buf, at + 16) : u32(buf, at + 12);
@@ -360,7 +361,7 @@ export class ZipStreamReader {
   private consumeData(bytes: Uint8Array, crcAfter?: number): void {
     const entry = this.current as OpenEntry;
     if (bytes.length === 0) return;
-    if (entry.method === METHOD_STORED) entry.runningCrc = crcAfter ?? crc32(bytes, entry.runningCrc);
+    if (entry.method === METHOD_STORED) entry.runningCrc = crcAfter ?? this.crc32(bytes, entry.runningCrc);
     entry.dataLength += bytes.length;
     this.handler.onEntryData(bytes);
   }
@@ -401,14 +402,21 @@ export class SkippedEntryCheck {
   private closed: ZipEntry | undefined;
   private fed = 0;
 
-  constructor(readonly skipped: SkippedEntry) {
-    this.reader = ZipStreamReader.resuming(skipped, {
-      onEntryStart: () => {},
-      onEntryData: () => {},
-      onEntryEnd: (entry) => {
-        this.closed = entry;
+  constructor(
+    readonly skipped: SkippedEntry,
+    crc32: Crc32,
+  ) {
+    this.reader = ZipStreamReader.resuming(
+      skipped,
+      {
+        onEntryStart: () => {},
+        onEntryData: () => {},
+        onEntryEnd: (entry) => {
+          this.closed = entry;
+        },
       },
-    });
+      crc32,
+    );
   }
 
   /** Bytes to feed in all: the data, then the descriptor. */

@@ -24,9 +24,12 @@ export function refuseWrongHead(
   }
   const verdict = checkHead(head, { extension: upload.extension, sizeBytes: upload.sizeBytes });
   if (verdict.outcome === "refused") {
+    // The metadata CompleteLoraUpload gives a refused file, so clients show both alike.
     throw invalidArgument(errorReasonOf(verdict.reason), verdict.message, {
       field: "head",
       head_bytes: head.length,
+      detected_format: verdict.detectedType,
+      ...(verdict.unsafeGlobals.length > 0 ? { unsafe_globals: verdict.unsafeGlobals.join(",") } : {}),
     });
   }
   return verdict;

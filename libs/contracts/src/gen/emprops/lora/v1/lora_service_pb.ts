@@ -75,11 +75,12 @@ export type CreateLoraUploadRequest = Message<"emprops.lora.v1.CreateLoraUploadR
    * the verification would refuse (content of another type than its
    * extension, a safetensors header longer than the limit or than the file,
    * a header within these bytes that is malformed or needs another data
-   * section size, a polyglot's first bytes) is refused here with
-   * INVALID_ARGUMENT and the verifier's reason (INVALID_FILE_FORMAT) and
-   * message, before a block is sent; the session is then failed and its
+   * section size, a polyglot's first bytes, a .pt whose data.pkl within
+   * these bytes imports what the weights-only grammar refuses) is refused
+   * here with INVALID_ARGUMENT and the verifier's reason
+   * (INVALID_FILE_FORMAT, UNSAFE_PICKLE) and message, before a block is sent; the session is then failed and its
    * reservation released. Bytes that decide nothing (a header that goes on
-   * beyond them, a .pt's ZIP) are no refusal. The full verification still
+   * beyond them, a .pt whose checkpoint does) are no refusal. The full verification still
    * runs at CompleteLoraUpload.
    *
    * @generated from field: bytes head = 7;
