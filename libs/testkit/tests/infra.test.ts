@@ -240,6 +240,9 @@ async function runOwner(...args: string[]): Promise<{ owner: ChildProcess; start
 }
 
 describe("when the owner goes away without stop()", () => {
+  // The fixture starts all three servers in a fresh process: allow each its full start timeout.
+  jest.setTimeout(150_000);
+
   it("SIGKILL: its servers are stopped and throw-away data removed by the watchdogs", async () => {
     const { owner, started, pids } = await runOwner();
     expect(pids.every(isAlive)).toBe(true);

@@ -149,9 +149,14 @@ test("a read URL that expired during a stalled download is resolved again", asyn
   expect(results[0]?.error).toBeUndefined();
   expect(results[0]).toMatchObject({ sha256: lora.sha256, resumed: true });
   const reads = proxy.requests.filter(signedReadOf(userBlobPath(lora)));
-  // Stalled, then refused (expired), then fetched the rest with a fresh URL.
-  expect(reads.map((r) => r.status)).toEqual([206, 403, 206]);
-  expect(reads[2]!.path).not.toBe(reads[0]!.path);
+  // Stalled, then refused (expired) — more than once when a busy machine lets the 1 s URL lapse again —
+  // then the rest fetched with a fresh URL.
+  const statuses = reads.map((r) => r.status);
+  expect(statuses[0]).toBe(206);
+  expect(statuses.at(-1)).toBe(206);
+  expect(statuses.slice(1, -1).length).toBeGreaterThanOrEqual(1);
+  expect(statuses.slice(1, -1).every((s) => s === 403)).toBe(true);
+  expect(reads.at(-1)!.path).not.toBe(reads[0]!.path);
   expect(sha256(await fs.readFile(results[0]!.absolutePath))).toBe(lora.sha256);
 });
 

@@ -10,8 +10,8 @@ export interface ServiceOptions {
   persistent?: boolean;
   /** Port on 127.0.0.1; a free one when omitted. */
   port?: number;
-  /** How long the process may take to come up. Default 30 000 ms. */
+  /** How long the process may take to come up. Default 60 000 ms (initdb alone can take half of that on a busy 2-core machine). */
   startTimeoutMs?: number;
 }
 
-export const DEFAULT_START_TIMEOUT_MS = 30_000;
+export const DEFAULT_START_TIMEOUT_MS = 60_000;
