@@ -163,7 +163,9 @@ export async function startFaultProxy(upstream: string, options: FaultProxyOptio
         port: target.port,
         method: req.method,
         path: req.url,
-        headers: { ...req.headers, host: target.host },
+        // The Host the client named, as on a real network path: Azurite's Copy Blob checks a signed
+        // source URL against it (CannotVerifyCopySource, a 404, when the URL names another host).
+        headers: req.headers,
       },
       (up) => {
         seen.status = up.statusCode ?? 502;

@@ -275,3 +275,31 @@ describe("the Lora message", () => {
     }
   });
 });
+
+describe("a LoRA larger than 256 MiB", () => {
+  // Beyond what Copy Blob From URL takes at once, the gateway copies it with Copy Blob (asynchronous, polled).
+  it("is copied to its final path and completes, sha256 and size checked", async () => {
+    const user = randomUUID();
+    const file = randomLoraSafetensors(256 * 1024 * 1024 + 4096);
+    const lora = userClient(t.stack.registry.url, SECRET, user);
+    const created = await lora.createLoraUpload({ name: "big.safetensors", sizeBytes: BigInt(file.length) });
+    const blockBytes = Number(created.blockSizeBytes);
+    const ids: string[] = [];
+    for (let offset = 0; offset < file.length; offset += blockBytes) {
+      const put = await writeWith.putBlock(created.uploadUrl, ids.length, file.subarray(offset, offset + blockBytes));
+      expect(put.status).toBe(201);
+      ids.push(blockId(ids.length));
+    }
+    expect((await writeWith.putBlockList(created.uploadUrl, ids)).status).toBe(201);
+    const done = await lora.completeLoraUpload({ uploadId: created.upload!.uploadId }, { timeoutMs: 300_000 });
+    expect(done.lora).toMatchObject({ sha256: sha256(file), sizeBytes: BigInt(file.length) });
+    const stored = await container
+      .getBlockBlobClient(`users/${user}/loras/${done.lora!.id}.safetensors`)
+      .getProperties();
+    expect({ size: stored.contentLength, sha256: stored.metadata?.sha256 }).toEqual({
+      size: file.length,
+      sha256: sha256(file),
+    });
+    expect(await stagingContents(user, created.upload!.uploadId, "safetensors")).toEqual({ size: 0, staged: 0 });
+  }, 300_000);
+});
