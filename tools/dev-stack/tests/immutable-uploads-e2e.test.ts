@@ -276,6 +276,28 @@ describe("the Lora message", () => {
   });
 });
 
+describe("a copy whose source storage cannot read", () => {
+  it("fails saying so, stores nothing, and the upload completes when tried again", async () => {
+    const user = randomUUID();
+    const file = randomLoraSafetensors(40_000);
+    const { lora, uploadId, loraId } = await startUpload(user, "copied.safetensors", file);
+    const finalPath = `users/${user}/loras/${loraId}.safetensors`;
+    // Storage's answer when it cannot read a copy's source URL (Azurite: the URL names another host).
+    proxy.rules.push({
+      method: "PUT",
+      path: (p) => p.split("?")[0]!.endsWith(finalPath),
+      fault: { kind: "status", status: 404, errorCode: "CannotVerifyCopySource" },
+    });
+    const failure = await rpcFailure(lora.completeLoraUpload({ uploadId }));
+    expect(failure).toMatchObject({ code: "Internal", reason: "UNSPECIFIED" });
+    expect(failure.message).toContain("as the source of a server-side copy (404 CannotVerifyCopySource)");
+    expect(await container.getBlockBlobClient(finalPath).exists()).toBe(false);
+    const done = await lora.completeLoraUpload({ uploadId });
+    expect(done.lora).toMatchObject({ sha256: sha256(file), sizeBytes: BigInt(file.length) });
+    expect(await container.getBlockBlobClient(finalPath).downloadToBuffer()).toEqual(file);
+  });
+});
+
 describe("a LoRA larger than 256 MiB", () => {
   // Beyond what Copy Blob From URL takes at once, the gateway copies it with Copy Blob (asynchronous, polled).
   it("is copied to its final path and completes, sha256 and size checked", async () => {
