@@ -13,6 +13,7 @@ import type { FetchedLora } from "./fetch-lora.js";
 import type { LoraKey } from "./lora-key.js";
 import { registerDownloaded } from "./register.js";
 import type { SpaceManager } from "./space-manager.js";
+import { syncDirectory } from "../download/sync-directory.js";
 
 /** A shared LoRA's file is readable by every user of the node, as a download leaves it (umask 022). */
 const SHARED_FILE_MODE = 0o644;
@@ -195,13 +196,4 @@ async function copyVerified(source: fs.FileHandle, target: string, sizeBytes: nu
   await fs.rename(staging, target);
   await syncDirectory(path.dirname(target));
   return true;
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await fs.open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }

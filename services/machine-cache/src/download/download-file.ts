@@ -16,6 +16,7 @@ import {
 import { BlobSizeError, fetchRange, HttpStatusError } from "./range-fetch.js";
 import type { DownloadProgress } from "./progress.js";
 import { type Run, RunPlan } from "./run-plan.js";
+import { syncDirectory } from "./sync-directory.js";
 
 export interface DownloadSettings {
   /** Files at least this large are fetched in ranged parts. */
@@ -344,15 +345,6 @@ async function resumableParts(partialPath: string, sidecarPath: string, req: Dow
     throw err;
   });
   return stat?.size === req.sizeBytes ? parts : undefined;
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await fs.open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 function toDownloadError(err: unknown, attempts: number, signal?: AbortSignal): DownloadError {
