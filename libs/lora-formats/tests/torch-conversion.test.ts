@@ -1,7 +1,5 @@
 import { createHash } from "node:crypto";
 import { crc32 } from "node:zlib";
-import { readFileSync } from "node:fs";
-import path from "node:path";
 import {
   bufferSource,
   FormatError,
@@ -11,27 +9,21 @@ import {
   TorchToSafetensors,
   UnsafePickleError,
 } from "../src/index.js";
-import { LORA_TENSORS, loraStorages, orderedDictPickle, pushTensor, stateDictPickle, torchZip } from "@emprops/testkit";
+import {
+  LORA_TENSORS,
+  loraStorages,
+  orderedDictPickle,
+  pushTensor,
+  SAFETENSORS_DTYPE_OF_TORCH,
+  stateDictPickle,
+  torchSaveFixture,
+  torchSaveFixtures,
+  torchZip,
+} from "@emprops/testkit";
 
 // Conversion round trips: checkpoints written by the real torch.save (fixtures/make-torch-fixtures.py records
 // each tensor's dtype, shape and the sha256 of its bytes as torch has them) converted, re-read, and compared.
-const FIXTURES = path.join(__dirname, "../fixtures");
-const expected = JSON.parse(readFileSync(path.join(FIXTURES, "expected.json"), "utf8")) as {
-  files: Record<string, { kind: string; tensors?: Record<string, { dtype: string; shape: number[]; sha256: string }> }>;
-};
-const TORCH_DTYPES: Record<string, string> = {
-  "torch.float16": "F16",
-  "torch.float32": "F32",
-  "torch.float64": "F64",
-  "torch.bfloat16": "BF16",
-  "torch.int8": "I8",
-  "torch.int16": "I16",
-  "torch.int32": "I32",
-  "torch.int64": "I64",
-  "torch.uint8": "U8",
-  "torch.bool": "BOOL",
-  "torch.complex64": "C64",
-};
+const expected = torchSaveFixtures();
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 
 async function convert(source: RandomAccessSource, chunkBytes?: number, tensorSha256?: boolean) {
@@ -51,7 +43,7 @@ describe("converting torch.save checkpoints to safetensors", () => {
   const benign = Object.entries(expected.files).filter(([, f]) => f.kind === "benign");
 
   it.each(benign)("converts %s with the bytes torch has for every tensor", async (file, f) => {
-    const bytes = readFileSync(path.join(FIXTURES, "torch", file));
+    const bytes = torchSaveFixture(file);
     const { conversion, output } = await convert(bufferSource(bytes), 64, true);
     expect(output.length).toBe(conversion.sizeBytes);
     expect(conversion.sha256).toBe(sha256(output));
@@ -70,7 +62,7 @@ describe("converting torch.save checkpoints to safetensors", () => {
     const want = Object.fromEntries(
       Object.entries(f.tensors ?? {}).map(([name, t]) => [
         name,
-        { dtype: TORCH_DTYPES[t.dtype], shape: t.shape, sha256: t.sha256 },
+        { dtype: SAFETENSORS_DTYPE_OF_TORCH[t.dtype], shape: t.shape, sha256: t.sha256 },
       ]),
     );
     expect(got).toEqual(want);
@@ -80,7 +72,7 @@ describe("converting torch.save checkpoints to safetensors", () => {
   });
 
   it("keeps the non-tensor values as JSON in __metadata__", async () => {
-    const { output } = await convert(bufferSource(readFileSync(path.join(FIXTURES, "torch", "values.pt"))));
+    const { output } = await convert(bufferSource(torchSaveFixture("values.pt")));
     expect(headerOf(output).header.metadata).toEqual({
       size: "[2,3]",
       dtype: '"torch.float16"',
@@ -95,7 +87,7 @@ describe("converting torch.save checkpoints to safetensors", () => {
   });
 
   it("names nested tensors by their path and writes them in the reference writer's order", async () => {
-    const { output, conversion } = await convert(bufferSource(readFileSync(path.join(FIXTURES, "torch", "nested.pt"))));
+    const { output, conversion } = await convert(bufferSource(torchSaveFixture("nested.pt")));
     const { header } = headerOf(output);
     expect(header.metadata).toEqual({ epoch: "12", meta: '{"rank":4}' });
     expect(conversion.tensors.map((t) => t.name)).toEqual([
@@ -132,8 +124,7 @@ describe("converting torch.save checkpoints to safetensors", () => {
   });
 
   it("refuses what cannot be converted, and what is unsafe, before producing a byte", async () => {
-    const open = (file: string) =>
-      TorchToSafetensors.open(bufferSource(readFileSync(path.join(FIXTURES, "torch", file))));
+    const open = (file: string) => TorchToSafetensors.open(bufferSource(torchSaveFixture(file)));
     await expect(open("complex128.pt")).rejects.toThrow(FormatError);
     await expect(open("complex128.pt")).rejects.toThrow(/ComplexDoubleStorage, which has no safetensors dtype/);
     await expect(open("os_system_payload.pt")).rejects.toThrow(UnsafePickleError);

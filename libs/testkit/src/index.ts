@@ -74,6 +74,13 @@ export {
 export { chunked, prng } from "./fixtures/feed.js";
 export { safetensorsReferenceAccepts } from "./fixtures/safetensors-reference.js";
 export {
+  SAFETENSORS_DTYPE_OF_TORCH,
+  torchSaveFixture,
+  torchSaveFixtures,
+  type TorchSaveFixtures,
+  type TorchSaveTensor,
+} from "./fixtures/torch-save.js";
+export {
   startFaultProxy,
   createProxiedTestContainers,
   putBlockIndex,

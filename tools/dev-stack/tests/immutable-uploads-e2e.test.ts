@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
@@ -12,7 +11,10 @@ import {
   type FaultProxy,
   randomLoraSafetensors,
   rpcFailure,
+  SAFETENSORS_DTYPE_OF_TORCH,
   startFaultProxy,
+  torchSaveFixture,
+  torchSaveFixtures,
 } from "@emprops/testkit";
 import { machineClient, resolverClient, sha256, userClient } from "./machine-support.js";
 import { startTestStack, type TestStack } from "./support/test-stack.js";
@@ -27,23 +29,7 @@ import { startTestStack, type TestStack } from "./support/test-stack.js";
  */
 
 const SECRET = "immutable-uploads-e2e-secret-0123456789";
-const FIXTURES = path.join(__dirname, "../../../libs/lora-formats/fixtures");
-const expected = JSON.parse(readFileSync(path.join(FIXTURES, "expected.json"), "utf8")) as {
-  files: Record<string, { tensors?: Record<string, { dtype: string; shape: number[]; sha256: string }> }>;
-};
-const TORCH_DTYPES: Record<string, string> = {
-  "torch.float16": "F16",
-  "torch.float32": "F32",
-  "torch.float64": "F64",
-  "torch.bfloat16": "BF16",
-  "torch.int8": "I8",
-  "torch.int16": "I16",
-  "torch.int32": "I32",
-  "torch.int64": "I64",
-  "torch.uint8": "U8",
-  "torch.bool": "BOOL",
-  "torch.complex64": "C64",
-};
+const expected = torchSaveFixtures();
 
 let t: TestStack;
 let proxy: FaultProxy;
@@ -196,7 +182,7 @@ describe("a .pt upload", () => {
     "%s: the machine's file is the converted safetensors, tensor for tensor as torch saved it",
     async (fixture) => {
       const user = randomUUID();
-      const file = readFileSync(path.join(FIXTURES, "torch", fixture));
+      const file = torchSaveFixture(fixture);
       const { lora, uploadId, loraId } = await startUpload(user, `My ${fixture}`, file);
       const done = await lora.completeLoraUpload({ uploadId });
       // The owner sees the file as uploaded.
@@ -232,7 +218,7 @@ describe("a .pt upload", () => {
       const want = Object.fromEntries(
         Object.entries(expected.files[fixture]?.tensors ?? {}).map(([name, x]) => [
           name,
-          { dtype: TORCH_DTYPES[x.dtype], shape: x.shape, sha256: x.sha256 },
+          { dtype: SAFETENSORS_DTYPE_OF_TORCH[x.dtype], shape: x.shape, sha256: x.sha256 },
         ]),
       );
       expect(got).toEqual(want);
@@ -243,7 +229,7 @@ describe("a .pt upload", () => {
 
   it("one that cannot be represented as safetensors is refused with the reason; nothing is kept", async () => {
     const user = randomUUID();
-    const file = readFileSync(path.join(FIXTURES, "torch", "complex128.pt"));
+    const file = torchSaveFixture("complex128.pt");
     const { lora, uploadId, loraId } = await startUpload(user, "complex.pt", file);
     const refused = await rpcFailure(lora.completeLoraUpload({ uploadId }));
     expect(refused).toMatchObject({ code: "InvalidArgument", reason: "INVALID_FILE_FORMAT" });
